@@ -1,0 +1,237 @@
+"""Soft-label PGD (Madry et al. 2018, Eq. 2 with ADR's rectified targets, Algorithm 1 lines 10-13)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from art.attacks.attack import EvasionAttack
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator, LossGradientsMixin
+from torch import Tensor, nn
+
+from .functional import (
+    clip_to_range,
+    cw_margin_loss,
+    l2_normalize,
+    project_l2,
+    project_linf,
+    soft_cross_entropy,
+    trades_kl,
+)
+from .modes import bn_mode_flag, module_mode
+
+__all__ = ["pgd", "attack_loss", "SoftLabelPGD"]
+
+LOSSES = ("ce", "kl", "cw")
+NORMS = ("inf", "2")
+
+
+def _norm_name(norm: Any) -> str:
+    name = str(norm).lower().replace("l", "")
+    if name in ("inf", "np.inf"):
+        return "inf"
+    if name in ("2", "2.0"):
+        return "2"
+    raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
+
+
+def attack_loss(logits: Tensor, target: Tensor, loss: str) -> Tensor:
+    """Per-sample loss the attack ascends: CE (index or probability targets), TRADES KL, or CW margin."""
+    if loss == "ce":
+        if target.is_floating_point() and target.dim() == 2:
+            return soft_cross_entropy(logits, target, reduction="none")
+        return F.cross_entropy(logits.float(), target.long(), reduction="none")
+    if loss == "kl":
+        return trades_kl(logits, target, reduction="none")
+    if loss == "cw":
+        return cw_margin_loss(logits, target, reduction="none")
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def _random_start(x: Tensor, eps: float, norm: str, mode: Any, generator: torch.Generator | None) -> Tensor:
+    if mode is False or mode is None:
+        return torch.zeros_like(x)
+    if mode == "trades":  # TRADES reference: x + 0.001 * N(0, 1)
+        return 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if norm == "inf":
+        return (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+    direction = l2_normalize(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+    radius = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+    return direction * radius * eps
+
+
+def pgd(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    target: Tensor,
+    *,
+    eps: float,
+    eps_step: float,
+    max_iter: int,
+    norm: Any = "inf",
+    clip_values: tuple[float, float] | None = (0.0, 1.0),
+    random_init: bool | str = True,
+    loss: str = "ce",
+    bn_mode: str | None = "eval",
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> Tensor:
+    """Projected gradient ascent on ``loss`` inside the ε-ball around ``x`` (device tensors, no host sync).
+
+    Args:
+        model: maps ``[N, C, H, W]`` inputs to ``[N, K]`` logits.
+        x: clean inputs ``[N, C, H, W]``.
+        target: ``loss="ce"``: int labels ``[N]`` or probability rows ``[N, K]`` (ADR's rectified labels);
+            ``loss="kl"``: clean logits ``[N, K]`` (TRADES); ``loss="cw"``: int labels ``[N]``.
+        eps: radius ε > 0. eps_step: step α in (0, ε]. max_iter: steps K ≥ 0.
+        norm: ``"inf"`` (sign steps) or ``2`` (normalised gradient steps).
+        clip_values: valid input box or ``None``.
+        random_init: ``True`` uniform start in the ball, ``"trades"`` 0.001·N(0, 1), ``False`` none.
+        loss: ``"ce"`` (default), ``"kl"`` or ``"cw"``.
+        bn_mode: ``"train"`` (ADR authors' AT), ``"eval"`` or ``None`` (leave the model as it is).
+        restarts: random restarts; per sample, the iterate that is misclassified (label targets) or has the
+            highest loss is kept.
+        generator: ``torch.Generator`` on ``x.device`` for the random start.
+        autocast: optional zero-argument factory of an autocast context for the forward passes.
+
+    Returns:
+        Adversarial examples, same shape and dtype as ``x``, detached.
+
+    Example:
+        >>> x_adv = pgd(model, x, y, eps=8/255, eps_step=2/255, max_iter=10)
+    """
+    norm = _norm_name(norm)
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if eps_step <= 0 or eps_step > eps:
+        raise ValueError(f"eps_step must be in (0, eps], got eps_step={eps_step}, eps={eps}")
+    if max_iter < 0 or restarts < 1:
+        raise ValueError("max_iter must be >= 0 and restarts >= 1")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    project = project_linf if norm == "inf" else project_l2
+    ctx = autocast or contextlib.nullcontext
+    x = x.detach()
+    target = target.detach()
+    label_targets = not target.is_floating_point()
+    training = model.training if isinstance(model, nn.Module) else False
+    train_flag = bn_mode_flag(bn_mode, training)
+    mode_ctx = module_mode(model, train_flag) if isinstance(model, nn.Module) else contextlib.nullcontext()
+
+    best = x.clone()
+    best_score = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    with mode_ctx, torch.enable_grad():
+        for _ in range(restarts):
+            x_adv = project(x + _random_start(x, eps, norm, random_init, generator), x, eps, clip_values)
+            for _ in range(max_iter):
+                x_adv.requires_grad_(True)
+                with ctx():
+                    logits = model(x_adv)
+                grad = torch.autograd.grad(attack_loss(logits, target, loss).sum(), x_adv)[0]
+                with torch.no_grad():
+                    if norm == "inf":
+                        step = eps_step * grad.sign()
+                    else:
+                        step = eps_step * l2_normalize(grad.float()).to(x.dtype)
+                    x_adv = project(x_adv.detach() + step, x, eps, clip_values)
+            if restarts == 1:
+                return x_adv.detach()
+            with torch.no_grad(), ctx():
+                logits = model(x_adv)
+                score = attack_loss(logits, target, loss).float()
+                if label_targets:
+                    score = score + 1e6 * (logits.argmax(1) != target).float()
+            improved = score > best_score
+            best[improved] = x_adv[improved].detach()
+            best_score = torch.where(improved, score, best_score)
+    return best
+
+
+class SoftLabelPGD(EvasionAttack):
+    """PGD against soft (probability) or hard labels as an ART ``EvasionAttack`` on a ``PyTorchClassifier``.
+
+    Args:
+        estimator: ART ``PyTorchClassifier`` (needs ``clip_values``).
+        eps: ε (default 8/255). eps_step: α (default 2/255). max_iter: steps (default 10).
+        norm: ``"inf"`` or ``2`` (default ``"inf"``). num_random_init: restarts (default 1, 0 = no random start).
+        bn_mode: BatchNorm mode during the attack, ``"eval"`` (default) or ``"train"``.
+        batch_size: examples per device batch (default 128).
+
+    ``generate(x, y)`` takes ``x`` as a float array ``[N, C, H, W]`` in ``clip_values`` and ``y`` as index
+    labels ``[N]``, one-hot or probability rows ``[N, K]`` (``None``: the model's predictions).
+
+    Example:
+        >>> attack = SoftLabelPGD(classifier, eps=8/255, eps_step=2/255, max_iter=10)
+        >>> x_adv = attack.generate(x_test, soft_labels)
+    """
+
+    attack_params = EvasionAttack.attack_params + [
+        "eps", "eps_step", "max_iter", "norm", "num_random_init", "bn_mode", "batch_size",
+    ]
+    _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
+
+    def __init__(
+        self,
+        estimator: Any,
+        eps: float = 8 / 255,
+        eps_step: float = 2 / 255,
+        max_iter: int = 10,
+        norm: Any = "inf",
+        num_random_init: int = 1,
+        bn_mode: str = "eval",
+        batch_size: int = 128,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(estimator=estimator)
+        self.eps, self.eps_step, self.max_iter = float(eps), float(eps_step), int(max_iter)
+        self.norm, self.num_random_init, self.bn_mode = norm, int(num_random_init), bn_mode
+        self.batch_size, self.seed = int(batch_size), seed
+        self._check_params()
+
+    def _check_params(self) -> None:
+        _norm_name(self.norm)
+        if self.eps <= 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if not 0 < self.eps_step <= self.eps:
+            raise ValueError(f"eps_step must be in (0, eps], got {self.eps_step}")
+        if self.max_iter < 0 or self.num_random_init < 0 or self.batch_size < 1:
+            raise ValueError("max_iter and num_random_init must be >= 0, batch_size >= 1")
+        bn_mode_flag(self.bn_mode, False)
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
+        """Adversarial examples for ``x`` (numpy, same dtype/shape), labels ``y`` index / one-hot / soft."""
+        from .estimator import classifier_clip_values, classifier_device, classifier_module
+
+        _, forward = classifier_module(self.estimator)
+        device = classifier_device(self.estimator)
+        clip_values = classifier_clip_values(self.estimator)
+        forward = forward.to(device)
+        x = np.asarray(x)
+        if not np.isfinite(x).all():
+            raise ValueError("x contains NaN or infinite values")
+        if y is None:
+            y = np.argmax(self.estimator.predict(x, batch_size=self.batch_size), axis=1)
+        y = np.asarray(y)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x and y have different lengths ({x.shape[0]} vs {y.shape[0]})")
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        out = np.empty_like(x)
+        for i in range(0, x.shape[0], self.batch_size):
+            xb = torch.tensor(x[i : i + self.batch_size], dtype=torch.float32, device=device)
+            yb = torch.tensor(y[i : i + self.batch_size], device=device)
+            if yb.dim() == 2:
+                yb = yb.float()
+            adv = pgd(
+                forward, xb, yb, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter, norm=self.norm,
+                clip_values=clip_values, random_init=self.num_random_init > 0, loss="ce", bn_mode=self.bn_mode,
+                restarts=max(1, self.num_random_init), generator=gen,
+            )
+            out[i : i + self.batch_size] = clip_to_range(adv, clip_values).cpu().numpy().astype(x.dtype)
+        return out

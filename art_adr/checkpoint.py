@@ -1,0 +1,94 @@
+"""Atomic checkpoint files, loaded as untrusted input with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model", "FORMAT"]
+
+FORMAT = "art-adr-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, corrupt, not an art-adr checkpoint, or does not fit the model."""
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``, so a kill never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
+    """Save ``obj`` with ``torch.save`` atomically (temp file in the same folder, then ``os.replace``)."""
+    obj = {"format": FORMAT, "version": VERSION, **obj}
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
+    """A checkpoint file, or ``<run_dir>/checkpoints/{prefer,final,last}.pt`` for a run directory."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (prefer, "best", "final", "last"):
+            cand = p / "checkpoints" / f"{name}.pt"
+            if cand.is_file():
+                return cand
+        raise CheckpointError(f"no checkpoint found in run directory {p} (looked for checkpoints/*.pt)")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate an art-adr checkpoint (``weights_only=True``); ``CheckpointError`` otherwise."""
+    p = resolve_checkpoint(path)
+    try:
+        obj = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt, truncated, pickle with code, not a torch file...
+        raise CheckpointError(f"{p} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not an art-adr checkpoint")
+    if "student" not in obj or "model" not in obj:
+        raise CheckpointError(f"{p} lacks the student weights or model description")
+    return obj
+
+
+def load_model(
+    path: str | os.PathLike, which: str = "student", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint (or run directory) in eval mode: ``(model, checkpoint)``.
+
+    ``which`` is ``"student"`` or ``"teacher"`` (the EMA / "+WA" model).
+    """
+    from .models import create_model
+
+    if which not in ("student", "teacher"):
+        raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
+    ckpt = load_checkpoint(path)
+    state = ckpt.get(which)
+    if state is None:
+        raise CheckpointError(f"checkpoint has no {which} weights")
+    desc = ckpt["model"]
+    model = create_model(desc["arch"], desc["num_classes"], dataset=desc.get("dataset"), **desc.get("kwargs", {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not fit {desc['arch']} with {desc['num_classes']} classes: {exc}") from None
+    return model.to(device).eval(), ckpt
