@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models and a learnable synthetic task, CPU only."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """A learnable 4-class task: class prototypes on 1×8×8 images plus noise, in [0, 1]."""
+    rng = np.random.default_rng(0)
+    protos = rng.uniform(0.0, 1.0, size=(4, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 384)
+    x = np.clip(protos[y] + rng.normal(0, 0.1, (384, 1, 8, 8)), 0, 1).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+class TinyNet(torch.nn.Module):
+    """Conv-BN-ReLU then linear: the smallest net with BatchNorm buffers."""
+
+    def __init__(self, classes: int = 4, channels: int = 1) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8 * 16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        h = torch.nn.functional.adaptive_avg_pool2d(h, 4)
+        return self.fc(h.flatten(1))
+
+
+@pytest.fixture
+def make_classifier():
+    """Factory for an ART PyTorchClassifier around a seeded TinyNet."""
+    from art.estimators.classification import PyTorchClassifier
+
+    def factory(seed: int = 0, lr: float = 0.05, classes: int = 4, shape=(1, 8, 8), **kw):
+        torch.manual_seed(seed)
+        model = TinyNet(classes, shape[0])
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        kw.setdefault("clip_values", (0.0, 1.0))
+        return PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt,
+                                 input_shape=shape, nb_classes=classes, **kw)
+
+    return factory
