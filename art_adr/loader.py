@@ -103,3 +103,49 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.epoch(0)
+
+
+class MixedBatches:
+    """Batches with a fixed fraction drawn from an extra set (Gowal et al. 2021; Rebuffi et al. 2021).
+
+    An epoch has ``ceil(len(main) / batch_size)`` iterations; each batch holds ``batch_size − k`` examples of
+    the main set (a fresh seeded permutation per epoch, cycled if needed) and ``k = round(fraction·batch_size)``
+    examples of the extra set drawn with replacement. Both sets may be uint8 or float.
+    """
+
+    def __init__(self, main: DeviceBatches, x_extra: Tensor, y_extra: Tensor, fraction: float) -> None:
+        if not 0 < fraction < 1:
+            raise ValueError(f"extra fraction must be in (0, 1), got {fraction}")
+        self.main, self.x_extra, self.y_extra = main, x_extra, y_extra
+        self.n_extra = int(round(fraction * main.batch_size))
+        self.n_main = main.batch_size - self.n_extra
+
+    def __len__(self) -> int:
+        return -(-self.main.x.shape[0] // self.main.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        m = self.main
+        g = m._generator(epoch, m.x.device)
+        n = m.x.shape[0]
+        need = len(self) * self.n_main
+        perm = torch.cat([torch.randperm(n, generator=g, device=m.x.device) for _ in range(-(-need // n))])
+        g_extra = m._generator(epoch + 104_729, self.x_extra.device)
+        g_aug = m._generator(epoch + 7919, m.device)
+        for b in range(len(self)):
+            idx = perm[b * self.n_main : (b + 1) * self.n_main]
+            jdx = torch.randint(0, self.x_extra.shape[0], (self.n_extra,), generator=g_extra,
+                                device=self.x_extra.device)
+            if m.world_size > 1:
+                idx, jdx = idx[m.rank :: m.world_size], jdx[m.rank :: m.world_size]
+            parts = []
+            for xs, ys, ix in ((m.x, m.y, idx), (self.x_extra, self.y_extra, jdx)):
+                xb = xs[ix].to(m.device, non_blocking=True)
+                parts.append((xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float(),
+                              ys[ix].to(m.device, non_blocking=True).long()))
+            xb = torch.cat([parts[0][0], parts[1][0]])
+            yb = torch.cat([parts[0][1], parts[1][1]])
+            if m.augment is not None:
+                xb = m.augment(xb, g_aug)
+            if m.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, yb

@@ -1,14 +1,33 @@
-"""Architectures taking ``[0, 1]`` images, with the dataset's normalisation inside the model."""
+"""Architectures taking ``[0, 1]`` images, with the dataset's normalisation inside the model.
+
+ResNet-18, PreAct ResNet-18 and WideResNets are RobustBench's own classes (robustbench==1.1.1,
+``model_zoo/architectures``), so their parameters carry RobustBench's key names under ``Normalized.net``.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import math
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "create_model", "SmallCNN", "Normalized"]
+__all__ = [
+    "ARCHITECTURES",
+    "Normalized",
+    "SmallCNN",
+    "count_flops",
+    "create_model",
+    "robustbench_spec",
+    "robustbench_state_dict",
+]
 
 
 class Normalized(nn.Module):
@@ -51,12 +70,24 @@ class SmallCNN(nn.Module):
 
 
 def _dataset_stats(dataset: str | None, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of ``dataset`` (identity when ``None`` or unknown); one value broadcasts."""
     from .data import DATASETS
 
     if dataset is not None and dataset in DATASETS:
         info = DATASETS[dataset]
+        if len(info.mean) not in (1, in_channels):
+            raise ValueError(f"dataset {dataset!r} has {len(info.mean)} channels, model has {in_channels}")
         return tuple(info.mean), tuple(info.std)
     return (0.0,) * in_channels, (1.0,) * in_channels
+
+
+def _in_channels(dataset: str | None, in_channels: int | None) -> int:
+    """Explicit ``in_channels``, else the dataset's channel count, else 3 (RGB)."""
+    from .data import DATASETS
+
+    if in_channels is not None:
+        return int(in_channels)
+    return DATASETS[dataset].shape[0] if dataset in DATASETS else 3
 
 
 def _small_cnn(num_classes: int, dataset: str | None, in_channels: int = 1, width: int = 32) -> nn.Module:
@@ -64,8 +95,158 @@ def _small_cnn(num_classes: int, dataset: str | None, in_channels: int = 1, widt
     return Normalized(SmallCNN(in_channels, num_classes, width), mean, std)
 
 
+# ---------------------------------------------------------------- RobustBench's own architecture classes
+
+
+def _rb_module(name: str) -> ModuleType:
+    """``robustbench.model_zoo.architectures.<name>`` loaded from its file, without running
+    ``robustbench/__init__.py`` (it imports pandas, AutoAttack, ...; fails when ``autoattack`` is absent)."""
+    full = f"robustbench.model_zoo.architectures.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    private = f"art_adr._robustbench_arch.{name}"
+    if private in sys.modules:
+        return sys.modules[private]
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"this architecture uses RobustBench's classes ({full}); install them with "
+            "`pip install 'art-adr[robustbench]'` (robustbench==1.1.1)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "model_zoo" / "architectures" / f"{name}.py"
+    mod_spec = importlib.util.spec_from_file_location(private, path)
+    if mod_spec is None or mod_spec.loader is None or not path.exists():
+        raise ImportError(f"RobustBench architecture file {path} not found")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[private] = module
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+def _pool_logits(out: torch.Tensor, head: nn.Module) -> torch.Tensor:
+    """Global average pooling + linear head (RobustBench's fixed ``avg_pool2d(k)`` made size-agnostic)."""
+    return head(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def _he_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 3×3 stem conv for non-RGB inputs, initialised like the TRADES WideResNet (He normal, fan-out)."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (9 * out_channels)))
+    return conv
+
+
+@functools.cache
+def _rb_classes() -> SimpleNamespace:
+    """Thin subclasses of RobustBench's classes: same parameters and state-dict keys; the forward uses
+    adaptive pooling (identical at 32×32, also valid at 64×64) and skips DM's internal normalisation."""
+    resnet, wrn, dm = _rb_module("resnet"), _rb_module("wide_resnet"), _rb_module("dm_wide_resnet")
+
+    class ResNet(resnet.ResNet):
+        """RobustBench ``resnet.ResNet`` (Madry-lab ResNet for 32×32) with adaptive pooling."""
+
+        def __init__(self, num_blocks: list[int], num_classes: int, in_channels: int = 3) -> None:
+            super().__init__(resnet.BasicBlock, num_blocks, num_classes=num_classes)
+            if in_channels != 3:
+                self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+            return _pool_logits(out, self.linear)
+
+    class WideResNet(wrn.WideResNet):
+        """RobustBench ``wide_resnet.WideResNet`` (TRADES code) with adaptive pooling."""
+
+        def __init__(self, depth: int, widen_factor: int, num_classes: int, in_channels: int = 3) -> None:
+            super().__init__(depth=depth, num_classes=num_classes, widen_factor=widen_factor)
+            if in_channels != 3:
+                self.conv1 = _he_conv(in_channels, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.block3(self.block2(self.block1(self.conv1(x))))
+            return _pool_logits(self.relu(self.bn1(out)), self.fc)
+
+    class DMPreActResNet(dm.DMPreActResNet):
+        """RobustBench ``dm_wide_resnet.DMPreActResNet`` (Gowal et al. 2020); inputs already normalised."""
+
+        def __init__(self, num_classes: int, activation_fn: type[nn.Module], in_channels: int = 3) -> None:
+            c = in_channels
+            super().__init__(num_classes=num_classes, depth=18, width=0, activation_fn=activation_fn,
+                             mean=(0.0,) * c, std=(1.0,) * c, num_input_channels=c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.conv_2d(x)
+            out = self.layer_3(self.layer_2(self.layer_1(self.layer_0(out))))
+            return _pool_logits(self.relu(self.batchnorm(out)), self.logits)
+
+    class DMWideResNet(dm.DMWideResNet):
+        """RobustBench ``dm_wide_resnet.DMWideResNet`` (Gowal et al. 2020); inputs already normalised."""
+
+        def __init__(self, depth: int, width: int, num_classes: int, activation_fn: type[nn.Module],
+                     in_channels: int = 3) -> None:
+            c = in_channels
+            super().__init__(num_classes=num_classes, depth=depth, width=width, activation_fn=activation_fn,
+                             mean=(0.0,) * c, std=(1.0,) * c, num_input_channels=c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.layer(self.init_conv(x))
+            return _pool_logits(self.relu(self.batchnorm(out)), self.logits)
+
+    return SimpleNamespace(ResNet=ResNet, WideResNet=WideResNet, DMPreActResNet=DMPreActResNet,
+                           DMWideResNet=DMWideResNet)
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "swish": nn.SiLU}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name]
+
+
+def _resnet18(num_classes: int, dataset: str | None, in_channels: int | None = None) -> nn.Module:
+    """ResNet-18 (He et al. 2016, CIFAR variant) from RobustBench's ``resnet.ResNet``."""
+    c = _in_channels(dataset, in_channels)
+    net = _rb_classes().ResNet([2, 2, 2, 2], num_classes, in_channels=c)
+    return Normalized(net, *_dataset_stats(dataset, c))
+
+
+def _preact_resnet18(
+    num_classes: int, dataset: str | None, activation: str = "relu", in_channels: int | None = None
+) -> nn.Module:
+    """PreAct ResNet-18 (He et al. 2016b; DeepMind variant of Gowal et al. 2020/Rebuffi et al. 2021)."""
+    c = _in_channels(dataset, in_channels)
+    net = _rb_classes().DMPreActResNet(num_classes, _activation(activation), in_channels=c)
+    return Normalized(net, *_dataset_stats(dataset, c))
+
+
+def _wide_resnet(default_depth: int, default_width: int) -> Callable[..., nn.Module]:
+    """Builder for WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis 2016); ReLU: RobustBench's TRADES
+    ``wide_resnet.WideResNet``; SiLU: its ``dm_wide_resnet.DMWideResNet`` (Rebuffi et al. 2021)."""
+
+    def build(num_classes: int, dataset: str | None, depth: int = default_depth,
+              widen_factor: int = default_width, activation: str = "relu",
+              in_channels: int | None = None) -> nn.Module:
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
+        c, act = _in_channels(dataset, in_channels), _activation(activation)
+        classes = _rb_classes()
+        if act is nn.ReLU:
+            net = classes.WideResNet(depth, widen_factor, num_classes, in_channels=c)
+        else:
+            net = classes.DMWideResNet(depth, widen_factor, num_classes, act, in_channels=c)
+        return Normalized(net, *_dataset_stats(dataset, c))
+
+    return build
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": _small_cnn,
+    "resnet18": _resnet18,
+    "preact-resnet18": _preact_resnet18,
+    "wrn-28-10": _wide_resnet(28, 10),
+    "wrn-34-10": _wide_resnet(34, 10),
 }
 
 
@@ -76,3 +257,126 @@ def create_model(arch: str, num_classes: int, dataset: str | None = None, **kwar
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     return ARCHITECTURES[arch](num_classes, dataset, **kwargs)
+
+
+# ---------------------------------------------------------------- RobustBench export description
+
+
+def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs: Any) -> dict[str, Any]:
+    """How to rebuild ``create_model(arch, num_classes, dataset, **kwargs)`` from RobustBench's own classes.
+
+    Keys: ``import_line`` and ``constructor`` (Python source: ``eval(constructor)`` after
+    ``exec(import_line)`` builds a module taking ``[0, 1]`` inputs); ``prefix`` and ``normalizer`` (how
+    our ``Normalized`` keys map, see :func:`robustbench_state_dict`); ``mean``, ``std``, ``input_shape``.
+
+    ReLU ResNet/WRN become ``normalize_model(net, mean, std)`` from RobustBench's
+    ``utils_architectures`` (keys ``normalize.mean``, ``normalize.std``, ``model.*``). DM nets take
+    mean/std as constructor arguments (non-persistent buffers, as RobustBench's ``Rebuffi2021Fixing_*``
+    entries), with ``nn.SiLU`` for RobustBench's ``Swish`` (same function; ``Swish.backward`` uses
+    ``ctx.saved_variables``, gone from torch 2). Only 3×32×32 inputs are exact: RobustBench's forwards
+    hard-code ``avg_pool2d(4)`` / ``avg_pool2d(8)``.
+    """
+    from .data import DATASETS
+
+    if arch not in ARCHITECTURES or arch == "small-cnn":
+        exportable = sorted(set(ARCHITECTURES) - {"small-cnn"})
+        raise ValueError(f"{arch!r} has no RobustBench class; exportable: {exportable}")
+    shape = DATASETS[dataset].shape if dataset in DATASETS else (3, 32, 32)
+    if shape != (3, 32, 32) or _in_channels(dataset, kwargs.get("in_channels")) != 3:
+        raise ValueError(f"RobustBench's {arch} forward is fixed to 3×32×32 inputs; {dataset!r} is {shape}")
+    mean, std = _dataset_stats(dataset, 3)
+    mean, std = _fmt(mean, 3), _fmt(std, 3)
+    act = kwargs.get("activation", "relu")
+    arch_mod = "robustbench.model_zoo.architectures"
+    norm_import = f"from {arch_mod}.utils_architectures import normalize_model"
+    spec: dict[str, Any] = {"mean": mean, "std": std, "input_shape": (3, 32, 32)}
+    if arch == "resnet18":
+        return spec | {
+            "import_line": f"from {arch_mod}.resnet import BasicBlock, ResNet\n{norm_import}",
+            "constructor": f"normalize_model(ResNet(BasicBlock, [2, 2, 2, 2], num_classes={num_classes}), "
+            f"{mean}, {std})",
+            "prefix": "model.", "normalizer": "normalize.",
+        }
+    dm_import = f"import torch.nn as nn\nfrom {arch_mod}.dm_wide_resnet import "
+    act_src = f"nn.{_activation(act).__name__}"
+    if arch == "preact-resnet18":
+        return spec | {
+            "import_line": dm_import + "DMPreActResNet",
+            "constructor": f"DMPreActResNet(num_classes={num_classes}, depth=18, width=0, "
+            f"activation_fn={act_src}, mean={mean}, std={std})",
+            "prefix": "", "normalizer": None,
+        }
+    depth = int(kwargs.get("depth", 34 if arch == "wrn-34-10" else 28))
+    width = int(kwargs.get("widen_factor", 10))
+    if _activation(act) is nn.ReLU:
+        return spec | {
+            "import_line": f"from {arch_mod}.wide_resnet import WideResNet\n{norm_import}",
+            "constructor": f"normalize_model(WideResNet(depth={depth}, num_classes={num_classes}, "
+            f"widen_factor={width}), {mean}, {std})",
+            "prefix": "model.", "normalizer": "normalize.",
+        }
+    return spec | {
+        "import_line": dm_import + "DMWideResNet",
+        "constructor": f"DMWideResNet(num_classes={num_classes}, depth={depth}, width={width}, "
+        f"activation_fn={act_src}, mean={mean}, std={std})",
+        "prefix": "", "normalizer": None,
+    }
+
+
+def _fmt(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """Expand a one-value statistic to ``channels`` values (RobustBench wants one per channel)."""
+    return tuple(float(v) for v in (values * channels if len(values) == 1 else values))
+
+
+def robustbench_state_dict(
+    state_dict: dict[str, torch.Tensor], spec: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Rename a ``Normalized`` state dict (``net.*``, ``mean``, ``std``) to ``spec["constructor"]``'s keys.
+
+    DM constructors carry mean/std themselves: the stored ones must then equal ``spec["mean"/"std"]``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("net."):
+            out[spec["prefix"] + key[4:]] = value
+        elif key in ("mean", "std"):
+            if spec["normalizer"] is not None:
+                out[spec["normalizer"] + key] = value.reshape(1, -1, 1, 1).expand(1, 3, 1, 1).clone()
+            elif not torch.allclose(value.flatten().expand(3).float(), torch.tensor(spec[key])):
+                stored = value.flatten().tolist()
+                raise ValueError(f"stored {key} {stored} differs from the spec's {spec[key]}")
+        else:
+            raise KeyError(f"unexpected key {key!r}: expected a Normalized state dict (net.*, mean, std)")
+    return out
+
+
+# ---------------------------------------------------------------- cost
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs of conv and linear layers (one multiply-add = 2 FLOPs) for one input of ``input_shape``
+    ``(C, H, W)`` (or a whole batch ``(N, C, H, W)``), counted with forward hooks."""
+    from .modes import module_mode
+
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += 2 * output.numel() * k
+        else:
+            total += 2 * output.numel() * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    shape = tuple(input_shape) if len(input_shape) == 4 else (1, *input_shape)
+    param = next(model.parameters(), None)
+    x = torch.zeros(shape, device=param.device if param is not None else "cpu")
+    try:
+        with torch.no_grad(), module_mode(model, train=False):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)

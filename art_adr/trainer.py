@@ -396,7 +396,7 @@ class AdversarialTrainerADR(Trainer):
         xs, ys = self._device_data(x, y)
         batches = DeviceBatches(xs, ys, batch_size, shuffle=True, augment=self.augment, seed=self.seed,
                                 channels_last=self.channels_last, rank=self.rank, world_size=self.world_size)
-        return self._run(batches.epoch, len(batches), nb_epochs, validation_data, scheduler, callbacks)
+        return self.fit_batches(batches.epoch, len(batches), nb_epochs, validation_data, scheduler, callbacks)
 
     def fit_generator(
         self,
@@ -429,7 +429,7 @@ class AdversarialTrainerADR(Trainer):
                     if i >= steps:
                         break
                     yield self._host_batch(xb, yb)
-        return self._run(epoch_iter, steps, nb_epochs, validation_data, scheduler, callbacks)
+        return self.fit_batches(epoch_iter, steps, nb_epochs, validation_data, scheduler, callbacks)
 
     def _host_batch(self, x: Any, y: Any) -> tuple[Tensor, Tensor]:
         arr = self._check_x(x)
@@ -442,7 +442,7 @@ class AdversarialTrainerADR(Trainer):
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, torch.as_tensor(labels, device=self.device)
 
-    def _run(
+    def fit_batches(
         self,
         epoch_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
         steps_per_epoch: int,
@@ -451,6 +451,7 @@ class AdversarialTrainerADR(Trainer):
         scheduler: Any,
         callbacks: Iterable[Callback],
     ) -> list[dict[str, Any]]:
+        """The loop over epochs: ``epoch_batches(epoch)`` yields device batches ``(x in [0,1], y)``."""
         from tqdm.auto import tqdm
 
         if scheduler is not None and not callable(getattr(scheduler, "step", None)):

@@ -1,0 +1,219 @@
+"""Run configuration and YAML recipes (the paper's §5.1 settings; recipes fill the same fields as CLI flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
+
+
+class ConfigError(ValueError):
+    """An unknown key, a bad value or an unknown recipe."""
+
+
+def parse_number(value: Any) -> float:
+    """``0.03``, ``"8/255"`` or ``"0.1"`` → float (ε and α are usually written as fractions of 255)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(Fraction(str(value).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"not a number: {value!r}") from None
+
+
+@dataclass
+class RunConfig:
+    """Every option of ``art-adr train``; a recipe sets a subset, CLI flags override it."""
+
+    # data
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    subset: int | None = None  # first-n (seeded random) training examples, for budgets
+    extra_data: str | None = None  # .npz with image/label (DDPM sets)
+    extra_fraction: float = 0.0  # fraction of every batch drawn from extra_data
+    val_split: str = "holdout"  # "holdout" (from the training set) or "test"
+    val_size: int = 1000
+    augment: bool = True
+    crop_padding: int = 4
+    # model
+    arch: str = "small-cnn"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    # method
+    method: str = "at"  # "at" or "trades"
+    adr: bool = True
+    temperature: tuple[float, float] = (2.0, 1.5)
+    interpolation: tuple[float, float] = (0.7, 0.9)
+    ema_decay: float = 0.995
+    beta: float = 6.0
+    awp_rho: float = 0.0
+    awp_warmup: int = 0
+    attack_bn_mode: str | None = None  # None: the method's default (AT "train", TRADES "eval")
+    # attack
+    eps: float = 0.1
+    eps_step: float = 0.025
+    max_iter: int = 10
+    norm: str = "inf"
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_schedule: str = "multistep"  # "multistep" or "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    # evaluation during training
+    eval_every: int = 1
+    eval_max_iter: int = 10
+    eval_batch_size: int = 256
+    best_metric: str = "pgd_acc"  # or "teacher_pgd_acc" (the +WA model)
+    # system
+    seed: int = 0
+    device: str = "auto"
+    amp: str | None = None
+    channels_last: bool = False
+    compile: bool = False
+    # bookkeeping
+    recipe: str | None = None
+    description: str = ""
+
+    def validate(self) -> RunConfig:
+        """Check ranges and choices; raise ``ConfigError`` naming the field."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(self.method in ("at", "trades"), f"method must be 'at' or 'trades', got {self.method!r}")
+        need(0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
+        need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
+        need(self.max_iter >= 1, "max_iter must be >= 1")
+        need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")
+        need(len(self.temperature) == 2 and min(self.temperature) > 0, "temperature must be two numbers > 0")
+        need(len(self.interpolation) == 2 and all(0 <= v <= 1 for v in self.interpolation),
+             "interpolation must be two numbers in [0, 1]")
+        need(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
+        need(self.lr > 0, "lr must be > 0")
+        need(self.lr_schedule in ("multistep", "cosine"), "lr_schedule must be 'multistep' or 'cosine'")
+        need(all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run in (0, 1)")
+        need(self.val_split in ("holdout", "test"), "val_split must be 'holdout' or 'test'")
+        need(self.val_size >= 0, "val_size must be >= 0")
+        need(0 <= self.extra_fraction < 1, "extra_fraction must be in [0, 1)")
+        need(self.best_metric in ("pgd_acc", "teacher_pgd_acc"), "best_metric must be pgd_acc or teacher_pgd_acc")
+        need(self.amp in (None, "bf16", "fp16"), "amp must be bf16, fp16 or none")
+        need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
+        need(self.subset is None or self.subset >= 1, "subset must be >= 1")
+        need(self.awp_rho >= 0, "awp_rho must be >= 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists for tuples), for YAML and checkpoints."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_PAIR_FIELDS = ("temperature", "interpolation")
+_NUMBER_FIELDS = ("eps", "eps_step", "lr", "ema_decay", "beta", "awp_rho", "extra_fraction", "weight_decay",
+                  "momentum", "lr_gamma", "warmup_epochs")
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type (fractions like ``8/255`` allowed for numbers)."""
+    if key not in FIELDS:
+        raise ConfigError(f"unknown option {key!r}; valid options: {', '.join(sorted(FIELDS))}")
+    if value is None:
+        return None
+    if key in _PAIR_FIELDS:
+        vals = value if isinstance(value, (list, tuple)) else [value, value]
+        if len(vals) != 2:
+            raise ConfigError(f"{key} must be a number or [start, end]")
+        return tuple(parse_number(v) for v in vals)
+    if key == "milestones":
+        return tuple(parse_number(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    if key in _NUMBER_FIELDS:
+        return parse_number(value)
+    if key == "norm":
+        return "inf" if str(value).lower() in ("inf", "linf", "np.inf") else str(value).lower().lstrip("l")
+    if key == "amp" and str(value).lower() == "none":
+        return None
+    default = FIELDS[key].default
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int) or key in ("subset",):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+    if key in ("dataset_kwargs", "arch_kwargs") and not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping")
+    return value
+
+
+def recipe_dir() -> Path:
+    return Path(str(resources.files("art_adr.recipes")))
+
+
+def list_recipes() -> dict[str, str]:
+    """Recipe name → one-line description, for every YAML file shipped in ``art_adr/recipes``."""
+    out = {}
+    for p in sorted(recipe_dir().glob("*.yaml")):
+        if p.name.startswith("_"):  # bases, not runnable recipes
+            continue
+        data = yaml.safe_load(p.read_text()) or {}
+        out[p.stem] = data.get("description", "")
+    return out
+
+
+def recipe_path(name: str) -> Path:
+    """Path of a shipped recipe by name, or of a YAML file given as a path."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    cand = recipe_dir() / f"{name}.yaml"
+    if not cand.is_file():
+        raise ConfigError(f"unknown recipe {name!r}; `art-adr recipes` lists them")
+    return cand
+
+
+def load_recipe(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Resolve a recipe (following ``base:`` chains) to a dict of validated field values."""
+    if name in _seen:
+        raise ConfigError(f"recipe base cycle: {' -> '.join(_seen + (name,))}")
+    path = recipe_path(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of options")
+    base = data.pop("base", None)
+    values = load_recipe(base, _seen + (name,)) if base else {}
+    for k, v in data.items():
+        values[k] = coerce(k, v)
+    values["recipe"] = Path(name).stem
+    return values
+
+
+def resolve_config(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults ← recipe ← overrides (CLI flags), validated."""
+    values = load_recipe(recipe) if recipe else {}
+    for k, v in (overrides or {}).items():
+        values[k] = coerce(k, v)
+    return RunConfig(**values).validate()

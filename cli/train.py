@@ -1,0 +1,144 @@
+"""``art-adr train`` and ``art-adr recipes``: launch, resume and list training runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+# CLI flag -> RunConfig field; each is only applied when given explicitly (a recipe or the defaults fill the rest)
+FLAG_FIELDS = {
+    "dataset": "dataset", "data_dir": "data_dir", "download": "download", "arch": "arch", "method": "method",
+    "adr": "adr", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "eps": "eps", "eps_step": "eps_step",
+    "max_iter": "max_iter", "temperature": "temperature", "interpolation": "interpolation",
+    "ema_decay": "ema_decay", "beta": "beta", "awp_rho": "awp_rho", "subset": "subset", "val_split": "val_split",
+    "val_size": "val_size", "eval_every": "eval_every", "extra_data": "extra_data",
+    "extra_fraction": "extra_fraction", "seed": "seed", "device": "device", "amp": "amp",
+    "channels_last": "channels_last", "compile": "compile",
+}
+
+
+def _pair(text: str | None) -> list[str] | None:
+    return None if text is None else [t for t in text.replace(":", ",").split(",") if t.strip()]
+
+
+@click.command("train")
+@click.option("--recipe", "-r", help="Recipe name (see `art-adr recipes`) or a YAML file.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory (default runs/<recipe>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
+@click.option("--dataset", help="cifar10, cifar100, tinyimagenet, fashion-mnist or synthetic.")
+@click.option("--data-dir", type=click.Path(), help="Where the dataset lives.")
+@click.option("--download/--no-download", default=None, help="Download the dataset if missing (needs internet).")
+@click.option("--arch", help="small-cnn, resnet18, preact-resnet18, wrn-34-10, ...")
+@click.option("--method", type=click.Choice(["at", "trades"]))
+@click.option("--adr/--no-adr", default=None, help="Rectify labels with the EMA teacher (ADR).")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=str)
+@click.option("--eps", type=str, help="Attack radius, e.g. 8/255.")
+@click.option("--eps-step", type=str, help="Attack step, e.g. 2/255.")
+@click.option("--max-iter", type=int, help="PGD steps during training.")
+@click.option("--temperature", help="τ start,end (e.g. 2.5,2.0).")
+@click.option("--interpolation", help="λ start,end (e.g. 0.7,0.95).")
+@click.option("--ema-decay", type=str)
+@click.option("--beta", type=str, help="TRADES β.")
+@click.option("--awp-rho", type=str, help="AWP radius ρ (0 = off).")
+@click.option("--subset", type=int, help="Train on this many (seeded random) training examples.")
+@click.option("--val-split", type=click.Choice(["holdout", "test"]))
+@click.option("--val-size", type=int)
+@click.option("--eval-every", type=int)
+@click.option("--extra-data", type=click.Path(), help=".npz with image/label arrays (DDPM data).")
+@click.option("--extra-fraction", type=str)
+@click.option("--seed", type=int)
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]))
+@click.option("--channels-last/--no-channels-last", default=None)
+@click.option("--compile/--no-compile", "compile", default=None)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
+@click.option("--stop-after-epochs", type=int,
+              help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
+                  stop_after_epochs: int | None, quiet: bool, **flags: Any) -> None:
+    """Train a model with a paper recipe; flags override the recipe; the resolved config is saved."""
+    from art_adr.checkpoint import CheckpointError
+    from art_adr.config import ConfigError, resolve_config
+    from art_adr.data import DatasetError
+    from art_adr.runs import RunError, load_run_config, train_run
+
+    given = {FLAG_FIELDS[k]: v for k, v in flags.items() if v is not None}
+    for key in ("temperature", "interpolation"):
+        if key in given:
+            given[key] = _pair(given[key])
+    for item in sets:
+        if "=" not in item:
+            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        given[k.strip()] = _yaml_value(v)
+    try:
+        if resume:
+            if out is None:
+                raise click.UsageError("--resume needs --out RUN_DIR")
+            if recipe or set(given) - {"device"}:
+                raise click.UsageError("--resume continues the saved config.yaml; pass only --out (and --device)")
+            config = load_run_config(out)
+            if "device" in given:
+                config.device = given["device"]
+        else:
+            config = resolve_config(recipe, given)
+        if out is None:
+            name = config.recipe or f"{config.dataset}-{config.method}"
+            out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        path = train_run(config, out, resume=resume, stop_after_epochs=stop_after_epochs, verbose=not quiet,
+                         command=" ".join(["art-adr"] + sys.argv[1:]))
+    except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; the last finished epoch is in {out}/checkpoints/last.pt — "
+                   f"continue with: art-adr train --out {out} --resume", err=True)
+        sys.exit(130)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"run written to {path}")
+    if torch_distributed_initialized():
+        import torch
+
+        torch.distributed.destroy_process_group()
+
+
+def torch_distributed_initialized() -> bool:
+    import torch
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+@click.command("recipes")
+@click.option("--show", metavar="NAME", help="Print one recipe's resolved options.")
+def recipes_command(show: str | None) -> None:
+    """List the shipped recipes (or show one resolved)."""
+    import yaml
+
+    from art_adr.config import ConfigError, list_recipes, resolve_config
+
+    if show:
+        try:
+            click.echo(yaml.safe_dump(resolve_config(show).to_dict(), sort_keys=False))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    recipes = list_recipes()
+    width = max(map(len, recipes))
+    for name, desc in recipes.items():
+        click.echo(f"{name:<{width}}  {desc}")

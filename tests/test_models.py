@@ -1,0 +1,238 @@
+"""Tests for art_adr.models: shapes, normalisation inside, RobustBench key compatibility, FLOP counts."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from art_adr.data import DATASETS
+from art_adr.models import (
+    ARCHITECTURES,
+    Normalized,
+    SmallCNN,
+    _rb_module,
+    count_flops,
+    create_model,
+    robustbench_spec,
+    robustbench_state_dict,
+)
+
+SMALL_WRN = {"depth": 10, "widen_factor": 1}
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_architecture_names():
+    assert {"small-cnn", "resnet18", "preact-resnet18", "wrn-34-10", "wrn-28-10"} <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs"),
+    [
+        ("resnet18", {}),
+        ("preact-resnet18", {"activation": "relu"}),
+        ("preact-resnet18", {"activation": "silu"}),
+        ("wrn-28-10", SMALL_WRN),
+        ("wrn-34-10", {**SMALL_WRN, "activation": "silu"}),
+    ],
+)
+def test_output_shape_cifar(arch, kwargs):
+    torch.manual_seed(0)
+    model = create_model(arch, 10, "cifar10", **kwargs).eval()
+    assert isinstance(model, Normalized)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_resnet18_tinyimagenet_64px():
+    model = create_model("resnet18", 200, "tinyimagenet").eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 64, 64)).shape == (2, 200)
+
+
+def test_preact_and_wrn_at_64px():
+    for arch, kw in (("preact-resnet18", {}), ("wrn-28-10", SMALL_WRN)):
+        model = create_model(arch, 200, "tinyimagenet", **kw).eval()
+        with torch.no_grad():
+            assert model(torch.rand(3, 3, 64, 64)).shape == (3, 200)  # batch not mixed up by the pooling
+
+
+def test_grayscale_inputs():
+    with torch.no_grad():
+        assert create_model("small-cnn", 10, "fashion-mnist")(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+        assert create_model("resnet18", 10, "fashion-mnist").eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+        wrn = create_model("wrn-28-10", 3, "synthetic", in_channels=1, **SMALL_WRN).eval()
+        assert wrn(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+
+
+def test_small_cnn_signature_kept():
+    model = ARCHITECTURES["small-cnn"](10, "fashion-mnist", in_channels=1, width=8)
+    assert isinstance(model.net, SmallCNN) and model.net.fc.in_features == 16
+
+
+def test_normalisation_inside():
+    model = create_model("resnet18", 100, "cifar100").eval()
+    info = DATASETS["cifar100"]
+    assert torch.allclose(model.mean.flatten(), torch.tensor(info.mean))
+    assert torch.allclose(model.std.flatten(), torch.tensor(info.std))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        manual = model.net((x - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1))
+        assert torch.allclose(model(x), manual, atol=1e-5)
+    plain = create_model("preact-resnet18", 10)
+    assert torch.equal(plain.mean, torch.zeros(1, 3, 1, 1)) and torch.equal(plain.std, torch.ones(1, 3, 1, 1))
+
+
+def test_state_dict_keys_are_robustbench_keys():
+    resnet, wrn, dm = _rb_module("resnet"), _rb_module("wide_resnet"), _rb_module("dm_wide_resnet")
+    cases = [
+        ("resnet18", {}, resnet.ResNet(resnet.BasicBlock, [2, 2, 2, 2], num_classes=10)),
+        ("wrn-28-10", SMALL_WRN, wrn.WideResNet(depth=10, num_classes=10, widen_factor=1)),
+        ("preact-resnet18", {"activation": "silu"}, dm.DMPreActResNet(num_classes=10, activation_fn=nn.SiLU)),
+        ("wrn-28-10", {**SMALL_WRN, "activation": "silu"}, dm.DMWideResNet(num_classes=10, depth=10, width=1)),
+    ]
+    for arch, kw, reference in cases:
+        ours = create_model(arch, 10, "cifar10", **kw).state_dict()
+        assert set(ours) - {"mean", "std"} == {f"net.{k}" for k in reference.state_dict()}, arch
+        for k, v in reference.state_dict().items():
+            assert ours[f"net.{k}"].shape == v.shape, (arch, k)
+
+
+def test_wrn_34_10_size_and_forward():
+    model = create_model("wrn-34-10", 10, "cifar10").eval()
+    assert abs(_n_params(model) - 46.16e6) < 0.01e6  # WRN-34-10 of TRADES / RobustBench
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_wrn_28_10_size():
+    assert abs(_n_params(create_model("wrn-28-10", 10, "cifar10")) - 36.48e6) < 0.01e6
+
+
+def test_resnet18_size():
+    assert abs(_n_params(create_model("resnet18", 10, "cifar10")) - 11.17e6) < 0.01e6
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        create_model("vgg16", 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        create_model("resnet18", 1)
+    with pytest.raises(ValueError, match="activation"):
+        create_model("preact-resnet18", 10, activation="gelu")
+    with pytest.raises(ValueError, match="6n\\+4"):
+        create_model("wrn-34-10", 10, depth=30)
+    with pytest.raises(ValueError, match="channels"):
+        create_model("small-cnn", 10, "cifar10", in_channels=1)
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+def test_count_flops_exact_small():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    expected = 2 * (4 * 8 * 8) * (3 * 9) + 2 * 5 * 256
+    assert count_flops(model, (3, 8, 8)) == expected
+    assert count_flops(model, (2, 3, 8, 8)) == 2 * expected
+
+
+def test_count_flops_resnet18_and_mode_restored():
+    model = create_model("resnet18", 10, "cifar10")
+    model.train()
+    flops = count_flops(model, (3, 32, 32))
+    assert abs(flops - 1.11e9) < 0.1 * 1.11e9
+    assert model.training and all(m.training for m in model.modules())
+    assert not model.net.layer1[0].conv1._forward_hooks
+
+
+# ---------------------------------------------------------------- RobustBench export description
+
+
+def _build_from_spec(spec: dict) -> nn.Module:
+    """Run the spec's import line against RobustBench's files (loaded without robustbench/__init__), then eval."""
+    ns: dict = {}
+    for line in spec["import_line"].splitlines():
+        if line == "import torch.nn as nn":
+            ns["nn"] = nn
+            continue
+        module, names = line.removeprefix("from robustbench.model_zoo.architectures.").split(" import ")
+        ns.update({name: getattr(_rb_module(module), name) for name in names.split(", ")})
+    return eval(spec["constructor"], ns)
+
+
+@pytest.mark.parametrize(
+    ("arch", "dataset", "kwargs"),
+    [
+        ("resnet18", "cifar10", {}),
+        ("preact-resnet18", "cifar100", {"activation": "silu"}),
+        ("wrn-28-10", "cifar10", SMALL_WRN),
+        ("wrn-28-10", "cifar100", {**SMALL_WRN, "activation": "silu"}),
+    ],
+)
+def test_robustbench_spec_reproduces_outputs(arch, dataset, kwargs):
+    torch.manual_seed(0)
+    num_classes = DATASETS[dataset].num_classes
+    ours = create_model(arch, num_classes, dataset, **kwargs).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in ours.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    spec = robustbench_spec(arch, num_classes, dataset, **kwargs)
+    assert spec["import_line"].startswith(("from robustbench", "import torch.nn as nn"))
+    theirs = _build_from_spec(spec).eval()
+    theirs.load_state_dict(robustbench_state_dict(ours.state_dict(), spec), strict=True)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-4)
+
+
+def test_robustbench_spec_rejects_what_it_cannot_export():
+    with pytest.raises(ValueError, match="no RobustBench class"):
+        robustbench_spec("small-cnn", 10, "cifar10")
+    with pytest.raises(ValueError, match="32"):
+        robustbench_spec("resnet18", 200, "tinyimagenet")
+    with pytest.raises(ValueError, match="32"):
+        robustbench_spec("resnet18", 10, "fashion-mnist")
+    spec = robustbench_spec("preact-resnet18", 10, "cifar10")
+    wrong = create_model("preact-resnet18", 10, "cifar100").state_dict()
+    with pytest.raises(ValueError, match="differs"):
+        robustbench_state_dict(wrong, spec)
+    with pytest.raises(KeyError):
+        robustbench_state_dict({"weird": torch.zeros(1)}, spec)
+
+
+def test_robustbench_spec_wrn_34_10_constructor_text():
+    spec = robustbench_spec("wrn-34-10", 100, "cifar100")
+    assert "WideResNet(depth=34, num_classes=100, widen_factor=10)" in spec["constructor"]
+    assert spec["mean"] == DATASETS["cifar100"].mean and spec["input_shape"] == (3, 32, 32)
+
+
+@pytest.mark.slow
+def test_robustbench_import_line_runs_with_real_package(monkeypatch):
+    """The import line works against the installed robustbench (``autoattack`` aliased to pyautoattack)."""
+    try:
+        import pyautoattack
+        import pyautoattack.state
+
+        if "autoattack" not in sys.modules:
+            monkeypatch.setitem(sys.modules, "autoattack", pyautoattack)
+            monkeypatch.setitem(sys.modules, "autoattack.state", pyautoattack.state)
+        import robustbench  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the environment
+        pytest.skip(f"robustbench cannot be imported here: {e}")
+    spec = robustbench_spec("resnet18", 10, "cifar10")
+    ns: dict = {}
+    exec(spec["import_line"], ns)
+    theirs = eval(spec["constructor"], ns).eval()
+    ours = create_model("resnet18", 10, "cifar10").eval()
+    theirs.load_state_dict(robustbench_state_dict(ours.state_dict(), spec), strict=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-4)
