@@ -124,8 +124,8 @@ def pgd(
     train_flag = bn_mode_flag(bn_mode, training)
     mode_ctx = module_mode(model, train_flag) if isinstance(model, nn.Module) else contextlib.nullcontext()
 
-    best = x.clone()
-    best_score = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    best = x.clone() if restarts > 1 else x
+    best_score = torch.full((x.shape[0],), -float("inf"), device=x.device) if restarts > 1 else None
     with mode_ctx, torch.enable_grad():
         for _ in range(restarts):
             x_adv = project(x + _random_start(x, eps, norm, random_init, generator), x, eps, clip_values)

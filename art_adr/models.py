@@ -125,7 +125,7 @@ def _rb_module(name: str) -> ModuleType:
 
 def _pool_logits(out: torch.Tensor, head: nn.Module) -> torch.Tensor:
     """Global average pooling + linear head (RobustBench's fixed ``avg_pool2d(k)`` made size-agnostic)."""
-    return head(F.adaptive_avg_pool2d(out, 1).flatten(1))
+    return head(F.avg_pool2d(out, tuple(out.shape[-2:])).flatten(1))  # = RobustBench's avg_pool2d(4) at 32×32
 
 
 def _he_conv(in_channels: int, out_channels: int) -> nn.Conv2d:

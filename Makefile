@@ -1,0 +1,24 @@
+# Two commands on a fresh machine (see README): `make demo` (the embedded Fashion-MNIST benchmark) and `make test`.
+PYTHON ?= python3
+STAMP := .make/installed
+
+.PHONY: install demo test test-slow lint
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	@mkdir -p .make && touch $(STAMP)
+
+demo: install
+	art-adr benchmark --dataset fashion-mnist --out benchmarks-out/fashion-mnist
+
+test: install
+	$(PYTHON) -m pytest -q
+
+test-slow: install
+	$(PYTHON) -m pytest -q -m slow
+
+lint: install
+	ruff check art_adr cli tests benchmarks scripts

@@ -1,0 +1,513 @@
+"""RobustBench (Croce et al. 2021, robustbench==1.1.1): ``autoattack`` adapter, submission export, leaderboard.
+
+* ``install_autoattack_adapter()`` — RobustBench imports ``autoattack`` (the upstream git package of
+  Croce & Hein) with its signatures (``AutoAttack(..., log_path=)``, ``run_standard_evaluation(x, y, bs=)``
+  returning ``x_adv``); PyPI's ``pyautoattack`` is the same code under another module name with
+  keyword-only, renamed arguments. The adapter registers ``autoattack`` backed by ``pyautoattack``.
+* ``export_robustbench(...)`` — the files of a RobustBench model submission (weights, ``model_info`` json,
+  model-zoo entry, filled "[New Model]" issue), written atomically.
+* ``leaderboard_table(...)`` — placement against the shipped leaderboard snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import types
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ROBUSTBENCH_DATASETS",
+    "THREAT_MODELS",
+    "ADR_PAPER",
+    "install_autoattack_adapter",
+    "import_robustbench",
+    "robustbench_benchmark",
+    "export_robustbench",
+    "model_info",
+    "model_zoo_entry",
+    "new_model_issue",
+    "register_exported",
+    "load_leaderboard",
+    "leaderboard_table",
+    "format_leaderboard",
+    "ExportError",
+]
+
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")
+THREAT_MODELS = ("Linf",)
+LEADERBOARD_FILE = Path(__file__).with_name("leaderboard-2025-03-31.json")
+ADR_PAPER = {
+    "name": "Annealing Self-Distillation Rectification Improves Adversarial Training",
+    "link": "https://arxiv.org/abs/2305.12118",
+    "authors": "Yu-Yu Wu, Hung-Jui Wang, Shang-Tse Chen",
+    "venue": "ICLR 2024",
+}
+ARCH_NAMES = {"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18",
+              "wrn-28-10": "WideResNet-28-10", "wrn-34-10": "WideResNet-34-10"}
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+FORBIDDEN_KEY_PARTS = ("model.", "module.")  # robustbench.utils.load_model strips these from every key
+
+
+class ExportError(ValueError):
+    """The checkpoint or arguments cannot make a valid RobustBench submission."""
+
+
+# -------------------------------------------------------------------------------------- autoattack adapter
+def _adapter_class() -> type:
+    """``autoattack.AutoAttack`` with the upstream signatures, on top of ``pyautoattack.AutoAttack``."""
+    import pyautoattack
+
+    class AutoAttack(pyautoattack.AutoAttack):
+        """Upstream ``AutoAttack(model, norm, eps, seed, verbose, attacks_to_run, version, is_tf_model,
+        device, log_path)`` mapped onto ``pyautoattack`` (messages go to logger ``auto-attack``)."""
+
+        def __init__(self, model: Any, norm: str = "Linf", eps: float = 0.3, seed: int | None = None,
+                     verbose: bool = True, attacks_to_run: list[str] | tuple[str, ...] = (),
+                     version: str = "standard", is_tf_model: bool = False, device: Any = "cuda",
+                     log_path: str | None = None) -> None:
+            if is_tf_model:
+                raise NotImplementedError("pyautoattack supports PyTorch models only")
+            attacks = list(attacks_to_run) if attacks_to_run else None
+            super().__init__(model, attacks=attacks, device=device, eps=eps, norm=norm, seed=seed,
+                             version=version)
+            self.verbose, self.log_path = verbose, log_path
+
+        @contextlib.contextmanager
+        def _logging(self) -> Iterator[None]:
+            handlers: list[logging.Handler] = []
+            if self.log_path:
+                handlers.append(logging.FileHandler(self.log_path))
+            if self.verbose:
+                handlers.append(logging.StreamHandler(sys.stdout))
+            old_level = self.logger.level
+            for h in handlers:
+                h.setLevel(logging.DEBUG)
+                self.logger.addHandler(h)
+            if handlers:
+                self.logger.setLevel(logging.DEBUG)
+            try:
+                yield
+            finally:
+                for h in handlers:
+                    self.logger.removeHandler(h)
+                    h.close()
+                self.logger.setLevel(old_level)
+
+        def run_standard_evaluation(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
+                                    return_labels: bool = False, state_path: Any = None) -> Any:
+            """Upstream signature: returns ``x_adv`` (and ``y_adv`` when ``return_labels``)."""
+            state = Path(state_path) if state_path is not None else None
+            with self._logging():
+                x_adv, y_adv = super().run_standard_evaluation(x_orig, y_orig, batch_size=bs, state_path=state)
+            return (x_adv, y_adv) if return_labels else x_adv
+
+        def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor,
+                                               bs: int = 250, return_labels: bool = False) -> dict[str, Any]:
+            """Upstream signature: ``{attack: x_adv}`` (or ``(x_adv, y_adv)`` with ``return_labels``)."""
+            with self._logging():
+                adv = super().run_standard_evaluation_individual(x_orig, y_orig, batch_size=bs)
+            return {k: (v if return_labels else v[0]) for k, v in adv.items()}
+
+        def clean_accuracy(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250) -> float:
+            """Upstream signature (same as pyautoattack's)."""
+            return super().clean_accuracy(x_orig, y_orig, bs=bs)
+
+        def set_version(self, version: str = "standard") -> None:
+            """Upstream public name of ``_set_version``."""
+            self.version = version
+            self._set_version(version)
+
+    return AutoAttack
+
+
+def install_autoattack_adapter() -> bool:
+    """Register module ``autoattack`` (and its submodules) backed by ``pyautoattack`` when ``import
+    autoattack`` fails; returns ``True`` when the adapter was installed by this call."""
+    if "autoattack" in sys.modules:
+        return False
+    try:
+        import autoattack  # noqa: F401
+        return False
+    except ImportError:
+        pass
+    import importlib
+
+    import pyautoattack
+
+    pkg = types.ModuleType("autoattack", "pyautoattack under the upstream name (installed by art_adr)")
+    pkg.__path__ = []  # a package, so ``import autoattack.state`` resolves through sys.modules
+    pkg.__version__ = getattr(pyautoattack, "__version__", "unknown")
+    pkg.AutoAttack = _adapter_class()
+    sys.modules["autoattack"] = pkg
+    for sub in ("state", "checks", "autopgd_base", "fab_pt", "fab_base", "square", "other_utils"):
+        try:
+            mod = importlib.import_module(f"pyautoattack.{sub}")
+        except ImportError:
+            continue
+        sys.modules[f"autoattack.{sub}"] = mod
+        setattr(pkg, sub, mod)
+    main = types.ModuleType("autoattack.autoattack")
+    main.AutoAttack = pkg.AutoAttack
+    sys.modules["autoattack.autoattack"] = main
+    pkg.autoattack = main
+    return True
+
+
+def import_robustbench() -> types.ModuleType:
+    """``import robustbench`` after installing the adapter; ``ImportError`` with the fix when impossible."""
+    install_autoattack_adapter()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+            import robustbench
+            import robustbench.eval  # noqa: F401
+            import robustbench.utils  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"RobustBench is unavailable ({exc}); install it with "
+                          "`pip install 'art-adr[robustbench]'` (robustbench==1.1.1, setuptools<81)") from exc
+    return robustbench
+
+
+def robustbench_benchmark(model: nn.Module, *, dataset: str = "cifar10", n_examples: int = 10000,
+                          data_dir: str | Path = "./data", batch_size: int = 250, device: Any = "cpu",
+                          eps: float = 8 / 255, **kw: Any) -> tuple[float, float]:
+    """Run ``robustbench.eval.benchmark`` (AutoAttack standard, L∞) through the adapter: ``(clean, robust)``."""
+    rb = import_robustbench()
+    return rb.eval.benchmark(model.eval(), n_examples=n_examples, dataset=dataset, threat_model="Linf",
+                             data_dir=str(data_dir), device=torch.device(device), batch_size=batch_size,
+                             eps=eps, **kw)
+
+
+# -------------------------------------------------------------------------------------------- export
+def _fmt_acc(value: float | str | None, field: str) -> str:
+    if value is None:
+        raise ExportError(f"{field} is required (pass it, or an evaluation report with AutoAttack results)")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ExportError(f"{field} must be a number (percent), got {value!r}") from None
+    if not 0.0 <= v <= 100.0:
+        raise ExportError(f"{field} must be a percentage in [0, 100], got {value!r}")
+    return f"{v:.2f}"
+
+
+def model_info(
+    *, dataset: str, architecture: str, clean_acc: float | str, autoattack_acc: float | str,
+    reported: float | str | None = None, eps: float = 8 / 255, additional_data: bool = False,
+    number_forward_passes: int = 1, footnote: str | None = None, name: str = ADR_PAPER["name"],
+    link: str = ADR_PAPER["link"], authors: str = ADR_PAPER["authors"], venue: str = ADR_PAPER["venue"],
+) -> dict[str, Any]:
+    """RobustBench's ``model_info/<dataset>/Linf/<Name>.json`` fields (accuracies as 2-decimal strings)."""
+    from .evaluation import format_eps
+
+    aa = _fmt_acc(autoattack_acc, "autoattack_acc")
+    info: dict[str, Any] = {
+        "link": link, "name": name, "authors": authors, "additional_data": bool(additional_data),
+        "number_forward_passes": int(number_forward_passes), "dataset": dataset, "venue": venue,
+        "architecture": architecture, "eps": format_eps(eps),
+        "clean_acc": _fmt_acc(clean_acc, "clean_acc"),
+        "reported": _fmt_acc(reported, "reported") if reported is not None else aa,
+        "autoattack_acc": aa,
+    }
+    if footnote:
+        info["footnote"] = footnote
+    return info
+
+
+def _rb_constructor(spec: dict[str, Any]) -> dict[str, Any]:
+    """RobustBench constructor whose keys avoid ``model.``/``module.`` (which ``load_model`` strips).
+
+    ``normalize_model(net, mean, std)`` names the net ``model``; it is rebuilt as
+    ``nn.Sequential(OrderedDict([("normalize", ImageNormalizer(mean, std)), ("net", net)]))``.
+    """
+    ctor, prefix, normalizer = spec["constructor"], spec["prefix"], spec["normalizer"]
+    suffix = f", {spec['mean']}, {spec['std']})"
+    if ctor.startswith("normalize_model(") and ctor.endswith(suffix):
+        inner = ctor[len("normalize_model("):-len(suffix)]
+        ctor = (f'nn.Sequential(OrderedDict([("normalize", ImageNormalizer({spec["mean"]}, {spec["std"]})), '
+                f'("net", {inner})]))')
+        imports = [line.replace("import normalize_model", "import ImageNormalizer")
+                   for line in spec["import_line"].splitlines()]
+        imports = ["from collections import OrderedDict", "import torch.nn as nn"] + imports
+        return {**spec, "import_line": "\n".join(dict.fromkeys(imports)), "constructor": ctor,
+                "prefix": "net.", "normalizer": "normalize."}
+    return {**spec, "constructor": ctor, "prefix": prefix, "normalizer": normalizer}
+
+
+def _build(import_line: str, constructor: str) -> nn.Module:
+    """Evaluate a model-zoo constructor (after its imports) in a fresh namespace."""
+    import_robustbench()
+    ns: dict[str, Any] = {}
+    exec(import_line, ns)  # noqa: S102 - our own generated source
+    return eval(constructor, ns)  # noqa: S307
+
+
+def _export_state_dict(state: dict[str, torch.Tensor], spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from .models import robustbench_state_dict
+
+    sd = robustbench_state_dict(state, spec)
+    out = {k: v.detach().to("cpu").clone().contiguous() for k, v in sd.items()}
+    bad = [k for k in out if any(p in k for p in FORBIDDEN_KEY_PARTS)]
+    if bad:
+        raise ExportError(f"state-dict keys {bad[:3]} contain 'model.'/'module.', which RobustBench strips")
+    return out
+
+
+def model_zoo_entry(name: str, dataset: str, import_line: str, constructor: str) -> str:
+    """Text to paste into ``robustbench/model_zoo/<dataset>.py`` (imports + the ``linf`` OrderedDict item)."""
+    return (
+        f"# 1) add to the imports of robustbench/model_zoo/{dataset}.py:\n{import_line}\n\n"
+        f"# 2) add to its `linf = OrderedDict([...])` (ThreatModel.Linf) list:\n"
+        f"('{name}', {{\n    'model': lambda: {constructor},\n    'gdrive_id': '<GDRIVE_ID>',\n}}),\n"
+    )
+
+
+def _zoo_item(entry_text: str) -> str:
+    return entry_text.split(" list:\n", 1)[1].strip().rstrip(",")
+
+
+def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoint_url: str = "<URL>") -> str:
+    """The RobustBench "[New Model]" issue template (.github/ISSUE_TEMPLATE/new-model.md), filled in."""
+    yes = "x"  # export is for the Model Zoo, under the MIT license
+    return (
+        f"Title: [New Model] {name}\n\n"
+        "# Paper Information\n\n"
+        f"- **Paper Title**: {info['name']}\n- **Paper URL**: {info['link']}\n"
+        f"- **Paper authors**: {info['authors']}\n- **Venue**: {info['venue']}\n\n"
+        "# Leaderboard Claim(s)\n\n## Model 1\n\n"
+        f"- **Model name**: {name}\n- **Dataset**: {info['dataset']}\n"
+        f"- **Architecture**: {info['architecture']}\n- **Threat Model**: Linf\n- **eps**: {info['eps']}\n"
+        f"- **Clean accuracy**: {info['clean_acc']}%\n- **Robust accuracy**: {info['autoattack_acc']}%"
+        f" (reported: {info['reported']}%)\n"
+        f"- **Additional data**: {str(info['additional_data']).lower()}\n"
+        f"- **Evaluation method**: {eval_note}\n"
+        f"- **Checkpoint and code**: {checkpoint_url} (code: https://github.com/Trusted-AI/"
+        "adversarial-robustness-toolbox + art-adr)\n"
+        + (f"- **Footnote**: {info['footnote']}\n" if info.get("footnote") else "")
+        + "\n# Model Zoo:\n\n"
+        f"- [{yes}] I want to add my models to the Model Zoo (check if true)\n"
+        "- [ ] I use an architecture that is **not** included among those in "
+        "robustbench/model_zoo/architectures (check if true).\n"
+        f"- [{yes}] I agree to release my model(s) under MIT license (check if true) **OR**\n"
+        "- [ ] I want my models to be released under a custom license, located here: (custom license URL here)\n"
+    )
+
+
+def _accuracies_from_report(report: dict[str, Any] | str | Path, which: str, dataset: str,
+                            eps: float) -> tuple[float, float, str]:
+    if not isinstance(report, dict):
+        try:
+            report = json.loads(Path(report).read_text())
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot read evaluation report {report}: {exc}") from None
+    entry = report.get("models", {}).get(which, {})
+    res = entry.get("results", {})
+    if "aa" not in res:
+        raise ExportError(f"evaluation report has no AutoAttack result for the {which}")
+    if report.get("dataset") != dataset or abs(float(report.get("eps", -1)) - eps) > 1e-9:
+        raise ExportError(f"evaluation report is for {report.get('dataset')} at ε={report.get('eps')}, "
+                          f"not {dataset} at ε={eps}")
+    aa = entry.get("autoattack", {})
+    note = (f"AutoAttack {aa.get('version', 'standard')} (pyautoattack, seed {aa.get('seed')}) on the first "
+            f"{report.get('n_examples')} {dataset} test images")
+    return float(res["clean"]), float(res["aa"]), note
+
+
+def _default_footnote(which: str) -> str | None:
+    return "+WA: weights of the EMA teacher (weight averaging, decay 0.995)." if which == "teacher" else None
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_robustbench(
+    checkpoint: str | Path, out_dir: str | Path, name: str, *, which: str = "student",
+    dataset: str | None = None, threat_model: str = "Linf", eps: float = 8 / 255,
+    clean_acc: float | None = None, autoattack_acc: float | None = None, reported: float | None = None,
+    report: dict[str, Any] | str | Path | None = None, additional_data: bool | None = None,
+    footnote: str | None = None, paper_name: str | None = None, overwrite: bool = False, **info: Any,
+) -> dict[str, Path]:
+    """Write a RobustBench submission bundle for a checkpoint's student or teacher ("+WA") model.
+
+    Files (under ``out_dir``): ``models/<dataset>/Linf/<name>.pt`` (``{"state_dict"}``, CPU tensors),
+    ``model_info/<dataset>/Linf/<name>.json``, ``model_zoo/<dataset>/Linf/<name>.py`` (entry to paste)
+    and ``issue/<name>.md`` (filled "[New Model]" template). Everything is staged in a temporary folder and
+    checked (weights reload with ``weights_only=True`` into the zoo constructor and give the same logits)
+    before being moved into place; on error nothing is left behind. ``paper_name`` and extra ``info`` keys
+    (``link``, ``authors``, ``venue``, ``number_forward_passes``) go to ``model_info`` (default: ADR paper).
+    """
+    from .checkpoint import load_model
+    from .models import robustbench_spec
+
+    if not NAME_RE.match(name):
+        raise ExportError(f"model name {name!r} must be letters, digits, '_' or '-' (e.g. Wu2024Annealing_RN18)")
+    if threat_model not in THREAT_MODELS:
+        raise ExportError(f"threat model must be one of {THREAT_MODELS}, got {threat_model!r}")
+    model, ckpt = load_model(checkpoint, which=which)
+    desc = ckpt["model"]
+    dataset = dataset or desc.get("dataset")
+    if dataset not in ROBUSTBENCH_DATASETS:
+        raise ExportError(f"RobustBench has no L∞ leaderboard for {dataset!r}; use one of {ROBUSTBENCH_DATASETS}")
+    if desc.get("dataset") not in (None, dataset):
+        raise ExportError(f"checkpoint was trained on {desc.get('dataset')!r}, not {dataset!r}")
+    try:
+        spec = robustbench_spec(desc["arch"], desc["num_classes"], dataset, **desc.get("kwargs", {}))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    from .evaluation import format_eps
+
+    eval_note = f"AutoAttack standard, ε={format_eps(eps)}"
+    if report is not None:
+        clean_acc, autoattack_acc, eval_note = _accuracies_from_report(report, which, dataset, eps)
+    if additional_data is None:
+        cfg = ckpt.get("config") or {}
+        additional_data = bool(cfg.get("extra_data") or cfg.get("extra_npz"))
+    unknown = set(info) - {"link", "authors", "venue", "number_forward_passes"}
+    if unknown:
+        raise TypeError(f"unexpected model_info fields {sorted(unknown)}")
+    fields = {k: v for k, v in info.items() if v is not None}
+    if paper_name:
+        fields["name"] = paper_name
+    meta = model_info(dataset=dataset, architecture=ARCH_NAMES.get(desc["arch"], desc["arch"]),
+                      clean_acc=clean_acc, autoattack_acc=autoattack_acc, reported=reported, eps=eps,
+                      additional_data=additional_data, footnote=footnote or _default_footnote(which), **fields)
+    ctor = _rb_constructor(spec)
+    state = _export_state_dict(model.state_dict(), ctor)
+    rel = {
+        "weights": Path("models") / dataset / threat_model / f"{name}.pt",
+        "model_info": Path("model_info") / dataset / threat_model / f"{name}.json",
+        "model_zoo": Path("model_zoo") / dataset / threat_model / f"{name}.py",
+        "issue": Path("issue") / f"{name}.md",
+    }
+    out = Path(out_dir)
+    existing = [str(out / p) for p in rel.values() if (out / p).exists()]
+    if existing and not overwrite:
+        raise ExportError(f"refusing to overwrite {existing[0]} (pass overwrite=True / --overwrite)")
+    entry = model_zoo_entry(name, dataset, ctor["import_line"], ctor["constructor"])
+    with _staging(out) as tmp:
+        for p in rel.values():
+            (tmp / p).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": state}, tmp / rel["weights"])
+        _verify_weights(tmp / rel["weights"], ctor, model, spec["input_shape"])
+        (tmp / rel["model_info"]).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / rel["model_zoo"]).write_text(entry)
+        (tmp / rel["issue"]).write_text(new_model_issue(name, meta, eval_note=eval_note))
+        for p in rel.values():
+            (out / p).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / p, out / p)
+    return {k: out / p for k, p in rel.items()}
+
+
+def _verify_weights(path: Path, ctor: dict[str, Any], model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Reload with ``weights_only=True`` into the zoo constructor; logits must match ours (≤ 1e-5 relative:
+    our forwards pool with ``adaptive_avg_pool2d``, RobustBench's with ``avg_pool2d(k)``, same sum up to
+    float rounding)."""
+    sd = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    rb_model = _build(ctor["import_line"], ctor["constructor"])
+    try:
+        rb_model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"exported weights do not load into the RobustBench constructor: {exc}") from None
+    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model.cpu().eval()(x), rb_model.eval()(x)
+    diff = (ours - theirs).abs().max().item()
+    if diff > 1e-5 * max(1.0, ours.abs().max().item()):
+        raise ExportError(f"RobustBench constructor gives different logits (max |Δ| = {diff:.3g})")
+
+
+def register_exported(bundle_dir: str | Path, name: str, dataset: str, threat_model: str = "Linf") -> None:
+    """Add an exported entry to ``robustbench.model_zoo.model_dicts`` at run time, from its model-zoo text
+    (evaluated in the namespace of ``robustbench/model_zoo/<dataset>.py``), so ``load_model`` finds it."""
+    import importlib
+
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    text = (Path(bundle_dir) / "model_zoo" / dataset / threat_model / f"{name}.py").read_text()
+    zoo = importlib.import_module(f"robustbench.model_zoo.{dataset}")
+    ns = dict(vars(zoo))
+    exec(text.split("# 2)", 1)[0], ns)  # noqa: S102 - the imports we generated
+    key, value = eval(_zoo_item(text), ns)  # noqa: S307
+    value["gdrive_id"] = "local-export"  # never used: the .pt file is already in model_dir
+    model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)][key] = value
+
+
+# ----------------------------------------------------------------------------------------- leaderboard
+def load_leaderboard(path: str | Path = LEADERBOARD_FILE) -> dict[str, Any]:
+    """The shipped snapshot: ``{"source", "note", "date", "entries": {"cifar10/Linf": [...], ...}}``."""
+    return json.loads(Path(path).read_text())
+
+
+def _score(entry: dict[str, Any]) -> float:
+    value = entry.get("external") or entry.get("autoattack_acc")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("-inf")
+
+
+def leaderboard_table(dataset: str, threat_model: str = "Linf", ours: dict[str, Any] | None = None,
+                      snapshot: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Leaderboard rows ranked by ``external`` if present else ``autoattack_acc`` (RobustBench's rule),
+    with ``ours`` (``name``, ``clean_acc``, ``autoattack_acc``, ``architecture``, ``additional_data``)
+    inserted and flagged ``ours=True``. Each row also carries the snapshot's ``source`` and ``date``."""
+    snap = snapshot or load_leaderboard()
+    key = f"{dataset}/{threat_model}"
+    if key not in snap["entries"]:
+        raise ValueError(f"no {key} leaderboard in the snapshot; available: {sorted(snap['entries'])}")
+    rows = [{"model_id": e.get("model_id", ""), "name": e.get("name", ""), "clean_acc": float(e["clean_acc"]),
+             "autoattack_acc": float(e["autoattack_acc"]), "score": _score(e),
+             "architecture": e.get("architecture", ""), "additional_data": bool(e.get("additional_data")),
+             "venue": e.get("venue", ""), "ours": False} for e in snap["entries"][key]]
+    if ours is not None:
+        rows.append({"model_id": ours.get("name", "ours"), "name": ours.get("paper", ADR_PAPER["name"]),
+                     "clean_acc": float(ours["clean_acc"]), "autoattack_acc": float(ours["autoattack_acc"]),
+                     "score": float(ours["autoattack_acc"]), "architecture": ours.get("architecture", ""),
+                     "additional_data": bool(ours.get("additional_data", False)),
+                     "venue": ours.get("venue", "(this run)"), "ours": True})
+    rows.sort(key=lambda r: (-r["score"], r["ours"]))  # ties: ours placed after the listed model
+    for i, r in enumerate(rows, 1):
+        r.update(rank=i, source=snap["source"], date=snap.get("date", ""))
+    return rows
+
+
+def format_leaderboard(rows: list[dict[str, Any]], context: int = 3) -> str:
+    """Markdown excerpt: the top ``context`` rows and the rows around ours, with the snapshot source."""
+    mine = [r["rank"] for r in rows if r["ours"]]
+    keep = {r["rank"] for r in rows if r["rank"] <= context or any(abs(r["rank"] - m) <= context for m in mine)}
+    lines = ["| rank | model | clean | AutoAttack | architecture | extra data |", "|---|---|---|---|---|---|"]
+    last = 0
+    for r in rows:
+        if r["rank"] not in keep:
+            continue
+        if r["rank"] > last + 1:
+            lines.append("| … | | | | | |")
+        mark = "**" if r["ours"] else ""
+        lines.append(f"| {r['rank']} | {mark}{r['model_id']}{mark} | {r['clean_acc']:.2f} | "
+                     f"{r['autoattack_acc']:.2f} | {r['architecture']} | {'yes' if r['additional_data'] else 'no'} |")
+        last = r["rank"]
+    src = rows[0]["source"] if rows else ""
+    where = f"Placement: rank {mine[0]} of {len(rows)}. " if mine else ""
+    return "\n".join(lines) + f"\n\n{where}Snapshot: {src}\n"

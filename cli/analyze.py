@@ -1,0 +1,218 @@
+"""``art-adr analyze``: output, calibration and loss-landscape figures (ADR §3.2, §5.5, App. E)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import click
+
+ANALYSES = ("outputs", "weights", "inputs")
+
+
+def _parse_eps(value: Any) -> float | None:
+    """A radius given as a number or a fraction string like ``"8/255"``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(Fraction(str(value).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise click.BadParameter(f"not a number or fraction: {value!r}") from None
+
+
+def _config_eps(ckpt: dict[str, Any]) -> float | None:
+    """The training ε in a checkpoint's config (top level or under ``attack``/``trainer``), if any."""
+    config = ckpt.get("config") or {}
+    for section in (config, config.get("attack") or {}, config.get("trainer") or {}):
+        if isinstance(section, dict) and section.get("eps") is not None:
+            try:
+                return _parse_eps(section["eps"])
+            except click.BadParameter:
+                return None
+    return None
+
+
+def _default_label(path: str) -> str:
+    p = Path(path)
+    if p.is_dir() or p.stem in ("best", "final", "last"):
+        run = p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        return run.name if p.is_dir() else f"{run.name}/{p.stem}"
+    return p.stem
+
+
+def _labels(paths: list[str], given: tuple[str, ...]) -> list[str]:
+    if given and len(given) != len(paths):
+        raise click.BadParameter(f"got {len(given)} --label for {len(paths)} models", param_hint="--label")
+    labels = list(given) if given else [_default_label(p) for p in paths]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(labels):
+        if name in seen:
+            seen[name] += 1
+            labels[i] = f"{name} ({seen[name]})"
+        else:
+            seen[name] = 1
+    return labels
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _test_split(name: str, data_dir: str | None, n: int, seed: int, device: str) -> tuple[Any, Any, int]:
+    import numpy as np
+    import torch
+
+    from art_adr.data import load_dataset
+
+    ds = load_dataset(name, "test", data_dir=data_dir)
+    idx = np.random.default_rng(seed).permutation(len(ds.y))[: min(n, len(ds.y))]
+    idx.sort()
+    x = torch.as_tensor(np.asarray(ds.x[idx]), dtype=torch.float32).div_(255.0).to(device)
+    y = torch.as_tensor(np.asarray(ds.y[idx]), dtype=torch.long).to(device)
+    return x, y, int(ds.num_classes)
+
+
+def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: int, device: str) -> Any:
+    from art_adr.analysis import adapt_images, digits_ood
+
+    if name.lower() == "none":
+        return None
+    if name.lower() == "digits":
+        return digits_ood(shape, n=n, seed=seed).to(device)
+    x, _, _ = _test_split(name, data_dir, n, seed, "cpu")
+    return adapt_images(x, shape).to(device)
+
+
+@click.command("analyze")
+@click.argument("run_or_checkpoint", type=click.Path(exists=True))
+@click.option("--vs", "others", multiple=True, type=click.Path(exists=True),
+              help="Further run directories / checkpoints to compare side by side (repeatable).")
+@click.option("--label", "labels", multiple=True, help="Legend name per model, in order (repeatable).")
+@click.option("--which", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
+              help="Weights to analyse: the student or the EMA teacher.")
+@click.option("--dataset", default=None, help="Test set (default: the first checkpoint's dataset).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset lives.")
+@click.option("--ood", default="digits", show_default=True,
+              help="OOD set: 'digits' (scikit-learn 8×8, resized), a dataset name, or 'none'.")
+@click.option("--n-examples", type=click.IntRange(1), default=500, show_default=True,
+              help="Test examples for the entropy, JS and calibration analyses.")
+@click.option("--n-ood", type=click.IntRange(1), default=500, show_default=True, help="OOD examples.")
+@click.option("--eps", default=None, help="L∞ radius, e.g. 0.1 or 8/255 (default: training ε, else 8/255).")
+@click.option("--eps-step", default=None, help="PGD step (default ε/4).")
+@click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
+@click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
+@click.option("--directions", type=click.IntRange(1), default=1, show_default=True,
+              help="Random weight directions for the weight loss landscape.")
+@click.option("--magnitude", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Largest |α| along each weight direction.")
+@click.option("--points", type=click.IntRange(2), default=11, show_default=True,
+              help="α values per direction.")
+@click.option("--weight-examples", type=click.IntRange(1), default=256, show_default=True,
+              help="Test examples per point of the weight landscape (each re-attacked with PGD).")
+@click.option("--input-examples", type=click.IntRange(1), default=3, show_default=True,
+              help="Images for the input loss landscape.")
+@click.option("--grid", type=click.IntRange(2), default=21, show_default=True,
+              help="Points per axis of the input loss landscape.")
+@click.option("--radius", default=None, help="Half-width of the input landscape's axes (default 2ε).")
+@click.option("--style", type=click.Choice(["surface", "contour"]), default="surface", show_default=True,
+              help="Input landscape plot style.")
+@click.option("--skip", multiple=True, type=click.Choice(ANALYSES),
+              help="Analyses to leave out: outputs (entropy/JS/ECE), weights, inputs (repeatable).")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="analysis", show_default=True,
+              help="Folder for the PNGs and analysis.json.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def analyze_command(
+    run_or_checkpoint: str, others: tuple[str, ...], labels: tuple[str, ...], which: str, dataset: str | None,
+    data_dir: str | None, ood: str, n_examples: int, n_ood: int, eps: str | None, eps_step: str | None,
+    steps: int, bins: int, directions: int, magnitude: float, points: int, weight_examples: int,
+    input_examples: int, grid: int, radius: str | None, style: str, skip: tuple[str, ...], batch_size: int,
+    seed: int, out_dir: str, device: str, quiet: bool,
+) -> None:
+    """Entropy / JS / calibration histograms and weight & input loss landscapes of one or more models.
+
+    \b
+    Example:
+      art-adr analyze runs/standard --vs runs/at --vs runs/at-adr --label Standard --label AT --label AT+ADR
+    """
+    import numpy as np
+    import torch
+
+    from art_adr.analysis import analyze_models, plot_all, summarize
+    from art_adr.checkpoint import CheckpointError, load_model
+
+    paths = [run_or_checkpoint, *others]
+    names = _labels(paths, labels)
+    dev = _device(device)
+    torch.manual_seed(seed)
+    models, ckpts = {}, []
+    for name, path in zip(names, paths):
+        try:
+            model, ckpt = load_model(path, which=which, device=dev)
+        except (CheckpointError, ValueError) as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+        models[name] = model
+        ckpts.append(ckpt)
+    dataset = dataset or ckpts[0]["model"].get("dataset")
+    if not dataset:
+        raise click.UsageError("the checkpoint names no dataset; pass --dataset")
+    try:
+        x, y, num_classes = _test_split(dataset, data_dir, n_examples, seed, dev)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"cannot load the {dataset} test set: {exc}") from None
+    for name, ckpt in zip(names, ckpts):
+        if int(ckpt["model"]["num_classes"]) != num_classes:
+            raise click.ClickException(
+                f"{name} has {ckpt['model']['num_classes']} classes, {dataset} has {num_classes}")
+    eps_value = _parse_eps(eps) or _config_eps(ckpts[0]) or 8 / 255
+    step_value = _parse_eps(eps_step)
+    x_ood = None
+    analyses = [a for a in ANALYSES if a not in skip]
+    if "outputs" in analyses:
+        try:
+            x_ood = _ood(ood, tuple(x.shape[1:]), data_dir, n_ood, seed, dev)
+        except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
+            raise click.ClickException(f"cannot load the OOD set {ood!r}: {exc}") from None
+    results = analyze_models(
+        models, x, y, eps=eps_value, eps_step=step_value, max_iter=steps, x_ood=x_ood, n_bins=bins,
+        magnitudes=np.linspace(-magnitude, magnitude, points).tolist(), directions=directions,
+        weight_examples=weight_examples, input_examples=input_examples, grid=grid, radius=_parse_eps(radius),
+        analyses=analyses, batch_size=batch_size, seed=seed, progress=not quiet,
+    )
+    results["settings"].update({"dataset": dataset, "ood": ood if x_ood is not None else None, "which": which,
+                                "models": dict(zip(names, paths))})
+    out = Path(out_dir)
+    figures = plot_all(results, out, style=style)
+    summary = summarize(results)
+    summary["figures"] = [p.name for p in figures]
+    (out / "analysis.json").write_text(json.dumps(summary, indent=1))
+    _report(summary, out, figures)
+
+
+def _report(summary: dict[str, Any], out: Path, figures: list[Path]) -> None:
+    for name, m in summary["models"].items():
+        parts = [name]
+        if "accuracy" in m:
+            ent = m["entropy"]
+            parts.append(f"clean {m['accuracy']:.3f} pgd {m['adv_accuracy']:.3f}")
+            parts.append(f"ECE {m['ece_clean']:.3f}/{m['ece_adv']:.3f}")
+            parts.append(f"JS {m['js']['mean']:.3f}")
+            if "ood" in ent:
+                parts.append(f"H_ood {ent['ood']['mean']:.2f}")
+        if "weight_landscape" in m:
+            losses = m["weight_landscape"][0]["losses"]
+            parts.append(f"weight loss {min(losses):.2f}..{max(losses):.2f}")
+        click.echo("  ".join(parts))
+    for p in figures:
+        click.echo(f"wrote {p}")
+    click.echo(f"wrote {out / 'analysis.json'}")

@@ -1,0 +1,176 @@
+"""``art-adr evaluate`` / ``art-adr export`` through click's CliRunner: outputs and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from art_adr.cli import main
+from click.testing import CliRunner
+
+from art_adr.checkpoint import save_checkpoint
+from art_adr.models import create_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _small_checkpoint(path, dataset="synthetic", num_classes=10):
+    """A small-cnn on 3×32×32 'synthetic' data, weights scaled up so that it is easy to attack."""
+    torch.manual_seed(0)
+    models = []
+    for _ in range(2):
+        m = create_model("small-cnn", num_classes, dataset=dataset, in_channels=3, width=4)
+        with torch.no_grad():
+            m.net.fc.weight.mul_(200)
+        models.append(m.state_dict())
+    save_checkpoint(path, {"model": {"arch": "small-cnn", "num_classes": num_classes, "dataset": dataset,
+                                     "kwargs": {"in_channels": 3, "width": 4}},
+                           "config": {}, "student": models[0], "teacher": models[1]})
+    return path
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return _small_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_evaluate_run_dir_both_models_with_aa_and_sanity(tmp_path, ckpt):
+    out = tmp_path / "eval"
+    res = _invoke("evaluate", ckpt.parent.parent, "--which", "both", "--n-examples", 4, "--eps", "64/255",
+                  "--pgd-steps", 2, "--batch-size", 4, "--out", out, "--sanity", "--sanity-steps", "1,2",
+                  "--sanity-eps-steps", 4, "--no-progress")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "evaluation.json").read_text())
+    from art_adr.evaluation import validate_report
+
+    validate_report(report)
+    assert set(report["models"]) == {"student", "teacher"} and report["n_examples"] == 4
+    assert report["dataset"] == "synthetic" and report["eps_text"] == "64/255"
+    for entry in report["models"].values():
+        assert set(entry["results"]) == {"clean", "pgd", "cw", "aa"}
+        assert entry["autoattack"]["version"] == "standard" and "passed" in entry["sanity"]
+    assert (out / "evaluation.md").read_text() in res.output + "\n" or "| student |" in res.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["evaluation.json", "evaluation.md", "sanity_student_eps.png", "sanity_student_steps.png",
+         "sanity_teacher_eps.png", "sanity_teacher_steps.png"])
+
+
+def test_evaluate_checkpoint_file_default_out(tmp_path, ckpt):
+    res = _invoke("evaluate", ckpt, "--attacks", "clean,pgd", "--n-examples", 3, "--pgd-steps", 1,
+                  "--no-progress")
+    assert res.exit_code == 0, res.output
+    report = json.loads((ckpt.parent / "evaluation-best" / "evaluation.json").read_text())
+    assert set(report["models"]["student"]["results"]) == {"clean", "pgd"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist-xyz"], "unknown dataset"),
+    (["--eps", "0"], "eps must be in (0, 1]"),
+    (["--eps", "2"], "eps must be in (0, 1]"),
+    (["--eps", "eight"], "fraction like 8/255"),
+    (["--attacks", "pgd,foo"], "unknown attack"),
+    (["--robustbench"], "--robustbench needs one of cifar10, cifar100"),
+    (["--dataset", "cifar100"], "checkpoint has 10 classes but cifar100 has 100"),
+])
+def test_evaluate_bad_input_one_line_error(tmp_path, ckpt, args, message):
+    out = tmp_path / "out"
+    res = _invoke("evaluate", ckpt, "--out", out, "--no-progress", *args)
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_evaluate_missing_data_and_bad_files(tmp_path, ckpt):
+    out = tmp_path / "out"
+    res = _invoke("evaluate", ckpt, "--dataset", "cifar10", "--data-dir", tmp_path / "nodata", "--out", out)
+    assert res.exit_code == 1 and "cifar10 test split not found" in res.output and not out.exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    res = _invoke("evaluate", junk, "--out", out)
+    assert res.exit_code == 1 and "not a readable checkpoint" in res.output and not out.exists()
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:200])
+    res = _invoke("evaluate", truncated, "--out", out)
+    assert res.exit_code == 1 and "Error:" in res.output and "Traceback" not in res.output
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    res = _invoke("evaluate", other, "--out", out)
+    assert res.exit_code == 1 and "not an art-adr checkpoint" in res.output
+    res = _invoke("evaluate", tmp_path / "missing.pt", "--out", out)
+    assert res.exit_code == 1 and "checkpoint not found" in res.output and not out.exists()
+
+
+def test_evaluate_wrong_architecture_weights(tmp_path, ckpt):
+    obj = torch.load(ckpt, weights_only=True)
+    obj["model"]["kwargs"]["width"] = 8  # weights were saved for width 4
+    bad = tmp_path / "bad.pt"
+    torch.save(obj, bad)
+    res = _invoke("evaluate", bad, "--out", tmp_path / "out")
+    assert res.exit_code == 1 and "weights do not fit small-cnn" in res.output
+
+
+def test_export_errors_are_one_line(tmp_path, ckpt):
+    out = tmp_path / "bundle"
+    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80)
+    assert res.exit_code == 2 and "--autoattack-acc" in res.output
+    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
+                  "--autoattack-acc", 50)
+    assert res.exit_code == 1 and "no L∞ leaderboard for 'synthetic'" in res.output
+    c10 = _small_checkpoint(tmp_path / "c10.pt", dataset="cifar10")
+    res = _invoke("export", c10, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
+                  "--autoattack-acc", 50)
+    assert res.exit_code == 1 and "no RobustBench class" in res.output and "Traceback" not in res.output
+    res = _invoke("export", c10, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
+                  "--autoattack-acc", 50, "--eps", "3")
+    assert res.exit_code == 2 and "eps must be in (0, 1]" in res.output
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_export_robustbench_bundle_via_cli(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("preact-resnet18", 100, dataset="cifar100")
+    ck = tmp_path / "c.pt"
+    save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 100, "dataset": "cifar100",
+                                   "kwargs": {}}, "config": {}, "student": model.state_dict(), "teacher": None})
+    report = tmp_path / "evaluation.json"
+    report.write_text(json.dumps({"dataset": "cifar100", "eps": 8 / 255, "n_examples": 10000, "models": {
+        "student": {"results": {"clean": 56.1, "aa": 26.87}, "autoattack": {"version": "standard", "seed": 0}}}}))
+    out = tmp_path / "bundle"
+    res = _invoke("export", ck, "--name", "Wu2024Annealing_PRN18", "--out", out, "--report", report,
+                  "--reported", 26.87, "--venue", "ICLR 2024")
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "model_info" / "cifar100" / "Linf" / "Wu2024Annealing_PRN18.json").read_text())
+    assert info["clean_acc"] == "56.10" and info["autoattack_acc"] == "26.87" and info["dataset"] == "cifar100"
+    entry = (out / "model_zoo" / "cifar100" / "Linf" / "Wu2024Annealing_PRN18.py").read_text()
+    assert "DMPreActResNet(num_classes=100" in entry
+    res = _invoke("export", ck, "--which", "teacher", "--name", "X2024Y", "--out", out, "--report", report)
+    assert res.exit_code == 1 and "no teacher weights" in res.output
+
+
+def test_evaluate_robustbench_placement(tmp_path):
+    from test_robustbench import write_cifar10_test
+
+    write_cifar10_test(tmp_path / "data", n=4)
+    ck = _small_checkpoint(tmp_path / "c10.pt", dataset="cifar10")
+    out = tmp_path / "out"
+    res = _invoke("evaluate", ck, "--robustbench", "--attacks", "clean", "--n-examples", 4, "--data-dir",
+                  tmp_path / "data", "--batch-size", 4, "--out", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "evaluation.json").read_text())
+    rb = report["models"]["student"]["robustbench"]
+    assert rb["dataset"] == "cifar10" and rb["protocol"] is False and rb["snapshot_date"] == "2025-03-31"
+    assert report["models"]["student"]["autoattack"]["version"] == "standard"
+    assert f"rank {rb['rank']} of {rb['total']}" in res.output
+    res = _invoke("evaluate", ck, "--robustbench", "--eps", "4/255", "--data-dir", tmp_path / "data")
+    assert res.exit_code == 2 and "ε = 8/255" in res.output
