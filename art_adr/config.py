@@ -53,6 +53,7 @@ class RunConfig:
     temperature: tuple[float, float] = (2.0, 1.5)
     interpolation: tuple[float, float] = (0.7, 0.9)
     ema_decay: float = 0.995
+    ema_warmup: bool = False
     beta: float = 6.0
     awp_rho: float = 0.0
     awp_warmup: int = 0

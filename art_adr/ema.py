@@ -51,14 +51,15 @@ class EMATeacher:
         self._student_id = id(student)
 
     @torch.no_grad()
-    def update(self, student: nn.Module) -> None:
-        """One EMA step towards ``student`` (call after each optimizer step)."""
+    def update(self, student: nn.Module, decay: float | None = None) -> None:
+        """One EMA step towards ``student`` (call after each optimizer step); ``decay`` overrides γ once."""
         if id(student) != self._student_id:
             self._bind(student)
+        decay = self.decay if decay is None else decay
         if self._float_pairs:
             teacher_tensors = [t for t, _ in self._float_pairs]
             student_tensors = [s for _, s in self._float_pairs]
-            torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - self.decay)
+            torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - decay)
         for t, s in self._other_pairs:
             t.copy_(s)
 

@@ -11,6 +11,7 @@ from torch import Tensor
 __all__ = [
     "cosine_schedule",
     "one_hot",
+    "ema_warmup_decay",
     "rectify_labels",
     "interpolation_per_sample",
     "soft_cross_entropy",
@@ -31,6 +32,14 @@ def cosine_schedule(start: float, end: float, step: int, total_steps: int) -> fl
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     t = min(max(step, 0), total_steps) / total_steps
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * t))
+
+
+def ema_warmup_decay(decay: float, step: int) -> float:
+    """EMA decay with warm-up, ``min(γ, (1 + t)/(10 + t))`` (TensorFlow's ``num_updates`` rule; timm, Gowal et al.).
+
+    Lets a teacher follow the student early in short runs instead of staying half at its random initialisation.
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 def one_hot(targets: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:

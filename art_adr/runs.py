@@ -221,7 +221,8 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
                             device_type="gpu" if device.type == "cuda" else "cpu")
     kw = dict(
         eps=config.eps, eps_step=config.eps_step, max_iter=config.max_iter, norm=config.norm,
-        temperature=config.temperature, interpolation=config.interpolation, ema_decay=config.ema_decay,
+        temperature=config.temperature, interpolation=config.interpolation,
+        ema_decay=config.ema_decay, ema_warmup=config.ema_warmup,
         adr=config.adr, awp_rho=config.awp_rho, awp_warmup=config.awp_warmup,
         augment=config.augment, crop_padding=config.crop_padding, amp=config.amp,
         channels_last=config.channels_last, compile=config.compile, eval_max_iter=config.eval_max_iter,

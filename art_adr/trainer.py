@@ -17,7 +17,7 @@ from .attacks import pgd
 from .augment import CropFlip
 from .ema import EMATeacher
 from .estimator import Normalize, classifier_clip_values, classifier_device, classifier_module, make_classifier
-from .functional import cosine_schedule, one_hot, rectify_labels, soft_cross_entropy, trades_kl
+from .functional import cosine_schedule, ema_warmup_decay, one_hot, rectify_labels, soft_cross_entropy, trades_kl
 from .loader import DeviceBatches, to_tensor_images
 from .modes import bn_mode_flag, module_mode
 
@@ -62,6 +62,8 @@ class AdversarialTrainerADR(Trainer):
         temperature: τ, a number or ``(start, end)`` (default ``(2.5, 2.0)``, CIFAR-10).
         interpolation: λ, a number or ``(start, end)`` in [0, 1] (default ``(0.7, 0.95)``).
         ema_decay: teacher decay γ (default 0.995).
+        ema_warmup: use ``min(γ, (1 + t)/(10 + t))`` at iteration t (default False = the authors' fixed γ;
+            useful for runs of a few thousand iterations, where a fixed 0.995 keeps the teacher near its init).
         adr: rectify labels (default True); ``False`` trains on one-hot labels.
         awp_rho: relative AWP radius ρ (default 0 = off; ADR authors: 0.005 CIFAR, 0.001 Tiny-ImageNet).
         awp_warmup: epochs before AWP starts (default 0).
@@ -96,6 +98,7 @@ class AdversarialTrainerADR(Trainer):
         temperature: float | Sequence[float] = (2.5, 2.0),
         interpolation: float | Sequence[float] = (0.7, 0.95),
         ema_decay: float = 0.995,
+        ema_warmup: bool = False,
         adr: bool = True,
         awp_rho: float = 0.0,
         awp_warmup: int = 0,
@@ -139,7 +142,7 @@ class AdversarialTrainerADR(Trainer):
             raise ValueError("eval_every and log_every must be >= 1")
         bn_mode_flag(attack_bn_mode, True)
         self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
-        self.ema_decay, self.adr = float(ema_decay), bool(adr)
+        self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
         self.awp_rho, self.awp_warmup = float(awp_rho), int(awp_warmup)
         self.attack_bn_mode = attack_bn_mode
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
@@ -321,7 +324,8 @@ class AdversarialTrainerADR(Trainer):
                         p.copy_(original)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        self.teacher.update(self._raw)
+        decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
+        self.teacher.update(self._raw, decay)
         self.step += 1
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()

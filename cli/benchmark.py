@@ -48,7 +48,8 @@ def benchmark_command(dataset: str | None, out: str | None, methods: str, wa: bo
     overrides: dict[str, Any] = {"seed": seed}
     for key, value in (("epochs", epochs if epochs is not None else defaults.get("epochs")),
                        ("subset", subset if subset is not None else defaults.get("subset")),
-                       ("data_dir", data_dir), ("amp", amp), ("device", device)):
+                       ("val_size", defaults.get("val_size")), ("data_dir", data_dir), ("amp", amp),
+                       ("device", device)):
         if value is not None:
             overrides[key] = value
     for item in sets:

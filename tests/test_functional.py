@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from art_adr.functional import (
     cosine_schedule,
     cw_margin_loss,
+    ema_warmup_decay,
     interpolation_per_sample,
     one_hot,
     project_l2,
@@ -124,3 +125,11 @@ def test_projections_land_in_ball_and_box(seed, eps):
     assert ((q - x).flatten(1).norm(dim=1) <= eps + 1e-5).all()
     inside = x + 0.5 * eps * torch.sign(torch.randn_like(x)) / 10
     assert torch.allclose(project_linf(inside, x, eps, None), inside)
+
+
+@given(st.floats(0.0, 0.9999), st.integers(0, 100_000))
+def test_ema_warmup_decay_is_bounded_and_reaches_decay(decay, step):
+    d = ema_warmup_decay(decay, step)
+    assert 0.0 <= d <= decay + 1e-12 and d <= (1 + step) / (10 + step) + 1e-12
+    assert ema_warmup_decay(decay, 10**9) == pytest.approx(decay, abs=1e-6)
+    assert ema_warmup_decay(0.995, 0) == pytest.approx(0.1)

@@ -204,3 +204,13 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(blobs, make_classifier):
     trainer = AdversarialTrainerADR(make_classifier(), amp="bf16", channels_last=True, verbose=False, **EPS)
     h = trainer.fit(x[:128], y[:128], batch_size=64, nb_epochs=1)
     assert np.isfinite(h[-1]["loss"])
+
+
+def test_ema_warmup_teacher_follows_the_student_early(blobs, make_classifier):
+    x, y = blobs
+    gaps = {}
+    for warm in (False, True):
+        tr = AdversarialTrainerADR(make_classifier(), ema_warmup=warm, verbose=False, **EPS)
+        tr.fit(x[:128], y[:128], batch_size=32, nb_epochs=1)
+        gaps[warm] = (tr.teacher.module.fc.weight - tr._raw.fc.weight).abs().max().item()
+    assert gaps[True] < gaps[False]
