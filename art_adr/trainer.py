@@ -472,6 +472,7 @@ class AdversarialTrainerADR(Trainer):
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             seen = 0
             tau0, lam0 = self.schedule()
+            lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this epoch starts with
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{nb_epochs}", disable=not show, leave=False)
             for i, (xb, yb) in enumerate(epoch_batches(epoch)):
                 loss, corr = self.train_step(xb, yb)
@@ -490,15 +491,16 @@ class AdversarialTrainerADR(Trainer):
                 stats = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)])
                 torch.distributed.all_reduce(stats)
                 loss_sum, correct, seen = stats[0], stats[1], int(stats[2].item())
-            lr = float(self.optimizer.param_groups[0]["lr"])
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
             self.epoch += 1
             record: dict[str, Any] = {
                 "epoch": self.epoch, "step": self.step, "loss": float(loss_sum.item()) / max(seen, 1),
-                "train_robust_acc": float(correct.item()) / max(seen, 1), "tau": tau0, "lambda": lam0,
-                "tau_end": self.schedule()[0], "lambda_end": self.schedule()[1], "lr": lr,
+                "train_robust_acc": float(correct.item()) / max(seen, 1), "lr": lr,
             }
+            if self.adr:  # τ, λ at the epoch's first and after its last iteration
+                tau1, lam1 = self.schedule()
+                record.update({"tau": tau0, "lambda": lam0, "tau_end": tau1, "lambda_end": lam1})
             record["train_seconds"] = time.perf_counter() - t0
             record["images_per_s"] = seen / record["train_seconds"]
             if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == nb_epochs):
@@ -523,8 +525,10 @@ class AdversarialTrainerADR(Trainer):
 
     @staticmethod
     def _format_record(r: dict[str, Any], nb_epochs: int) -> str:
-        s = (f"epoch {r['epoch']}/{nb_epochs} loss {r['loss']:.4f} adv_acc {r['train_robust_acc']:.3f} "
-             f"tau {r['tau']:.3f} lambda {r['lambda']:.3f} lr {r['lr']:.4g} {r['seconds']:.1f}s")
+        s = f"epoch {r['epoch']}/{nb_epochs} loss {r['loss']:.4f} adv_acc {r['train_robust_acc']:.3f} "
+        if "tau" in r:
+            s += f"tau {r['tau']:.3f} lambda {r['lambda']:.3f} "
+        s += f"lr {r['lr']:.4g} {r['seconds']:.1f}s"
         if "pgd_acc" in r:
             s += (f" | val clean {r['clean_acc']:.3f} pgd {r['pgd_acc']:.3f}"
                   f" | teacher clean {r['teacher_clean_acc']:.3f} pgd {r['teacher_pgd_acc']:.3f}")

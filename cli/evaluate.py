@@ -30,13 +30,21 @@ def _load_models(path: Path, which: str, device: str) -> tuple[dict[str, Any], d
     return {n: load_model(path, which=n, device=device)[0] for n in names}, ckpt
 
 
-def _load_data(dataset: str, data_dir: Path | None, n: int | None, num_classes: int) -> Any:
+def _load_data(dataset: str, data_dir: Path | None, n: int | None, num_classes: int,
+               config: dict[str, Any]) -> Any:
+    """The test split; the run's own ``data_dir`` and ``dataset_kwargs`` apply when it is the run's dataset."""
     from art_adr.data import DATASETS, load_dataset
 
-    if DATASETS[dataset].num_classes != num_classes:
+    if dataset != "synthetic" and DATASETS[dataset].num_classes != num_classes:  # before touching the disk
         raise click.ClickException(f"checkpoint has {num_classes} classes but {dataset} has "
                                    f"{DATASETS[dataset].num_classes}")
-    ds = load_dataset(dataset, "test", data_dir)
+    kwargs: dict[str, Any] = {}
+    if dataset == config.get("dataset"):
+        data_dir = data_dir or config.get("data_dir")
+        kwargs = dict(config.get("dataset_kwargs") or {})
+    ds = load_dataset(dataset, "test", data_dir, **kwargs)
+    if ds.num_classes != num_classes:
+        raise click.ClickException(f"checkpoint has {num_classes} classes but {dataset} has {ds.num_classes}")
     return ds.subset(n) if n is not None else ds
 
 
@@ -63,7 +71,8 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
               help="Comma list from clean, pgd, cw (CW-∞: PGD on the CW margin), aa (AutoAttack).")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None,
               help="Evaluate the first N test examples in order (default: all; 10 000 with --robustbench).")
-@click.option("--eps", default="8/255", show_default=True, help="L∞ radius, a number or fraction in (0, 1].")
+@click.option("--eps", default=None,
+              help="L∞ radius, a number or fraction in (0, 1] (default: the run's training ε, else 8/255).")
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--cw-steps", type=click.IntRange(min=1), default=None, help="CW-∞ steps (default: --pgd-steps).")
 @click.option("--eps-step", default=None, help="PGD step size (default: min(ε, 2.5·ε/steps)).")
@@ -86,7 +95,7 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
               help="RobustBench protocol (first 10 000 test images, AutoAttack standard, ε=8/255) + placement.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, data_dir: Path | None,
-                     attacks: str, n_examples: int | None, eps: str, pgd_steps: int, cw_steps: int | None,
+                     attacks: str, n_examples: int | None, eps: str | None, pgd_steps: int, cw_steps: int | None,
                      eps_step: str | None, restarts: int, aa_version: str, seed: int, batch_size: int, device: str,
                      out: Path | None, sanity: bool, sanity_steps: str, sanity_eps_steps: int,
                      sanity_tolerance: float, robustbench: bool, progress: bool) -> None:
@@ -95,7 +104,7 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
     from art_adr.evaluation import ATTACKS, parse_eps
 
     try:
-        eps_value = parse_eps(eps)
+        eps_value = parse_eps(eps) if eps is not None else None
         step_value = parse_eps(eps_step) if eps_step is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--eps/--eps-step") from None
@@ -114,12 +123,15 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
         models, ckpt = _load_models(run_or_checkpoint, which, device)
         desc = ckpt["model"]
         dataset = dataset or desc.get("dataset")
+        config = ckpt.get("config") or {}
+        if eps_value is None:
+            eps_value = 8 / 255 if robustbench else float(config.get("eps", 8 / 255))
         if dataset not in DATASETS:
             raise click.UsageError(f"checkpoint does not name a known dataset ({dataset!r}); pass --dataset")
         if robustbench:
             attack_list, aa_version, n_examples = _robustbench_settings(dataset, eps_value, attack_list,
                                                                         aa_version, n_examples)
-        ds = _load_data(dataset, data_dir, n_examples, int(desc["num_classes"]))
+        ds = _load_data(dataset, data_dir, n_examples, int(desc["num_classes"]), config)
         report, plots = _run(models, ds, locals_=dict(
             attacks=attack_list, eps=eps_value, pgd_steps=pgd_steps, restarts=restarts, eps_step=step_value,
             cw_steps=cw_steps or pgd_steps, version=aa_version, seed=seed, batch_size=batch_size,

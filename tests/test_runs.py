@@ -170,3 +170,14 @@ def test_two_process_ddp_on_cpu(tmp_path):
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 2 * 4  # 256 training images in global batches of 64
     assert "world_size: 2" in (out / "config.yaml").read_text()
+
+
+def test_evaluate_uses_the_runs_epsilon_and_dataset_options(tmp_path):
+    out = tmp_path / "r"
+    _train(*SYNTH, "--epochs", "1", "--out", str(out))
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--attacks", "clean,pgd", "--n-examples", "16",
+                                       "--out", str(tmp_path / "ev"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert report["eps"] == pytest.approx(0.1) and report["n_examples"] == 16
+    assert report["models"]["student"]["results"]["pgd"] <= report["models"]["student"]["results"]["clean"]
