@@ -326,8 +326,9 @@ def _accuracies_from_report(report: dict[str, Any] | str | Path, which: str, dat
     return float(res["clean"]), float(res["aa"]), note
 
 
-def _default_footnote(which: str) -> str | None:
-    return "+WA: weights of the EMA teacher (weight averaging, decay 0.995)." if which == "teacher" else None
+def _default_footnote(which: str, decay: float = 0.995) -> str | None:
+    """The "+WA" note for an exported EMA teacher, with the run's decay."""
+    return f"+WA: weights of the EMA teacher (weight averaging, decay {decay:g})." if which == "teacher" else None
 
 
 @contextlib.contextmanager
@@ -379,8 +380,8 @@ def export_robustbench(
     eval_note = f"AutoAttack standard, ε={format_eps(eps)}"
     if report is not None:
         clean_acc, autoattack_acc, eval_note = _accuracies_from_report(report, which, dataset, eps)
+    cfg = ckpt.get("config") or {}
     if additional_data is None:
-        cfg = ckpt.get("config") or {}
         additional_data = bool(cfg.get("extra_data") or cfg.get("extra_npz"))
     unknown = set(info) - {"link", "authors", "venue", "number_forward_passes"}
     if unknown:
@@ -390,7 +391,8 @@ def export_robustbench(
         fields["name"] = paper_name
     meta = model_info(dataset=dataset, architecture=ARCH_NAMES.get(desc["arch"], desc["arch"]),
                       clean_acc=clean_acc, autoattack_acc=autoattack_acc, reported=reported, eps=eps,
-                      additional_data=additional_data, footnote=footnote or _default_footnote(which), **fields)
+                      additional_data=additional_data,
+                      footnote=footnote or _default_footnote(which, float(cfg.get("ema_decay", 0.995))), **fields)
     ctor = _rb_constructor(spec)
     state = _export_state_dict(model.state_dict(), ctor)
     rel = {

@@ -70,7 +70,8 @@ def main() -> None:
     # Fashion-MNIST: our CPU-sized choice (see README, "Fashion-MNIST recipe")
     fm = {
         "base": "_paper-common", "dataset": "fashion-mnist", "arch": "small-cnn",
-        "arch_kwargs": {"width": 16}, "ema_warmup": True, "eps": 0.1, "eps_step": 0.025,
+        "arch_kwargs": {"width": 16}, "ema_warmup": True, "channels_last": True, "eps": 0.1,
+        "eps_step": 0.025,
         "max_iter": 10, "epochs": 10, "batch_size": 128, "lr": 0.05, "crop_padding": 2, "val_size": 1000,
     }
     adr = {"temperature": [2.0, 1.5], "interpolation": [0.5, 0.8]}  # README: the 4-epoch sweep
