@@ -12,6 +12,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module (AutoAttack's small batches run slower with two on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def blobs() -> tuple[np.ndarray, np.ndarray]:
     """A learnable 4-class task: class prototypes on 1×8×8 images plus noise, in [0, 1]."""

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from art_adr.analysis import (
     surface_gradient,
     weight_landscape,
 )
+from conftest import TinyNet
 
 
 def _probs(seed: int, n: int, c: int, sharp: float = 1.0) -> torch.Tensor:
@@ -194,10 +194,10 @@ def test_ood_digits_resized() -> None:
 
 
 def test_cli_writes_figures_and_json(tmp_path) -> None:
-    from art_adr.cli import main
     from click.testing import CliRunner
 
     from art_adr.checkpoint import save_checkpoint
+    from art_adr.cli import main
     from art_adr.models import create_model
 
     paths = []

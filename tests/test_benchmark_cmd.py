@@ -6,10 +6,10 @@ import csv
 import json
 
 import pytest
-from art_adr.cli import main
 from click.testing import CliRunner
 
 from art_adr.benchmark import PAPER_TABLE1, method_label, plan_runs
+from art_adr.cli import main
 
 TINY = ["--epochs", "1", "--subset", "192", "--n-eval", "24", "--set", "max_iter=2", "--set", "val_size=64",
         "--set", "eval_max_iter=2", "-q"]

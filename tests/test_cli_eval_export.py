@@ -6,19 +6,13 @@ import json
 
 import pytest
 import torch
-from art_adr.cli import main
 from click.testing import CliRunner
 
 from art_adr.checkpoint import save_checkpoint
+from art_adr.cli import main
 from art_adr.models import create_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
 
 
 def _small_checkpoint(path, dataset="synthetic", num_classes=10):

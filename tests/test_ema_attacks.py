@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TinyNet
 
 from art_adr.attacks import SoftLabelPGD, attack_loss, pgd
 from art_adr.ema import EMATeacher
 from art_adr.functional import one_hot
 from art_adr.modes import module_mode
+from conftest import TinyNet
 
 
 def test_ema_matches_hand_computed_average_including_bn_buffers():

@@ -25,13 +25,7 @@ from art_adr.evaluation import (
     write_report,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
 
 
 class Linear(nn.Module):

@@ -25,13 +25,7 @@ from art_adr.robustbench import (
     register_exported,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
 
 
 class _Py2Pickler(pickle._Pickler):

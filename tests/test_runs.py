@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from art_adr.cli import main
 from click.testing import CliRunner
 
 from art_adr.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from art_adr.cli import main
 from art_adr.config import ConfigError, RunConfig, list_recipes, load_recipe, resolve_config
 
 SYNTH = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 320, shape: [1, 12, 12], num_classes: 4}",
