@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -15,7 +13,7 @@ import torch
 
 from .checkpoint import atomic_write, load_model
 from .config import ConfigError, RunConfig, recipe_path, resolve_config
-from .runs import RunError, load_run_config, train_run
+from .runs import RunError, load_run_config, train_run, write_csv
 
 __all__ = ["PAPER_TABLE1", "METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark", "write_table"]
 
@@ -202,14 +200,7 @@ def write_table(rows: list[dict[str, Any]], histories: dict[str, list[dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     md = format_markdown(rows, dataset)
     atomic_write(out / "table1.md", lambda tmp: Path(tmp).write_text(md))
-    buf = io.StringIO()
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / "table1.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    write_csv(out / "table1.csv", rows)
     payload = {"dataset": dataset, **meta, "rows": rows}
     atomic_write(out / "table1.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
     plot_methods(histories, out / "curves.png", dataset)

@@ -8,7 +8,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DeviceBatches", "fits_on_device", "to_tensor_images"]
+__all__ = ["DeviceBatches", "MixedBatches", "fits_on_device", "to_tensor_images", "to_unit_float"]
+
+
+def to_unit_float(t: Tensor) -> Tensor:
+    """uint8 images in [0, 255] → float32 in [0, 1] (a new tensor); float images → float32."""
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
 
 
 def fits_on_device(nbytes: int, device: torch.device, fraction: float = 0.5) -> bool:
@@ -94,7 +99,7 @@ class DeviceBatches:
             if self.streaming:
                 xb = xb.to(self.device, non_blocking=True)
                 yb = yb.to(self.device, non_blocking=True)
-            xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
+            xb = to_unit_float(xb)
             if self.augment is not None:
                 xb = self.augment(xb, g_aug)
             if self.channels_last:
@@ -140,8 +145,7 @@ class MixedBatches:
             parts = []
             for xs, ys, ix in ((m.x, m.y, idx), (self.x_extra, self.y_extra, jdx)):
                 xb = xs[ix].to(m.device, non_blocking=True)
-                parts.append((xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float(),
-                              ys[ix].to(m.device, non_blocking=True).long()))
+                parts.append((to_unit_float(xb), ys[ix].to(m.device, non_blocking=True).long()))
             xb = torch.cat([parts[0][0], parts[1][0]])
             yb = torch.cat([parts[0][1], parts[1][1]])
             if m.augment is not None:

@@ -123,17 +123,22 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
     return RunConfig(**{k: coerce(k, v) for k, v in data.items()}).validate()
 
 
-def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
-    lines = "".join(json.dumps(r) + "\n" for r in history)
-    atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(lines))
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Rows with possibly different keys as one CSV (columns in order of first appearance), atomically."""
     keys: list[str] = []
-    for r in history:
+    for r in rows:
         keys += [k for k in r if k not in keys]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
-    writer.writerows(history)
-    atomic_write(out / "metrics.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(r) + "\n" for r in history)
+    atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(lines))
+    write_csv(out / "metrics.csv", history)
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:

@@ -18,7 +18,7 @@ from .augment import CropFlip
 from .ema import EMATeacher
 from .estimator import Normalize, classifier_clip_values, classifier_device, classifier_module, make_classifier
 from .functional import cosine_schedule, ema_warmup_decay, one_hot, rectify_labels, soft_cross_entropy, trades_kl
-from .loader import DeviceBatches, to_tensor_images
+from .loader import DeviceBatches, to_tensor_images, to_unit_float
 from .modes import bn_mode_flag, module_mode
 
 __all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "TrainingDivergedError"]
@@ -361,7 +361,7 @@ class AdversarialTrainerADR(Trainer):
         shard = range(self.rank * bs, n, bs * self.world_size)
         for i in shard:
             xb = xs[i : i + bs]
-            xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb.float()
+            xb = to_unit_float(xb)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = ys[i : i + bs]
@@ -439,7 +439,7 @@ class AdversarialTrainerADR(Trainer):
         arr = self._check_x(x)
         labels = self._check_y(y, arr.shape[0])
         xb = torch.as_tensor(arr).to(self.device, non_blocking=True)
-        xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
+        xb = to_unit_float(xb)
         if self.augment is not None:
             xb = self.augment(xb, self.generator)
         if self.channels_last:
@@ -543,7 +543,7 @@ class AdversarialTrainerADR(Trainer):
         with torch.no_grad(), module_mode(model, False):
             for i in range(0, arr.shape[0], batch_size):
                 xb = torch.as_tensor(arr[i : i + batch_size]).to(self.device)
-                xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb.float()
+                xb = to_unit_float(xb)
                 outs.append(forward(xb).float().cpu().numpy())
         return np.concatenate(outs)
 
