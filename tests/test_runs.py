@@ -181,3 +181,13 @@ def test_evaluate_uses_the_runs_epsilon_and_dataset_options(tmp_path):
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert report["eps"] == pytest.approx(0.1) and report["n_examples"] == 16
     assert report["models"]["student"]["results"]["pgd"] <= report["models"]["student"]["results"]["clean"]
+
+
+def test_cli_version_and_help_list_every_command():
+    from art_adr import __version__
+
+    version = CliRunner().invoke(main, ["--version"])
+    assert version.exit_code == 0 and __version__ in version.output
+    helptext = CliRunner().invoke(main, ["--help"]).output
+    for command in ("train", "recipes", "evaluate", "export", "benchmark", "analyze"):
+        assert f"  {command} " in helptext, command
