@@ -13,6 +13,7 @@ import torch
 
 from .checkpoint import atomic_write, load_model
 from .config import ConfigError, RunConfig, recipe_path, resolve_config
+from .loader import to_unit_float
 from .runs import RunError, load_run_config, train_run, write_csv
 
 __all__ = ["PAPER_TABLE1", "METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark", "write_table"]
@@ -121,7 +122,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequen
     if cache.is_file():
         return json.loads(cache.read_text())
     test = _test_set(config, n_eval)
-    x, y = torch.as_tensor(test.x).float().div(255), torch.as_tensor(test.y)
+    x, y = to_unit_float(torch.as_tensor(test.x)), torch.as_tensor(test.y)
     out: dict[str, Any] = {"which": which, "n_examples": len(test), "attacks": list(attacks), "version": version}
     for tag in ("best", "final"):
         model, ckpt = load_model(run_dir / "checkpoints" / f"{tag}.pt", which=which, device=device)

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
+           "model_from_checkpoint", "FORMAT"]
 
 FORMAT = "art-adr-checkpoint"
 VERSION = 1
@@ -77,11 +78,17 @@ def load_model(
 
     ``which`` is ``"student"`` or ``"teacher"`` (the EMA / "+WA" model).
     """
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, which, device), ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], which: str = "student",
+                          device: str | torch.device = "cpu") -> nn.Module:
+    """The student or teacher of an already loaded checkpoint dict, rebuilt in eval mode."""
     from .models import create_model
 
     if which not in ("student", "teacher"):
         raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
-    ckpt = load_checkpoint(path)
     state = ckpt.get(which)
     if state is None:
         raise CheckpointError(f"checkpoint has no {which} weights")
@@ -91,4 +98,4 @@ def load_model(
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not fit {desc['arch']} with {desc['num_classes']} classes: {exc}") from None
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()

@@ -19,7 +19,6 @@ import platform
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 from .attacks import pgd
 from .checkpoint import atomic_write
+from .loader import to_unit_float
 
 __all__ = [
     "ATTACKS",
@@ -61,10 +61,11 @@ DEFAULT_SANITY_STEPS = (1, 2, 4, 8, 16, 32, 64, 100)
 # ----------------------------------------------------------------------------------------------- ε parsing
 def parse_eps(value: str | float) -> float:
     """ε from ``"8/255"``, ``"0.031"`` or a number; ``ValueError`` unless ``0 < ε ≤ 1`` (images in [0, 1])."""
-    text = str(value).strip()
+    from .config import parse_number
+
     try:
-        eps = float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        eps = parse_number(value)
+    except ValueError:
         raise ValueError(f"eps must be a number or a fraction like 8/255, got {value!r}") from None
     if not math.isfinite(eps) or not 0.0 < eps <= 1.0:
         raise ValueError(f"eps must be in (0, 1] for [0, 1] images, got {value!r}")
@@ -97,8 +98,7 @@ def _progress(iterable: Any, enabled: bool, desc: str, total: int | None = None)
 
 
 def _to_float(x: Tensor, device: torch.device | str) -> Tensor:
-    x = x.to(device)
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return to_unit_float(x.to(device))
 
 
 def _pct(flags: Tensor, n: int) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,13 @@ ANALYSES = ("outputs", "weights", "inputs")
 
 def _parse_eps(value: Any) -> float | None:
     """A radius given as a number or a fraction string like ``"8/255"``."""
+    from art_adr.config import parse_number
+
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError):
+        return parse_number(value)
+    except ValueError:
         raise click.BadParameter(f"not a number or fraction: {value!r}") from None
 
 

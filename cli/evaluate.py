@@ -20,14 +20,14 @@ def _default_out(path: Path) -> Path:
 
 def _load_models(path: Path, which: str, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Models to evaluate (``student``/``teacher``) and the checkpoint dict (``CheckpointError`` on failure)."""
-    from art_adr.checkpoint import load_checkpoint, load_model
+    from art_adr.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)
     names = ["student", "teacher"] if which == "both" else [which]
     if which == "both" and ckpt.get("teacher") is None:
         click.echo("note: checkpoint has no teacher weights; evaluating the student only", err=True)
         names = ["student"]
-    return {n: load_model(path, which=n, device=device)[0] for n in names}, ckpt
+    return {n: model_from_checkpoint(ckpt, which=n, device=device) for n in names}, ckpt
 
 
 def _load_data(dataset: str, data_dir: Path | None, n: int | None, num_classes: int,
