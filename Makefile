@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	@mkdir -p .make && touch $(STAMP)
 
 demo: install
-	art-adr benchmark --dataset fashion-mnist --out benchmarks-out/fashion-mnist
+	art-adr benchmark --recipe-prefix fashion-mnist-ro --methods at,at-adr --seeds 0 --attack pgd,aa \
+	  --n-eval 200 --out benchmarks-out/fashion-mnist-ro
 
 test: install
 	$(PYTHON) -m pytest -q

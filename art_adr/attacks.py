@@ -53,11 +53,30 @@ def attack_loss(logits: Tensor, target: Tensor, loss: str) -> Tensor:
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
+FP16_LOSS_SCALE = 1024.0
+
+
+@contextlib.contextmanager
+def _frozen_params(model: Any) -> Any:
+    """``requires_grad`` off for the model's parameters during the block (restored in ``finally``): the attack
+    needs input gradients only, and a compiled backward would otherwise compute weight gradients too."""
+    params = [p for p in model.parameters() if p.requires_grad] if isinstance(model, nn.Module) else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def _random_start(x: Tensor, eps: float, norm: str, mode: Any, generator: torch.Generator | None) -> Tensor:
     if mode is False or mode is None:
         return torch.zeros_like(x)
     if mode == "trades":  # TRADES reference: x + 0.001 * N(0, 1)
         return 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if mode == "trades-uniform":  # ADR authors' trades_attack.py: x + 0.001 * U[0, 1)
+        return 0.001 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if norm == "inf":
         return (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
     direction = l2_normalize(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
@@ -81,6 +100,7 @@ def pgd(
     restarts: int = 1,
     generator: torch.Generator | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    loss_scale: float | None = None,
 ) -> Tensor:
     """Projected gradient ascent on ``loss`` inside the ε-ball around ``x`` (device tensors, no host sync).
 
@@ -92,13 +112,20 @@ def pgd(
         eps: radius ε > 0. eps_step: step α in (0, ε]. max_iter: steps K ≥ 0.
         norm: ``"inf"`` (sign steps) or ``2`` (normalised gradient steps).
         clip_values: valid input box or ``None``.
-        random_init: ``True`` uniform start in the ball, ``"trades"`` 0.001·N(0, 1), ``False`` none.
+        random_init: ``True`` uniform start in the ball, ``"trades"`` 0.001·N(0, 1) (TRADES reference),
+            ``"trades-uniform"`` 0.001·U[0, 1) (ADR authors' TRADES attack), ``False`` none.
         loss: ``"ce"`` (default), ``"kl"`` or ``"cw"``.
         bn_mode: ``"train"`` (ADR authors' AT), ``"eval"`` or ``None`` (leave the model as it is).
         restarts: random restarts; per sample, the iterate that is misclassified (label targets) or has the
             highest loss is kept.
         generator: ``torch.Generator`` on ``x.device`` for the random start.
         autocast: optional zero-argument factory of an autocast context for the forward passes.
+        loss_scale: constant the summed loss is multiplied by before ``autograd.grad`` so that fp16 input
+            gradients do not underflow (sign and L2-normalised steps are scale-free). ``None`` (default):
+            ``FP16_LOSS_SCALE`` (1024, a power of two: exact) when the model returns fp16 logits, else 1.
+
+    The model's parameters have ``requires_grad`` turned off during the attack (restored afterwards), so
+    the backward computes input gradients only — under ``torch.compile`` too.
 
     Returns:
         Adversarial examples, same shape and dtype as ``x``, detached.
@@ -126,14 +153,19 @@ def pgd(
 
     best = x.clone() if restarts > 1 else x
     best_score = torch.full((x.shape[0],), -float("inf"), device=x.device) if restarts > 1 else None
-    with mode_ctx, torch.enable_grad():
+    with mode_ctx, torch.enable_grad(), _frozen_params(model):
         for _ in range(restarts):
             x_adv = project(x + _random_start(x, eps, norm, random_init, generator), x, eps, clip_values)
             for _ in range(max_iter):
                 x_adv.requires_grad_(True)
                 with ctx():
                     logits = model(x_adv)
-                grad = torch.autograd.grad(attack_loss(logits, target, loss).sum(), x_adv)[0]
+                scale = loss_scale if loss_scale is not None else (
+                    FP16_LOSS_SCALE if logits.dtype == torch.float16 else 1.0)
+                objective = attack_loss(logits, target, loss).sum()
+                grad = torch.autograd.grad(objective * scale if scale != 1.0 else objective, x_adv)[0]
+                if scale != 1.0:
+                    grad = torch.nan_to_num(grad)  # an fp16 overflow must not turn the batch into NaN
                 with torch.no_grad():
                     if norm == "inf":
                         step = eps_step * grad.sign()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -14,9 +15,10 @@ import torch
 from .checkpoint import atomic_write, load_model
 from .config import ConfigError, RunConfig, recipe_path, resolve_config
 from .loader import to_unit_float
-from .runs import RunError, load_run_config, train_run, write_csv
+from .runs import RunError, holding_lock, load_run_config, train_run, write_csv
 
-__all__ = ["PAPER_TABLE1", "METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark", "write_table"]
+__all__ = ["PAPER_TABLE1", "METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark", "write_table",
+           "aggregate_rows", "format_markdown", "parse_seeds", "seed_run_dir", "reported_model"]
 
 METHODS = ("at", "at-adr", "trades", "trades-adr")
 
@@ -64,30 +66,49 @@ def _recipe_exists(name: str) -> bool:
         return False
 
 
-def plan_runs(dataset: str, methods: Sequence[str] = METHODS, wa: bool = False, awp: bool = False,
-              overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
-    """Resolve each method's recipe (``<dataset>-<method>[-wa][-awp]``), applying budget overrides."""
+def plan_runs(dataset: str | None, methods: Sequence[str] = METHODS, wa: bool = False, awp: bool = False,
+              overrides: dict[str, Any] | None = None, recipes: Sequence[str] = (),
+              recipe_prefix: str | None = None) -> list[PlannedRun]:
+    """Resolve each method's recipe (``<dataset>-<method>[-wa][-awp]``), applying budget overrides.
+
+    ``recipe_prefix`` replaces ``<dataset>`` in the names (``fashion-mnist-ro`` → ``fashion-mnist-ro-at``, ...);
+    ``recipes`` names the recipes outright (``methods`` is then ignored; ``wa``/``awp`` still add +WA/+AWP).
+    """
     plans = []
+    for name in recipes:
+        if not _recipe_exists(name):
+            raise ConfigError(f"no recipe {name!r}; `art-adr recipes` lists them")
+        base_cfg = resolve_config(name)
+        extra: dict[str, Any] = {}
+        if wa or awp:
+            extra["best_metric"] = "teacher_pgd_acc"
+        if awp and base_cfg.awp_rho == 0:
+            extra["awp_rho"] = AWP_RHO.get(base_cfg.dataset, 0.005)
+        config = resolve_config(name, {**extra, **(overrides or {})})
+        plans.append(PlannedRun(name, method_label(config), config))
+    if recipes:
+        return plans
+    prefix = recipe_prefix or dataset
     for method in methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-        base = f"{dataset}-{method}"
+        base = f"{prefix}-{method}"
         if not _recipe_exists(base):
             raise ConfigError(f"no recipe {base!r}: the benchmark supports datasets with recipes "
-                              "(cifar10, cifar100, tinyimagenet, fashion-mnist)")
+                              "(cifar10, cifar100, tinyimagenet, fashion-mnist) or --recipe-prefix/--recipes")
         suffix = "-wa-awp" if awp else "-wa" if wa else ""
         name = base + suffix if _recipe_exists(base + suffix) else base
         extra: dict[str, Any] = {}
         if name == base and (wa or awp):
             extra["best_metric"] = "teacher_pgd_acc"
             if awp:
-                extra["awp_rho"] = AWP_RHO.get(dataset, 0.005)
+                extra["awp_rho"] = AWP_RHO.get(dataset or "", 0.005)
         config = resolve_config(name, {**extra, **(overrides or {})})
         plans.append(PlannedRun(method, method_label(config), config))
     return plans
 
 
-def _ensure_trained(plan: PlannedRun, run_dir: Path, verbose: bool) -> Path:
+def _ensure_trained(plan: PlannedRun, run_dir: Path, verbose: bool, command: str = "art-adr benchmark") -> Path:
     """Train, resume an interrupted run, or reuse a finished one (``checkpoints/final.pt`` present)."""
     if (run_dir / "checkpoints" / "final.pt").is_file():
         saved = load_run_config(run_dir)
@@ -95,7 +116,7 @@ def _ensure_trained(plan: PlannedRun, run_dir: Path, verbose: bool) -> Path:
             raise RunError(f"{run_dir} holds a finished run with other options; use another --out")
         return run_dir
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    return train_run(plan.config, run_dir, resume=resume, verbose=verbose, command="art-adr benchmark")
+    return train_run(plan.config, run_dir, resume=resume, verbose=verbose, command=command)
 
 
 def _test_set(config: RunConfig, n_eval: int | None):
@@ -105,67 +126,191 @@ def _test_set(config: RunConfig, n_eval: int | None):
     return test.subset(n_eval) if n_eval and n_eval < len(test) else test
 
 
+def _eval_cache_key(which: str, n_eval: int | None, attack: str | None, version: str, seed: int) -> str:
+    """Cache file of one model × one robust attack (``None``: clean only) of a run; the single-attack names of
+    earlier versions (``eval-student-n100-clean-aa-standard-s0.json``) are kept, so old caches still count.
+    The AutoAttack version names only AutoAttack's files (PGD and CW do not depend on it)."""
+    parts = ["clean"] + ([attack] if attack else [])
+    return f"eval-{which}-n{n_eval or 'all'}-{'-'.join(parts)}-{version if attack == 'aa' else 'standard'}-s{seed}.json"
+
+
+def reported_model(config: RunConfig) -> str:
+    """The model a run reports in the paper's tables: the EMA teacher for +WA (``teacher_pgd_acc``), else student."""
+    return "teacher" if config.best_metric == "teacher_pgd_acc" else "student"
+
+
 def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequence[str] = ("clean", "aa"),
                  version: str = "standard", seed: int = 0, device: str = "cpu", batch_size: int = 256,
-                 progress: bool = True) -> dict[str, Any]:
-    """AutoAttack (or PGD) and clean accuracy of a run's best and final checkpoints, cached in the run dir.
+                 progress: bool = True, which: str | None = None) -> dict[str, Any]:
+    """Clean and robust accuracy (each attack in ``attacks``) of a run's best and final checkpoints.
 
-    The reported model is the EMA teacher when the run selects by ``teacher_pgd_acc`` (+WA), else the student.
+    ``which`` is ``"student"`` or ``"teacher"`` (the EMA model); ``None`` means the run's reported model (the
+    teacher when it selects by ``teacher_pgd_acc``, i.e. +WA). Each (model, attack) pair is cached as JSON in the
+    run directory, so adding an attack later evaluates only that attack.
     """
     from .evaluation import evaluate_model
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    which = "teacher" if config.best_metric == "teacher_pgd_acc" else "student"
-    key = f"eval-{which}-n{n_eval or 'all'}-{'-'.join(attacks)}-{version}-s{seed}.json"
-    cache = run_dir / key
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    test = _test_set(config, n_eval)
-    x, y = to_unit_float(torch.as_tensor(test.x)), torch.as_tensor(test.y)
-    out: dict[str, Any] = {"which": which, "n_examples": len(test), "attacks": list(attacks), "version": version}
-    for tag in ("best", "final"):
-        model, ckpt = load_model(run_dir / "checkpoints" / f"{tag}.pt", which=which, device=device)
-        entry = evaluate_model(model, x, y, attacks=attacks, eps=config.eps, version=version, seed=seed,
-                               batch_size=batch_size, device=device, progress=progress)
-        out[tag] = {"epoch": int(ckpt["epoch"]), **entry["results"]}
-        if "autoattack" in entry:
-            out[tag]["autoattack_warnings"] = entry["autoattack"]["warnings"]
-    atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1)))
+    which = which or reported_model(config)
+    robust = [a for a in dict.fromkeys(attacks) if a != "clean"]
+    out: dict[str, Any] = {"which": which, "attacks": ["clean", *robust], "version": version, "seed": int(seed),
+                           "best": {}, "final": {}}
+    test = None
+    for attack in robust or [None]:
+        cache = run_dir / _eval_cache_key(which, n_eval, attack, version, seed)
+        if cache.is_file():
+            ev = json.loads(cache.read_text())
+        else:
+            if test is None:
+                test = _test_set(config, n_eval)
+                x, y = to_unit_float(torch.as_tensor(test.x)), torch.as_tensor(test.y)
+            sub = ["clean"] + ([attack] if attack else [])
+            ev = {"which": which, "n_examples": len(test), "attacks": sub,
+                  "version": version if attack == "aa" else "standard"}
+            for tag in ("best", "final"):
+                model, ckpt = load_model(run_dir / "checkpoints" / f"{tag}.pt", which=which, device=device)
+                entry = evaluate_model(model, x, y, attacks=sub, eps=config.eps, version=version, seed=seed,
+                                       batch_size=batch_size, device=device, progress=progress)
+                ev[tag] = {"epoch": int(ckpt["epoch"]), **entry["results"]}
+                if "autoattack" in entry:
+                    ev[tag]["autoattack_warnings"] = entry["autoattack"]["warnings"]
+                    ev[tag]["autoattack_cumulative"] = entry["autoattack"]["cumulative"]
+            atomic_write(cache, lambda tmp, ev=ev: Path(tmp).write_text(json.dumps(ev, indent=1)))
+        out["n_examples"] = ev["n_examples"]
+        for tag in ("best", "final"):
+            out[tag].update(ev[tag])
     return out
 
 
-def _row(label: str, ev: dict[str, Any], robust_key: str, paper: tuple[float, ...] | None) -> dict[str, Any]:
+ROBUST_ATTACKS = ("pgd", "cw", "aa")
+_METRICS = ("best", "final", "diff")
+
+
+def _row(label: str, ev: dict[str, Any], robust_key: str, paper: tuple[float, ...] | None, *, recipe: str = "",
+         seed: int | None = None, run_dir: str = "") -> dict[str, Any]:
+    """One per-seed table row: robust (``robust_key``, and every attack evaluated) and clean, best/final/diff."""
     b, f = ev["best"], ev["final"]
-    row = {"method": label, "robust_attack": robust_key, "robust_best": b[robust_key], "robust_final": f[robust_key],
-           "robust_diff": b[robust_key] - f[robust_key], "clean_best": b["clean"], "clean_final": f["clean"],
-           "clean_diff": b["clean"] - f["clean"], "best_epoch": b["epoch"], "final_epoch": f["epoch"],
-           "n_eval": ev["n_examples"], "model": ev["which"]}
+    row: dict[str, Any] = {
+        "method": label, "recipe": recipe, "which": ev["which"], "seed": seed, "kind": "seed",
+        "robust_attack": robust_key, "robust_best": b[robust_key], "robust_final": f[robust_key],
+        "robust_diff": b[robust_key] - f[robust_key], "clean_best": b["clean"], "clean_final": f["clean"],
+        "clean_diff": b["clean"] - f["clean"]}
+    for a in ROBUST_ATTACKS:
+        if a in b:
+            row.update({f"{a}_best": b[a], f"{a}_final": f[a], f"{a}_diff": b[a] - f[a]})
+    row.update(best_epoch=b["epoch"], final_epoch=f["epoch"], n_eval=ev["n_examples"], run=run_dir)
     if paper:
         row.update(paper_aa_best=paper[0], paper_aa_final=paper[1], paper_clean_best=paper[2],
                    paper_clean_final=paper[3])
     return row
 
 
-def format_markdown(rows: list[dict[str, Any]], dataset: str) -> str:
-    """Table-1-style Markdown: robust and clean accuracy, best / final / diff per method (paper beside)."""
-    attack = "AutoAttack" if rows and rows[0]["robust_attack"] == "aa" else "PGD"
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (ddof = 0, as the paper's Table 7 reports it)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (sum((v - mean) ** 2 for v in values) / n) ** 0.5
+
+
+def aggregate_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds of every numeric column, one row per (method, recipe, model) in first-seen order.
+
+    ``<metric>`` holds the mean and ``<metric>_std`` the population std; ``n_seeds``, ``seeds`` and
+    ``best_epochs`` (per seed) say what was averaged.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r.get("recipe", ""), r["which"]), []).append(r)
+    out = []
+    for (label, recipe, which), members in groups.items():
+        first = members[0]
+        agg: dict[str, Any] = {"method": label, "recipe": recipe, "which": which, "kind": "aggregate",
+                               "n_seeds": len(members), "seeds": ",".join(str(m.get("seed")) for m in members),
+                               "robust_attack": first["robust_attack"]}
+        for key in [k for k in first if k.startswith(("robust_", "clean_", *(f"{a}_" for a in ROBUST_ATTACKS)))
+                    and isinstance(first[k], (int, float)) and not isinstance(first[k], bool)]:
+            agg[key], agg[f"{key}_std"] = _mean_std([float(m[key]) for m in members])
+        agg["best_epoch"], agg["best_epoch_std"] = _mean_std([float(m["best_epoch"]) for m in members])
+        agg["best_epochs"] = ",".join(str(m["best_epoch"]) for m in members)
+        agg["final_epoch"], agg["n_eval"] = first["final_epoch"], first["n_eval"]
+        for key in ("paper_aa_best", "paper_aa_final", "paper_clean_best", "paper_clean_final"):
+            if key in first:
+                agg[key] = first[key]
+        out.append(agg)
+    # the same label from two recipes (--recipes / --runs): name the recipe so the rows can be told apart
+    seen: dict[str, set[str]] = {}
+    for r in out:
+        seen.setdefault(r["method"], set()).add(r["recipe"])
+    for r in out:
+        if len(seen[r["method"]]) > 1:
+            r["method"] = f"{r['method']} ({r['recipe']})"
+    return out
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key not in row:
+        return "–"
+    if row.get("n_seeds", 1) > 1 and f"{key}_std" in row:
+        return f"{row[key]:.2f} ± {row[key + '_std']:.2f}"
+    return f"{row[key]:.2f}"
+
+
+def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "standard") -> str:
+    """Table-1-style Markdown: robust (each attack) and clean accuracy, best / final / diff per method and model.
+
+    ``rows`` are aggregate rows (``aggregate_rows``; per-seed rows are aggregated here); with more than one
+    seed every cell is ``mean ± std`` (paper Table 7 style), and the paper's numbers stand beside (+WA: teacher).
+    """
+    if rows and any(r.get("kind", "seed") == "seed" for r in rows):
+        rows = aggregate_rows(rows)
+    names = {"pgd": "PGD-10", "cw": "CW-∞-10", "aa": "AutoAttack" + ("" if version == "standard" else f" ({version})")}
+    robust = [a for a in ROBUST_ATTACKS if rows and f"{a}_best" in rows[0]]
+    if rows and not robust:  # rows of an older layout: only robust_*
+        robust = [rows[0]["robust_attack"]]
     has_paper = any("paper_aa_best" in r for r in rows)
-    head = ["Method", f"{attack} best", "final", "diff", "Clean best", "final", "diff", "best epoch"]
+    n_seeds = max((r.get("n_seeds", 1) for r in rows), default=1)
+    head = ["Method", "model", "seeds"]
+    for a in robust:
+        head += [f"{names.get(a, a)} best", "final", "diff"]
+    head += ["Clean best", "final", "diff", "best epoch"]
     if has_paper:
         head += ["paper AA best", "final", "paper clean best", "final"]
-    lines = [f"Table 1 reproduction on {dataset} (n = {rows[0]['n_eval'] if rows else 0} test images, %)", "",
+    seeds_text = f"mean ± std over {n_seeds} seeds, population std as in the paper's Table 7; " if n_seeds > 1 else ""
+    lines = [f"Table 1 reproduction on {dataset} (n = {rows[0]['n_eval'] if rows else 0} test images, "
+             f"{seeds_text}%; diff = best − final)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["method"]] + [f"{r[k]:.2f}" for k in ("robust_best", "robust_final", "robust_diff", "clean_best",
-                                                          "clean_final", "clean_diff")] + [str(r["best_epoch"])]
+        cells = [r["method"], r.get("which", ""), str(r.get("n_seeds", 1))]
+        for a in robust:
+            key = "robust" if f"{a}_best" not in r else a
+            cells += [_cell(r, f"{key}_{m}") for m in _METRICS]
+        cells += [_cell(r, f"clean_{m}") for m in _METRICS]
+        cells.append(str(r.get("best_epochs", r.get("best_epoch", ""))).replace(",", ", "))
         if has_paper:
             cells += [f"{r[k]:.2f}" if k in r else "" for k in ("paper_aa_best", "paper_aa_final",
                                                                   "paper_clean_best", "paper_clean_final")]
         lines.append("| " + " | ".join(cells) + " |")
     if has_paper:
-        lines += ["", "Paper: Wu, Wang & Chen (ICLR 2024), Table 1, ResNet-18, full test set."]
+        lines += ["", "Paper: Wu, Wang & Chen (ICLR 2024), Table 1, ResNet-18, full test set, one run."]
     return "\n".join(lines) + "\n"
+
+
+def mean_history(histories: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-epoch mean over seeds of the numeric metrics (epochs that every seed reached)."""
+    if len(histories) == 1:
+        return list(histories[0])
+    by_epoch = [{r["epoch"]: r for r in h} for h in histories if h]
+    if not by_epoch:
+        return []
+    epochs = sorted(set.intersection(*(set(h) for h in by_epoch)))
+    out = []
+    for e in epochs:
+        recs = [h[e] for h in by_epoch]
+        keys = [k for k, v in recs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and all(k in r for r in recs)]
+        out.append({k: sum(float(r[k]) for r in recs) / len(recs) for k in keys} | {"epoch": e})
+    return out
 
 
 def plot_methods(histories: dict[str, list[dict[str, Any]]], path: str | os.PathLike, title: str) -> None:
@@ -196,15 +341,18 @@ def plot_methods(histories: dict[str, list[dict[str, Any]]], path: str | os.Path
 
 
 def write_table(rows: list[dict[str, Any]], histories: dict[str, list[dict[str, Any]]], out: Path,
-                dataset: str, meta: dict[str, Any]) -> dict[str, Path]:
-    """``table1.md``, ``table1.csv``, ``table1.json`` and ``curves.png`` under ``out``."""
+                dataset: str, meta: dict[str, Any], aggregate: list[dict[str, Any]] | None = None,
+                title: str | None = None) -> dict[str, Path]:
+    """``table1.md`` (aggregate rows), ``table1.csv`` (per-seed rows, then the aggregate rows),
+    ``table1.json`` (``rows``: per seed, ``aggregate``: mean ± std) and ``curves.png`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    md = format_markdown(rows, dataset)
+    aggregate = aggregate if aggregate is not None else aggregate_rows(rows)
+    md = format_markdown(aggregate, dataset, meta.get("autoattack_version", "standard"))
     atomic_write(out / "table1.md", lambda tmp: Path(tmp).write_text(md))
-    write_csv(out / "table1.csv", rows)
-    payload = {"dataset": dataset, **meta, "rows": rows}
+    write_csv(out / "table1.csv", [*rows, *aggregate])
+    payload = {"dataset": dataset, **meta, "rows": rows, "aggregate": aggregate}
     atomic_write(out / "table1.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
-    plot_methods(histories, out / "curves.png", dataset)
+    plot_methods(histories, out / "curves.png", title or dataset)
     return {k: out / f"table1.{k}" for k in ("md", "csv", "json")} | {"png": out / "curves.png"}
 
 
@@ -213,42 +361,109 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def seed_run_dir(out: Path, name: str, seed: int, config: RunConfig | None = None) -> Path:
+    """``out/runs/<recipe>-s<seed>``; a run directory of the single-seed layout (``out/runs/<recipe>``) is used in
+    place when it holds this very run (same resolved config, seed included), so earlier benchmarks are reused."""
+    legacy = out / "runs" / name
+    if config is not None and (legacy / "config.yaml").is_file():
+        try:
+            if load_run_config(legacy).to_dict() == config.to_dict():
+                return legacy
+        except (RunError, ConfigError):
+            pass
+    return out / "runs" / f"{name}-s{seed}"
+
+
+def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` → ``[0, 1, 2]`` / ``[0, 1, 2, 3, 4]``; duplicates dropped, order kept."""
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        return list(dict.fromkeys(int(s) for s in text))
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(f"seeds must be integers like 0,1,2 or 0-2, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"no seeds in {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
+@holding_lock("benchmark")  # one benchmark per output directory
 def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Sequence[str] = METHODS,
                   wa: bool = False, awp: bool = False, runs: Sequence[str] = (),
                   overrides: dict[str, Any] | None = None,
                   n_eval: int | None = None, attacks: Sequence[str] = ("clean", "aa"), version: str = "standard",
-                  device: str = "cpu", seed: int = 0, verbose: bool = True) -> dict[str, Any]:
-    """Train (or reuse) each method's run under ``out/runs``, evaluate best and final, write the tables."""
+                  device: str = "cpu", seed: int = 0, seeds: Sequence[int] | None = None,
+                  recipes: Sequence[str] = (), recipe_prefix: str | None = None,
+                  models: Sequence[str] = ("student", "teacher"), verbose: bool = True) -> dict[str, Any]:
+    """Train (or reuse) each method × seed under ``out/runs/<recipe>-s<seed>``, evaluate the best and final
+    checkpoints of every model in ``models`` (student, EMA teacher) under every attack, write the tables.
+
+    Each run is attacked with its own training seed (PGD starts, AutoAttack). ``recipes`` (explicit names) or
+    ``recipe_prefix`` (``<prefix>-<method>``) replace the ``<dataset>-<method>`` recipes.
+    """
     out = Path(out)
+    seed_list = list(seeds) if seeds else [seed]
+    bad = [m for m in models if m not in ("student", "teacher")]
+    if bad or not models:
+        raise ConfigError(f"models must be student and/or teacher, got {list(models)}")
+    entries: list[tuple[str, str, Path, RunConfig]] = []  # (label, recipe, run dir, config)
     if runs:
-        run_dirs = [Path(r) for r in runs]
-        labels = [method_label(load_run_config(r)) for r in run_dirs]
-        datasets = {load_run_config(r).dataset for r in run_dirs}
+        for r in runs:
+            cfg = load_run_config(r)
+            entries.append((method_label(cfg), cfg.recipe or Path(r).name, Path(r), cfg))
+        datasets = {e[3].dataset for e in entries}
         if len(datasets) != 1:
             raise RunError(f"--runs mixes datasets: {sorted(datasets)}")
         dataset = datasets.pop()
     else:
-        if dataset is None:
-            raise ConfigError("give --dataset or --runs")
-        plans = plan_runs(dataset, methods, wa=wa, awp=awp, overrides=overrides)
-        run_dirs, labels = [], []
+        if dataset is None and not recipes and not recipe_prefix:
+            raise ConfigError("give --dataset, --recipes, --recipe-prefix or --runs")
+        plans = plan_runs(dataset, methods, wa=wa, awp=awp, overrides=overrides, recipes=recipes,
+                          recipe_prefix=recipe_prefix)
+        datasets = {p.config.dataset for p in plans}
+        if len(datasets) != 1:
+            raise ConfigError(f"the recipes mix datasets: {sorted(datasets)}")
+        dataset = datasets.pop()
         for plan in plans:
-            run_dir = out / "runs" / (plan.config.recipe or plan.method)
+            for s in seed_list:
+                config = dataclasses.replace(plan.config, seed=int(s)).validate()
+                name = plan.config.recipe or plan.method
+                run_dir = seed_run_dir(out, name, int(s), config)
+                if verbose:
+                    print(f"== {plan.label}, seed {s}: {run_dir}")
+                seeded = PlannedRun(plan.method, plan.label, config)
+                entries.append((plan.label, name, _ensure_trained(seeded, run_dir, verbose), config))
+    robust = [a for a in dict.fromkeys(attacks) if a != "clean"] or ["pgd"]
+    robust_key = "aa" if "aa" in robust else robust[0]
+    rows: list[dict[str, Any]] = []
+    grouped: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}  # (label, recipe) -> per-seed histories
+    for label, recipe, run_dir, config in entries:
+        for which in models:
             if verbose:
-                print(f"== {plan.label}: {run_dir}")
-            run_dirs.append(_ensure_trained(plan, run_dir, verbose))
-            labels.append(plan.label)
-    robust_key = "aa" if "aa" in attacks else "pgd"
-    rows, histories = [], {}
-    for label, run_dir in zip(labels, run_dirs):
-        if verbose:
-            print(f"== evaluating {label} (best and final, {robust_key})")
-        ev = evaluate_run(run_dir, n_eval, attacks=attacks, version=version, seed=seed, device=device,
-                          progress=verbose)
-        paper = PAPER_TABLE1.get(dataset, {}).get(label)
-        rows.append(_row(label, ev, robust_key, paper))
-        histories[label] = _history(run_dir)
-    meta = {"n_eval": n_eval, "attacks": list(attacks), "autoattack_version": version, "seed": seed,
-            "runs": [str(r) for r in run_dirs]}
-    files = write_table(rows, histories, out, dataset, meta)
-    return {"rows": rows, "files": files, "markdown": format_markdown(rows, dataset)}
+                print(f"== evaluating {label} ({which}, seed {config.seed}; best and final: clean, "
+                      f"{', '.join(robust)})")
+            ev = evaluate_run(run_dir, n_eval, attacks=("clean", *robust), version=version, seed=config.seed,
+                              device=device, progress=verbose, which=which)
+            paper = PAPER_TABLE1.get(dataset, {}).get(label) if which == reported_model(config) else None
+            rows.append(_row(label, ev, robust_key, paper, recipe=recipe, seed=config.seed, run_dir=str(run_dir)))
+        grouped.setdefault((label, recipe), []).append(_history(run_dir))
+    clash = {lab for lab, _ in grouped if sum(k[0] == lab for k in grouped) > 1}
+    histories = {(lab if lab not in clash else f"{lab} ({rec})"): mean_history(hs)
+                 for (lab, rec), hs in grouped.items()}
+    aggregate = aggregate_rows(rows)
+    used_seeds = sorted({e[3].seed for e in entries})
+    meta = {"n_eval": n_eval, "attacks": ["clean", *robust], "autoattack_version": version, "seeds": used_seeds,
+            "n_seeds": len(seed_list) if not runs else max(len(h) for h in grouped.values()),
+            "models": list(models), "std": "population (ddof=0), as the paper's Table 7",
+            "eval_seed": "each run's training seed", "runs": [str(e[2]) for e in entries]}
+    title = dataset + (f" (mean of {meta['n_seeds']} seeds)" if meta["n_seeds"] > 1 else "")
+    files = write_table(rows, histories, out, dataset, meta, aggregate=aggregate, title=title)
+    return {"rows": rows, "aggregate": aggregate, "files": files,
+            "markdown": format_markdown(aggregate, dataset, version)}

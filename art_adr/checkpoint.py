@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,26 @@ class CheckpointError(ValueError):
     """A file that is missing, corrupt, not an art-adr checkpoint, or does not fit the model."""
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename over ``path``, so a kill never leaves a half-written file."""
+def atomic_write(path: str | os.PathLike, write: Any, before_replace: Any = None) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``, so a kill never leaves a half-written file.
+
+    The temporary file ``.<name>.<pid>.<random>.tmp`` (same folder) is created with mode ``0o666`` minus the
+    user's umask, like any other output file; a kill leaves at most that file, which ``art-adr train`` removes
+    on its next start. ``before_replace()`` (a test hook) runs between the write and the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -37,10 +49,10 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     return path
 
 
-def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any], before_replace: Any = None) -> Path:
     """Save ``obj`` with ``torch.save`` atomically (temp file in the same folder, then ``os.replace``)."""
     obj = {"format": FORMAT, "version": VERSION, **obj}
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), before_replace)
 
 
 def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
@@ -63,7 +75,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt, truncated, pickle with code, not a torch file...
-        raise CheckpointError(f"{p} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        text = " ".join(str(exc).split())
+        text = text.split("WeightsUnpickler error: ")[-1].split(" Check the documentation")[0][:300]
+        raise CheckpointError(f"{p} is not a readable checkpoint ({type(exc).__name__}: {text})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not an art-adr checkpoint")
     if "student" not in obj or "model" not in obj:

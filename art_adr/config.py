@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
@@ -57,7 +58,11 @@ class RunConfig:
     beta: float = 6.0
     awp_rho: float = 0.0
     awp_warmup: int = 0
-    attack_bn_mode: str | None = None  # None: the method's default (AT "train", TRADES "eval")
+    awp_variant: str = "official"  # "official" (ADR authors' awp.py: all params, BN stats from the unperturbed
+    # pass, SGD without Nesterov) or "weights-only" (art-adr's former AWP: ndim > 1 weights only)
+    attack_bn_mode: str | None = None  # None: the method's default (AT "train"; TRADES: its variant's)
+    trades_variant: str = "official"  # "official" (ADR authors' code) or "reference" (TRADES reference code)
+    bn_momentum: float | None = None  # BatchNorm momentum (None: the layers' own); authors' DDPM runs: 0.01
     # attack
     eps: float = 0.1
     eps_step: float = 0.025
@@ -68,8 +73,9 @@ class RunConfig:
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = True  # see sgd_nesterov(): off without momentum and in official-variant AWP runs
     weight_decay: float = 5e-4
+    bn_weight_decay: bool = True  # False: no weight decay on BatchNorm γ/β (ADR authors' DDPM runs)
     lr_schedule: str = "multistep"  # "multistep" or "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run
     lr_gamma: float = 0.1
@@ -114,9 +120,35 @@ class RunConfig:
         need(self.best_metric in ("pgd_acc", "teacher_pgd_acc"), "best_metric must be pgd_acc or teacher_pgd_acc")
         need(self.amp in (None, "bf16", "fp16"), "amp must be bf16, fp16 or none")
         need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
+        need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
+        need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
         need(self.subset is None or self.subset >= 1, "subset must be >= 1")
         need(self.awp_rho >= 0, "awp_rho must be >= 0")
+        need(self.awp_variant in ("official", "weights-only"), "awp_variant must be 'official' or 'weights-only'")
+        for name in _NUMBER_FIELDS + _PAIR_FIELDS + ("milestones",):
+            vals = getattr(self, name)
+            need(all(v is None or math.isfinite(v) for v in (vals if isinstance(vals, (tuple, list)) else [vals])),
+                 f"{name} must be finite, got {vals}")
+        need(self.eval_every >= 1, f"eval_every must be >= 1 (validate every k epochs), got {self.eval_every}")
+        need(self.eval_max_iter >= 1, f"eval_max_iter must be >= 1, got {self.eval_max_iter}")
+        need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.lr_gamma > 0, f"lr_gamma must be > 0, got {self.lr_gamma}")
+        need(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        need(self.awp_warmup >= 0, f"awp_warmup must be >= 0, got {self.awp_warmup}")
+        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         return self
+
+    def sgd_nesterov(self) -> bool:
+        """Whether the run's SGD uses Nesterov momentum — the one place this is decided: ``nesterov`` with
+        momentum > 0, except AWP runs of the official variant, which use plain momentum SGD as the ADR
+        authors' AWP runs do (their ``AWP(..., SGD, momentum=0.9)`` has no Nesterov)."""
+        if self.awp_rho > 0 and self.awp_variant == "official":
+            return False
+        return bool(self.nesterov) and self.momentum > 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists for tuples), for YAML and checkpoints."""
@@ -130,7 +162,7 @@ class RunConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _PAIR_FIELDS = ("temperature", "interpolation")
 _NUMBER_FIELDS = ("eps", "eps_step", "lr", "ema_decay", "beta", "awp_rho", "extra_fraction", "weight_decay",
-                  "momentum", "lr_gamma", "warmup_epochs")
+                  "momentum", "lr_gamma", "warmup_epochs", "bn_momentum")
 
 
 def coerce(key: str, value: Any) -> Any:

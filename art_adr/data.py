@@ -132,6 +132,14 @@ def load_dataset(
     if split not in ("train", "test"):
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if data_dir is not None and name != "synthetic":
+        if not root.exists() and not download:
+            raise DatasetError(f"data directory {root} does not exist (for {name}); check --data-dir / data_dir, "
+                               f"or pass download=True (--download) to fetch the dataset there")
+        if root.exists() and not root.is_dir():
+            raise DatasetError(f"data directory {root} is not a directory (for {name})")
+        if name == "fashion-mnist":
+            kw.setdefault("system", False)  # an explicit folder is the only place looked in
     return _LOADERS[name](split, root, download, **kw)
 
 
@@ -144,12 +152,42 @@ _CIFAR = {
 }
 
 
+# The only globals a CIFAR pickle needs: numpy arrays, dtypes and scalars (numpy 1.x writes ``numpy.core``,
+# numpy 2.x ``numpy._core``; protocol 5 rebuilds arrays with ``_frombuffer``) and Python 2's bytes codec.
+_PICKLE_GLOBALS = {
+    **{(f"numpy.{core}.multiarray", name): ("multiarray", name)
+       for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): ("numeric", "_frombuffer") for core in ("core", "_core")},
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, bytes, str, numbers and numpy arrays: no code runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        where = _PICKLE_GLOBALS.get((module, name))
+        if where is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (a CIFAR file holds only arrays, "
+                                         f"lists and strings; this file may be malicious)")
+        import importlib
+
+        home, attr = where
+        if home in ("multiarray", "numeric"):
+            core = "numpy._core" if hasattr(np, "_core") else "numpy.core"
+            home = f"{core}.{home}"
+        return getattr(importlib.import_module(home), attr)
+
+
 def _unpickle(path: Path) -> dict:
-    """Read one CIFAR pickle (``encoding="bytes"``, as in the dataset's own reader)."""
+    """Read one CIFAR pickle (``encoding="bytes"``, as in the dataset's own reader) with :class:`_DataUnpickler`."""
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
+            obj = _DataUnpickler(f, encoding="bytes").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, ImportError, MemoryError) as e:
         raise DatasetError(f"cannot read CIFAR file {path}: {e}") from e
     if not isinstance(obj, dict):
         raise DatasetError(f"{path}: expected a dict, got {type(obj).__name__}")
@@ -246,19 +284,36 @@ def _find_idx(dirs: list[Path], stem: str) -> Path | None:
     return None
 
 
-def _load_fashion_mnist(split: str, root: Path, download: bool) -> ArrayDataset:
-    """Fashion-MNIST from ``root``, ``root/fashion-mnist``, torchvision's layout, or the Debian package."""
-    dirs = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw", FASHION_MNIST_SYSTEM_DIR]
+def _find_idx_pair(dirs: list[Path], img_stem: str, lbl_stem: str) -> tuple[Path | None, Path | None]:
+    """Images and labels from the first folder holding both (never one file from each of two folders);
+    a folder holding only one of them is an error naming the missing file."""
+    for d in dirs:
+        img, lbl = _find_idx([d], img_stem), _find_idx([d], lbl_stem)
+        if img is not None and lbl is not None:
+            return img, lbl
+        if img is not None or lbl is not None:
+            missing = lbl_stem if img is not None else img_stem
+            raise DatasetError(f"fashion-mnist: {d} holds {(img or lbl).name} but not {missing}[.gz]; "
+                               f"add the missing file (images and labels must come from one folder)")
+    return None, None
+
+
+def _load_fashion_mnist(split: str, root: Path, download: bool, system: bool = True) -> ArrayDataset:
+    """Fashion-MNIST from ``root``, ``root/fashion-mnist``, torchvision's layout, or (``system``, when no
+    folder was given explicitly) the Debian package's copy; images and labels come from one folder."""
+    dirs = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    if system:
+        dirs.append(FASHION_MNIST_SYSTEM_DIR)
     img_stem, lbl_stem = _FMNIST_FILES[split]
-    img, lbl = _find_idx(dirs, img_stem), _find_idx(dirs, lbl_stem)
+    img, lbl = _find_idx_pair(dirs, img_stem, lbl_stem)
     if (img is None or lbl is None) and download:
         import torchvision
 
         torchvision.datasets.FashionMNIST(root=str(root), train=split == "train", download=True)
-        img, lbl = _find_idx(dirs, img_stem), _find_idx(dirs, lbl_stem)
+        img, lbl = _find_idx_pair(dirs, img_stem, lbl_stem)
     if img is None or lbl is None:
         raise DatasetError(
-            f"fashion-mnist {split} split not found: looked for {img_stem}[.gz] and {lbl_stem}[.gz] in "
+            f"fashion-mnist {split} split not found: missing {img_stem}[.gz] and {lbl_stem}[.gz] in "
             f"{[str(d) for d in dirs]}. Install it with `apt-get install dataset-fashion-mnist`, or pass "
             f"download=True (--download) to fetch it into {root}."
         )

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Normalize", "classifier_module", "classifier_device", "classifier_clip_values", "make_classifier"]
+__all__ = ["Normalize", "check_classifier", "check_model_outputs", "classifier_module", "classifier_device",
+           "classifier_clip_values", "make_classifier", "resolve_device"]
 
 
 class Normalize(nn.Module):
@@ -25,12 +26,89 @@ class Normalize(nn.Module):
 
 
 def _channel_tensor(v: Any) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(v, dtype=np.float32))
-    return t.view(1, -1, 1, 1) if t.dim() == 1 and t.numel() > 1 else t.reshape(())
+    """Per-channel ``[1, C, 1, 1]`` (or scalar) float32 tensor on the CPU from numbers, arrays or tensors.
+
+    Tensors (e.g. another ``Normalize``'s buffers, already moved to CUDA) are copied with ``.detach().cpu()``:
+    ``np.asarray`` refuses device tensors.
+    """
+    if isinstance(v, torch.Tensor):
+        t = v.detach().to(device="cpu", dtype=torch.float32).as_subclass(torch.Tensor).clone()
+    else:
+        t = torch.as_tensor(np.asarray(v, dtype=np.float32))
+    t = t.flatten()
+    return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
 
 
 def _is_identity(op: Any) -> bool:
     return bool(np.all(np.asarray(op.mean) == 0) and np.all(np.asarray(op.std) == 1))
+
+
+def check_classifier(classifier: Any) -> None:
+    """``ValueError`` naming ``classifier`` unless it is an ART-style classifier around a ``torch.nn.Module``
+    with a positive ``input_shape`` and ``nb_classes >= 2``."""
+    if classifier is None or isinstance(classifier, nn.Module) or not isinstance(
+            getattr(classifier, "model", None), nn.Module):
+        got = "None" if classifier is None else type(classifier).__name__
+        raise ValueError(
+            f"classifier must be an ART PyTorchClassifier wrapping a torch.nn.Module, got {got}; wrap a model "
+            f"with PyTorchClassifier(model, loss=..., optimizer=..., input_shape=..., nb_classes=..., "
+            f"clip_values=(0.0, 1.0))"
+        )
+    nb = getattr(classifier, "nb_classes", None)
+    if isinstance(nb, bool) or not isinstance(nb, (int, np.integer)) or nb < 2:
+        raise ValueError(f"classifier.nb_classes must be an integer >= 2, got {nb!r}")
+    shape = getattr(classifier, "input_shape", None)
+    try:
+        dims = tuple(shape)  # type: ignore[arg-type]
+    except TypeError:
+        dims = ()
+    if not dims or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ValueError(f"classifier.input_shape must be a tuple of positive integers, got {shape!r}")
+
+
+def check_model_outputs(forward: Any, model: nn.Module, input_shape: tuple[int, ...], nb_classes: int,
+                        device: torch.device) -> None:
+    """Run ``forward`` once on two zero images (eval mode, no grad) and require logits ``[2, nb_classes]``."""
+    from .modes import module_mode
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = torch.zeros((2, *input_shape), device=device, dtype=dtype)
+    try:
+        with torch.no_grad(), module_mode(model, False):
+            out = forward(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"classifier.input_shape {tuple(input_shape)} does not fit its model "
+                         f"({type(exc).__name__}: {exc})") from None
+    shape = tuple(getattr(out, "shape", ()))
+    if not isinstance(out, torch.Tensor) or shape != (2, nb_classes):
+        raise ValueError(f"classifier.nb_classes is {nb_classes} but its model maps a batch of 2 inputs to "
+                         f"{type(out).__name__} of shape {shape}; expected logits of shape (2, {nb_classes})")
+
+
+def resolve_device(name: Any, local_rank: int = 0) -> torch.device:
+    """One device picker for every command: ``auto`` (this rank's GPU if any, else CPU), ``cpu``, ``cuda``,
+    ``cuda:N`` or a ``torch.device``; ``ValueError`` with one clear line when CUDA or that GPU is missing."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    name = name.strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        index_text = name[5:] if name.startswith("cuda:") else str(local_rank)
+        if not index_text.isdigit():
+            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU "
+                             f"(torch {torch.__version__}); use --device cpu or auto")
+        index, count = int(index_text), torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"device {name!r} asked for, but torch sees only {count} GPU(s)")
+        return torch.device("cuda", index)
+    raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
 
 
 def classifier_module(classifier: Any) -> tuple[nn.Module, nn.Module]:

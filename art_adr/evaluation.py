@@ -51,7 +51,16 @@ __all__ = [
 ]
 
 ATTACKS = ("clean", "pgd", "cw", "aa")
-AA_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+AA_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr"),
+              "paper": ("apgd-ce", "apgd-t", "fab-t", "square")}
+# The ADR paper's protocol: its code (yuyuwu5/ADR, src/robust_eval.py) evaluates with torchattacks 3.3.0's
+# ``AutoAttack(model, eps, n_classes=n_class, seed)``, version 'standard', whose attacks keep torchattacks'
+# defaults: APGD-CE and APGD-T with 10 steps (not AutoAttack's 100) and 1 restart, APGD-T and FAB-T over
+# n_classes − 1 target classes (AutoAttack: 9), FAB-T 10 steps, Square 5000 queries, p_init 0.8, 1 restart,
+# p schedule rescaled to the query budget (torchattacks' resc_schedule=True; pyautoattack's standard: False).
+# ``--version paper`` runs exactly these settings through pyautoattack's own attack objects.
+PAPER_AA_ITERATIONS = 10
+PAPER_AA_SQUARE_QUERIES = 5000
 REPORT_FORMAT = "art-adr-evaluation"
 REPORT_VERSION = 1
 DEFAULT_SANITY_EPS = tuple(v / 255 for v in (0, 1, 2, 4, 8, 16, 32, 64, 128, 255))
@@ -204,9 +213,17 @@ def autoattack_eval(
         else start_flags.clone()
     cumulative = {"clean": _pct(flags, n)}
     with capture_autoattack_warnings() as sink, _rng_fork(device):
-        adversary = AutoAttack(model, eps=eps, norm="Linf", version=version, seed=seed, device=device)
+        if version == "paper":
+            with torch.no_grad():
+                n_classes = int(model(x_cpu[:1].to(device)).shape[1])
+            adversary = AutoAttack(model, eps=eps, norm="Linf", version="custom", attacks=list(AA_ATTACKS["paper"]),
+                                   seed=seed, device=device)
+            configure_paper_protocol(adversary, n_classes)
+        else:
+            adversary = AutoAttack(model, eps=eps, norm="Linf", version=version, seed=seed, device=device)
         adversary.verbose = False
         attacks = list(adversary.attacks_to_run)
+        settings = autoattack_settings(adversary, attacks)
         for attack in _progress(attacks, progress, f"autoattack-{version}"):
             idx = torch.nonzero(flags).flatten()
             if len(idx) > 0:
@@ -216,7 +233,75 @@ def autoattack_eval(
             cumulative[attack] = _pct(flags, n)
         aa_checks.check_square_sr({k: v / 100 for k, v in cumulative.items()}, logger=adversary.logger)
     return {"version": version, "seed": int(seed), "attacks": attacks, "cumulative": cumulative,
-            "robust_flags": flags, "warnings": _unique(sink)}
+            "robust_flags": flags, "warnings": _unique(sink), "settings": settings}
+
+
+def _set_apgd_iterations(attack: Any, n_iter: int) -> None:
+    """``n_iter`` of a pyautoattack APGD object and the checkpoint schedule it derives from it in ``__init__``
+    (``n_iter_2``, ``n_iter_min``, ``size_decr``: setting ``n_iter`` alone would keep the 100-step checkpoints)."""
+    attack.n_iter = int(n_iter)
+    attack.n_iter_2 = max(int(0.22 * n_iter), 1)
+    attack.n_iter_min = max(int(0.06 * n_iter), 1)
+    attack.size_decr = max(int(0.03 * n_iter), 1)
+
+
+def configure_paper_protocol(adversary: Any, n_classes: int, n_iter: int = PAPER_AA_ITERATIONS) -> Any:
+    """Set a pyautoattack ``AutoAttack`` (version ``custom``) to the ADR paper's protocol (torchattacks 3.3.0's
+    AutoAttack defaults): APGD-CE / APGD-T / FAB-T at ``n_iter`` = 10 iterations and 1 restart, APGD-T and FAB-T
+    over ``n_classes − 1`` targets, Square 5000 queries (p_init 0.8, 1 restart, rescaled p schedule)."""
+    adversary.attacks_to_run = list(AA_ATTACKS["paper"])
+    targets = max(1, int(n_classes) - 1)
+    _set_apgd_iterations(adversary.apgd, n_iter)
+    adversary.apgd.n_restarts = 1
+    adversary.apgd.eot_iter = 1
+    _set_apgd_iterations(adversary.apgd_targeted, n_iter)
+    adversary.apgd_targeted.n_restarts = 1
+    adversary.apgd_targeted.n_target_classes = targets
+    adversary.fab.n_iter = int(n_iter)
+    adversary.fab.n_restarts = 1
+    adversary.fab.n_target_classes = targets
+    adversary.square.n_queries = PAPER_AA_SQUARE_QUERIES
+    adversary.square.p_init = 0.8
+    adversary.square.n_restarts = 1
+    adversary.square.rescale_schedule = True
+    return adversary
+
+
+def autoattack_settings(adversary: Any, attacks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What each attack of ``adversary`` will run with (iterations, restarts, targets, queries), for reports."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in attacks:
+        if name in ("apgd-ce", "apgd-dlr"):
+            a = adversary.apgd
+            out[name] = {"n_iter": int(a.n_iter), "n_restarts": int(a.n_restarts), "eot_iter": int(a.eot_iter)}
+        elif name == "apgd-t":
+            a = adversary.apgd_targeted
+            out[name] = {"n_iter": int(a.n_iter), "n_restarts": int(a.n_restarts),
+                         "n_target_classes": int(a.n_target_classes)}
+        elif name in ("fab", "fab-t"):
+            a = adversary.fab
+            out[name] = {"n_iter": int(a.n_iter), "n_restarts": int(a.n_restarts)}
+            if name == "fab-t":
+                out[name]["n_target_classes"] = int(a.n_target_classes)
+        elif name == "square":
+            a = adversary.square
+            out[name] = {"n_queries": int(a.n_queries), "n_restarts": int(a.n_restarts), "p_init": float(a.p_init),
+                         "rescale_schedule": bool(a.rescale_schedule)}
+    return out
+
+
+def describe_autoattack(version: str, settings: dict[str, dict[str, Any]]) -> str:
+    """One line naming the AutoAttack version and each attack's settings, e.g. for Markdown reports."""
+    parts = []
+    for name, st in settings.items():
+        bits = [f"{st['n_iter']} it." if "n_iter" in st else f"{st['n_queries']} queries" if "n_queries" in st else ""]
+        bits += [f"{st['n_restarts']} restart{'s' if st['n_restarts'] != 1 else ''}"] if "n_restarts" in st else []
+        bits += [f"{st['n_target_classes']} targets"] if "n_target_classes" in st else []
+        if st.get("eot_iter", 1) != 1:
+            bits.append(f"EoT {st['eot_iter']}")
+        parts.append(f"{_LABELS.get(name, name)} ({', '.join(b for b in bits if b)})")
+    origin = " — the ADR code's protocol (torchattacks 3.3 AutoAttack defaults)" if version == "paper" else ""
+    return f"AutoAttack '{version}'{origin}: " + ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -257,7 +342,8 @@ def evaluate_model(
         aa = autoattack_eval(model, x, y, eps=eps, version=version, seed=seed, batch_size=batch_size,
                              device=device, start_flags=clean, progress=progress)
         results["aa"], times["aa"] = aa["cumulative"][aa["attacks"][-1]], time.perf_counter() - t0
-        entry["autoattack"] = {k: aa[k] for k in ("version", "seed", "attacks", "cumulative", "warnings")}
+        entry["autoattack"] = {k: aa[k] for k in ("version", "seed", "attacks", "cumulative", "warnings",
+                                                   "settings")}
     return entry
 
 
@@ -304,7 +390,7 @@ SCHEMA: dict[str, Any] = {
         "results": {"clean": _PCT, "pgd?": _PCT, "cw?": _PCT, "aa?": _PCT},
         "time_s": {"*": _NUM},
         "autoattack?": {"version": str, "seed": int, "attacks": [str], "cumulative": {"*": _PCT},
-                        "warnings": [str]},
+                        "warnings": [str], "settings?": {"*": {"*": (int, float, bool)}}},
         "sanity?": {"passed": bool, "summary": str, "unbounded_zero": bool, "converged": bool,
                     "eps_curve": {"eps": [_NUM], "accuracy": [_PCT]},
                     "steps_curve": {"steps": [int], "accuracy": [_PCT]},
@@ -345,7 +431,8 @@ def _check(value: Any, spec: Any, path: str, errors: list[str]) -> None:
             _check(v, spec[0], f"{path}[{i}]", errors)
     elif spec is int and (isinstance(value, bool) or not isinstance(value, int)):
         errors.append(f"{path}: expected int, got {value!r}")
-    elif not isinstance(value, spec) or (isinstance(value, bool) and spec is not bool):
+    elif not isinstance(value, spec) or (isinstance(value, bool) and spec is not bool
+                                         and not (isinstance(spec, tuple) and bool in spec)):
         errors.append(f"{path}: expected {spec}, got {value!r}")
 
 
@@ -388,6 +475,9 @@ def format_table(report: dict[str, Any]) -> str:
         rows = [[w, f"{a['cumulative']['clean']:.2f}"] + [f"{a['cumulative'][k]:.2f}" for k in attacks]
                 for w, a in aa_models.items()]
         lines += _md_table(["model", "clean"] + ["+" + _LABELS.get(k, k) for k in attacks], rows)
+        first = next(iter(aa_models.values()))
+        if first.get("settings"):
+            lines += ["", describe_autoattack(first["version"], first["settings"])]
     for w, m in report["models"].items():
         if "sanity" in m:
             lines += ["", f"Sanity ({w}): {m['sanity']['summary']}"]

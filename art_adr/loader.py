@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DeviceBatches", "MixedBatches", "fits_on_device", "to_tensor_images", "to_unit_float"]
+__all__ = ["DeviceBatches", "MixedBatches", "Gather", "fits_on_device", "host_images", "image_nbytes",
+           "to_tensor_images", "to_unit_float"]
+
+BUDGET_ENV = "ART_ADR_DEVICE_BUDGET_BYTES"
 
 
 def to_unit_float(t: Tensor) -> Tensor:
@@ -17,11 +22,32 @@ def to_unit_float(t: Tensor) -> Tensor:
 
 
 def fits_on_device(nbytes: int, device: torch.device, fraction: float = 0.5) -> bool:
-    """Whether ``nbytes`` fit in ``fraction`` of the device's free memory (always true on CPU)."""
+    """Whether ``nbytes`` fit in ``fraction`` of the device's free memory (always true on CPU).
+
+    The environment variable ``ART_ADR_DEVICE_BUDGET_BYTES`` caps the bytes of data placed on any device
+    (CPU included: then the data is streamed batch by batch, which is how the streaming path is tested).
+    """
+    budget = os.environ.get(BUDGET_ENV)
+    if budget is not None and budget.strip():
+        if nbytes > int(budget):
+            return False
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
     return nbytes <= fraction * free
+
+
+def image_nbytes(x: np.ndarray | Tensor) -> int:
+    """Bytes the images take once placed by :func:`to_tensor_images` (uint8 stays uint8, else float32)."""
+    n = int(np.prod(tuple(x.shape)))
+    return n if x.dtype in (np.uint8, torch.uint8) else 4 * n
+
+
+def host_images(x: np.ndarray | Tensor) -> Tensor:
+    """Images as a CPU tensor to stream from: shares the caller's memory when already uint8/float32 (it is
+    only read), otherwise a float32 copy."""
+    t = torch.as_tensor(x).cpu()
+    return t if t.dtype in (torch.uint8, torch.float32) else t.float()
 
 
 def to_tensor_images(x: np.ndarray | Tensor, device: torch.device) -> Tensor:
@@ -31,13 +57,50 @@ def to_tensor_images(x: np.ndarray | Tensor, device: torch.device) -> Tensor:
     return t.to(device=device, copy=True)
 
 
+class Gather:
+    """``src[idx]`` on ``device``: indexed in place when ``stream`` is false; otherwise gathered on the host
+    into one of two staging buffers (pinned on CUDA) and copied asynchronously. Double-buffered: a buffer is
+    refilled only after the copy out of it (issued one batch earlier) has finished, so the host gathers
+    batch ``b + 1`` while batch ``b`` is still in flight, and the whole set is never pinned."""
+
+    def __init__(self, src: Tensor, device: torch.device, stream: bool) -> None:
+        self.src, self.device = src, torch.device(device)
+        self.stream = bool(stream) and src.device.type == "cpu"
+        self.pinned = self.stream and self.device.type == "cuda" and torch.cuda.is_available()
+        self._buffers: list[Tensor | None] = [None, None]
+        self._events: list[Any] = [None, None]
+        self._next = 0
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        if not self.stream:
+            return self.src[idx.to(self.src.device)].to(self.device)
+        k, self._next = self._next, 1 - self._next
+        if self._events[k] is not None:
+            self._events[k].synchronize()  # the copy out of this buffer two batches ago is done
+        idx = idx.to(self.src.device)
+        n = idx.numel()
+        buf = self._buffers[k]
+        if buf is None or buf.shape[0] < n:
+            buf = torch.empty((n, *self.src.shape[1:]), dtype=self.src.dtype, pin_memory=self.pinned)
+            self._buffers[k] = buf
+        staged = buf[:n]
+        torch.index_select(self.src, 0, idx, out=staged)
+        out = staged.to(self.device, non_blocking=self.pinned, copy=True)
+        if self.pinned:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+            self._events[k] = event
+        return out
+
+
 class DeviceBatches:
     """Shuffled, augmented batches of ``(x in [0,1] float, y long)`` on ``device``.
 
     Data already on ``device`` is indexed there; data on the host (when it does not fit) is streamed
-    batch by batch through pinned memory. Batch order and augmentation depend only on ``(seed, epoch)``,
-    so a resumed run sees the same batches. With ``world_size > 1`` each rank yields its shard
-    ``[rank::world_size]`` of every global batch.
+    batch by batch through a pinned, double-buffered staging batch (:class:`Gather`). Batch order and
+    augmentation depend only on ``(seed, epoch)``, so a resumed run sees the same batches. With
+    ``world_size > 1`` each rank yields its shard ``[rank::world_size]`` of every global batch (the order is
+    shared; augmentation is seeded with ``seed + rank``).
 
     Args:
         x: images ``[N, C, H, W]`` (uint8 in [0, 255] or float in [0, 1]). y: labels ``[N]``.
@@ -45,6 +108,7 @@ class DeviceBatches:
         augment: optional callable ``(x, generator) -> x`` run on the device (e.g. ``CropFlip()``).
         seed: base seed (default 0). drop_last: drop the last incomplete batch (default False).
         device: where batches are produced (default ``x.device``). channels_last: NHWC memory format.
+        stream: gather on the host and copy each batch (default: when ``x`` is not on ``device``).
     """
 
     def __init__(
@@ -60,6 +124,7 @@ class DeviceBatches:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        stream: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -70,9 +135,7 @@ class DeviceBatches:
         self.seed, self.drop_last, self.channels_last = int(seed), drop_last, channels_last
         self.device = torch.device(device) if device is not None else x.device
         self.rank, self.world_size = rank, world_size
-        self.streaming = self.x.device != self.device
-        if self.streaming and self.device.type == "cuda" and not self.x.is_pinned():
-            self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
+        self.streaming = self.x.device != self.device if stream is None else bool(stream)
 
     def __len__(self) -> int:
         n = self.x.shape[0]
@@ -83,22 +146,30 @@ class DeviceBatches:
         g.manual_seed(self.seed * 1_000_003 + epoch)
         return g
 
+    def _aug_generator(self, epoch: int, shared: torch.Generator | None = None) -> torch.Generator:
+        """Augmentation randomness: ``shared`` (or a seeded generator on the device) in one process; under DDP
+        a generator seeded with ``seed + rank``, so ranks do not draw the same crops for their shards."""
+        if self.world_size > 1:
+            g = torch.Generator(device=self.device)
+            g.manual_seed((self.seed + self.rank) * 1_000_003 + epoch + 7919)
+            return g
+        return shared if shared is not None else self._generator(epoch + 7919, self.device)
+
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of epoch ``epoch`` (0-based)."""
         n = self.x.shape[0]
         index_device = self.x.device
         g_index = self._generator(epoch, index_device)
-        g_aug = g_index if index_device == self.device else self._generator(epoch + 7919, self.device)
+        g_aug = self._aug_generator(epoch, g_index if index_device == self.device else None)
         perm = torch.randperm(n, generator=g_index, device=index_device) if self.shuffle else None
+        gather_x = Gather(self.x, self.device, self.streaming)
+        gather_y = Gather(self.y, self.device, self.streaming)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
             idx = perm[sl] if perm is not None else torch.arange(sl.start, sl.stop, device=index_device)
             if self.world_size > 1:
                 idx = idx[self.rank :: self.world_size]
-            xb, yb = self.x[idx], self.y[idx]
-            if self.streaming:
-                xb = xb.to(self.device, non_blocking=True)
-                yb = yb.to(self.device, non_blocking=True)
+            xb, yb = gather_x(idx), gather_y(idx)
             xb = to_unit_float(xb)
             if self.augment is not None:
                 xb = self.augment(xb, g_aug)
@@ -113,20 +184,28 @@ class DeviceBatches:
 class MixedBatches:
     """Batches with a fixed fraction drawn from an extra set (Gowal et al. 2021; Rebuffi et al. 2021).
 
-    An epoch has ``ceil(len(main) / batch_size)`` iterations; each batch holds ``batch_size − k`` examples of
-    the main set (a fresh seeded permutation per epoch, cycled if needed) and ``k = round(fraction·batch_size)``
-    examples of the extra set drawn with replacement. Both sets may be uint8 or float.
+    Each batch holds ``batch_size − k`` examples of the main set (a fresh seeded permutation per epoch, cycled
+    if needed) and ``k = round(fraction·batch_size)`` examples of the extra set drawn with replacement; an epoch
+    is one pass over the main set, ``ceil(len(main) / (batch_size − k))`` iterations, as in the ADR authors'
+    code (their epoch is the real-data loader's length), so epoch-based schedules and warm-ups mean the same
+    number of iterations as theirs. Both sets may be uint8 or float.
     """
 
-    def __init__(self, main: DeviceBatches, x_extra: Tensor, y_extra: Tensor, fraction: float) -> None:
+    def __init__(self, main: DeviceBatches, x_extra: Tensor, y_extra: Tensor, fraction: float,
+                 stream_extra: bool | None = None) -> None:
         if not 0 < fraction < 1:
             raise ValueError(f"extra fraction must be in (0, 1), got {fraction}")
         self.main, self.x_extra, self.y_extra = main, x_extra, y_extra
+        # stream the extra set through staging batches (default: when it is not on the main device)
+        self.stream_extra = x_extra.device != main.device if stream_extra is None else bool(stream_extra)
         self.n_extra = int(round(fraction * main.batch_size))
         self.n_main = main.batch_size - self.n_extra
+        if self.n_main < 1 or self.n_extra < 1:
+            raise ValueError(f"extra fraction {fraction} of batch {main.batch_size} leaves {self.n_main} real and "
+                             f"{self.n_extra} extra images per batch; both must be >= 1")
 
     def __len__(self) -> int:
-        return -(-self.main.x.shape[0] // self.main.batch_size)
+        return -(-self.main.x.shape[0] // self.n_main)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         m = self.main
@@ -135,7 +214,10 @@ class MixedBatches:
         need = len(self) * self.n_main
         perm = torch.cat([torch.randperm(n, generator=g, device=m.x.device) for _ in range(-(-need // n))])
         g_extra = m._generator(epoch + 104_729, self.x_extra.device)
-        g_aug = m._generator(epoch + 7919, m.device)
+        g_aug = m._aug_generator(epoch)
+        gathers = [(Gather(m.x, m.device, m.streaming), Gather(m.y, m.device, m.streaming)),
+                   (Gather(self.x_extra, m.device, self.stream_extra),
+                    Gather(self.y_extra, m.device, self.stream_extra))]
         for b in range(len(self)):
             idx = perm[b * self.n_main : (b + 1) * self.n_main]
             jdx = torch.randint(0, self.x_extra.shape[0], (self.n_extra,), generator=g_extra,
@@ -143,9 +225,8 @@ class MixedBatches:
             if m.world_size > 1:
                 idx, jdx = idx[m.rank :: m.world_size], jdx[m.rank :: m.world_size]
             parts = []
-            for xs, ys, ix in ((m.x, m.y, idx), (self.x_extra, self.y_extra, jdx)):
-                xb = xs[ix].to(m.device, non_blocking=True)
-                parts.append((to_unit_float(xb), ys[ix].to(m.device, non_blocking=True).long()))
+            for (gx, gy), ix in zip(gathers, (idx, jdx)):
+                parts.append((to_unit_float(gx(ix)), gy(ix).long()))
             xb = torch.cat([parts[0][0], parts[1][0]])
             yb = torch.cat([parts[0][1], parts[1][1]])
             if m.augment is not None:

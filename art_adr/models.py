@@ -23,6 +23,8 @@ __all__ = [
     "ARCHITECTURES",
     "Normalized",
     "SmallCNN",
+    "ConvFC",
+    "MLP",
     "count_flops",
     "create_model",
     "robustbench_spec",
@@ -69,6 +71,52 @@ class SmallCNN(nn.Module):
         return self.fc(self.features(x))
 
 
+class ConvFC(nn.Module):
+    """Two 5×5 conv + max-pool layers and a fully-connected hidden layer, no BatchNorm (the style of Madry et
+    al. 2018's MNIST model, narrower). Its dense layer gives the memorisation capacity that robust overfitting
+    needs (Rice et al. 2020): the globally pooled :class:`SmallCNN` underfits small Fashion-MNIST subsets."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16, hidden: int = 256,
+                 image_size: int = 28) -> None:
+        super().__init__()
+        if width < 1 or hidden < 1 or image_size % 4:
+            raise ValueError(f"conv-fc needs width, hidden >= 1 and image_size divisible by 4, got "
+                             f"width={width}, hidden={hidden}, image_size={image_size}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        side = image_size // 4
+        self.fc = nn.Sequential(nn.Linear(2 * width * side * side, hidden), nn.ReLU(inplace=True),
+                                nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class MLP(nn.Module):
+    """A fully-connected net with two ReLU hidden layers on the flattened image (the overfitting-prone model of
+    the robust-overfitting literature's small-data studies; cheap enough for AutoAttack on a CPU)."""
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10, hidden: int = 256, depth: int = 2) -> None:
+        super().__init__()
+        if hidden < 1 or depth < 1:
+            raise ValueError(f"mlp needs hidden >= 1 and depth >= 1, got hidden={hidden}, depth={depth}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i in range(depth):
+            layers += [nn.Linear(in_features if i == 0 else hidden, hidden), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
 def _dataset_stats(dataset: str | None, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std of ``dataset`` (identity when ``None`` or unknown); one value broadcasts."""
     from .data import DATASETS
@@ -93,6 +141,22 @@ def _in_channels(dataset: str | None, in_channels: int | None) -> int:
 def _small_cnn(num_classes: int, dataset: str | None, in_channels: int = 1, width: int = 32) -> nn.Module:
     mean, std = _dataset_stats(dataset, in_channels)
     return Normalized(SmallCNN(in_channels, num_classes, width), mean, std)
+
+
+def _conv_fc(num_classes: int, dataset: str | None, in_channels: int | None = None, width: int = 16,
+             hidden: int = 256) -> nn.Module:
+    from .data import DATASETS
+
+    c = _in_channels(dataset, in_channels) if dataset in DATASETS or in_channels is not None else 1
+    size = DATASETS[dataset].shape[-1] if dataset in DATASETS else 28
+    return Normalized(ConvFC(c, num_classes, width, hidden, size), *_dataset_stats(dataset, c))
+
+
+def _mlp(num_classes: int, dataset: str | None, hidden: int = 256, depth: int = 2) -> nn.Module:
+    from .data import DATASETS
+
+    shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
+    return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *_dataset_stats(dataset, shape[0]))
 
 
 # ---------------------------------------------------------------- RobustBench's own architecture classes
@@ -241,8 +305,11 @@ def _wide_resnet(default_depth: int, default_width: int) -> Callable[..., nn.Mod
     return build
 
 
+LOCAL_ARCHITECTURES = frozenset({"small-cnn", "conv-fc", "mlp"})  # ours: no RobustBench class to export to
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": _small_cnn,
+    "conv-fc": _conv_fc,
+    "mlp": _mlp,
     "resnet18": _resnet18,
     "preact-resnet18": _preact_resnet18,
     "wrn-28-10": _wide_resnet(28, 10),
@@ -278,8 +345,8 @@ def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs:
     """
     from .data import DATASETS
 
-    if arch not in ARCHITECTURES or arch == "small-cnn":
-        exportable = sorted(set(ARCHITECTURES) - {"small-cnn"})
+    if arch not in ARCHITECTURES or arch in LOCAL_ARCHITECTURES:
+        exportable = sorted(set(ARCHITECTURES) - LOCAL_ARCHITECTURES)
         raise ValueError(f"{arch!r} has no RobustBench class; exportable: {exportable}")
     shape = DATASETS[dataset].shape if dataset in DATASETS else (3, 32, 32)
     if shape != (3, 32, 32) or _in_channels(dataset, kwargs.get("in_channels")) != 3:

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["module_mode", "bn_mode_flag"]
+__all__ = ["module_mode", "bn_mode_flag", "set_bn_momentum"]
 
 
 @contextmanager
@@ -29,3 +30,12 @@ def bn_mode_flag(bn_mode: str | None, current: bool) -> bool:
     if bn_mode not in ("train", "eval"):
         raise ValueError(f"bn_mode must be 'train', 'eval' or None, got {bn_mode!r}")
     return bn_mode == "train"
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every BatchNorm layer in ``model`` (ADR authors' ``bypass_bn``)."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum}")
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.momentum = momentum

@@ -8,7 +8,11 @@ import json
 import math
 import os
 import platform
+import shutil
+import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +24,11 @@ import torch
 import yaml
 
 from . import __version__
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import RunConfig, coerce
 
-__all__ = ["train_run", "RunError", "RunStopped", "load_run_config", "build_scheduler_lambda", "plot_curves"]
+__all__ = ["train_run", "RunError", "RunStopped", "RunInterrupted", "RunLock", "resume_hint", "load_run_config",
+           "build_scheduler_lambda", "plot_curves"]
 
 CONFIG_FILE = "config.yaml"
 
@@ -34,6 +39,193 @@ class RunError(ValueError):
 
 class RunStopped(Exception):
     """Raised internally to stop a run cleanly after ``stop_after_epochs`` epochs of this invocation."""
+
+
+class RunInterrupted(Exception):
+    """The run stopped on SIGTERM (after the running step, or after the epoch's checkpoint when the signal came
+    during validation or checkpointing); ``checkpoints/last.pt`` holds the last finished epoch and ``--resume``
+    continues bit-for-bit (the unfinished epoch is trained again). ``.out``: the run directory."""
+
+    def __init__(self, out: Path, signum: int = signal.SIGTERM) -> None:
+        self.out, self.signum = Path(out), int(signum)
+        super().__init__(f"stopped by {signal.Signals(signum).name}; {resume_hint(out)}")
+
+
+def resume_hint(out: str | os.PathLike) -> str:
+    """How to go on with an interrupted run (naming ``last.pt`` only when it exists)."""
+    last = Path(out) / "checkpoints" / "last.pt"
+    if last.is_file():
+        return f"the last finished epoch is in {last}; continue with: art-adr train --out {out} --resume"
+    return (f"no epoch had finished, so there is no checkpoint yet; start the run again (from scratch, same "
+            f"options) with: art-adr train --out {out} --resume")
+
+
+class RunLock:
+    """One process per run (or benchmark) directory: ``<dir>/.lock`` holds ``pid host`` and an exclusive
+    ``flock`` for the life of the process. The kernel drops the flock when the process dies (even by SIGKILL),
+    so a lock file left by a killed run is stale and taken over. Where the file system has no ``flock``, a lock
+    whose pid is dead on this host is stale. ``RunError`` when another live process holds the directory."""
+
+    NAME = ".lock"
+
+    def __init__(self, directory: str | os.PathLike, what: str = "run") -> None:
+        self.dir = Path(directory)
+        self.path = self.dir / self.NAME
+        self.fd: int | None = None
+        self.created = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                owner = os.read(fd, 512).decode(errors="replace").strip()
+                if not self._exclusive(fd, owner):
+                    pid, _, host = owner.partition(" ")
+                    raise RunError(f"{self.dir} is in use by another art-adr {what} (pid {pid or '?'} on "
+                                   f"{host or 'an unknown host'}); wait for it to end or choose another --out "
+                                   f"(if no such process runs, delete {self.path})")
+                try:  # the holder may have removed the file between our open() and flock()
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, (me + "\n").encode(), 0)
+                    self.fd, fd = fd, -1
+                    return
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise RunError(f"could not lock {self.dir}: {self.path} keeps changing")
+
+    @staticmethod
+    def _exclusive(fd: int, owner: str) -> bool:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except (ImportError, OSError):  # no flock here: the pid in the file decides
+            pid, _, host = owner.partition(" ")
+            if not pid.isdigit() or int(pid) == os.getpid():
+                return True
+            if host != socket.gethostname():
+                return False
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent); a directory the lock created and nothing else
+        filled is removed too."""
+        if self.fd is None:
+            return
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+        if self.created:
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def holding_lock(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for ``fn(x, out, ...)``: runs it holding ``RunLock(out, what)``, after removing the temp files
+    a killed predecessor left in ``out`` (``art-adr benchmark``: one benchmark per output directory)."""
+    import functools
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def locked(first: Any, out: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+            with RunLock(out, what):
+                remove_leftover_tmp(Path(out))
+                return fn(first, out, *args, **kwargs)
+
+        return locked
+
+    return decorate
+
+
+def remove_leftover_tmp(*folders: Path) -> None:
+    """Delete the ``.<name>.*.tmp`` files a killed atomic write left in ``folders`` (call with the lock held)."""
+    for folder in folders:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+KILL_ENV = "ART_ADR_KILL_AT"
+KILL_POINTS = ("locked", "config", "step", "validation", "epoch-end", "last-tmp", "after-last", "best-tmp",
+               "after-best", "after-metrics", "after-plot", "final-tmp", "after-final")
+
+
+class _KillHook:
+    """TEST HOOK for the kill harness (tests/test_recovery.py); never set it for real runs.
+
+    ``ART_ADR_KILL_AT=<point>[:<epoch>[:<SIGNAL>]]`` makes the process send itself ``SIGNAL`` (``KILL`` by
+    default; ``TERM``, ``INT`` ...) once, when the run reaches ``point`` (one of ``KILL_POINTS``, in run order:
+    lock taken, config.yaml written, after an epoch's first step, start of validation, epoch end before any file,
+    last.pt written to its temp file, after last.pt, best.pt temp file, after best.pt, after metrics, after the
+    plot, final.pt temp file, after final.pt) in epoch ``epoch`` (any epoch when left out)."""
+
+    def __init__(self) -> None:
+        parts = os.environ.get(KILL_ENV, "").split(":")
+        self.point = parts[0]
+        if self.point and self.point not in KILL_POINTS:
+            raise RunError(f"{KILL_ENV}: unknown point {self.point!r} (one of {', '.join(KILL_POINTS)})")
+        self.epoch = int(parts[1]) if len(parts) > 1 and parts[1] else None
+        self.signum = getattr(signal, "SIG" + parts[2]) if len(parts) > 2 else signal.SIGKILL
+
+    def __call__(self, point: str, epoch: int) -> None:
+        if point == self.point and (self.epoch is None or epoch == self.epoch):
+            self.point = ""  # once
+            os.kill(os.getpid(), self.signum)
+
+
+class _StopOnSigterm:
+    """SIGTERM (SLURM, Kubernetes) sets a flag: one process stops before its next step; under DDP the ranks
+    agree at the epoch's end (one all-reduce per epoch), so no rank is left waiting in a collective."""
+
+    def __init__(self, world_size: int, device: torch.device) -> None:
+        self.signum: int | None = None
+        self.world_size, self.device = world_size, device
+        self._old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def now(self) -> bool:
+        return self.world_size == 1 and self.signum is not None
+
+    def at_epoch_end(self) -> bool:
+        if self.world_size == 1:
+            return self.signum is not None
+        flag = torch.tensor([float(self.signum is not None)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def restore(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old if self._old is not None else signal.SIG_DFL)
 
 
 @dataclass
@@ -64,16 +256,13 @@ def init_distributed(device: str) -> DistInfo:
 
 
 def pick_device(name: str, dist: DistInfo) -> torch.device:
-    """``auto`` → this rank's GPU when there is one, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RunError("--device cuda asked for, but torch sees no GPU")
-        return torch.device(f"cuda:{dist.local_rank}" if name == "cuda" else name)
-    if name != "cpu":
-        raise RunError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
-    return torch.device("cpu")
+    """``auto`` → this rank's GPU when there is one, else CPU (:func:`art_adr.estimator.resolve_device`)."""
+    from .estimator import resolve_device
+
+    try:
+        return resolve_device(name, dist.local_rank)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def build_scheduler_lambda(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -119,8 +308,15 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{path} not found: not a run directory")
-    data = yaml.safe_load(path.read_text()) or {}
-    return RunConfig(**{k: coerce(k, v) for k, v in data.items()}).validate()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"a mapping of options expected, got {type(data).__name__}")
+        return RunConfig(**{str(k): coerce(str(k), v) for k, v in data.items()}).validate()
+    except (yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        text = " ".join(str(exc).split())
+        raise RunError(f"{path} is not a valid run config ({text}); restore it, or start a new run with "
+                       f"another --out") from None
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
@@ -204,9 +400,36 @@ def _load_data(config: RunConfig):
     return train, val, test, extra
 
 
-def _model_desc(config: RunConfig, num_classes: int) -> dict[str, Any]:
+def _model_desc(config: RunConfig, num_classes: int, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     return {"arch": config.arch, "num_classes": num_classes, "dataset": config.dataset,
-            "kwargs": dict(config.arch_kwargs)}
+            "kwargs": _arch_kwargs(config, shape)}
+
+
+def _arch_kwargs(config: RunConfig, shape: tuple[int, ...] | None) -> dict[str, Any]:
+    """``arch_kwargs``, plus the data's channel count for ``synthetic`` (its shape is a dataset option, so the
+    architecture's default channels need not match) when the architecture takes ``in_channels``."""
+    import inspect
+
+    from .models import ARCHITECTURES
+
+    kwargs = dict(config.arch_kwargs)
+    build = ARCHITECTURES.get(config.arch)
+    if (config.dataset == "synthetic" and shape is not None and "in_channels" not in kwargs and build is not None
+            and "in_channels" in inspect.signature(build).parameters):
+        kwargs["in_channels"] = int(shape[0])
+    return kwargs
+
+
+def parameter_groups(model: torch.nn.Module, bn_weight_decay: bool = True) -> list[dict[str, Any]]:
+    """SGD parameter groups; ``bn_weight_decay=False`` puts BatchNorm γ/β in a group without weight decay
+    (the ADR authors' ``group_weight``, used in their runs with extra DDPM data)."""
+    if bn_weight_decay:
+        return [{"params": list(model.parameters())}]
+    bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+          for p in m.parameters(recurse=False)}
+    params = list(model.parameters())
+    return [{"params": [p for p in params if id(p) not in bn]},
+            {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
 
 
 def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], device: torch.device,
@@ -218,9 +441,9 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
     from .trainer import AdversarialTrainerADR, AdversarialTrainerTRADESADR
 
     torch.manual_seed(config.seed)
-    model = create_model(config.arch, num_classes, dataset=config.dataset, **config.arch_kwargs)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
+    model = create_model(config.arch, num_classes, dataset=config.dataset, **_arch_kwargs(config, tuple(shape)))
+    opt = torch.optim.SGD(parameter_groups(model, config.bn_weight_decay), lr=config.lr, momentum=config.momentum,
+                          nesterov=config.sgd_nesterov(), weight_decay=config.weight_decay)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=tuple(shape),
@@ -230,7 +453,7 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
         eps=config.eps, eps_step=config.eps_step, max_iter=config.max_iter, norm=config.norm,
         temperature=config.temperature, interpolation=config.interpolation,
         ema_decay=config.ema_decay, ema_warmup=config.ema_warmup,
-        adr=config.adr, awp_rho=config.awp_rho, awp_warmup=config.awp_warmup,
+        adr=config.adr, awp_rho=config.awp_rho, awp_warmup=config.awp_warmup, awp_variant=config.awp_variant,
         augment=config.augment, crop_padding=config.crop_padding, amp=config.amp,
         channels_last=config.channels_last, compile=config.compile, eval_max_iter=config.eval_max_iter,
         eval_every=config.eval_every, eval_batch_size=config.eval_batch_size, scheduler_interval="step",
@@ -238,13 +461,68 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
     )
     if config.attack_bn_mode is not None:
         kw["attack_bn_mode"] = config.attack_bn_mode
+    if config.bn_momentum is not None:
+        kw["bn_momentum"] = config.bn_momentum
     if config.method == "trades":
-        return AdversarialTrainerTRADESADR(clf, beta=config.beta, **kw)
+        return AdversarialTrainerTRADESADR(clf, beta=config.beta, trades_variant=config.trades_variant, **kw)
     return AdversarialTrainerADR(clf, **kw)
+
+
+def place_data(x_train: Any, x_extra: Any, device: torch.device) -> tuple[bool, bool]:
+    """Which sets go on ``device``: both when together they fit (half the free GPU memory, or
+    ``ART_ADR_DEVICE_BUDGET_BYTES``), else the training set alone if it fits; the rest is streamed from the
+    host through pinned double-buffered staging batches (:class:`art_adr.loader.Gather`)."""
+    from .loader import fits_on_device, image_nbytes
+
+    train_bytes = image_nbytes(x_train)
+    extra_bytes = image_nbytes(x_extra) if x_extra is not None else 0
+    both = fits_on_device(train_bytes + extra_bytes, device)
+    return both or fits_on_device(train_bytes, device), both and x_extra is not None
+
+
+def _placed(x: Any, y: Any, device: torch.device, on_device: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from .loader import host_images, to_tensor_images
+
+    if on_device:
+        return to_tensor_images(x, device), torch.as_tensor(y, device=device)
+    return host_images(x), torch.as_tensor(y)
 
 
 def _checkpoint(trainer: Any, config: RunConfig, desc: dict[str, Any], record: dict[str, Any] | None) -> dict:
     return {"model": desc, "config": config.to_dict(), **trainer.state_dict(), "metrics": record or {}}
+
+
+def _config_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Options that differ between two resolved configs; the device may change between invocations."""
+    return sorted(k for k in set(saved) | set(now) if k != "device" and saved.get(k) != now.get(k))
+
+
+def _resume_state(last: Path, config: RunConfig) -> dict[str, Any]:
+    """``last.pt`` loaded on the CPU (its RNG states must stay CPU tensors; ``load_state_dict`` moves the weights
+    and optimizer state to the run's device) and checked against the run's config."""
+    state = load_checkpoint(last)
+    diff = _config_diff(state.get("config") or {}, config.to_dict())
+    if diff:
+        raise RunError(f"the checkpoint was trained with different options ({', '.join(diff)})")
+    epoch, history = state.get("epoch"), state.get("history")
+    if not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch \
+            or not 0 < epoch <= config.epochs or any(not isinstance(r, dict) for r in history):
+        raise CheckpointError(f"{last} is inconsistent (epoch {epoch!r}, "
+                              f"{len(history) if isinstance(history, list) else 'no'} history records, "
+                              f"{config.epochs} epochs planned); it cannot be resumed")
+    return state
+
+
+def _rebuild_outputs(out: Path, config: RunConfig, last: Path, state: dict[str, Any]) -> None:
+    """The checkpoint is the single source of truth: on resume, ``metrics.{jsonl,csv}`` and ``curves.png`` are
+    rewritten from its history, and ``best.pt`` from ``last.pt`` when the best epoch is the checkpoint's own (a
+    kill between ``last.pt`` and ``best.pt`` or before the metrics loses nothing)."""
+    history = state["history"]
+    _write_metrics(out, history)
+    plot_curves(history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
+    scored = [r for r in history if r.get(config.best_metric) is not None]
+    if scored and max(scored, key=lambda r: r[config.best_metric])["epoch"] == state["epoch"]:
+        atomic_write(last.parent / "best.pt", lambda tmp: shutil.copyfile(last, tmp))
 
 
 def train_run(
@@ -258,45 +536,78 @@ def train_run(
     """Run ``art-adr train``: writes ``config.yaml``, ``metrics.{jsonl,csv}``, ``curves.png`` and
     ``checkpoints/{last,best,final}.pt`` under ``out_dir``; ``resume=True`` continues from ``last.pt``
     bit-for-bit (CPU, fixed seed). Under ``torchrun`` every rank trains a shard of each batch and rank 0 writes.
-    """
-    from .loader import DeviceBatches, MixedBatches, fits_on_device, to_tensor_images
 
+    One process per run directory (``RunLock``; ``RunError`` when another one holds it). A run killed before its
+    first checkpoint starts again from scratch (``resume=True``, or the same options again). On resume the
+    metrics, plot and ``best.pt`` are rebuilt from ``last.pt``. SIGTERM stops after the running step (after the
+    epoch's checkpoint when it comes during validation) with ``RunInterrupted``.
+    """
     out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
     dist = init_distributed(config.device)
     device = pick_device(config.device, dist)
-    last = ckpt_dir / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise RunError(f"nothing to resume: {last} does not exist")
-    elif (out / CONFIG_FILE).exists() or last.exists():
-        raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     config.validate()
+    hook = _KillHook()
+    lock = RunLock(out, "train") if dist.is_main else None
+    try:
+        hook("locked", 0)
+        return _train_locked(config, out, dist, device, resume, stop_after_epochs, verbose, command, hook)
+    finally:
+        if lock is not None:
+            lock.release()  # a run that failed before writing anything leaves no directory
+
+
+def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.device, resume: bool,
+                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook) -> Path:
+    from .loader import DeviceBatches, MixedBatches
+
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    if dist.is_main:
+        remove_leftover_tmp(out, ckpt_dir)
+    have_ckpt = last.is_file()
+    if have_ckpt and not resume:
+        raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if not have_ckpt and dist.is_main:
+        if (out / CONFIG_FILE).is_file():  # stopped before its first checkpoint: start it again
+            if not resume:
+                diff = _config_diff(load_run_config(out).to_dict(), config.to_dict())
+                if diff:
+                    raise RunError(f"{out} holds a run that stopped before its first checkpoint, with other "
+                                   f"options ({', '.join(diff)}); start it again with --resume, or choose "
+                                   f"another --out")
+            if verbose:
+                print(f"{out} has no checkpoint yet (the run stopped in its first epoch); starting it from scratch")
+        elif resume:
+            raise RunError(f"nothing to resume: {out} holds no run ({CONFIG_FILE} and {last} do not exist)")
     train, val, _test, extra = _load_data(config)
     if config.batch_size % dist.world_size:
         raise RunError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} processes")
     trainer = build_trainer(config, train.num_classes, train.shape, device, verbose=verbose)
-    desc = _model_desc(config, train.num_classes)
+    desc = _model_desc(config, train.num_classes, train.shape)
 
-    store = device if fits_on_device(train.x.nbytes, device) else torch.device("cpu")
-    xs, ys = to_tensor_images(train.x, store), torch.as_tensor(train.y, device=store)
+    train_here, extra_here = place_data(train.x, None if extra is None else extra.x, device)
+    xs, ys = _placed(train.x, train.y, device, train_here)
     main = DeviceBatches(xs, ys, config.batch_size, shuffle=True, augment=trainer.augment, seed=config.seed,
                          device=device, channels_last=config.channels_last, rank=dist.rank,
-                         world_size=dist.world_size)
+                         world_size=dist.world_size, stream=not train_here)
     batches: Any = main
     if extra is not None:
-        batches = MixedBatches(main, to_tensor_images(extra.x, store), torch.as_tensor(extra.y, device=store),
-                               config.extra_fraction)
+        batches = MixedBatches(main, *_placed(extra.x, extra.y, device, extra_here), config.extra_fraction,
+                               stream_extra=not extra_here)
     steps = len(batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, build_scheduler_lambda(config, steps))
     trainer.scheduler = scheduler
-    if resume:
-        state = load_checkpoint(last, map_location=device)
-        saved = state.get("config", {})
-        if saved and saved != config.to_dict():
-            diff = sorted(k for k in saved if saved.get(k) != config.to_dict().get(k))
-            raise RunError(f"the checkpoint was trained with different options ({', '.join(diff)})")
-        trainer.load_state_dict(state, scheduler=scheduler)
+    if have_ckpt:
+        state = _resume_state(last, config)
+        try:
+            trainer.load_state_dict(state, scheduler=scheduler)
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+            text = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{last} does not fit this run ({type(exc).__name__}: {text}); it cannot be "
+                                  f"resumed") from None
+        if dist.is_main:
+            _rebuild_outputs(out, config, last, state)
+        del state
     elif dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"art_adr": __version__, "torch": torch.__version__, "python": platform.python_version(),
@@ -305,36 +616,70 @@ def train_run(
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or "train_run()",
                 "train_examples": len(train), "val_examples": len(val), "val_split": config.val_split}
         write_config(out, config, meta)
+    hook("config", 0)
 
     started_at = trainer.epoch
     best_value = max((r.get(config.best_metric, -1.0) for r in trainer.history), default=-1.0)
+    stop = _StopOnSigterm(dist.world_size, device)
+    if hook.point == "validation":  # test hook: die as validation starts
+        evaluate = trainer._evaluate_tensors
+
+        def evaluate_then_die(*args: Any, **kwargs: Any) -> Any:
+            hook("validation", trainer.epoch)
+            return evaluate(*args, **kwargs)
+
+        trainer._evaluate_tensors = evaluate_then_die
+
+    def epoch_batches(epoch: int) -> Any:
+        for i, batch in enumerate(batches.epoch(epoch)):
+            if i:
+                hook("step", epoch + 1)
+            if stop.now():  # SIGTERM came during the last step: stop; the epoch is trained again on resume
+                raise RunInterrupted(out, stop.signum or signal.SIGTERM)
+            yield batch
 
     def on_epoch_end(tr: Any, record: dict[str, Any]) -> None:
         nonlocal best_value
+        hook("epoch-end", tr.epoch)
+        attack_ranks: list[Any] = [None] * dist.world_size
+        if dist.world_size > 1:  # ranks seed their attack generators apart: keep every rank's for exact resume
+            torch.distributed.all_gather_object(attack_ranks, tr.generator.get_state())
         if dist.is_main:
             ckpt = _checkpoint(tr, config, desc, record)
-            save_checkpoint(last, ckpt)
+            if dist.world_size > 1:
+                ckpt["rng"]["attack_ranks"] = attack_ranks
+            save_checkpoint(last, ckpt, before_replace=lambda: hook("last-tmp", tr.epoch))
+            hook("after-last", tr.epoch)
             value = record.get(config.best_metric)
             if value is not None and value > best_value:
                 best_value = value
-                save_checkpoint(ckpt_dir / "best.pt", ckpt)
+                save_checkpoint(ckpt_dir / "best.pt", ckpt, before_replace=lambda: hook("best-tmp", tr.epoch))
+                hook("after-best", tr.epoch)
             _write_metrics(out, tr.history)
+            hook("after-metrics", tr.epoch)
             plot_curves(tr.history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
+            hook("after-plot", tr.epoch)
+        if stop.at_epoch_end() and tr.epoch < config.epochs:
+            raise RunInterrupted(out, stop.signum or signal.SIGTERM)
         if stop_after_epochs is not None and tr.epoch - started_at >= stop_after_epochs and tr.epoch < config.epochs:
             raise RunStopped
 
     try:
-        trainer.fit_batches(batches.epoch, steps, config.epochs, (val.x, val.y), scheduler, [on_epoch_end])
+        trainer.fit_batches(epoch_batches, steps, config.epochs, (val.x, val.y), scheduler, [on_epoch_end])
     except RunStopped:
         if verbose and dist.is_main:
             print(f"stopped after epoch {trainer.epoch}; continue with: art-adr train --out {out} --resume")
         return out
+    finally:
+        stop.restore()
     if dist.world_size > 1:
         replicas_in_sync(trainer._raw)
     if dist.is_main:
-        save_checkpoint(ckpt_dir / "final.pt", _checkpoint(trainer, config, desc, trainer.history[-1]))
+        final = _checkpoint(trainer, config, desc, trainer.history[-1])
+        save_checkpoint(ckpt_dir / "final.pt", final, before_replace=lambda: hook("final-tmp", trainer.epoch))
+        hook("after-final", trainer.epoch)
         if not (ckpt_dir / "best.pt").exists():
-            save_checkpoint(ckpt_dir / "best.pt", _checkpoint(trainer, config, desc, trainer.history[-1]))
+            save_checkpoint(ckpt_dir / "best.pt", final)
     return out
 
 

@@ -13,30 +13,71 @@ import torch
 from art.defences.trainer import Trainer
 from torch import Tensor, nn
 
-from .attacks import pgd
+from .attacks import _norm_name, pgd
 from .augment import CropFlip
+from .awp import AWP, AWP_VARIANTS, frozen_bn_stats, kept_buffers, scale_of
 from .ema import EMATeacher
-from .estimator import Normalize, classifier_clip_values, classifier_device, classifier_module, make_classifier
+from .estimator import (
+    Normalize,
+    check_classifier,
+    check_model_outputs,
+    classifier_clip_values,
+    classifier_device,
+    classifier_module,
+    make_classifier,
+)
 from .functional import cosine_schedule, ema_warmup_decay, one_hot, rectify_labels, soft_cross_entropy, trades_kl
-from .loader import DeviceBatches, to_tensor_images, to_unit_float
-from .modes import bn_mode_flag, module_mode
+from .loader import DeviceBatches, fits_on_device, host_images, image_nbytes, to_tensor_images, to_unit_float
+from .modes import bn_mode_flag, module_mode, set_bn_momentum
 
-__all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "TrainingDivergedError"]
+__all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "TrainingDivergedError", "TRADES_VARIANTS"]
 
 Callback = Callable[["AdversarialTrainerADR", dict[str, Any]], None]
+
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite."""
 
 
+def _number(value: Any, name: str) -> float:
+    """A finite real number (``ValueError`` naming ``name`` for NaN, ±inf, strings, complex, bools, None)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str, minimum: int | None = None) -> int:
+    """A true integer (``2.5``, ``"10"``, ``True`` and ``None`` are refused with a ``ValueError`` naming ``name``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    vals = tuple(float(v) for v in value)
-    if len(vals) != 2:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        v = _number(value, name)
+        return v, v
+    if len(value) != 2:
         raise ValueError(f"{name} must be a number or a (start, end) pair, got {value!r}")
-    return vals  # type: ignore[return-value]
+    return _number(value[0], name), _number(value[1], name)
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy of a state dict with every tensor cloned to the CPU."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def _amp_dtype(amp: str | None) -> torch.dtype | None:
@@ -67,8 +108,16 @@ class AdversarialTrainerADR(Trainer):
         adr: rectify labels (default True); ``False`` trains on one-hot labels.
         awp_rho: relative AWP radius ρ (default 0 = off; ADR authors: 0.005 CIFAR, 0.001 Tiny-ImageNet).
         awp_warmup: epochs before AWP starts (default 0).
+        awp_variant: ``"official"`` (default, the ADR authors' ``awp.py``/``advTrainer.py``): every parameter
+            with a gradient is perturbed (BatchNorm γ/β and biases too), the unperturbed pass updates the
+            BatchNorm running statistics and the perturbed pass does not (momentum 0); the reported loss and
+            accuracy are the unperturbed pass's. ``"weights-only"`` (art-adr's former AWP): only ``ndim > 1``
+            weights move, the proxy pass leaves the buffers alone and the perturbed pass updates them.
+            See :mod:`art_adr.awp`. (The authors' AWP runs use SGD without Nesterov; ``art-adr train`` does so.)
         attack_bn_mode: BatchNorm mode during the training attack, ``"train"`` (ADR authors, default) or
             ``"eval"``.
+        bn_momentum: BatchNorm running-statistics momentum from the second iteration on, with 1.0 at the very
+            first iteration (ADR authors' runs with extra DDPM data: 0.01); ``None`` (default) leaves the layers'.
         augment: ``True`` for random crop (``crop_padding`` px) + flip on the device, a callable
             ``(x, generator) -> x``, or ``False`` (default).
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
@@ -102,7 +151,9 @@ class AdversarialTrainerADR(Trainer):
         adr: bool = True,
         awp_rho: float = 0.0,
         awp_warmup: int = 0,
+        awp_variant: str = "official",
         attack_bn_mode: str = "train",
+        bn_momentum: float | None = None,
         augment: bool | Callable[[Tensor, torch.Generator | None], Tensor] = False,
         crop_padding: int = 4,
         amp: str | None = None,
@@ -116,35 +167,50 @@ class AdversarialTrainerADR(Trainer):
         log_every: int = 25,
         verbose: bool = True,
     ) -> None:
+        check_classifier(classifier)
         super().__init__(classifier)
         if getattr(classifier, "optimizer", None) is None:
             raise ValueError("the classifier has no optimizer; pass optimizer=... to PyTorchClassifier")
         self.clip_values = classifier_clip_values(classifier, required=True)
+        eps, eps_step = _number(eps, "eps"), _number(eps_step, "eps_step")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         if not 0 < eps_step <= eps:
             raise ValueError(f"eps_step must be in (0, eps], got eps_step={eps_step}, eps={eps}")
-        if int(max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        max_iter = _integer(max_iter, "max_iter", 1)
+        _norm_name(norm)
         self.temperature = _pair(temperature, "temperature")
         self.interpolation = _pair(interpolation, "interpolation")
         if min(self.temperature) <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not all(0.0 <= v <= 1.0 for v in self.interpolation):
             raise ValueError(f"interpolation must be in [0, 1], got {interpolation}")
-        if not 0.0 <= ema_decay < 1.0:
+        if not 0.0 <= _number(ema_decay, "ema_decay") < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if awp_rho < 0:
+        if _number(awp_rho, "awp_rho") < 0:
             raise ValueError(f"awp_rho must be >= 0, got {awp_rho}")
+        awp_warmup = _integer(awp_warmup, "awp_warmup", 0)
+        if awp_variant not in AWP_VARIANTS:
+            raise ValueError(f"awp_variant must be one of {AWP_VARIANTS}, got {awp_variant!r}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        if eval_every < 1 or log_every < 1:
-            raise ValueError("eval_every and log_every must be >= 1")
+        eval_every, log_every = _integer(eval_every, "eval_every", 1), _integer(log_every, "log_every", 1)
+        eval_max_iter, seed = _integer(eval_max_iter, "eval_max_iter", 1), _integer(seed, "seed")
+        if eval_batch_size is not None:
+            eval_batch_size = _integer(eval_batch_size, "eval_batch_size", 1)
+        if augment is True:
+            crop_padding = _integer(crop_padding, "crop_padding", 0)
+        elif not (augment is False or augment is None or callable(augment)):
+            raise ValueError(f"augment must be True, False or a callable (x, generator) -> x, got {augment!r}")
         bn_mode_flag(attack_bn_mode, True)
         self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
         self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
-        self.awp_rho, self.awp_warmup = float(awp_rho), int(awp_warmup)
+        self.awp_rho, self.awp_warmup, self.awp_variant = float(awp_rho), int(awp_warmup), awp_variant
         self.attack_bn_mode = attack_bn_mode
+        if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum must be in (0, 1] or None, got {bn_momentum}")
+        self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
+        self._bn_momentum_now: float | None = None
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
         self.amp_dtype = _amp_dtype(amp)
         self.amp = amp
@@ -164,6 +230,7 @@ class AdversarialTrainerADR(Trainer):
             raw.to(memory_format=torch.channels_last)
         self._raw = raw
         self._forward = forward.to(self.device)
+        check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device)
         self.teacher = EMATeacher(raw, decay=self.ema_decay)
         self._teacher_forward = (
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
@@ -174,13 +241,15 @@ class AdversarialTrainerADR(Trainer):
         if self.compile:
             self._train_forward = torch.compile(self._forward)
             self._attack_forward = self._train_forward
+        self._local_forward = self._train_forward  # never DDP-wrapped: AWP's proxy gradient stays on this rank
+        self._awp = AWP(raw, self.awp_rho, self.awp_variant)
         self._ddp: nn.Module | None = None
         self.rank, self.world_size = 0, 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             self._setup_distributed()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(self.seed + self.rank)  # attack starts differ between DDP ranks
         self.step = 0
         self.epoch = 0
         self.total_steps = 0
@@ -220,6 +289,10 @@ class AdversarialTrainerADR(Trainer):
     def _check_x(self, x: Any, name: str = "x") -> np.ndarray | Tensor:
         if not isinstance(x, (np.ndarray, Tensor)):
             raise ValueError(f"{name} must be a numpy array or tensor, got {type(x).__name__}")
+        real = (x.dtype.is_floating_point or x.dtype in _INT_DTYPES) if isinstance(x, Tensor) \
+            else x.dtype.kind in "fiu"
+        if not real:
+            raise ValueError(f"{name} must hold real numbers (float or uint8 images), got dtype {x.dtype}")
         if tuple(x.shape[1:]) != self.input_shape:
             expected = ", ".join(map(str, self.input_shape))
             raise ValueError(f"{name} has shape {tuple(x.shape)}, expected (N, {expected})")
@@ -238,6 +311,9 @@ class AdversarialTrainerADR(Trainer):
 
     def _check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
         y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+        if y.ndim == 0 or y.dtype.kind not in "fiu":
+            raise ValueError(f"{name} must be an array of integer class indices or one-hot rows, got "
+                             f"dtype {y.dtype} shape {y.shape}")
         if y.shape[0] != n:
             raise ValueError(f"{name} has {y.shape[0]} labels for {n} inputs")
         if y.ndim == 2:
@@ -271,10 +347,13 @@ class AdversarialTrainerADR(Trainer):
             teacher_logits = self._teacher_forward(x)
         return rectify_labels(teacher_logits, y, tau, lam)
 
-    def _loss(self, x: Tensor, x_adv: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Training loss and adversarial logits (AT: soft CE on the adversarial batch)."""
+    def _loss(self, x: Tensor, x_adv: Tensor, target: Tensor,
+              forward: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Training loss and adversarial logits (AT: soft CE on the adversarial batch) through ``forward``
+        (default: the training forward, DDP-wrapped and/or compiled)."""
+        forward = self._train_forward if forward is None else forward
         with self._autocast():
-            logits_adv = self._train_forward(x_adv)
+            logits_adv = forward(x_adv)
         return soft_cross_entropy(logits_adv, target), logits_adv
 
     def _attack(self, x: Tensor, target: Tensor) -> Tensor:
@@ -284,46 +363,78 @@ class AdversarialTrainerADR(Trainer):
             bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self._autocast_factory(),
         )
 
+    def _apply_bn_momentum(self) -> None:
+        """BatchNorm momentum 1.0 at iteration 0, then ``bn_momentum`` (authors' ``set_bn_momentum``)."""
+        if self.bn_momentum is None:
+            return
+        want = 1.0 if self.step == 0 else self.bn_momentum
+        if want != self._bn_momentum_now:
+            set_bn_momentum(self._raw, want)
+            self._bn_momentum_now = want
+
     def _awp_active(self) -> bool:
         return self.awp_rho > 0 and self.epoch >= self.awp_warmup
 
-    def _awp_perturb(self, x: Tensor, x_adv: Tensor, target: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """SAM-style AWP: ``w ← w + ρ·‖w‖/‖g‖·g`` per weight tensor (ndim > 1); returns originals to restore."""
-        params = [p for p in self._raw.parameters() if p.requires_grad and p.dim() > 1]
-        buffers = [(b, b.detach().clone()) for b in self._raw.buffers()]  # AWP's proxy leaves BN stats alone
-        forward = self._train_forward
-        self._train_forward = self._forward  # local gradient, no DDP reduction
+    def _awp_perturb(self, x: Tensor, x_adv: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """One AWP iteration's forward/backward passes (:mod:`art_adr.awp`); leaves the gradient of the loss at
+        the perturbed weights in ``.grad`` and the weights back at ``w``. Returns ``(loss, adversarial logits)``.
+
+        ``official``: pass 1 at ``w`` (train mode, updates BatchNorm statistics, local gradient — no DDP
+        reduction), pass 2 at ``w + e(w)`` through the (DDP) training forward with BatchNorm momentum 0; the
+        reported loss/logits are pass 1's, as in the authors' code. ``weights-only``: the proxy pass leaves the
+        buffers alone and the perturbed pass is the reported one.
+        """
+        if self.awp_variant == "official":
+            loss, logits_adv = self._loss(x, x_adv, target, forward=self._local_forward)
+            with self._awp.perturbed(loss, self.scaler), frozen_bn_stats(self._raw):
+                perturbed, _ = self._loss(x, x_adv, target, forward=self._train_forward)
+                self.scaler.scale(perturbed).backward()
+            return loss, logits_adv
+        with kept_buffers(self._raw):  # restored after the proxy's backward (which saved the buffers)
+            proxy, _ = self._loss(x, x_adv, target, forward=self._local_forward)
+            saved = self._awp.perturb(proxy, self.scaler)
         try:
-            loss, _ = self._loss(x, x_adv, target)
-            grads = torch.autograd.grad(self.scaler.scale(loss), params)
+            loss, logits_adv = self._loss(x, x_adv, target, forward=self._train_forward)
+            self.scaler.scale(loss).backward()
         finally:
-            self._train_forward = forward
-        saved = []
+            self._awp.restore(saved)
+        return loss, logits_adv
+
+    def _buffer_guard(self) -> list[tuple[Tensor, Tensor]] | None:
+        """With fp16 gradient scaling, a copy of the student's buffers (BatchNorm statistics) taken before the
+        iteration's train-mode forwards, so :meth:`_optimizer_step` can undo what an overflowing step wrote."""
+        if not self.scaler.is_enabled():
+            return None
+        return [(b, b.detach().clone()) for b in self._raw.buffers()]
+
+    def _optimizer_step(self, guard: list[tuple[Tensor, Tensor]] | None) -> None:
+        """``scaler.step`` + ``scaler.update``; when the scaler skips the step (inf/NaN gradients: its scale
+        shrinks) the buffers go back to ``guard`` — selected on the device, no host synchronisation."""
+        scale = scale_of(self.scaler) if guard is not None else None
+        before = scale.clone() if scale is not None else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if guard is None or before is None:
+            return
+        skipped = scale_of(self.scaler) < before
         with torch.no_grad():
-            for b, original in buffers:
-                b.copy_(original)
-            w_norms = torch._foreach_norm(params)
-            g_norms = torch._foreach_norm(grads)
-            for p, g, wn, gn in zip(params, grads, w_norms, g_norms):
-                saved.append((p, p.detach().clone()))
-                p.add_(g * (self.awp_rho * wn / (gn + 1e-12)))
-        return saved
+            for b, original in guard:
+                b.copy_(torch.where(skipped, original, b))
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One ADR iteration on a device batch; returns ``(loss, #correct on adversarial inputs)`` as tensors."""
+        self._apply_bn_momentum()
+        guard = self._buffer_guard()
         target = self._targets(x, y)
         x_adv = self._attack(x, target)
         with module_mode(self._raw, True):
-            saved = self._awp_perturb(x, x_adv, target) if self._awp_active() else []
             self.optimizer.zero_grad(set_to_none=True)
-            loss, logits_adv = self._loss(x, x_adv, target)
-            self.scaler.scale(loss).backward()
-            if saved:
-                with torch.no_grad():
-                    for p, original in saved:
-                        p.copy_(original)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            if self._awp_active():
+                loss, logits_adv = self._awp_perturb(x, x_adv, target)
+            else:
+                loss, logits_adv = self._loss(x, x_adv, target)
+                self.scaler.scale(loss).backward()
+            self._optimizer_step(guard)
         decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
         self.teacher.update(self._raw, decay)
         self.step += 1
@@ -389,18 +500,40 @@ class AdversarialTrainerADR(Trainer):
     ) -> list[dict[str, Any]]:
         """Train on numpy ``x`` (``[N, *input_shape]`` in ``clip_values``, or uint8) and index/one-hot ``y``.
 
-        The caller's arrays are copied to the device once and never modified. Returns the per-epoch
+        The caller's arrays are copied to the device once and never modified (when they would take more than
+        half the free GPU memory they stay on the host and batches are streamed). Returns the per-epoch
         history (also in ``self.history``). Calling ``fit`` again after ``load_state_dict`` resumes at
         ``self.epoch``.
         """
         if kwargs:
             raise TypeError(f"unexpected fit() arguments: {sorted(kwargs)}")
-        if batch_size < 1 or nb_epochs < 1:
-            raise ValueError("batch_size and nb_epochs must be >= 1")
-        xs, ys = self._device_data(x, y)
+        batch_size = _integer(batch_size, "batch_size", 1)
+        nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
+        arr = self._check_x(x)
+        labels = self._check_y(y, arr.shape[0])
+        stream = not fits_on_device(image_nbytes(arr), self.device)  # too big: stay on the host, stream batches
+        if stream:
+            xs, ys = host_images(arr), torch.as_tensor(labels)
+        else:
+            xs, ys = to_tensor_images(arr, self.device), torch.as_tensor(labels, device=self.device)
         batches = DeviceBatches(xs, ys, batch_size, shuffle=True, augment=self.augment, seed=self.seed,
-                                channels_last=self.channels_last, rank=self.rank, world_size=self.world_size)
+                                device=self.device, channels_last=self.channels_last, rank=self.rank,
+                                world_size=self.world_size, stream=stream)
         return self.fit_batches(batches.epoch, len(batches), nb_epochs, validation_data, scheduler, callbacks)
+
+    @staticmethod
+    def _check_fit_args(nb_epochs: Any, validation_data: Any, callbacks: Any) -> tuple[int, list[Callback]]:
+        """``nb_epochs`` an integer >= 1, ``validation_data`` ``None`` or an ``(x, y)`` pair, callables only."""
+        nb_epochs = _integer(nb_epochs, "nb_epochs", 1)
+        if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                            or len(validation_data) != 2):
+            raise ValueError(f"validation_data must be None or an (x, y) pair, got {type(validation_data).__name__}")
+        if callable(callbacks) or not isinstance(callbacks, Iterable):
+            raise ValueError("callbacks must be a list of callables f(trainer, record)")
+        callbacks = list(callbacks)
+        if not all(callable(cb) for cb in callbacks):
+            raise ValueError("callbacks must be a list of callables f(trainer, record)")
+        return nb_epochs, callbacks
 
     def fit_generator(
         self,
@@ -415,6 +548,12 @@ class AdversarialTrainerADR(Trainer):
         """Train from an ART ``DataGenerator`` or a ``torch.utils.data.DataLoader`` of ``(x, y)`` batches."""
         if kwargs:
             raise TypeError(f"unexpected fit_generator() arguments: {sorted(kwargs)}")
+        nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
+        if steps_per_epoch is not None:
+            steps_per_epoch = _integer(steps_per_epoch, "steps_per_epoch", 1)
+        if generator is None or not (hasattr(generator, "get_batch") or hasattr(generator, "__iter__")):
+            raise ValueError(f"generator must be an ART DataGenerator or an iterable of (x, y) batches, "
+                             f"got {type(generator).__name__}")
         if hasattr(generator, "get_batch") and hasattr(generator, "size"):
             size, bs = generator.size, generator.batch_size
             steps = steps_per_epoch or max(1, math.ceil(size / bs))
@@ -455,7 +594,49 @@ class AdversarialTrainerADR(Trainer):
         scheduler: Any,
         callbacks: Iterable[Callback],
     ) -> list[dict[str, Any]]:
-        """The loop over epochs: ``epoch_batches(epoch)`` yields device batches ``(x in [0,1], y)``."""
+        """The loop over epochs: ``epoch_batches(epoch)`` yields device batches ``(x in [0,1], y)``.
+
+        On :class:`TrainingDivergedError` the student, teacher, optimizer, scheduler, scaler, counters and RNG
+        states are first restored to the start of the last epoch whose weights were finite (a CPU copy taken at
+        every epoch start), so the caller can lower the learning rate and call ``fit`` again.
+        """
+        self._last_finite: dict[str, Any] | None = None
+        try:
+            return self._fit_epochs(epoch_batches, steps_per_epoch, nb_epochs, validation_data, scheduler,
+                                    callbacks)
+        except TrainingDivergedError as exc:
+            raise TrainingDivergedError(f"{exc}. {self._restore_last_finite()}") from None
+        finally:
+            self._last_finite = None
+
+    def _snapshot_if_finite(self) -> None:
+        """Keep a CPU copy of the training state when the student's and teacher's tensors are all finite."""
+        state = _cpu_copy(self.state_dict())
+        tensors = [t for part in ("student", "teacher") for t in state[part].values()
+                   if isinstance(t, Tensor) and t.is_floating_point()]
+        if all(bool(torch.isfinite(t).all()) for t in tensors):
+            self._last_finite = state
+
+    def _restore_last_finite(self) -> str:
+        """Load the last finite snapshot into the live model/teacher/optimizer; say what was done."""
+        state = self._last_finite
+        if state is None:
+            return ("The model was NOT restored (no finite state was seen in this call); rebuild the classifier "
+                    "or load_state_dict() a checkpoint before training again")
+        self.load_state_dict(state)
+        return (f"The model, teacher, optimizer, scheduler and RNG states were restored to the start of epoch "
+                f"{int(state['epoch']) + 1} (iteration {int(state['step'])}); lower the learning rate (or "
+                f"avoid fp16) and call fit() again to continue from there")
+
+    def _fit_epochs(
+        self,
+        epoch_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+        steps_per_epoch: int,
+        nb_epochs: int,
+        validation_data: Any,
+        scheduler: Any,
+        callbacks: Iterable[Callback],
+    ) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm
 
         if scheduler is not None and not callable(getattr(scheduler, "step", None)):
@@ -467,6 +648,7 @@ class AdversarialTrainerADR(Trainer):
         show = self.verbose and self.rank == 0
         while self.epoch < nb_epochs:
             epoch = self.epoch
+            self._snapshot_if_finite()
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -491,6 +673,7 @@ class AdversarialTrainerADR(Trainer):
                 stats = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)])
                 torch.distributed.all_reduce(stats)
                 loss_sum, correct, seen = stats[0], stats[1], int(stats[2].item())
+            self._sync_buffers()
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
             self.epoch += 1
@@ -517,11 +700,32 @@ class AdversarialTrainerADR(Trainer):
         return self.history
 
     def _check_finite(self, loss_sum: Tensor, epoch: int, iteration: int) -> None:
-        if not bool(torch.isfinite(loss_sum).item()):
+        """``TrainingDivergedError`` when the loss sum is NaN/inf — on every DDP rank at once (the flag is
+        all-reduced), so one rank's divergence never leaves the others waiting in a collective."""
+        bad = (~torch.isfinite(loss_sum.detach())).float().reshape(1)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if bool(bad.item()):
+            where = f" on at least one of {self.world_size} processes" if self.world_size > 1 else ""
             raise TrainingDivergedError(
-                f"training loss became non-finite in epoch {epoch + 1} "
+                f"training loss became non-finite{where} in epoch {epoch + 1} "
                 f"(by iteration {iteration + 1}); lower the learning rate, check the data, or avoid fp16"
             )
+
+    def _sync_buffers(self) -> None:
+        """DDP, at every epoch end: the student's buffers become rank 0's (what DDP's next forward broadcasts
+        anyway) and the EMA teachers' floating buffers (BatchNorm statistics, blended from each rank's own
+        shard) their average over ranks, so validation, the saved teacher (rank 0's) and every rank agree."""
+        if self.world_size <= 1:
+            return
+        for b in self._raw.buffers():
+            torch.distributed.broadcast(b.data, src=0)
+        for b in self.teacher.module.buffers():
+            if b.is_floating_point():
+                torch.distributed.all_reduce(b.data)
+                b.data.div_(self.world_size)
+            else:
+                torch.distributed.broadcast(b.data, src=0)
 
     @staticmethod
     def _format_record(r: dict[str, Any], nb_epochs: int) -> str:
@@ -567,10 +771,11 @@ class AdversarialTrainerADR(Trainer):
             "best_epoch": self.best_epoch,
             "best_robust_acc": self.best_robust_acc,
             "history": list(self.history),
-            "rng": {
+            "rng": {  # CPU ByteTensors; "cuda" is indexed by device (empty for a CPU trainer)
                 "attack": self.generator.get_state(),
+                "attack_device": self.generator.device.type,
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
         }
 
@@ -589,22 +794,66 @@ class AdversarialTrainerADR(Trainer):
         self.best_epoch = state.get("best_epoch")
         self.best_robust_acc = float(state.get("best_robust_acc", -1.0))
         self.history = list(state.get("history", []))
+        # RNG states are CPU ByteTensors whatever map_location the checkpoint was loaded with. A state restores
+        # only into a generator of the device type it came from (a CPU Mersenne-Twister state and a CUDA Philox
+        # state are different things) and only this device's CUDA state; otherwise (a run saved on CPU and
+        # resumed on a GPU, or on fewer GPUs) the run continues, re-seeded, with a warning.
         rng = state.get("rng") or {}
-        if "attack" in rng:
-            self.generator.set_state(rng["attack"])
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        notes = []
+        if rng.get("attack") is not None:
+            attack = rng["attack"]
+            ranks = list(rng.get("attack_ranks") or [])  # every DDP rank's state (art-adr train adds them)
+            if self.world_size > 1 and len(ranks) == self.world_size:
+                attack = ranks[self.rank]
+            elif self.world_size > 1 and self.rank > 0:
+                notes.append(f"no attack generator state was saved for rank {self.rank} of {self.world_size} "
+                             f"(saved for {max(len(ranks), 1)}): it continues from rank 0's")
+            attack = torch.as_tensor(attack).detach().to("cpu", torch.uint8)
+            kind = rng.get("attack_device") or (
+                "cpu" if attack.numel() == torch.Generator().get_state().numel() else "cuda")
+            if kind == self.generator.device.type:
+                self.generator.set_state(attack)
+            else:
+                self.generator.manual_seed(self.seed + self.step)
+                notes.append(f"the attack generator state was saved on {kind}, this run's generator is on "
+                             f"{self.generator.device.type} (re-seeded with seed + step)")
+        if rng.get("torch") is not None:
+            torch.set_rng_state(torch.as_tensor(rng["torch"]).detach().to("cpu", torch.uint8))
+        if self.device.type == "cuda":
+            cuda_states = list(rng.get("cuda") or [])
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            if index < len(cuda_states):
+                torch.cuda.set_rng_state(torch.as_tensor(cuda_states[index]).detach().to("cpu", torch.uint8),
+                                         index)
+            else:
+                notes.append(f"no CUDA RNG state was saved for cuda:{index} (saved for {len(cuda_states)} GPUs)")
+        if notes:
+            import warnings
+
+            warnings.warn("resuming on another device: " + "; ".join(notes) + ". Training continues, but not "
+                          "bit-for-bit as an uninterrupted run would have.", RuntimeWarning, stacklevel=2)
+
+
+TRADES_VARIANTS = ("official", "reference")
 
 
 class AdversarialTrainerTRADESADR(AdversarialTrainerADR):
     """TRADES with ADR: ``CE(f(x), P(x)) + β·KL(f(x) ‖ f(x'))`` (Zhang et al. 2019; Wu et al. 2024 §4.2).
 
     The rectified label replaces the one-hot label only in the clean cross-entropy term; the attack
-    maximises the KL term from ``x + 0.001·N(0, 1)`` as in the TRADES reference. Takes every argument of
-    :class:`AdversarialTrainerADR` plus ``beta`` (default 6.0); ``attack_bn_mode`` defaults to ``"eval"``
-    (the TRADES reference code attacks in eval mode). ``adr=False`` gives plain TRADES.
+    maximises the KL term. Takes every argument of :class:`AdversarialTrainerADR` plus:
+
+    Args:
+        beta: TRADES β (default 6.0).
+        trades_variant: ``"official"`` (default) follows the ADR authors' code (``advTrainer.py``,
+            ``trades_attack.py``): the attack runs with the model in **train** mode (BatchNorm on batch
+            statistics) from ``x + 0.001·U[0, 1)``, and the loss comes from **one forward of the concatenated
+            batch** ``f(cat[x, x'])`` (one BatchNorm batch of 2N). ``"reference"`` follows the TRADES reference
+            code: eval-mode attack from ``x + 0.001·N(0, 1)`` and two separate forwards ``f(x)``, ``f(x')``.
+            (Both clip the start to the valid box; the authors' first attack forward sees it unclipped.)
+        attack_bn_mode: overrides the variant's BatchNorm mode during the attack (``None`` = the variant's).
+
+    ``adr=False`` gives plain TRADES in the same loop.
 
     Example:
         >>> trainer = AdversarialTrainerTRADESADR(clf, beta=6.0, temperature=(1.5, 1.0))
@@ -613,24 +862,39 @@ class AdversarialTrainerTRADESADR(AdversarialTrainerADR):
 
     method = "trades"
 
-    def __init__(self, classifier: Any, beta: float = 6.0, attack_bn_mode: str = "eval", **kwargs: Any) -> None:
-        if not beta >= 0:
+    def __init__(self, classifier: Any, beta: float = 6.0, trades_variant: str = "official",
+                 attack_bn_mode: str | None = None, **kwargs: Any) -> None:
+        if not _number(beta, "beta") >= 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if trades_variant not in TRADES_VARIANTS:
+            raise ValueError(f"trades_variant must be one of {TRADES_VARIANTS}, got {trades_variant!r}")
         self.beta = float(beta)
+        self.trades_variant = trades_variant
+        if attack_bn_mode is None:
+            attack_bn_mode = "train" if trades_variant == "official" else "eval"
         super().__init__(classifier, attack_bn_mode=attack_bn_mode, **kwargs)
 
     def _attack(self, x: Tensor, target: Tensor) -> Tensor:
         with torch.no_grad(), module_mode(self._raw, bn_mode_flag(self.attack_bn_mode, True)), self._autocast():
             clean_logits = self._attack_forward(x).float()
+        start = "trades-uniform" if self.trades_variant == "official" else "trades"
         return pgd(
             self._attack_forward, x, clean_logits, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
-            norm=self.norm, clip_values=self.clip_values, random_init="trades", loss="kl",
+            norm=self.norm, clip_values=self.clip_values, random_init=start, loss="kl",
             bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self._autocast_factory(),
         )
 
-    def _loss(self, x: Tensor, x_adv: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    def _loss(self, x: Tensor, x_adv: Tensor, target: Tensor,
+              forward: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        forward = self._train_forward if forward is None else forward
         with self._autocast():
-            logits_clean = self._train_forward(x)
-            logits_adv = self._train_forward(x_adv)
+            if self.trades_variant == "official":
+                both = torch.cat([x, x_adv])
+                if self.channels_last:
+                    both = both.contiguous(memory_format=torch.channels_last)
+                logits_clean, logits_adv = forward(both).split(x.shape[0])
+            else:
+                logits_clean = forward(x)
+                logits_adv = forward(x_adv)
         loss = soft_cross_entropy(logits_clean, target) + self.beta * trades_kl(logits_adv, logits_clean)
         return loss, logits_adv

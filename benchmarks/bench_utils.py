@@ -240,13 +240,13 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
-    return device
+    """``"auto"`` → CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` (art-adr's one device picker)."""
+    from art_adr.estimator import resolve_device as pick
+
+    try:
+        return pick(name)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- data, models

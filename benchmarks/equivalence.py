@@ -24,13 +24,15 @@ import torch
 from bench_utils import art_classifier, environment, format_table, resolve_device, write_json
 
 
-def load_task(n_train: int, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """``(x_train, y_train, x_test, y_test, name)``: a Fashion-MNIST subset (uint8 NCHW) if it can be loaded,
-    else class prototypes + noise on 1×28×28 images (float in [0, 1])."""
+def load_task(n_train: int, n_test: int, seed: int = 0,
+              data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """``(x_train, y_train, x_test, y_test, name)``: a Fashion-MNIST subset (uint8 NCHW) if it can be loaded
+    (from ``data_dir``, else the default places), else class prototypes + noise on 1×28×28 images."""
     try:
         from art_adr.data import load_dataset
 
-        train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
+        train = load_dataset("fashion-mnist", "train", data_dir)
+        test = load_dataset("fashion-mnist", "test", data_dir)
         rng = np.random.default_rng(seed)
         i, j = rng.permutation(len(train))[:n_train], rng.permutation(len(test))[:n_test]
         return train.x[i], train.y[i], test.x[j], test.y[j], f"fashion-mnist ({n_train} train / {n_test} test)"
@@ -89,6 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
                    help="include fp16 (default: on CUDA only)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_task(args.n_train, args.n_test)
+    data = load_task(args.n_train, args.n_test, data_dir=args.data_dir)
     use_fp16 = args.fp16 if args.fp16 is not None else device.type == "cuda"
     rows = []
     for name, options in VARIANTS.items():

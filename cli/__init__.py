@@ -1,8 +1,11 @@
-"""The ``art-adr`` command line (click): train, recipes, evaluate, export, benchmark, analyze."""
+"""The ``art-adr`` command line (click): train, recipes, evaluate, export, benchmark, sweep, analyze."""
 
 from __future__ import annotations
 
 import importlib
+import sys
+import traceback
+from typing import Any
 
 import click
 
@@ -15,6 +18,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "export": "export",
     "benchmark": "benchmark",
+    "sweep": "sweep",
     "analyze": "analyze",
 }
 
@@ -37,10 +41,43 @@ class LazyGroup(click.Group):
             raise
         return getattr(mod, name.replace("-", "_") + "_command", None)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; expected errors become one ``Error: ...`` line and exit code 2 (``--debug``: traceback)."""
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if debug and exc.__context__ is not None:
+                traceback.print_exception(exc.__context__, file=sys.stderr)
+            if exc.exit_code == 1:
+                exc.exit_code = 2
+            raise
+        except Exception as exc:
+            if debug or not expected_error(exc):
+                raise
+            error = click.ClickException(one_line(exc))
+            error.exit_code = 2
+            raise error from None
+
+
+def expected_error(exc: BaseException) -> bool:
+    """A user-facing mistake or environment problem (bad value, missing file, disk full, no GPU memory),
+    not a bug: ``ValueError`` (``ConfigError``, ``DatasetError``, ``CheckpointError``, ``RunError``,
+    ``TrainingDivergedError`` ...), ``OSError``, ``ImportError`` or torch's out-of-memory error."""
+    return isinstance(exc, (ValueError, OSError, ImportError)) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line; the type is named unless it is one of art-adr's own errors."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    own = type(exc).__module__.startswith("art_adr")
+    return text if own else f"{type(exc).__name__}: {text}"
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="art-adr")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full Python traceback of errors (for bug reports).")
+def main(debug: bool) -> None:
     """ADR (Annealing Self-Distillation Rectification) adversarial training for ART."""
 
 

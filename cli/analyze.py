@@ -58,11 +58,13 @@ def _labels(paths: list[str], given: tuple[str, ...]) -> list[str]:
 
 
 def _device(name: str) -> str:
-    import torch
+    """``--device`` through art-adr's one device picker; no CUDA → a one-line usage error."""
+    from art_adr.estimator import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    try:
+        return str(resolve_device(name))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
 
 
 def _test_split(name: str, data_dir: str | None, n: int, seed: int, device: str) -> tuple[Any, Any, int]:

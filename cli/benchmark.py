@@ -7,8 +7,22 @@ from typing import Any
 import click
 
 
+def _device(name: str) -> str:
+    """``--device`` through art-adr's one device picker; no CUDA → a one-line usage error."""
+    from art_adr.estimator import resolve_device
+
+    try:
+        return str(resolve_device(name))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+
+
 @click.command("benchmark")
 @click.option("--dataset", "-d", help="cifar10, cifar100, tinyimagenet or fashion-mnist (the CPU-sized default).")
+@click.option("--recipe-prefix", help="Use recipes <prefix>-<method> (e.g. fashion-mnist-ro → fashion-mnist-ro-at, "
+              "fashion-mnist-ro-at-adr, ...) instead of <dataset>-<method>; the recipes' own budgets apply.")
+@click.option("--recipes", "recipe_names", help="Comma list of recipe names to run as the table's rows "
+              "(replaces --methods/--dataset); the recipes' own budgets apply.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default benchmarks-out/<dataset>).")
 @click.option("--methods", default="at,at-adr,trades,trades-adr", show_default=True,
               help="Comma-separated subset of at, at-adr, trades, trades-adr.")
@@ -19,33 +33,52 @@ import click
 @click.option("--epochs", type=int, help="Budget: epochs per method.")
 @click.option("--subset", type=int, help="Budget: training examples per method.")
 @click.option("--n-eval", type=int, help="Budget: first n test images (RobustBench order).")
-@click.option("--attack", type=click.Choice(["aa", "pgd"]), default="aa", show_default=True,
-              help="Robust accuracy by AutoAttack (pyautoattack) or PGD-10.")
-@click.option("--aa-version", type=click.Choice(["standard", "rand"]), default="standard", show_default=True)
+@click.option("--attack", default="aa", show_default=True,
+              help="Comma list of robust attacks from pgd (PGD-10), cw (CW-∞-10), aa (AutoAttack, pyautoattack); "
+                   "e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
+@click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
+              show_default=True, help="AutoAttack version; 'paper': the ADR code's protocol (10-iteration APGD-CE, "
+                                      "APGD-T, FAB-T + Square 5000; see `art-adr evaluate --help`).")
+@click.option("--models", default="student,teacher", show_default=True,
+              help="Which models of every run to evaluate: student and/or teacher (the EMA model).")
 @click.option("--data-dir", type=click.Path(), help="Where the dataset lives.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="One training seed (= --seeds N).")
+@click.option("--seeds", help="Training seeds, e.g. 0,1,2 or 0-4: every method × seed is trained under "
+              "runs/<recipe>-s<seed>; the table shows mean ± std over seeds.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for all methods.")
 @click.option("--quiet", "-q", is_flag=True)
-def benchmark_command(dataset: str | None, out: str | None, methods: str, wa: bool, awp: bool, runs: tuple[str, ...],
-                      epochs: int | None, subset: int | None, n_eval: int | None, attack: str, aa_version: str,
-                      data_dir: str | None, device: str, amp: str | None, seed: int, sets: tuple[str, ...],
-                      quiet: bool) -> None:
+def benchmark_command(dataset: str | None, recipe_prefix: str | None, recipe_names: str | None, out: str | None,
+                      methods: str, wa: bool, awp: bool, runs: tuple[str, ...], epochs: int | None,
+                      subset: int | None, n_eval: int | None, attack: str, aa_version: str, models: str,
+                      data_dir: str | None, device: str, amp: str | None, seed: int, seeds: str | None,
+                      sets: tuple[str, ...], quiet: bool) -> None:
     """Train each method with the dataset's recipe, keep best (PGD-10 selected) and final checkpoints, evaluate
-    both, and write table1.{md,csv,json} and curves.png. Re-running reuses finished runs and resumes broken ones."""
-    import torch
-
-    from art_adr.benchmark import CPU_DEFAULTS, run_benchmark
+    both (student and EMA teacher), and write table1.{md,csv,json} (per-seed rows and mean ± std) and curves.png.
+    Re-running reuses finished runs and cached evaluations and resumes broken runs."""
+    from art_adr.benchmark import CPU_DEFAULTS, parse_seeds, run_benchmark
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
     from art_adr.runs import RunError
 
-    if not dataset and not runs:
-        raise click.UsageError("give --dataset (e.g. fashion-mnist) or --runs DIR ...")
-    defaults: dict[str, Any] = CPU_DEFAULTS.get(dataset or "", {})
-    overrides: dict[str, Any] = {"seed": seed}
+    recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
+    if not dataset and not runs and not recipes and not recipe_prefix:
+        raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
+    attack_list = [a.strip() for a in attack.split(",") if a.strip()]
+    if not attack_list or any(a not in ("pgd", "cw", "aa") for a in attack_list):
+        raise click.BadParameter(f"{attack!r}: a comma list of pgd, cw, aa", param_hint="--attack")
+    model_list = [m.strip() for m in models.split(",") if m.strip()]
+    if not model_list or any(m not in ("student", "teacher") for m in model_list):
+        raise click.BadParameter(f"{models!r}: student and/or teacher", param_hint="--models")
+    try:
+        seed_list = parse_seeds(seeds) if seeds else [seed]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    # the CPU-sized budget belongs to the <dataset>-<method> recipes, not to named ones
+    defaults: dict[str, Any] = {} if recipes or recipe_prefix else CPU_DEFAULTS.get(dataset or "", {})
+    overrides: dict[str, Any] = {"seed": seed_list[0]}
     for key, value in (("epochs", epochs if epochs is not None else defaults.get("epochs")),
                        ("subset", subset if subset is not None else defaults.get("subset")),
                        ("val_size", defaults.get("val_size")), ("data_dir", data_dir), ("amp", amp),
@@ -60,13 +93,14 @@ def benchmark_command(dataset: str | None, out: str | None, methods: str, wa: bo
         k, v = item.split("=", 1)
         overrides[k.strip()] = yaml.safe_load(v)
     n_eval = n_eval if n_eval is not None else defaults.get("n_eval")
-    eval_device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    out = out or f"benchmarks-out/{dataset or 'runs'}"
+    eval_device = _device(device)
+    out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"
     try:
         result = run_benchmark(
             dataset, out, methods=[m.strip() for m in methods.split(",") if m.strip()], wa=wa or awp, awp=awp,
-            runs=runs, overrides=overrides, n_eval=n_eval, attacks=("clean", attack),
-            version=aa_version, device=eval_device, seed=seed, verbose=not quiet,
+            runs=runs, overrides=overrides, n_eval=n_eval, attacks=("clean", *attack_list),
+            version=aa_version, device=eval_device, seed=seed_list[0], seeds=seed_list, recipes=recipes,
+            recipe_prefix=recipe_prefix, models=model_list, verbose=not quiet,
         )
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -68,7 +69,8 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError, resolve_config
     from art_adr.data import DatasetError
-    from art_adr.runs import RunError, load_run_config, train_run
+    from art_adr.runs import RunError, RunInterrupted, load_run_config, resume_hint, train_run
+    from art_adr.trainer import TrainingDivergedError
 
     given = {FLAG_FIELDS[k]: v for k, v in flags.items() if v is not None}
     for key in ("temperature", "interpolation"):
@@ -84,7 +86,11 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
             if out is None:
                 raise click.UsageError("--resume needs --out RUN_DIR")
             if recipe or set(given) - {"device"}:
-                raise click.UsageError("--resume continues the saved config.yaml; pass only --out (and --device)")
+                raise click.UsageError(
+                    "--resume continues the saved config.yaml; pass only --out (and --device). A run cannot be "
+                    "extended or changed: its cosine τ/λ and LR schedules are planned over its epochs. To train "
+                    "longer or with other options, start a new run: art-adr train <recipe/options> --epochs N "
+                    "--out NEW_DIR")
             config = load_run_config(out)
             if "device" in given:
                 config.device = given["device"]
@@ -96,10 +102,19 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
         path = train_run(config, out, resume=resume, stop_after_epochs=stop_after_epochs, verbose=not quiet,
                          command=" ".join(["art-adr"] + sys.argv[1:]))
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    except TrainingDivergedError as exc:
+        raise click.ClickException(f"{exc} ({resume_hint(out)}, or start a new run)") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise click.ClickException(f"disk full: no space left on device writing {exc.filename or out}; free "
+                                   f"some space, then {resume_hint(out)}") from None
+    except RunInterrupted as exc:  # SIGTERM: stopped cleanly at a checkpoint
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; the last finished epoch is in {out}/checkpoints/last.pt — "
-                   f"continue with: art-adr train --out {out} --resume", err=True)
+        click.echo("\ninterrupted" + (f"; {resume_hint(out)}" if out is not None else ""), err=True)
         sys.exit(130)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"run written to {path}")

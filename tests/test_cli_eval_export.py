@@ -60,6 +60,19 @@ def test_evaluate_run_dir_both_models_with_aa_and_sanity(tmp_path, ckpt):
          "sanity_teacher_eps.png", "sanity_teacher_steps.png"])
 
 
+def test_evaluate_paper_autoattack_protocol(tmp_path, ckpt):
+    out = tmp_path / "eval"
+    res = _invoke("evaluate", ckpt, "--which", "teacher", "--attacks", "clean,aa", "--version", "paper",
+                  "--n-examples", 4, "--eps", "64/255", "--batch-size", 4, "--out", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "evaluation.json").read_text())
+    aa = report["models"]["teacher"]["autoattack"]
+    assert report["settings"]["aa_version"] == "paper" and aa["version"] == "paper"
+    assert aa["settings"]["apgd-t"] == {"n_iter": 10, "n_restarts": 1, "n_target_classes": 9}
+    assert aa["settings"]["square"]["n_queries"] == 5000
+    assert "AutoAttack (paper)" in res.output and "AutoAttack 'paper'" in res.output
+
+
 def test_evaluate_checkpoint_file_default_out(tmp_path, ckpt):
     res = _invoke("evaluate", ckpt, "--attacks", "clean,pgd", "--n-examples", 3, "--pgd-steps", 1,
                   "--no-progress")
@@ -88,21 +101,24 @@ def test_evaluate_bad_input_one_line_error(tmp_path, ckpt, args, message):
 def test_evaluate_missing_data_and_bad_files(tmp_path, ckpt):
     out = tmp_path / "out"
     res = _invoke("evaluate", ckpt, "--dataset", "cifar10", "--data-dir", tmp_path / "nodata", "--out", out)
-    assert res.exit_code == 1 and "cifar10 test split not found" in res.output and not out.exists()
+    assert res.exit_code == 2 and "nodata does not exist" in res.output and not out.exists()
+    (tmp_path / "nodata").mkdir()
+    res = _invoke("evaluate", ckpt, "--dataset", "cifar10", "--data-dir", tmp_path / "nodata", "--out", out)
+    assert res.exit_code == 2 and "cifar10 test split not found" in res.output and not out.exists()
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
     res = _invoke("evaluate", junk, "--out", out)
-    assert res.exit_code == 1 and "not a readable checkpoint" in res.output and not out.exists()
+    assert res.exit_code == 2 and "not a readable checkpoint" in res.output and not out.exists()
     truncated = tmp_path / "trunc.pt"
     truncated.write_bytes(ckpt.read_bytes()[:200])
     res = _invoke("evaluate", truncated, "--out", out)
-    assert res.exit_code == 1 and "Error:" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "Error:" in res.output and "Traceback" not in res.output
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     res = _invoke("evaluate", other, "--out", out)
-    assert res.exit_code == 1 and "not an art-adr checkpoint" in res.output
+    assert res.exit_code == 2 and "not an art-adr checkpoint" in res.output
     res = _invoke("evaluate", tmp_path / "missing.pt", "--out", out)
-    assert res.exit_code == 1 and "checkpoint not found" in res.output and not out.exists()
+    assert res.exit_code == 2 and "checkpoint not found" in res.output and not out.exists()
 
 
 def test_evaluate_wrong_architecture_weights(tmp_path, ckpt):
@@ -111,7 +127,7 @@ def test_evaluate_wrong_architecture_weights(tmp_path, ckpt):
     bad = tmp_path / "bad.pt"
     torch.save(obj, bad)
     res = _invoke("evaluate", bad, "--out", tmp_path / "out")
-    assert res.exit_code == 1 and "weights do not fit small-cnn" in res.output
+    assert res.exit_code == 2 and "weights do not fit small-cnn" in res.output
 
 
 def test_export_errors_are_one_line(tmp_path, ckpt):
@@ -120,11 +136,11 @@ def test_export_errors_are_one_line(tmp_path, ckpt):
     assert res.exit_code == 2 and "--autoattack-acc" in res.output
     res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
                   "--autoattack-acc", 50)
-    assert res.exit_code == 1 and "no L∞ leaderboard for 'synthetic'" in res.output
+    assert res.exit_code == 2 and "no L∞ leaderboard for 'synthetic'" in res.output
     c10 = _small_checkpoint(tmp_path / "c10.pt", dataset="cifar10")
     res = _invoke("export", c10, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
                   "--autoattack-acc", 50)
-    assert res.exit_code == 1 and "no RobustBench class" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "no RobustBench class" in res.output and "Traceback" not in res.output
     res = _invoke("export", c10, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
                   "--autoattack-acc", 50, "--eps", "3")
     assert res.exit_code == 2 and "eps must be in (0, 1]" in res.output
@@ -149,7 +165,7 @@ def test_export_robustbench_bundle_via_cli(tmp_path):
     entry = (out / "model_zoo" / "cifar100" / "Linf" / "Wu2024Annealing_PRN18.py").read_text()
     assert "DMPreActResNet(num_classes=100" in entry
     res = _invoke("export", ck, "--which", "teacher", "--name", "X2024Y", "--out", out, "--report", report)
-    assert res.exit_code == 1 and "no teacher weights" in res.output
+    assert res.exit_code == 2 and "no teacher weights" in res.output
 
 
 def test_evaluate_robustbench_placement(tmp_path):

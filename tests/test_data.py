@@ -276,9 +276,10 @@ def test_fashion_mnist_mismatch_and_missing(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not (data.FASHION_MNIST_SYSTEM_DIR / "t10k-labels-idx1-ubyte.gz").exists(),
                     reason="Debian package dataset-fashion-mnist not installed")
-def test_fashion_mnist_debian_package(tmp_path):
-    train = load_dataset("fashion-mnist", "train", data_dir=tmp_path / "empty")
-    test = load_dataset("fashion-mnist", "test", data_dir=tmp_path / "empty")
+def test_fashion_mnist_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("ART_ADR_DATA", str(tmp_path / "empty"))  # the default folder: the system copy is used
+    train = load_dataset("fashion-mnist", "train")
+    test = load_dataset("fashion-mnist", "test")
     assert train.x.shape == (60000, 1, 28, 28) and len(test) == 10000
     assert np.array_equal(np.bincount(train.y), [6000] * 10) and np.array_equal(np.bincount(test.y), [1000] * 10)
     mean = train.x.mean() / 255.0

@@ -159,3 +159,50 @@ def test_sanity_fails_for_gradient_free_model():
     y = torch.full((6,), 9)
     res = sanity_checks(model, x, y, eps_values=(0, 1.0), steps_values=(1, 2), eps_curve_steps=2)
     assert not res["passed"] and not res["unbounded_zero"] and res["summary"].startswith("FAIL")
+
+
+def test_paper_protocol_sets_pyautoattack_iterations_targets_and_queries():
+    from pyautoattack import AutoAttack
+    from pyautoattack.autopgd_base import APGDAttack
+
+    from art_adr.evaluation import AA_ATTACKS, autoattack_settings, configure_paper_protocol, describe_autoattack
+
+    model = Linear()
+    adv = AutoAttack(model, eps=0.1, version="custom", attacks=list(AA_ATTACKS["paper"]), seed=0)
+    configure_paper_protocol(adv, n_classes=100)
+    fresh = APGDAttack(model, n_iter=10, eps=0.1)  # the checkpoint schedule APGD derives from 10 iterations
+    for apgd in (adv.apgd, adv.apgd_targeted):
+        assert (apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr) == \
+            (10, fresh.n_iter_2, fresh.n_iter_min, fresh.size_decr)
+    settings = autoattack_settings(adv, adv.attacks_to_run)
+    assert settings == {
+        "apgd-ce": {"n_iter": 10, "n_restarts": 1, "eot_iter": 1},
+        "apgd-t": {"n_iter": 10, "n_restarts": 1, "n_target_classes": 99},
+        "fab-t": {"n_iter": 10, "n_restarts": 1, "n_target_classes": 99},
+        "square": {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "rescale_schedule": True}}
+    text = describe_autoattack("paper", settings)
+    assert "APGD-T (10 it., 1 restart, 99 targets)" in text and "torchattacks 3.3" in text
+    standard = AutoAttack(model, eps=0.1, version="standard", seed=0)
+    st_settings = autoattack_settings(standard, standard.attacks_to_run)
+    assert st_settings["apgd-t"]["n_iter"] == 100 and st_settings["fab-t"]["n_target_classes"] == 9
+
+
+def test_evaluate_model_paper_autoattack_version_in_report(tmp_path):
+    torch.manual_seed(0)
+    model = Linear()
+    x, y = _data(model)
+    entry = evaluate_model(model, x, y, attacks=("clean", "aa"), eps=0.25, version="paper", batch_size=4,
+                           progress=False)
+    aa = entry["autoattack"]
+    assert aa["version"] == "paper" and aa["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert aa["settings"]["apgd-ce"]["n_iter"] == 10 and aa["settings"]["fab-t"]["n_target_classes"] == 9
+    assert entry["results"]["aa"] <= entry["results"]["clean"]
+    settings = {"attacks": ["clean", "aa"], "pgd_steps": 10, "restarts": 1, "eps_step": None, "cw_steps": 10,
+                "aa_version": "paper"}
+    report = build_report({"student": entry}, checkpoint="c.pt", dataset="toy", n_examples=len(y), eps=0.25,
+                          seed=0, batch_size=4, device="cpu", settings=settings)
+    paths = write_report(report, tmp_path)
+    loaded = json.loads(paths["json"].read_text())
+    validate_report(loaded)
+    table = paths["markdown"].read_text()
+    assert "AutoAttack (paper)" in table and "AutoAttack 'paper'" in table and "Square (5000 queries" in table

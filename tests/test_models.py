@@ -236,3 +236,20 @@ def test_robustbench_import_line_runs_with_real_package(monkeypatch):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(ours(x), theirs(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch, kwargs, params", [
+    ("conv-fc", {}, 16 * 25 + 16 + 32 * 16 * 25 + 32 + 32 * 49 * 256 + 256 + 256 * 10 + 10),
+    ("conv-fc", {"width": 8, "hidden": 128}, 8 * 25 + 8 + 16 * 8 * 25 + 16 + 16 * 49 * 128 + 128 + 1280 + 10),
+    ("mlp", {}, 784 * 256 + 256 + 256 * 256 + 256 + 2570),
+    ("mlp", {"hidden": 64, "depth": 1}, 784 * 64 + 64 + 650),
+])
+def test_overfitting_regime_models(arch, kwargs, params):
+    model = create_model(arch, 10, "fashion-mnist", **kwargs)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with pytest.raises(ValueError, match="no RobustBench class"):
+        robustbench_spec(arch, 10, "cifar10")
+    with pytest.raises(ValueError):
+        create_model(arch, 10, "fashion-mnist", **({"hidden": 0}))

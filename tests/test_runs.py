@@ -189,5 +189,5 @@ def test_cli_version_and_help_list_every_command():
     version = CliRunner().invoke(main, ["--version"])
     assert version.exit_code == 0 and __version__ in version.output
     helptext = CliRunner().invoke(main, ["--help"]).output
-    for command in ("train", "recipes", "evaluate", "export", "benchmark", "analyze"):
+    for command in ("train", "recipes", "evaluate", "export", "benchmark", "sweep", "analyze"):
         assert f"  {command} " in helptext, command

@@ -1,0 +1,285 @@
+"""The τ × λ grid of ADR (Wu et al. 2024, §5.6 and Fig. 5) as one resumable experiment, selected on a hold-out.
+
+``run_sweep`` trains one run per grid cell (× seed) with :func:`art_adr.runs.train_run`, reusing finished runs and
+resuming interrupted ones exactly as ``art-adr benchmark`` does, then selects the cell on the **validation
+hold-out of the training set** (``val_split: holdout``), never on test images.
+
+Grid. Every cell sets the *start* values τ_s (``temperatures``) and λ_s (``interpolations``); the end values of
+the cosine schedules follow ``ends``:
+
+- ``"gap"`` (default): keep the recipe's start → end differences, τ_e = τ_s + (τ_e⁰ − τ_s⁰) and
+  λ_e = λ_s + (λ_e⁰ − λ_s⁰) (recipe values ⁰), with τ_e clipped to ≥ 0.1 and λ_e to [0, 1];
+- ``"constant"``: τ_e = τ_s and λ_e = λ_s, no annealing (the paper's Fig. 5 grid);
+- ``temperature_end`` / ``interpolation_end``, when given, fix that end value for every cell (overriding the rule).
+
+Selection. The score of a cell is, averaged over its seeds, the hold-out robust accuracy of the model the runs
+select by (``model``: the student, ``pgd_acc``, or the EMA teacher, ``teacher_pgd_acc``; every run's
+``best_metric`` is set to it) at the ``epoch`` ``"best"`` (the best validation epoch, the run's ``best.pt``) or
+``"final"`` (``final.pt``), under ``attack`` ``"pgd"`` (the runs' own per-epoch validation PGD, ``eval_max_iter``
+steps) or ``"aa"`` (AutoAttack on the first ``n_val`` hold-out images, that checkpoint). Ties go to the higher
+hold-out clean accuracy, then to the first cell in grid order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .benchmark import PlannedRun, _ensure_trained, _history, _mean_std
+from .checkpoint import atomic_write, load_model
+from .config import ConfigError, RunConfig, resolve_config
+from .loader import to_unit_float
+from .runs import RunError, holding_lock
+
+__all__ = ["END_RULES", "grid_configs", "cell_name", "score_run", "run_sweep", "plot_heatmap", "format_sweep"]
+
+END_RULES = ("gap", "constant")
+MIN_TEMPERATURE = 0.1
+
+
+def _ends(start: float, base: tuple[float, float], rule: str, fixed: float | None, lo: float,
+          hi: float | None) -> float:
+    if fixed is not None:
+        return float(fixed)
+    end = start if rule == "constant" else start + (base[1] - base[0])
+    end = max(lo, end)
+    return min(hi, end) if hi is not None else end
+
+
+def grid_configs(recipe: str, temperatures: Sequence[float], interpolations: Sequence[float], *,
+                 ends: str = "gap", temperature_end: float | None = None, interpolation_end: float | None = None,
+                 seeds: Sequence[int] = (0,), model: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The grid's cells in order (τ outer, λ inner): ``{"temperature": (τ_s, τ_e), "interpolation": (λ_s, λ_e),
+    "configs": [RunConfig per seed]}``. ``ConfigError`` unless the recipe is an ADR recipe validated on a hold-out."""
+    if ends not in END_RULES:
+        raise ConfigError(f"ends must be one of {', '.join(END_RULES)}, got {ends!r}")
+    if not temperatures or not interpolations or not seeds:
+        raise ConfigError("give at least one temperature, one interpolation and one seed")
+    extra = dict(overrides or {})
+    if model is not None:
+        if model not in ("student", "teacher"):
+            raise ConfigError(f"model must be student or teacher, got {model!r}")
+        extra["best_metric"] = "teacher_pgd_acc" if model == "teacher" else "pgd_acc"
+    base = resolve_config(recipe, extra)
+    if not base.adr:
+        raise ConfigError(f"recipe {recipe!r} does not use ADR (adr: false): τ and λ have no effect")
+    if base.val_split != "holdout" or base.val_size <= 0:
+        raise ConfigError("the sweep selects on a validation hold-out of the training set: it needs "
+                          "val_split=holdout and val_size > 0 (never the test images)")
+    cells = []
+    for tau in temperatures:
+        for lam in interpolations:
+            t = (float(tau), _ends(float(tau), base.temperature, ends, temperature_end, MIN_TEMPERATURE, None))
+            i = (float(lam), _ends(float(lam), base.interpolation, ends, interpolation_end, 0.0, 1.0))
+            configs = [resolve_config(recipe, {**extra, "temperature": list(t), "interpolation": list(i),
+                                               "seed": int(s)}) for s in seeds]
+            cells.append({"temperature": t, "interpolation": i, "configs": configs})
+    return cells
+
+
+def cell_name(temperature: tuple[float, float], interpolation: tuple[float, float], seed: int) -> str:
+    """Run directory name of one cell and seed, e.g. ``tau2-1.5_lam0.7-0.9_s0`` (start-end of each schedule)."""
+    return f"tau{temperature[0]:g}-{temperature[1]:g}_lam{interpolation[0]:g}-{interpolation[1]:g}_s{seed}"
+
+
+def _holdout(config: RunConfig, n_val: int | None):
+    from .runs import _load_data  # the very split the run validated on
+
+    val = _load_data(config)[1]
+    return val.subset(n_val) if n_val and n_val < len(val) else val
+
+
+def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "best", attack: str = "pgd",
+              n_val: int | None = None, aa_version: str = "standard", device: str = "cpu",
+              progress: bool = False) -> dict[str, Any]:
+    """Hold-out scores of one finished run: ``val_pgd`` / ``val_clean`` of the selected model at the best (or
+    final) epoch from ``metrics.jsonl``, and with ``attack="aa"`` ``val_aa`` (AutoAttack on ``n_val`` hold-out
+    images of ``checkpoints/<epoch>.pt``, cached in the run directory). Accuracies in %."""
+    run_dir = Path(run_dir)
+    hist = _history(run_dir)
+    if not hist:
+        raise RunError(f"{run_dir} has no metrics.jsonl")
+    key = config.best_metric
+    prefix = "teacher_" if key == "teacher_pgd_acc" else ""
+    which = "teacher" if prefix else "student"
+    scored = [r for r in hist if key in r]
+    rec = (max(scored, key=lambda r: r[key]) if scored else hist[-1]) if epoch == "best" else hist[-1]
+    out: dict[str, Any] = {"which": which, "epoch": int(rec["epoch"]),
+                           "val_pgd": 100.0 * float(rec.get(key, float("nan"))),
+                           "val_clean": 100.0 * float(rec.get(prefix + "clean_acc", float("nan"))),
+                           "val_pgd_final": 100.0 * float(hist[-1].get(key, float("nan"))),
+                           "val_pgd_best": 100.0 * float(max((r[key] for r in scored), default=float("nan")))}
+    if attack == "aa":
+        cache = run_dir / f"sweep-aa-{which}-{epoch}-n{n_val or 'all'}-{aa_version}.json"
+        if cache.is_file():
+            aa = json.loads(cache.read_text())
+        else:
+            from .evaluation import evaluate_model
+
+            val = _holdout(config, n_val)
+            model, ckpt = load_model(run_dir / "checkpoints" / f"{epoch}.pt", which=which, device=device)
+            entry = evaluate_model(model, to_unit_float(torch.as_tensor(val.x)), torch.as_tensor(val.y),
+                                   attacks=("clean", "aa"), eps=config.eps, version=aa_version, seed=config.seed,
+                                   device=device, progress=progress)
+            aa = {"epoch": int(ckpt["epoch"]), "n_val": len(val), "version": aa_version,
+                  "clean": entry["results"]["clean"], "aa": entry["results"]["aa"]}
+            atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(aa, indent=1)))
+        out.update(val_aa=aa["aa"], val_aa_clean=aa["clean"], n_val=aa["n_val"], aa_epoch=aa["epoch"])
+    return out
+
+
+def _cell_summary(cell: dict[str, Any], scores: list[dict[str, Any]], run_dirs: list[Path]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"temperature": list(cell["temperature"]), "interpolation": list(cell["interpolation"]),
+                               "seeds": [c.seed for c in cell["configs"]], "runs": [str(r) for r in run_dirs],
+                               "which": scores[0]["which"], "epochs": [s["epoch"] for s in scores],
+                               "per_seed": scores}
+    for key in ("val_pgd", "val_clean", "val_pgd_best", "val_pgd_final", "val_aa", "val_aa_clean"):
+        if all(key in s for s in scores):
+            summary[key], summary[f"{key}_std"] = _mean_std([s[key] for s in scores])
+    return summary
+
+
+def select_cell(cells: list[dict[str, Any]], attack: str = "pgd") -> int:
+    """Index of the cell with the highest hold-out score (``val_aa`` or ``val_pgd``); ties: higher hold-out clean
+    accuracy, then grid order."""
+    key, clean = ("val_aa", "val_aa_clean") if attack == "aa" else ("val_pgd", "val_clean")
+    return max(range(len(cells)), key=lambda i: (round(cells[i][key], 9), round(cells[i].get(clean, 0.0), 9), -i))
+
+
+def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
+    """τ (rows) × λ (columns) heat map of hold-out PGD accuracy (and AutoAttack when evaluated), selected cell
+    framed; the numbers are written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    taus, lams = summary["grid"]["temperatures"], summary["grid"]["interpolations"]
+    cells = summary["cells"]
+    keys = [("val_pgd", "PGD")] + ([("val_aa", f"AutoAttack ({summary['selection']['aa_version']})")]
+                                  if "val_aa" in cells[0] else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(1.6 + 1.3 * len(lams) * len(keys) + 1.2 * len(keys),
+                                                    1.2 + 0.8 * len(taus)), squeeze=False)
+    sel = summary["selected"]["index"]
+    for ax, (key, name) in zip(axes[0], keys):
+        grid = np.array([c[key] for c in cells], dtype=float).reshape(len(taus), len(lams))
+        im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        for k, c in enumerate(cells):
+            r, q = divmod(k, len(lams))
+            text = f"{c[key]:.1f}" + (f"\n±{c[key + '_std']:.1f}" if len(c["seeds"]) > 1 else "")
+            ax.text(q, r, text, ha="center", va="center", fontsize=8,
+                    color="white" if c[key] < np.nanmean(grid) else "black")
+        r, q = divmod(sel, len(lams))
+        ax.add_patch(plt.Rectangle((q - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.set_xticks(range(len(lams)), [f"{v:g}→{cells[i]['interpolation'][1]:g}" for i, v in enumerate(lams)])
+        ax.set_yticks(range(len(taus)), [f"{v:g}→{cells[i * len(lams)]['temperature'][1]:g}"
+                                         for i, v in enumerate(taus)])
+        ax.set(xlabel="λ (interpolation) start→end", ylabel="τ (temperature) start→end",
+               title=f"hold-out {name} accuracy (%), {summary['selection']['model']} @ {summary['selection']['epoch']}")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"{summary['recipe']}: ADR τ × λ sweep (n seeds = {len(summary['seeds'])})", fontsize=10)
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out
+
+
+def format_sweep(summary: dict[str, Any]) -> str:
+    """Markdown: one row per cell (hold-out scores, mean ± std over seeds), the selected cell marked."""
+    has_aa = "val_aa" in summary["cells"][0]
+    multi = len(summary["seeds"]) > 1
+
+    def cell(c: dict[str, Any], key: str) -> str:
+        return f"{c[key]:.2f} ± {c[key + '_std']:.2f}" if multi else f"{c[key]:.2f}"
+
+    sel = summary["selection"]
+    head = ["τ start→end", "λ start→end", f"hold-out PGD ({sel['epoch']})", "hold-out clean", "PGD at best epoch",
+            "PGD at final epoch"] + (["hold-out AutoAttack", "AA clean"] if has_aa else []) + ["selected"]
+    lines = [f"ADR sweep of {summary['recipe']} ({sel['model']}, seeds {', '.join(map(str, summary['seeds']))}; "
+             f"% on the validation hold-out of the training set)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, c in enumerate(summary["cells"]):
+        row = [f"{c['temperature'][0]:g}→{c['temperature'][1]:g}",
+               f"{c['interpolation'][0]:g}→{c['interpolation'][1]:g}", cell(c, "val_pgd"),
+               cell(c, "val_clean"), cell(c, "val_pgd_best"), cell(c, "val_pgd_final")]
+        if has_aa:
+            row += [cell(c, "val_aa"), cell(c, "val_aa_clean")]
+        row.append("**←**" if k == summary["selected"]["index"] else "")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"Selection: {sel['rule']}"]
+    return "\n".join(lines) + "\n"
+
+
+@holding_lock("sweep")  # one sweep per output directory
+def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[float],
+              interpolations: Sequence[float], ends: str = "gap", temperature_end: float | None = None,
+              interpolation_end: float | None = None, seeds: Sequence[int] = (0,), model: str | None = None,
+              epoch: str = "best", attack: str = "pgd", n_val: int | None = None, aa_version: str = "standard",
+              overrides: dict[str, Any] | None = None, device: str = "cpu",
+              verbose: bool = True) -> dict[str, Any]:
+    """Train (or reuse) every cell × seed under ``out/runs/<cell>``, score each on the hold-out, select, and write
+    ``sweep.json``, ``sweep.md`` and ``sweep.png``; returns the summary (``sweep.json``'s content)."""
+    if epoch not in ("best", "final"):
+        raise ConfigError(f"epoch must be best or final, got {epoch!r}")
+    if attack not in ("pgd", "aa"):
+        raise ConfigError(f"attack must be pgd or aa, got {attack!r}")
+    out = Path(out)
+    cells = grid_configs(recipe, temperatures, interpolations, ends=ends, temperature_end=temperature_end,
+                         interpolation_end=interpolation_end, seeds=seeds, model=model, overrides=overrides)
+    summaries = []
+    for k, cell in enumerate(cells):
+        run_dirs, scores = [], []
+        for config in cell["configs"]:
+            run_dir = out / "runs" / cell_name(cell["temperature"], cell["interpolation"], config.seed)
+            if verbose:
+                print(f"== cell {k + 1}/{len(cells)}: τ {cell['temperature']}, λ {cell['interpolation']}, "
+                      f"seed {config.seed}: {run_dir}")
+            _ensure_trained(PlannedRun("sweep", recipe, config), run_dir, verbose, command="art-adr sweep")
+            run_dirs.append(run_dir)
+            scores.append(score_run(run_dir, config, epoch=epoch, attack=attack, n_val=n_val,
+                                    aa_version=aa_version, device=device, progress=verbose))
+        summaries.append(_cell_summary(cell, scores, run_dirs))
+    index = select_cell(summaries, attack)
+    base = cells[0]["configs"][0]
+    which = summaries[0]["which"]
+    score = "AutoAttack" + f" ({aa_version}) on the first {summaries[0]['per_seed'][0]['n_val']} hold-out images" \
+        if attack == "aa" else f"PGD-{base.eval_max_iter} (the runs' per-epoch validation)"
+    rule = (f"highest mean over seeds of the {which}'s {score} accuracy at the {epoch} checkpoint "
+            f"({'best validation epoch by ' + base.best_metric if epoch == 'best' else 'last epoch'}), on the "
+            f"validation hold-out of the training set (val_size {base.val_size}, never test images); ties: higher "
+            "hold-out clean accuracy, then grid order")
+    summary = {
+        "format": "art-adr-sweep", "version": 1, "recipe": recipe, "dataset": base.dataset,
+        "grid": {"temperatures": [float(t) for t in temperatures], "interpolations": [float(v) for v in interpolations],
+                 "ends": ends, "temperature_end": temperature_end, "interpolation_end": interpolation_end,
+                 "end_rule": _END_TEXT[ends]},
+        "seeds": [int(s) for s in seeds], "overrides": {k: v for k, v in (overrides or {}).items()},
+        "selection": {"model": which, "metric": base.best_metric, "epoch": epoch, "attack": attack,
+                      "aa_version": aa_version if attack == "aa" else None, "n_val": n_val, "split": "holdout",
+                      "val_size": base.val_size, "rule": rule},
+        "cells": summaries,
+        "selected": {"index": index, "temperature": summaries[index]["temperature"],
+                     "interpolation": summaries[index]["interpolation"],
+                     "score": summaries[index]["val_aa" if attack == "aa" else "val_pgd"]},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "sweep.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
+    md = format_sweep(summary)
+    atomic_write(out / "sweep.md", lambda tmp: Path(tmp).write_text(md))
+    plot_heatmap(summary, out / "sweep.png")
+    summary["markdown"] = md
+    summary["files"] = {"json": out / "sweep.json", "md": out / "sweep.md", "png": out / "sweep.png"}
+    return summary
+
+
+_END_TEXT = {
+    "gap": "end = start + the recipe's (end − start), τ_end ≥ 0.1, λ_end clipped to [0, 1]",
+    "constant": "end = start (no annealing, as in the paper's Fig. 5)",
+}

@@ -1,0 +1,103 @@
+"""``art-adr sweep``: ADR's τ × λ grid (paper §5.6, Fig. 5), trained resumably and selected on a hold-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def _floats(text: str | None, name: str) -> list[float]:
+    if text is None:
+        return []
+    from art_adr.config import ConfigError, parse_number
+
+    try:
+        return [parse_number(t) for t in text.split(",") if t.strip()]
+    except ConfigError:
+        raise click.BadParameter(f"{text!r}: a comma list of numbers", param_hint=name) from None
+
+
+@click.command("sweep")
+@click.option("--recipe", "-r", required=True, help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced.")
+@click.option("--temperature", "temperatures", default=None,
+              help="Comma list of τ start values, e.g. 1.5,2.0,2.5 (default: the recipe's).")
+@click.option("--interpolation", "interpolations", default=None,
+              help="Comma list of λ start values, e.g. 0.5,0.7,0.9 (default: the recipe's).")
+@click.option("--ends", type=click.Choice(["gap", "constant"]), default="gap", show_default=True,
+              help="End values of the cosine schedules: 'gap' keeps the recipe's end − start (τ_end ≥ 0.1, λ_end "
+                   "clipped to [0, 1]); 'constant' uses end = start (no annealing, the paper's Fig. 5).")
+@click.option("--temperature-end", type=float, default=None, help="Fix τ_end for every cell (overrides --ends).")
+@click.option("--interpolation-end", type=float, default=None, help="Fix λ_end for every cell (overrides --ends).")
+@click.option("--model", type=click.Choice(["student", "teacher"]), default=None,
+              help="Model scored and selected on (sets best_metric; default: the recipe's).")
+@click.option("--epoch", type=click.Choice(["best", "final"]), default="best", show_default=True,
+              help="Score the best validation epoch (best.pt) or the last one (final.pt).")
+@click.option("--attack", type=click.Choice(["pgd", "aa"]), default="pgd", show_default=True,
+              help="pgd: the runs' per-epoch hold-out PGD accuracy; aa: AutoAttack on --n-val hold-out images.")
+@click.option("--n-val", type=click.IntRange(min=1), default=None,
+              help="With --attack aa: first N hold-out images (default: the whole hold-out).")
+@click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="Training seeds per cell, e.g. 0,1,2 (scores averaged).")
+@click.option("--epochs", type=int, help="Budget: epochs per run.")
+@click.option("--subset", type=int, help="Budget: training examples per run.")
+@click.option("--val-size", type=int, help="Hold-out size (taken from the training set).")
+@click.option("--data-dir", type=click.Path(), help="Where the dataset lives.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for every run.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default sweeps-out/<recipe>).")
+@click.option("--quiet", "-q", is_flag=True)
+def sweep_command(recipe: str, temperatures: str | None, interpolations: str | None, ends: str,
+                  temperature_end: float | None, interpolation_end: float | None, model: str | None, epoch: str,
+                  attack: str, n_val: int | None, aa_version: str, seeds: str, epochs: int | None,
+                  subset: int | None, val_size: int | None, data_dir: str | None, device: str, amp: str | None,
+                  sets: tuple[str, ...], out: str | None, quiet: bool) -> None:
+    """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
+    interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
+    images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
+    sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attack aa)."""
+    from art_adr.benchmark import parse_seeds
+    from art_adr.config import ConfigError, resolve_config
+    from art_adr.estimator import resolve_device
+    from art_adr.sweep import run_sweep
+
+    try:
+        eval_device = str(resolve_device(device))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    try:
+        seed_list = parse_seeds(seeds)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    overrides: dict[str, Any] = {}
+    for key, value in (("epochs", epochs), ("subset", subset), ("val_size", val_size), ("data_dir", data_dir),
+                       ("amp", amp), ("device", device)):
+        if value is not None:
+            overrides[key] = value
+    for item in sets:
+        if "=" not in item:
+            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        import yaml
+
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = yaml.safe_load(v)
+    bad = sorted({"temperature", "interpolation", "seed"} & set(overrides))
+    if bad:
+        raise click.UsageError(f"--set {bad[0]}=... is what the sweep varies; use --temperature/--interpolation/"
+                               "--seeds")
+    try:
+        base = resolve_config(recipe, overrides)
+        taus = _floats(temperatures, "--temperature") or [base.temperature[0]]
+        lams = _floats(interpolations, "--interpolation") or [base.interpolation[0]]
+        result = run_sweep(recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
+                           temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,
+                           model=model, epoch=epoch, attack=attack, n_val=n_val, aa_version=aa_version,
+                           overrides=overrides, device=eval_device, verbose=not quiet)
+    except ValueError as exc:  # ConfigError, RunError, DatasetError, CheckpointError
+        raise click.ClickException(str(exc)) from None
+    click.echo(result["markdown"])
+    sel = result["selected"]
+    click.echo(f"selected: τ {sel['temperature'][0]:g}→{sel['temperature'][1]:g}, λ {sel['interpolation'][0]:g}→"
+               f"{sel['interpolation'][1]:g} (hold-out score {sel['score']:.2f} %)")
+    click.echo("written: " + ", ".join(str(p) for p in result["files"].values()))

@@ -1,0 +1,108 @@
+"""CUDA path (``pytest -m cuda``; skipped without a GPU): one train → resume → evaluate cycle per speed option.
+
+``benchmarks/gpu_suite.sh`` runs these and collects their JSON (``$ART_ADR_GPU_OUT/cuda-<name>.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+SYNTH = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 1088, shape: [3, 32, 32], num_classes: 10}",
+         "--val-size", "64", "--max-iter", "3", "--batch-size", "128", "--eps", "8/255", "--eps-step", "2/255",
+         "--set", "eval_max_iter=3", "--device", "cuda", "-q"]
+DEVICE = "cuda"
+
+CYCLES = {
+    "bf16": ["--amp", "bf16"],
+    "fp16-awp": ["--amp", "fp16", "--awp-rho", "0.005"],
+    "fp16-awp-weights-only": ["--amp", "fp16", "--awp-rho", "0.005", "--set", "awp_variant=weights-only"],
+    "channels-last-streamed": ["--channels-last", "--amp", "bf16"],  # + host-streamed batches (budget 0)
+    "compile": ["--compile", "--amp", "bf16"],
+    "trades-fp16-awp": ["--method", "trades", "--amp", "fp16", "--awp-rho", "0.005"],
+}
+
+
+def _record(name: str, payload: dict) -> None:
+    out = os.environ.get("ART_ADR_GPU_OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"cuda-{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+
+
+def _invoke(args: list[str]) -> None:
+    from art_adr.cli import main
+
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("name", sorted(CYCLES))
+def test_train_resume_evaluate_cycle(name, tmp_path, monkeypatch):
+    from art_adr.checkpoint import load_checkpoint
+    from art_adr.loader import BUDGET_ENV
+
+    if name.endswith("streamed"):
+        monkeypatch.setenv(BUDGET_ENV, "0")
+    out = tmp_path / name
+    t0 = time.perf_counter()
+    _invoke(["train", *SYNTH, *CYCLES[name], "--epochs", "2", "--stop-after-epochs", "1", "--out", str(out)])
+    t1 = time.perf_counter()
+    _invoke(["train", "--out", str(out), "--resume", "--device", DEVICE, "-q"])
+    t2 = time.perf_counter()
+    _invoke(["evaluate", str(out), "--attacks", "clean,pgd", "--n-examples", "64", "--pgd-steps", "5",
+             "--which", "both", "--device", DEVICE, "--out", str(tmp_path / "ev"), "--no-progress"])
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2]
+    final = load_checkpoint(out / "checkpoints" / "final.pt", map_location="cpu")
+    for part in ("student", "teacher"):
+        for key, t in final[part].items():
+            if t.is_floating_point():
+                assert torch.isfinite(t).all(), f"{part}.{key} is not finite"
+    assert all(math.isfinite(r["loss"]) for r in history)
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    _record(name, {"args": CYCLES[name], "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "train_first_epoch_s": t1 - t0, "resume_s": t2 - t1, "history": history,
+                   "evaluation": report.get("models")})
+
+
+def test_art_preprocessing_and_streaming_on_cuda(monkeypatch):
+    from art.estimators.classification import PyTorchClassifier
+
+    from art_adr import AdversarialTrainerADR
+    from art_adr.loader import BUDGET_ENV, DeviceBatches
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(32, 10))
+    clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(),
+                            optimizer=torch.optim.SGD(model.parameters(), lr=0.05), input_shape=(3, 16, 16),
+                            nb_classes=10, clip_values=(0.0, 1.0), preprocessing=([0.5, 0.4, 0.3], [0.2, 0.2, 0.2]),
+                            device_type="gpu")
+    trainer = AdversarialTrainerADR(clf, eps=0.03, eps_step=0.01, max_iter=2, amp="fp16", awp_rho=0.01,
+                                    verbose=False)
+    assert trainer._teacher_forward.mean.is_cuda
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (256, 3, 16, 16), dtype=np.uint8)
+    y = rng.integers(0, 10, 256)
+    monkeypatch.setenv(BUDGET_ENV, "0")
+    trainer.fit(x, y, batch_size=64, nb_epochs=1)
+    assert math.isfinite(trainer.history[-1]["loss"])
+    xs, ys = torch.as_tensor(x), torch.as_tensor(y)
+    device = torch.device("cuda")
+    on_host = list(DeviceBatches(xs, ys, 64, seed=3).epoch(0))  # same CPU permutation, no copies
+    streamed = list(DeviceBatches(xs, ys, 64, seed=3, device=device, stream=True).epoch(0))  # pinned staging
+    assert len(on_host) == len(streamed) == 4
+    for (xa, ya), (xb, yb) in zip(on_host, streamed):
+        assert xb.is_cuda and torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu())

@@ -1,0 +1,158 @@
+"""Pins the defaults that follow the ADR authors' code (yuyuwu5/ADR), and the options that keep the others."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from art_adr.attacks import _random_start
+from art_adr.config import load_recipe, resolve_config
+from art_adr.loader import DeviceBatches, MixedBatches
+from art_adr.runs import build_scheduler_lambda, parameter_groups
+from art_adr.trainer import AdversarialTrainerADR, AdversarialTrainerTRADESADR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _BatchLog(torch.nn.Module):
+    """Records (batch size, training flag) of every forward of the wrapped model."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x.shape[0], self.training))
+        return self.net(x)
+
+
+def _trades(make_classifier, **kw):
+    from art.estimators.classification import PyTorchClassifier
+
+    clf = make_classifier()
+    model = _BatchLog(clf.model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=(1, 8, 8),
+                            nb_classes=4, clip_values=(0.0, 1.0))
+    return AdversarialTrainerTRADESADR(clf, eps=0.1, eps_step=0.025, max_iter=3, verbose=False, **kw), model
+
+
+def test_trades_default_is_official_concatenated_forward_train_mode_attack(make_classifier, blobs):
+    x, y = blobs
+    trainer, model = _trades(make_classifier)
+    assert trainer.trades_variant == "official" and trainer.attack_bn_mode == "train"
+    xb, yb = torch.as_tensor(x[:16]), torch.as_tensor(y[:16])
+    model.calls.clear()
+    trainer.train_step(xb, yb)
+    # teacher labels (not this model), clean logits + 3 attack steps in train mode, then ONE forward of 2N
+    assert model.calls[:4] == [(16, True)] * 4
+    assert model.calls[4:] == [(32, True)]
+
+
+def test_trades_reference_variant_eval_attack_two_forwards(make_classifier, blobs):
+    x, y = blobs
+    trainer, model = _trades(make_classifier, trades_variant="reference")
+    assert trainer.attack_bn_mode == "eval"
+    model.calls.clear()
+    trainer.train_step(torch.as_tensor(x[:16]), torch.as_tensor(y[:16]))
+    assert model.calls[:4] == [(16, False)] * 4
+    assert model.calls[4:] == [(16, True), (16, True)]
+
+
+def test_trades_variant_rejects_unknown(make_classifier):
+    with pytest.raises(ValueError, match="trades_variant"):
+        AdversarialTrainerTRADESADR(make_classifier(), trades_variant="madry")
+
+
+def test_trades_start_noise_official_uniform_reference_gaussian():
+    x = torch.full((64, 1, 8, 8), 0.5)
+    g = torch.Generator().manual_seed(0)
+    uniform = _random_start(x, 0.1, "inf", "trades-uniform", g)
+    gauss = _random_start(x, 0.1, "inf", "trades", g)
+    assert uniform.min() >= 0 and uniform.max() < 0.001 and uniform.std() > 1e-4
+    assert gauss.min() < 0 < gauss.max() and abs(float(gauss.std()) - 0.001) < 1e-4
+
+
+def test_config_trades_variant_reaches_the_trainer():
+    from art_adr.runs import build_trainer
+
+    for variant in ("official", "reference"):
+        cfg = resolve_config(None, {"dataset": "synthetic", "method": "trades", "trades_variant": variant,
+                                    "epochs": 1})
+        trainer = build_trainer(cfg, 10, (1, 28, 28), torch.device("cpu"), verbose=False)
+        assert trainer.trades_variant == variant
+        assert trainer.attack_bn_mode == ("train" if variant == "official" else "eval")
+
+
+@pytest.mark.parametrize("name, tau, lam", [
+    ("cifar100-trades-adr-wa-awp", (1.5, 1.0), (0.7, 0.95)),  # resnet18_trades_awp_adr.gin
+    ("cifar100-at-adr-wa-awp", (2.0, 1.0), (0.7, 0.85)),  # resnet18_pgd_awp_adr.gin
+    ("tinyimagenet-at-adr-wa-awp-wrn34", (2.0, 1.5), (0.5, 0.9)),  # wrn_pgd_awp_adr.gin
+    ("tinyimagenet-at-adr-wa-awp", (2.0, 1.5), (0.3, 0.9)),  # resnet18_pgd_awp_adr.gin
+    ("cifar10-trades-adr-wa-awp", (2.5, 1.5), (0.7, 0.85)),
+])
+def test_awp_recipes_follow_official_configs(name, tau, lam):
+    r = load_recipe(name)
+    assert r["temperature"] == tau and r["interpolation"] == lam
+
+
+def test_ddpm_recipes_follow_official_config():
+    for ds in ("cifar10", "cifar100"):
+        r = load_recipe(f"{ds}-ddpm-at-adr-wa-awp")
+        assert r["epochs"] == 100 and r["warmup_epochs"] == 2.5 and r["bn_momentum"] == 0.01
+        assert r["bn_weight_decay"] is False and r["batch_size"] == 1024 and r["extra_fraction"] == 0.75
+
+
+def test_extra_data_epoch_is_one_pass_over_real_images_so_warmup_matches_official():
+    n = 50_000
+    main = DeviceBatches(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), 1024,
+                         shuffle=False)
+    mixed = MixedBatches(main, torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.zeros(10, dtype=torch.long), 0.75)
+    assert len(mixed) == math.ceil(n / 256) == 196  # the authors' loader of 256 real images per batch
+    cfg = resolve_config("cifar10-ddpm-at-adr-wa-awp", {"dataset": "synthetic"})
+    factor = build_scheduler_lambda(cfg, len(mixed))
+    warm = [factor(s) for s in range(600)]
+    first_full = warm.index(max(warm[:600]))
+    assert first_full == round(2.5 * 196) - 1 == 489  # ≈ 487 official iterations, not 2.5 × 49
+
+
+def test_bn_momentum_one_at_first_step_then_configured(make_classifier, blobs):
+    x, y = blobs
+    trainer = AdversarialTrainerADR(make_classifier(), eps=0.1, eps_step=0.05, max_iter=1, bn_momentum=0.01,
+                                    verbose=False)
+    bn = trainer._raw.bn
+    xb, yb = torch.as_tensor(x[:32]), torch.as_tensor(y[:32])
+    trainer.train_step(xb, yb)
+    assert bn.momentum == 1.0
+    trainer.train_step(xb, yb)
+    assert bn.momentum == 0.01
+    default = AdversarialTrainerADR(make_classifier(), verbose=False)
+    default.train_step(xb, yb)
+    assert default._raw.bn.momentum == 0.1  # None leaves the layer's own
+    with pytest.raises(ValueError, match="bn_momentum"):
+        AdversarialTrainerADR(make_classifier(), bn_momentum=0.0)
+
+
+def test_parameter_groups_exclude_batchnorm_from_weight_decay(make_classifier):
+    model = make_classifier().model
+    groups = parameter_groups(model, bn_weight_decay=False)
+    bn_ids = {id(model.bn.weight), id(model.bn.bias)}
+    assert {id(p) for p in groups[1]["params"]} == bn_ids and groups[1]["weight_decay"] == 0.0
+    assert not bn_ids & {id(p) for p in groups[0]["params"]}
+    assert len(parameter_groups(model)) == 1
+
+
+def test_committed_recipes_equal_generator_output(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("make_recipes", ROOT / "scripts" / "make_recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "OUT", tmp_path)
+    mod.main()
+    shipped = ROOT / "art_adr" / "recipes"
+    generated = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
+    committed = {p.name: p.read_text() for p in shipped.glob("*.yaml")}
+    assert generated == committed, "run `python scripts/make_recipes.py` after editing it"
