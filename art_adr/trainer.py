@@ -39,7 +39,9 @@ _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class TrainingDivergedError(ValueError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (``.reason``: what happened, without the restore note)."""
+
+    reason: str | None = None
 
 
 def _number(value: Any, name: str) -> float:
@@ -605,7 +607,9 @@ class AdversarialTrainerADR(Trainer):
             return self._fit_epochs(epoch_batches, steps_per_epoch, nb_epochs, validation_data, scheduler,
                                     callbacks)
         except TrainingDivergedError as exc:
-            raise TrainingDivergedError(f"{exc}. {self._restore_last_finite()}") from None
+            error = TrainingDivergedError(f"{exc}. {self._restore_last_finite()}")
+            error.reason = str(exc)  # without the API's restore note (art-adr train words its own)
+            raise error from None
         finally:
             self._last_finite = None
 
@@ -615,6 +619,7 @@ class AdversarialTrainerADR(Trainer):
         tensors = [t for part in ("student", "teacher") for t in state[part].values()
                    if isinstance(t, Tensor) and t.is_floating_point()]
         if all(bool(torch.isfinite(t).all()) for t in tensors):
+            state["rng"]["attack_rank"] = self.rank  # this rank's own generator state (no rank-0 fallback)
             self._last_finite = state
 
     def _restore_last_finite(self) -> str:
@@ -803,11 +808,17 @@ class AdversarialTrainerADR(Trainer):
         if rng.get("attack") is not None:
             attack = rng["attack"]
             ranks = list(rng.get("attack_ranks") or [])  # every DDP rank's state (art-adr train adds them)
-            if self.world_size > 1 and len(ranks) == self.world_size:
+            saved = max(len(ranks), 1)
+            if rng.get("attack_rank") == self.rank:  # a state this rank took itself (the last-finite restore)
+                pass
+            elif self.world_size > 1 and len(ranks) == self.world_size:
                 attack = ranks[self.rank]
-            elif self.world_size > 1 and self.rank > 0:
-                notes.append(f"no attack generator state was saved for rank {self.rank} of {self.world_size} "
-                             f"(saved for {max(len(ranks), 1)}): it continues from rank 0's")
+            elif saved != self.world_size:  # resumed by another number of processes (e.g. on fewer GPUs)
+                if self.rank < len(ranks):
+                    attack = ranks[self.rank]
+                notes.append(f"attack generator states were saved for {saved} process(es), this run has "
+                             f"{self.world_size}" + (f" (rank {self.rank} continues from rank 0's)"
+                                                     if self.rank >= saved else ""))
             attack = torch.as_tensor(attack).detach().to("cpu", torch.uint8)
             kind = rng.get("attack_device") or (
                 "cpu" if attack.numel() == torch.Generator().get_state().numel() else "cuda")

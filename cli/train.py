@@ -104,7 +104,11 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     except TrainingDivergedError as exc:
-        raise click.ClickException(f"{exc} ({resume_hint(out)}, or start a new run)") from None
+        kept = (f"{Path(out) / 'checkpoints' / 'last.pt'} holds the last finished epoch"
+                if out is not None and (Path(out) / "checkpoints" / "last.pt").is_file() else "no epoch had finished")
+        raise click.ClickException(
+            f"{exc.reason or exc} ({kept}; --resume repeats the same options and would likely diverge again: "
+            f"start a new run with other options, e.g. a lower --lr, and another --out)") from None
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise

@@ -365,9 +365,10 @@ def test_device_cuda_without_cuda_one_line_in_every_command(tmp_path, monkeypatc
         "evaluate": ["evaluate", ck, "--device", "cuda", "--out", tmp_path / "ev"],
         "analyze": ["analyze", ck, "--device", "cuda", "--out", tmp_path / "an", "--quiet"],
         "benchmark": ["benchmark", "--dataset", "synthetic", "--device", "cuda", "--out", tmp_path / "bm", "-q"],
+        "sweep": ["sweep", "--recipe", "fashion-mnist-at-adr", "--device", "cuda", "--out", tmp_path / "sw", "-q"],
     }
     for name, args in commands.items():
         res = _cli(*args)
         _one_line_error(res, "no CUDA GPU")
         assert res.output.count("no CUDA GPU") == 1, (name, res.output)
-    assert not any((tmp_path / d).exists() for d in ("ev", "an", "bm"))
+    assert not any((tmp_path / d).exists() for d in ("ev", "an", "bm", "sw"))

@@ -254,7 +254,9 @@ def test_divergence_and_disk_full_are_one_line_errors(tmp_path, monkeypatch):
         return torch.tensor(float("nan")), torch.zeros((), dtype=torch.long)
 
     monkeypatch.setattr(AdversarialTrainerADR, "train_step", nan_step)
-    _fails_cleanly(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "nan")], "non-finite")
+    out = _fails_cleanly(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "nan")], "non-finite",
+                         "lower --lr", "no epoch had finished")
+    assert "fit()" not in out  # the API's restore note is not shown on the command line
 
 
 def test_one_process_per_run_directory(tmp_path, monkeypatch):
@@ -342,6 +344,33 @@ def test_rng_states_restore_only_into_matching_devices(make_classifier, monkeypa
     with pytest.warns(RuntimeWarning, match="no CUDA RNG state was saved for cuda:1"):
         d.load_state_dict({**state, "rng": {**state["rng"], "cuda": states[:1]}})
     assert len(calls) == 1
+
+
+def test_last_finite_restore_on_rank_above_0_keeps_its_own_generator_silently(make_classifier, recwarn):
+    """After a divergence, a DDP rank > 0 restores its own in-memory snapshot: its own attack-generator state,
+    without the "attack generator states were saved for 1 process(es)" warning meant for checkpoints."""
+    t = _trainer(make_classifier)
+    t.rank, t.world_size = 1, 2  # as under torchrun (the restore itself uses no collective)
+    torch.rand(5, generator=t.generator)
+    t._snapshot_if_finite()
+    mine = t.generator.get_state().clone()
+    torch.rand(7, generator=t.generator)
+    assert "restored to the start of epoch 1" in t._restore_last_finite()
+    assert torch.equal(t.generator.get_state(), mine)
+    assert not [w for w in recwarn.list if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
+    # a checkpoint without per-rank states still warns on rank 1 (it continues from rank 0's)
+    with pytest.warns(RuntimeWarning, match=r"saved for 1 process\(es\), this run has 2 \(rank 1 continues"):
+        t.load_state_dict(_trainer(make_classifier).state_dict())
+    # a 2-process checkpoint resumed by one process (fewer GPUs): rank 0's state, with a warning
+    two = _trainer(make_classifier).state_dict()
+    other = torch.Generator().manual_seed(99).get_state()
+    two["rng"]["attack_ranks"] = [two["rng"]["attack"], other]
+    one = _trainer(make_classifier)
+    with pytest.warns(RuntimeWarning, match=r"saved for 2 process\(es\), this run has 1"):
+        one.load_state_dict(two)
+    assert torch.equal(one.generator.get_state(), two["rng"]["attack"])
+    t.load_state_dict(two)  # 2 → 2 processes: rank 1 gets its own state, silently
+    assert torch.equal(t.generator.get_state(), other)
 
 
 @pytest.mark.slow

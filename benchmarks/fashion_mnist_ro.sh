@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The Fashion-MNIST robust-overfitting study (issue 9), exactly as run for benchmarks/results/fashion-mnist-ro.*:
+#   1. the tau x lambda sweep of AT+ADR, selected on the 500-image hold-out of the training set;
+#   2. AT, AT+ADR, TRADES, TRADES+ADR x 3 seeds: clean, PGD-10 and AutoAttack (standard) on 500 test images,
+#      best (hold-out-selected) and final checkpoints of student and EMA teacher;
+#   3. the same checkpoints' PGD-10 on 1 000 test images (the robust-overfitting criterion);
+#   4. the ADR authors' AutoAttack protocol (--aa-version paper) beside the standard one.
+# Every step is resumable and cached: re-running continues where it stopped. ~2 h on 2 CPU cores.
+# Set OUT to put the outputs elsewhere (default benchmarks-out/fashion-mnist-ro-study).
+set -euo pipefail
+OUT=${OUT:-benchmarks-out/fashion-mnist-ro-study}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+# 1. hold-out sweep (9 cells, seed 0); the selected cell's tau/lambda go into scripts/make_recipes.py (RO_ADR)
+art-adr sweep --recipe fashion-mnist-ro-at-adr --temperature 1.5,2.0,2.5 --interpolation 0.5,0.7,0.9 \
+  --out "$OUT/sweep" -q
+
+# 2. the table: 4 methods x 3 seeds, student and teacher, best and final
+art-adr benchmark --recipe-prefix fashion-mnist-ro --seeds 0,1,2 --attack pgd,aa --n-eval 500 \
+  --out "$OUT/table" -q
+
+# 3. and 4. the same runs, only evaluated (runs and evaluations are cached in the run directories)
+runs=()
+for m in at at-adr trades trades-adr; do
+  for s in 0 1 2; do runs+=(--runs "$OUT/table/runs/fashion-mnist-ro-$m-s$s"); done
+done
+art-adr benchmark "${runs[@]}" --attack pgd --n-eval 1000 --out "$OUT/pgd-n1000" -q
+art-adr benchmark "${runs[@]}" --attack aa --aa-version paper --n-eval 500 --out "$OUT/aa-paper" -q
