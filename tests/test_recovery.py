@@ -29,7 +29,10 @@ TIMING = {"seconds", "train_seconds", "images_per_s"}
 # per job would spend most of the test importing). Each job: [cli args, ART_ADR_KILL_AT or null, log file];
 # prints the children's exit codes (-9 = SIGKILL) as JSON. The parent never computes, so forking is safe.
 DRIVER = r"""
-import json, os, sys, traceback
+import json, os, signal, sys, traceback
+# a shell without job control starts background jobs with SIGINT ignored, and Python keeps that: restore
+# Ctrl-C so the "INT" kill points behave as they do in a terminal, however the tests were launched
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import torch
 torch.set_num_threads(1)
 import io
