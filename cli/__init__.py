@@ -83,3 +83,20 @@ def main(debug: bool) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items → ``{key: value}``; values are read as YAML (``0.1``, ``[1, 2]``, ``{a: 1}``),
+    falling back to the plain string."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            out[key.strip()] = text
+    return out

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from art_adr.cli import parse_sets
+
 
 def _device(name: str) -> str:
     """``--device`` through art-adr's one device picker; no CUDA → a one-line usage error."""
@@ -85,13 +87,7 @@ def benchmark_command(dataset: str | None, recipe_prefix: str | None, recipe_nam
                        ("device", device)):
         if value is not None:
             overrides[key] = value
-    for item in sets:
-        if "=" not in item:
-            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        import yaml
-
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = yaml.safe_load(v)
+    overrides.update(parse_sets(sets))
     n_eval = n_eval if n_eval is not None else defaults.get("n_eval")
     eval_device = _device(device)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from art_adr.cli import parse_sets
+
 
 def _floats(text: str | None, name: str) -> list[float]:
     if text is None:
@@ -75,13 +77,7 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
                        ("amp", amp), ("device", device)):
         if value is not None:
             overrides[key] = value
-    for item in sets:
-        if "=" not in item:
-            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        import yaml
-
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = yaml.safe_load(v)
+    overrides.update(parse_sets(sets))
     bad = sorted({"temperature", "interpolation", "seed"} & set(overrides))
     if bad:
         raise click.UsageError(f"--set {bad[0]}=... is what the sweep varies; use --temperature/--interpolation/"

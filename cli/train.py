@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from art_adr.cli import parse_sets
+
 # CLI flag -> RunConfig field; each is only applied when given explicitly (a recipe or the defaults fill the rest)
 FLAG_FIELDS = {
     "dataset": "dataset", "data_dir": "data_dir", "download": "download", "arch": "arch", "method": "method",
@@ -76,11 +78,7 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
     for key in ("temperature", "interpolation"):
         if key in given:
             given[key] = _pair(given[key])
-    for item in sets:
-        if "=" not in item:
-            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        given[k.strip()] = _yaml_value(v)
+    given.update(parse_sets(sets))
     try:
         if resume:
             if out is None:
@@ -133,14 +131,6 @@ def torch_distributed_initialized() -> bool:
 
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
-
-def _yaml_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 @click.command("recipes")

@@ -191,3 +191,14 @@ def test_cli_version_and_help_list_every_command():
     helptext = CliRunner().invoke(main, ["--help"]).output
     for command in ("train", "recipes", "evaluate", "export", "benchmark", "sweep", "analyze"):
         assert f"  {command} " in helptext, command
+
+
+def test_parse_sets_one_reader_for_every_command():
+    import click
+
+    from art_adr.cli import parse_sets
+
+    assert parse_sets(["lr=0.1", "arch_kwargs={hidden: 8}", "milestones=[0.5, 0.9]", " note =a: b: c"]) == {
+        "lr": 0.1, "arch_kwargs": {"hidden": 8}, "milestones": [0.5, 0.9], "note": "a: b: c"}
+    with pytest.raises(click.UsageError, match="KEY=VALUE"):
+        parse_sets(["lr0.1"])
