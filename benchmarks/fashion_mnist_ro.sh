@@ -25,4 +25,4 @@ for m in at at-adr trades trades-adr; do
   for s in 0 1 2; do runs+=(--runs "$OUT/table/runs/fashion-mnist-ro-$m-s$s"); done
 done
 art-adr benchmark "${runs[@]}" --attack pgd --n-eval 1000 --out "$OUT/pgd-n1000" -q
-art-adr benchmark "${runs[@]}" --attack aa --aa-version paper --n-eval 500 --out "$OUT/aa-paper" -q
+art-adr benchmark "${runs[@]}" --attack aa --aa-version paper --models student --n-eval 500 --out "$OUT/aa-paper" -q
