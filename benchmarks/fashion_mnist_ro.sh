@@ -4,7 +4,8 @@
 #   2. AT, AT+ADR, TRADES, TRADES+ADR x 3 seeds: clean, PGD-10 and AutoAttack (standard) on 500 test images,
 #      best (hold-out-selected) and final checkpoints of student and EMA teacher;
 #   3. the same checkpoints' PGD-10 on 1 000 test images (the robust-overfitting criterion);
-#   4. the ADR authors' AutoAttack protocol (--aa-version paper) beside the standard one.
+#   4. the ADR authors' AutoAttack protocol (--aa-version paper) beside the standard one;
+#   5. tau/lambda selected on hold-out AutoAttack, and AT+ADR retrained with them.
 # Every step is resumable and cached: re-running continues where it stopped. ~2 h on 2 CPU cores.
 # Set OUT to put the outputs elsewhere (default benchmarks-out/fashion-mnist-ro-study).
 set -euo pipefail
@@ -26,3 +27,11 @@ for m in at at-adr trades trades-adr; do
 done
 art-adr benchmark "${runs[@]}" --attack pgd --n-eval 1000 --out "$OUT/pgd-n1000" -q
 art-adr benchmark "${runs[@]}" --attack aa --aa-version paper --models student --n-eval 500 --out "$OUT/aa-paper" -q
+
+# 5. the same sweep scored by AutoAttack on the hold-out (reuses its 9 runs), then AT+ADR with the cell it selects
+art-adr sweep --recipe fashion-mnist-ro-at-adr --temperature 1.5,2.0,2.5 --interpolation 0.5,0.7,0.9 \
+  --attack aa --n-val 500 --out "$OUT/sweep" -q
+for s in 0 1 2; do
+  art-adr benchmark --recipes fashion-mnist-ro-at-adr --seeds "$s" --set "temperature=[2.0, 1.5]" \
+    --set "interpolation=[0.5, 0.8]" --attack pgd,aa --n-eval 500 --out "$OUT/aasel-s$s" -q
+done
