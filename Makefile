@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	art-adr benchmark --recipe-prefix fashion-mnist-ro --methods at,at-adr --seeds 0 --attack pgd,aa \
-	  --n-eval 200 --out benchmarks-out/fashion-mnist-ro
+	  --n-examples 200 --out benchmarks-out/fashion-mnist-ro
 
 test: install
 	$(PYTHON) -m pytest -q

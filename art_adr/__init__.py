@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AdversarialTrainerADR",
     "AdversarialTrainerTRADESADR",
+    "AdversarialTrainerMARTADR",
+    "METHODS",
     "EMATeacher",
     "SoftLabelPGD",
     "cosine_schedule",
@@ -22,7 +24,9 @@ __all__ = [
 _LAZY = {
     "AdversarialTrainerADR": "trainer",
     "AdversarialTrainerTRADESADR": "trainer",
+    "AdversarialTrainerMARTADR": "trainer",
     "EMATeacher": "ema",
+    "METHODS": "methods",
     "SoftLabelPGD": "attacks",
     "pgd": "attacks",
     "cosine_schedule": "functional",

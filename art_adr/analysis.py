@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attacks import pgd
+from .attacks import AttackSpec, default_eps_step, pgd
 from .modes import module_mode
 
 __all__ = [
@@ -126,16 +126,18 @@ def adversarial_examples(
     seed: int = 0,
     progress: bool = False,
     desc: str = "PGD",
+    norm: str = "inf",
 ) -> Tensor:
-    """L∞ PGD-k examples (one-hot CE, random start, BN in eval mode; Eq. 2) from one seeded generator."""
+    """PGD-k examples in ``norm`` (``"inf"`` default, or ``"2"``; one-hot CE, random start, BN in eval mode; Eq. 2)
+    from one seeded generator. ``eps_step`` default: art-adr's one rule ``min(ε, 2.5·ε/k)`` (ε/4 at k = 10)."""
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
-    step = eps / 4 if eps_step is None else eps_step
+    step = default_eps_step(eps, max_iter) if eps_step is None else eps_step
     out = []
     for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
         out.append(
             pgd(model, x[i : i + batch_size], y[i : i + batch_size], eps=eps, eps_step=step,
-                max_iter=max_iter, bn_mode="eval", generator=gen)
+                max_iter=max_iter, norm=norm, bn_mode="eval", generator=gen)
         )
     return torch.cat(out) if out else x.clone()
 
@@ -150,10 +152,11 @@ def robust_loss(
     max_iter: int = 10,
     batch_size: int = 256,
     seed: int = 0,
+    norm: str = "inf",
 ) -> tuple[float, float]:
-    """Mean one-hot CE and accuracy of ``model`` on its own PGD-k examples (the y-axis of Fig. 4)."""
+    """Mean one-hot CE and accuracy of ``model`` on its own PGD-k examples in ``norm`` (the y-axis of Fig. 4)."""
     x_adv = adversarial_examples(model, x, y, eps=eps, eps_step=eps_step, max_iter=max_iter,
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, norm=norm)
     logits = predict_logits(model, x_adv, batch_size)
     loss = F.cross_entropy(logits.double(), y.long(), reduction="mean")
     return float(loss), float((logits.argmax(1) == y).double().mean())
@@ -218,6 +221,7 @@ def weight_landscape(
     seed: int = 0,
     progress: bool = False,
     desc: str = "weight landscape",
+    norm: str = "inf",
 ) -> dict[str, list[float]]:
     """Robust loss along ``w + α·d`` with PGD-k examples regenerated for each perturbed model (§5.5, Fig. 4).
 
@@ -230,7 +234,7 @@ def weight_landscape(
     for alpha in tqdm(list(magnitudes), desc=desc, disable=not progress, leave=False):
         with perturbed_weights(model, direction, float(alpha)):
             loss, acc = robust_loss(model, x, y, eps=eps, eps_step=eps_step, max_iter=max_iter,
-                                    batch_size=batch_size, seed=seed)
+                                    batch_size=batch_size, seed=seed, norm=norm)
         losses.append(loss)
         accs.append(acc)
     return {"magnitudes": [float(a) for a in magnitudes], "losses": losses, "accuracies": accs}
@@ -345,11 +349,13 @@ def output_analysis(
     seed: int = 0,
     progress: bool = False,
     desc: str = "PGD",
+    norm: str = "inf",
 ) -> dict[str, Any]:
-    """Entropies (OOD, correct/incorrect, clean/PGD), clean↔PGD JS divergence, ECE (§3.2, Fig. 1-2)."""
+    """Entropies (OOD, correct/incorrect, clean/PGD), clean↔PGD JS divergence, ECE (§3.2, Fig. 1-2); PGD in
+    ``norm``."""
     probs = torch.softmax(predict_logits(model, x, batch_size), dim=1)
     x_adv = adversarial_examples(model, x, y, eps=eps, eps_step=eps_step, max_iter=max_iter,
-                                 batch_size=batch_size, seed=seed, progress=progress, desc=desc)
+                                 batch_size=batch_size, seed=seed, progress=progress, desc=desc, norm=norm)
     probs_adv = torch.softmax(predict_logits(model, x_adv, batch_size), dim=1)
     correct = probs.argmax(1) == y
     out: dict[str, Any] = {
@@ -377,9 +383,7 @@ def analyze_models(
     x: Tensor,
     y: Tensor,
     *,
-    eps: float,
-    eps_step: float | None = None,
-    max_iter: int = 10,
+    spec: AttackSpec | None = None,
     x_ood: Tensor | None = None,
     n_bins: int = 15,
     magnitudes: Sequence[float] = tuple(np.linspace(-1.0, 1.0, 11)),
@@ -393,9 +397,17 @@ def analyze_models(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the chosen analyses on every model with the same examples, direction seeds and r₂ (comparable)."""
+    """Run the chosen analyses on every model with the same examples, direction seeds and r₂ (comparable).
+
+    ``spec``: the PGD attack of the output and weight-landscape analyses (default ``AttackSpec()``: PGD-10 L∞
+    ε = 8/255, α = 2/255; ``art-adr analyze`` passes the run's own, as ``evaluate`` does)."""
+    spec = spec if spec is not None else AttackSpec()
+    if spec.loss != "ce" or spec.restarts != 1:
+        raise ValueError(f"the analyses attack with one-start PGD (loss 'ce', restarts 1), got {spec.describe()}")
+    eps, eps_step, max_iter, norm = spec.eps, spec.step_size, spec.steps, spec.norm
     results: dict[str, Any] = {
-        "settings": {"eps": eps, "eps_step": eps / 4 if eps_step is None else eps_step, "max_iter": max_iter,
+        "settings": {"eps": eps, "eps_step": eps_step, "max_iter": max_iter, "norm": spec.threat_model,
+                     "attack": spec.describe(),
                      "n_examples": len(y), "n_ood": 0 if x_ood is None else len(x_ood), "n_bins": n_bins,
                      "magnitudes": [float(m) for m in magnitudes], "directions": directions,
                      "weight_examples": min(weight_examples, len(y)), "input_examples": input_examples,
@@ -413,7 +425,7 @@ def analyze_models(
         if "outputs" in analyses:
             res["outputs"] = output_analysis(model, x, y, eps=eps, eps_step=eps_step, max_iter=max_iter,
                                              x_ood=x_ood, n_bins=n_bins, batch_size=batch_size, seed=seed,
-                                             progress=progress, desc=f"{name}: PGD-{max_iter}")
+                                             progress=progress, desc=f"{name}: PGD-{max_iter}", norm=norm)
         if "weights" in analyses:
             res["weights"] = []
             for k in range(directions):
@@ -421,7 +433,7 @@ def analyze_models(
                 dgen.manual_seed(seed * 1000 + k)
                 res["weights"].append(weight_landscape(
                     model, xw, yw, magnitudes, generator=dgen, eps=eps, eps_step=eps_step, max_iter=max_iter,
-                    batch_size=batch_size, seed=seed, progress=progress,
+                    batch_size=batch_size, seed=seed, progress=progress, norm=norm,
                     desc=f"{name}: weight landscape {k + 1}/{directions}"))
         if "inputs" in analyses:
             res["inputs"] = []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,19 +28,155 @@ from .functional import (
 )
 from .modes import bn_mode_flag, module_mode
 
-__all__ = ["pgd", "attack_loss", "SoftLabelPGD"]
+__all__ = ["pgd", "attack_loss", "SoftLabelPGD", "AttackSpec", "default_eps_step", "format_eps", "norm_name",
+           "threat_model"]
 
 LOSSES = ("ce", "kl", "cw")
 NORMS = ("inf", "2")
 
 
-def _norm_name(norm: Any) -> str:
-    name = str(norm).lower().replace("l", "")
+def norm_name(norm: Any) -> str:
+    """Canonical norm name: ``"inf"`` (from ``inf``, ``np.inf``, ``"Linf"``, ``"L∞"``) or ``"2"`` (``2``,
+    ``"L2"``); ``ValueError`` otherwise."""
+    name = str(norm).lower().replace("l", "").replace("∞", "inf").strip()
     if name in ("inf", "np.inf"):
         return "inf"
     if name in ("2", "2.0"):
         return "2"
     raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
+
+
+_norm_name = norm_name  # the name trainer.py imports
+
+
+def threat_model(norm: Any) -> str:
+    """RobustBench / AutoAttack name of a norm: ``"Linf"`` or ``"L2"``."""
+    return "Linf" if _norm_name(norm) == "inf" else "L2"
+
+
+def format_eps(eps: float) -> str:
+    """``8/255``-style text when ε is a whole number of 255ths (RobustBench's ``eps`` field), else decimal."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"
+
+
+def default_eps_step(eps: float, steps: int) -> float:
+    """The one PGD step-size default of art-adr: ``α = min(ε, 2.5·ε/k)`` for ``k`` steps.
+
+    The rule of Madry et al. (2018; MadryLab's ``robustness`` library): ``k`` steps of ``2.5·ε/k`` can cross the
+    ball from any start. For the usual 10 steps it is ε/4 — 2/255 at ε = 8/255, the step of ADR's and TRADES'
+    training attacks — and it is used by training (when no ``eps_step`` is given), validation, ``evaluate``,
+    ``benchmark``, ``analyze`` and ``sweep``. ``k ≤ 0`` gives ε.
+
+    Example:
+        >>> default_eps_step(8 / 255, 10) * 255
+        2.0
+    """
+    return float(eps) if steps <= 0 else min(float(eps), 2.5 * float(eps) / int(steps))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """What a PGD-family attack is: its norm, radius, step, iterations, restarts and loss (immutable).
+
+    Args:
+        norm: ``"inf"`` (L∞, default) or ``"2"`` (L2); ``2``, ``np.inf``, ``"Linf"``, ``"L2"`` are accepted and
+            stored in canonical form.
+        eps: radius ε > 0 of the ball, for ``[0, 1]`` images (default 8/255).
+        eps_step: step α in (0, ε], or ``None`` (default) for :func:`default_eps_step` ``min(ε, 2.5·ε/k)``.
+        steps: iterations k ≥ 0 (default 10; 0 = no attack).
+        restarts: random restarts ≥ 1 (default 1).
+        loss: loss the attack ascends, ``"ce"`` (PGD, default), ``"cw"`` (CW margin: "CW-∞") or ``"kl"``.
+
+    ``ValueError`` naming the field for an invalid value.
+
+    Example:
+        >>> spec = AttackSpec(eps=8 / 255, steps=10)
+        >>> spec.step_size * 255, spec.describe()
+        (2.0, 'PGD-10 L∞ ε=8/255 α=2/255')
+    """
+
+    norm: str = "inf"
+    eps: float = 8 / 255
+    eps_step: float | None = None
+    steps: int = 10
+    restarts: int = 1
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        try:
+            norm = _norm_name(self.norm)
+        except ValueError:
+            raise ValueError(f"AttackSpec.norm must be 'inf' or '2', got {self.norm!r}") from None
+        object.__setattr__(self, "norm", norm)
+        for name in ("eps", "eps_step"):
+            value = getattr(self, name)
+            if value is None and name == "eps_step":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"AttackSpec.{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.eps <= 0:
+            raise ValueError(f"AttackSpec.eps must be > 0, got {self.eps}")
+        if self.eps_step is not None and not 0 < self.eps_step <= self.eps:
+            raise ValueError(f"AttackSpec.eps_step must be in (0, eps={self.eps:g}], got {self.eps_step}")
+        if not _is_int(self.steps) or self.steps < 0:
+            raise ValueError(f"AttackSpec.steps must be an integer >= 0, got {self.steps!r}")
+        if not _is_int(self.restarts) or self.restarts < 1:
+            raise ValueError(f"AttackSpec.restarts must be an integer >= 1, got {self.restarts!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"AttackSpec.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+
+    @property
+    def step_size(self) -> float:
+        """The step α: ``eps_step`` when given, else :func:`default_eps_step` ``(eps, steps)``."""
+        return self.eps_step if self.eps_step is not None else default_eps_step(self.eps, self.steps)
+
+    @property
+    def threat_model(self) -> str:
+        """``"Linf"`` or ``"L2"`` (RobustBench / AutoAttack spelling)."""
+        return threat_model(self.norm)
+
+    def replace(self, **changes: Any) -> AttackSpec:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain fields plus the resolved ``step_size`` (for JSON reports)."""
+        return {**dataclasses.asdict(self), "step_size": self.step_size}
+
+    def describe(self) -> str:
+        """Short text, e.g. ``"PGD-10 L∞ ε=8/255 α=2/255"`` or ``"CW-20 L2 ε=0.5 α=0.0625, 5 restarts"``."""
+        name = {"ce": "PGD", "cw": "CW", "kl": "PGD-KL"}[self.loss]
+        norm = "L∞" if self.norm == "inf" else "L2"
+        text = f"{name}-{self.steps} {norm} ε={format_eps(self.eps)} α={format_eps(self.step_size)}"
+        return text + (f", {self.restarts} restarts" if self.restarts > 1 else "")
+
+    @classmethod
+    def from_config(cls, config: Any, **changes: Any) -> AttackSpec:
+        """The training attack of a run config (a ``RunConfig`` or its dict; keys ``norm``, ``eps``,
+        ``eps_step``, ``max_iter``, missing ones at the defaults), with ``changes`` applied, e.g.
+        ``AttackSpec.from_config(cfg, steps=20)``. The config's ``eps_step`` is kept only while ε is the config's:
+        a new ``eps`` without a new ``eps_step`` gets the default rule. Changes that are ``None`` are ignored
+        (except ``eps_step=None``: the default rule); another ``norm`` needs its own ``eps``."""
+        from .config import parse_number
+
+        get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
+        eps, eps_step, steps = get("eps"), get("eps_step"), get("max_iter")
+        base = cls(norm=get("norm") or "inf", eps=parse_number(eps) if eps is not None else 8 / 255,
+                   eps_step=parse_number(eps_step) if eps_step is not None else None,
+                   steps=int(steps) if steps is not None else 10)
+        changes = {k: v for k, v in changes.items() if v is not None or k == "eps_step"}
+        if "norm" in changes and norm_name(changes["norm"]) != base.norm and "eps" not in changes:
+            raise ValueError(f"the run was trained in norm {base.norm!r} at ε={format_eps(base.eps)}; evaluating in "
+                             f"norm {norm_name(changes['norm'])!r} needs its own eps")
+        if "eps" in changes and "eps_step" not in changes and float(changes["eps"]) != base.eps:
+            changes["eps_step"] = None
+        return base.replace(**changes) if changes else base
 
 
 def attack_loss(logits: Tensor, target: Tensor, loss: str) -> Tensor:

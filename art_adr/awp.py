@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["AWP", "AWP_VARIANTS", "frozen_bn_stats", "kept_buffers", "scale_of"]
+__all__ = ["AWP", "AWP_VARIANTS", "awp_backward", "frozen_bn_stats", "kept_buffers", "scale_of"]
 
 AWP_VARIANTS = ("official", "weights-only")
 
@@ -144,3 +144,38 @@ def kept_buffers(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for b, original in saved:
                 b.copy_(original)
+
+
+def awp_backward(awp: AWP, loss_at: Any, local_forward: Any, train_forward: Any, scaler: Any,
+                 model: nn.Module) -> tuple[Tensor, Tensor]:
+    """One AWP iteration's forward/backward passes; leaves the gradient of the loss at the perturbed weights in
+    ``.grad`` and the weights back at ``w``. Returns ``(loss, adversarial logits)`` for the records.
+
+    Args:
+        awp: the perturbation (its ``variant`` decides the passes).
+        loss_at: ``forward -> (loss, adversarial logits)``: the method's loss through the given forward.
+        local_forward: the forward of this process only (no DDP gradient reduction) for the proxy gradient.
+        train_forward: the training forward (DDP-wrapped under ``torchrun``) for the gradient that is applied.
+        scaler: the ``GradScaler`` (fp16) or a disabled one.
+        model: the student (its BatchNorm statistics are kept or frozen as the variant says).
+
+    ``official``: pass 1 at ``w`` (train mode, updates BatchNorm statistics, local gradient), pass 2 at
+    ``w + e(w)`` through ``train_forward`` with BatchNorm momentum 0; the reported loss/logits are pass 1's, as in
+    the authors' code. ``weights-only``: the proxy pass leaves the buffers alone and the perturbed pass is the
+    reported one.
+    """
+    if awp.variant == "official":
+        loss, logits_adv = loss_at(local_forward)
+        with awp.perturbed(loss, scaler), frozen_bn_stats(model):
+            perturbed, _ = loss_at(train_forward)
+            scaler.scale(perturbed).backward()
+        return loss, logits_adv
+    with kept_buffers(model):  # restored after the proxy's backward (which saved the buffers)
+        proxy, _ = loss_at(local_forward)
+        saved = awp.perturb(proxy, scaler)
+    try:
+        loss, logits_adv = loss_at(train_forward)
+        scaler.scale(loss).backward()
+    finally:
+        awp.restore(saved)
+    return loss, logits_adv

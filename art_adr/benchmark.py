@@ -10,17 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .checkpoint import atomic_write, load_model
+from .attacks import format_eps
+from .checkpoint import atomic_write
 from .config import ConfigError, RunConfig, recipe_path, resolve_config
-from .loader import to_unit_float
+from .methods import METHOD_NAMES, get_method
 from .runs import RunError, holding_lock, load_run_config, train_run, write_csv
 
-__all__ = ["PAPER_TABLE1", "METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark", "write_table",
-           "aggregate_rows", "format_markdown", "parse_seeds", "seed_run_dir", "reported_model"]
+__all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark",
+           "write_table", "aggregate_rows", "format_markdown", "parse_seeds", "seed_run_dir", "reported_model"]
 
-METHODS = ("at", "at-adr", "trades", "trades-adr")
+# benchmark methods: every registered training method (art_adr.methods) with and without ADR; the default is
+# the paper's Table 1 (AT, TRADES)
+METHODS = tuple(f"{m}{adr}" for m in METHOD_NAMES for adr in ("", "-adr"))
+DEFAULT_METHODS = ("at", "at-adr", "trades", "trades-adr")
 
 # Wu et al. 2024, Table 1 (ResNet-18): AutoAttack best/final and clean best/final, in %
 PAPER_TABLE1: dict[str, dict[str, tuple[float, float, float, float]]] = {
@@ -48,7 +50,7 @@ class PlannedRun:
 
 def method_label(config: RunConfig) -> str:
     """``AT``, ``TRADES + ADR + WA + AWP``, ... from a run's config (WA = the EMA teacher is the reported model)."""
-    parts = ["AT" if config.method == "at" else "TRADES"]
+    parts = [get_method(config.method).label]
     if config.adr:
         parts.append("ADR")
     if config.best_metric == "teacher_pgd_acc":
@@ -66,7 +68,7 @@ def _recipe_exists(name: str) -> bool:
         return False
 
 
-def plan_runs(dataset: str | None, methods: Sequence[str] = METHODS, wa: bool = False, awp: bool = False,
+def plan_runs(dataset: str | None, methods: Sequence[str] = DEFAULT_METHODS, wa: bool = False, awp: bool = False,
               overrides: dict[str, Any] | None = None, recipes: Sequence[str] = (),
               recipe_prefix: str | None = None) -> list[PlannedRun]:
     """Resolve each method's recipe (``<dataset>-<method>[-wa][-awp]``), applying budget overrides.
@@ -139,16 +141,36 @@ def reported_model(config: RunConfig) -> str:
     return "teacher" if config.best_metric == "teacher_pgd_acc" else "student"
 
 
-def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequence[str] = ("clean", "aa"),
-                 version: str = "standard", seed: int = 0, device: str = "cpu", batch_size: int = 256,
-                 progress: bool = True, which: str | None = None) -> dict[str, Any]:
-    """Clean and robust accuracy (each attack in ``attacks``) of a run's best and final checkpoints.
+def _cache_valid(ev: dict[str, Any], run_dir: Path) -> bool:
+    """A cached evaluation still describes the checkpoints: same SHA-256 (caches without one are trusted)."""
+    from .evaluation import file_sha256
 
-    ``which`` is ``"student"`` or ``"teacher"`` (the EMA model); ``None`` means the run's reported model (the
-    teacher when it selects by ``teacher_pgd_acc``, i.e. +WA). Each (model, attack) pair is cached as JSON in the
-    run directory, so adding an attack later evaluates only that attack.
+    for tag in ("best", "final"):
+        digest = ev.get(tag, {}).get("sha256")
+        if digest is not None and digest != file_sha256(run_dir / "checkpoints" / f"{tag}.pt"):
+            return False
+    return True
+
+
+def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequence[str] = ("clean", "aa"),
+                 version: str = "standard", seed: int = 0, device: str = "auto", batch_size: int = 256,
+                 progress: bool = True, which: str | None = None) -> dict[str, Any]:
+    """Clean and robust accuracy (each attack in ``attacks``) of a run's best and final checkpoints, through
+    :func:`art_adr.evaluation.evaluate_checkpoint` in the run's own threat model (norm, ε, step of its config;
+    PGD/CW 10 steps).
+
+    Args:
+        run_dir: a finished run directory (``config.yaml``, ``checkpoints/{best,final}.pt``).
+        n_eval: first N test images (``None``: all). attacks: clean, pgd, cw, aa (default clean, aa).
+        version: AutoAttack version (default ``standard``). seed: PGD starts / AutoAttack (default 0).
+        device: default ``auto``. batch_size: default 256. progress: tqdm bars (default True).
+        which: ``"student"``, ``"teacher"`` (the EMA model) or ``None`` (default): the run's reported model (the
+            teacher when it selects by ``teacher_pgd_acc``, i.e. +WA).
+
+    Each (model, attack) pair is cached as JSON in the run directory, with the checkpoints' epochs, SHA-256,
+    norm and ε, so adding an attack later evaluates only that attack and a changed checkpoint is re-evaluated.
     """
-    from .evaluation import evaluate_model
+    from .evaluation import evaluate_checkpoint
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
@@ -159,20 +181,20 @@ def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequen
     test = None
     for attack in robust or [None]:
         cache = run_dir / _eval_cache_key(which, n_eval, attack, version, seed)
-        if cache.is_file():
-            ev = json.loads(cache.read_text())
-        else:
+        ev = json.loads(cache.read_text()) if cache.is_file() else None
+        if ev is None or not _cache_valid(ev, run_dir):
             if test is None:
                 test = _test_set(config, n_eval)
-                x, y = to_unit_float(torch.as_tensor(test.x)), torch.as_tensor(test.y)
             sub = ["clean"] + ([attack] if attack else [])
             ev = {"which": which, "n_examples": len(test), "attacks": sub,
                   "version": version if attack == "aa" else "standard"}
             for tag in ("best", "final"):
-                model, ckpt = load_model(run_dir / "checkpoints" / f"{tag}.pt", which=which, device=device)
-                entry = evaluate_model(model, x, y, attacks=sub, eps=config.eps, version=version, seed=seed,
-                                       batch_size=batch_size, device=device, progress=progress)
-                ev[tag] = {"epoch": int(ckpt["epoch"]), **entry["results"]}
+                report = evaluate_checkpoint(run_dir / "checkpoints" / f"{tag}.pt", which=which, attacks=sub,
+                                             aa_version=version, seed=seed, batch_size=batch_size, device=device,
+                                             progress=progress, data=test)
+                entry, info = report["models"][which], report["checkpoint_info"]
+                ev[tag] = {"epoch": info["epoch"], **entry["results"], "sha256": info["sha256"],
+                           "norm": report["norm"], "eps": report["eps"]}
                 if "autoattack" in entry:
                     ev[tag]["autoattack_warnings"] = entry["autoattack"]["warnings"]
                     ev[tag]["autoattack_cumulative"] = entry["autoattack"]["cumulative"]
@@ -200,6 +222,8 @@ def _row(label: str, ev: dict[str, Any], robust_key: str, paper: tuple[float, ..
         if a in b:
             row.update({f"{a}_best": b[a], f"{a}_final": f[a], f"{a}_diff": b[a] - f[a]})
     row.update(best_epoch=b["epoch"], final_epoch=f["epoch"], n_eval=ev["n_examples"], run=run_dir)
+    if "norm" in b:  # the threat model evaluated (caches of earlier versions: L∞ at the run's ε)
+        row.update(norm=b["norm"], eps=b["eps"])
     if paper:
         row.update(paper_aa_best=paper[0], paper_aa_final=paper[1], paper_clean_best=paper[2],
                    paper_clean_final=paper[3])
@@ -234,6 +258,8 @@ def aggregate_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         agg["best_epoch"], agg["best_epoch_std"] = _mean_std([float(m["best_epoch"]) for m in members])
         agg["best_epochs"] = ",".join(str(m["best_epoch"]) for m in members)
         agg["final_epoch"], agg["n_eval"] = first["final_epoch"], first["n_eval"]
+        if "norm" in first:
+            agg["norm"], agg["eps"] = first["norm"], first["eps"]
         for key in ("paper_aa_best", "paper_aa_final", "paper_clean_best", "paper_clean_final"):
             if key in first:
                 agg[key] = first[key]
@@ -277,8 +303,11 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     if has_paper:
         head += ["paper AA best", "final", "paper clean best", "final"]
     seeds_text = f"mean ± std over {n_seeds} seeds, population std as in the paper's Table 7; " if n_seeds > 1 else ""
+    threats = sorted({f"{'L∞' if r['norm'] == 'Linf' else 'L2'} ε = {format_eps(r['eps'])}" for r in rows
+                      if "norm" in r})
+    threat_text = ", ".join(threats) + ", " if threats else ""
     lines = [f"Table 1 reproduction on {dataset} (n = {rows[0]['n_eval'] if rows else 0} test images, "
-             f"{seeds_text}%; diff = best − final)", "",
+             f"{threat_text}{seeds_text}%; diff = best − final)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], r.get("which", ""), str(r.get("n_seeds", 1))]
@@ -395,7 +424,7 @@ def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
 
 
 @holding_lock("benchmark")  # one benchmark per output directory
-def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Sequence[str] = METHODS,
+def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Sequence[str] = DEFAULT_METHODS,
                   wa: bool = False, awp: bool = False, runs: Sequence[str] = (),
                   overrides: dict[str, Any] | None = None,
                   n_eval: int | None = None, attacks: Sequence[str] = ("clean", "aa"), version: str = "standard",

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from . import defaults
+
 __all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
 
 
@@ -49,23 +51,23 @@ class RunConfig:
     arch: str = "small-cnn"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     # method
-    method: str = "at"  # "at" or "trades"
+    method: str = "at"  # a name in art_adr.methods.METHODS: "at", "trades", "mart"
     adr: bool = True
-    temperature: tuple[float, float] = (2.0, 1.5)
-    interpolation: tuple[float, float] = (0.7, 0.9)
-    ema_decay: float = 0.995
-    ema_warmup: bool = False
-    beta: float = 6.0
+    temperature: tuple[float, float] = defaults.TEMPERATURE
+    interpolation: tuple[float, float] = defaults.INTERPOLATION
+    ema_decay: float = defaults.EMA_DECAY
+    ema_warmup: bool = defaults.EMA_WARMUP
+    beta: float = defaults.BETA  # TRADES β / MART β
     awp_rho: float = 0.0
     awp_warmup: int = 0
     awp_variant: str = "official"  # "official" (ADR authors' awp.py: all params, BN stats from the unperturbed
     # pass, SGD without Nesterov) or "weights-only" (art-adr's former AWP: ndim > 1 weights only)
-    attack_bn_mode: str | None = None  # None: the method's default (AT "train"; TRADES: its variant's)
+    attack_bn_mode: str | None = None  # None: the method's default (AT "train"; TRADES: its variant's; MART "eval")
     trades_variant: str = "official"  # "official" (ADR authors' code) or "reference" (TRADES reference code)
     bn_momentum: float | None = None  # BatchNorm momentum (None: the layers' own); authors' DDPM runs: 0.01
     # attack
     eps: float = 0.1
-    eps_step: float = 0.025
+    eps_step: float | None = None  # None: art_adr.attacks.default_eps_step(eps, max_iter), filled in by validate()
     max_iter: int = 10
     norm: str = "inf"
     # optimisation
@@ -82,9 +84,9 @@ class RunConfig:
     warmup_epochs: float = 0.0
     # evaluation during training
     eval_every: int = 1
-    eval_max_iter: int = 10
+    eval_max_iter: int = defaults.EVAL_MAX_ITER
     eval_batch_size: int = 256
-    best_metric: str = "pgd_acc"  # or "teacher_pgd_acc" (the +WA model)
+    best_metric: str = "pgd_acc"  # or "teacher_pgd_acc" (the +WA model); the trainer, metrics and best.pt agree
     # system
     seed: int = 0
     device: str = "auto"
@@ -96,13 +98,19 @@ class RunConfig:
     description: str = ""
 
     def validate(self) -> RunConfig:
-        """Check ranges and choices; raise ``ConfigError`` naming the field."""
+        """Check ranges and choices (``ConfigError`` naming the field); fill ``eps_step`` when it is ``None``."""
+        from .attacks import default_eps_step
+        from .methods import METHOD_NAMES
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
 
-        need(self.method in ("at", "trades"), f"method must be 'at' or 'trades', got {self.method!r}")
+        need(self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
         need(0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
+        need(self.max_iter >= 1, "max_iter must be >= 1")
+        if self.eps_step is None:
+            self.eps_step = default_eps_step(self.eps, self.max_iter)
         need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
         need(self.max_iter >= 1, "max_iter must be >= 1")
         need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")

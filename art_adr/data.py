@@ -145,11 +145,16 @@ def load_dataset(
 
 # ---------------------------------------------------------------- CIFAR (python pickles)
 
-_CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "batches.meta", b"labels", b"label_names"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
-}
+# Label keys of the pickles; the folder, file lists and meta file come from torchvision's CIFAR classes.
+_CIFAR_LABELS = {"cifar10": b"labels", "cifar100": b"fine_labels"}
+
+
+def _cifar_class(name: str) -> Any:
+    """torchvision's ``CIFAR10`` / ``CIFAR100`` (torchvision/datasets/cifar.py): ``base_folder``,
+    ``train_list`` / ``test_list`` of ``[filename, md5]``, ``meta`` ``{"filename", "key"}`` and the download."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR10 if name == "cifar10" else CIFAR100
 
 
 # The only globals a CIFAR pickle needs: numpy arrays, dtypes and scalars (numpy 1.x writes ``numpy.core``,
@@ -215,21 +220,13 @@ def _cifar_classes(path: Path, key: bytes) -> tuple[str, ...] | None:
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names else None
 
 
-def _cifar_download(name: str, split: str, root: Path) -> None:
-    """Fetch and extract the archive with torchvision (which checks its md5)."""
-    import torchvision
-
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    cls(root=str(root), train=split == "train", download=True)
-
-
 def _load_cifar(name: str, split: str, root: Path, download: bool) -> ArrayDataset:
     """CIFAR-10/100 from ``<root>/cifar-10-batches-py`` or ``<root>/cifar-100-python``."""
-    folder, train_files, test_files, meta, label_key, names_key = _CIFAR[name]
-    base = root / folder
-    files = [base / f for f in (train_files if split == "train" else test_files)]
-    if download and not all(f.exists() for f in files):
-        _cifar_download(name, split, root)
+    tv = _cifar_class(name)
+    base = root / tv.base_folder
+    files = [base / f for f, _md5 in (tv.train_list if split == "train" else tv.test_list)]
+    if download and not all(f.exists() for f in files):  # torchvision fetches, checks the md5s and extracts
+        tv(root=str(root), train=split == "train", download=True)
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise DatasetError(
@@ -237,10 +234,11 @@ def _load_cifar(name: str, split: str, root: Path, download: bool) -> ArrayDatas
             f"extracted to {base}/ (https://www.cs.toronto.edu/~kriz/cifar.html); pass download=True "
             f"(--download) to fetch it into {root}, or set data_dir / $ART_ADR_DATA."
         )
-    parts = [_cifar_batch(f, label_key) for f in files]
+    parts = [_cifar_batch(f, _CIFAR_LABELS[name]) for f in files]
     x = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
     y = np.concatenate([p[1] for p in parts])
-    return ArrayDataset(x, y, DATASETS[name].num_classes, name, _cifar_classes(base / meta, names_key))
+    classes = _cifar_classes(base / tv.meta["filename"], tv.meta["key"].encode())
+    return ArrayDataset(x, y, DATASETS[name].num_classes, name, classes)
 
 
 # ---------------------------------------------------------------- Fashion-MNIST (IDX)
@@ -249,12 +247,14 @@ _FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format, optionally gzipped): uint8 labels (2049) or images (2051)."""
+    """Read an IDX file (LeCun's MNIST format, optionally gzipped): uint8 labels (2049) or images (2051).
+
+    Not torchvision's ``datasets.mnist.read_image_file``: (0.29) it opens files without gzip while the Debian
+    package ships ``.gz`` only, and checks them with ``assert``s, where this names the file and the fault.
+    """
     path = Path(path)
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
@@ -320,7 +320,9 @@ def _load_fashion_mnist(split: str, root: Path, download: bool, system: bool = T
     x, y = read_idx(img), read_idx(lbl)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise DatasetError(f"fashion-mnist: images {img} {x.shape} do not match labels {lbl} {y.shape}")
-    return ArrayDataset(x[:, None].copy(), y.astype(np.int64), 10, "fashion-mnist", _FMNIST_CLASSES)
+    from torchvision.datasets import FashionMNIST
+
+    return ArrayDataset(x[:, None].copy(), y.astype(np.int64), 10, "fashion-mnist", tuple(FashionMNIST.classes))
 
 
 # ---------------------------------------------------------------- Tiny-ImageNet-200 (folders of JPEGs)

@@ -8,35 +8,27 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import Normalized, _channel_tensor  # noqa: F401  (_channel_tensor: re-exported)
+
 __all__ = ["Normalize", "check_classifier", "check_model_outputs", "classifier_module", "classifier_device",
            "classifier_clip_values", "make_classifier", "resolve_device"]
 
 
-class Normalize(nn.Module):
-    """``model((x − mean) / std)``: applies an ART classifier's standardisation once, on the device."""
+class Normalize(Normalized):
+    """``model((x − mean) / std)``: an ART classifier's standardisation applied once, on the device.
+
+    :class:`art_adr.models.Normalized` with buffers left out of the state dict (the statistics belong to the
+    classifier, not the model); a class of its own so the trainer tells it from a model's built-in
+    normalisation.
+    """
 
     def __init__(self, model: nn.Module, mean: Any, std: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", _channel_tensor(mean), persistent=False)
-        self.register_buffer("std", _channel_tensor(std), persistent=False)
+        super().__init__(model, mean, std, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
-
-
-def _channel_tensor(v: Any) -> torch.Tensor:
-    """Per-channel ``[1, C, 1, 1]`` (or scalar) float32 tensor on the CPU from numbers, arrays or tensors.
-
-    Tensors (e.g. another ``Normalize``'s buffers, already moved to CUDA) are copied with ``.detach().cpu()``:
-    ``np.asarray`` refuses device tensors.
-    """
-    if isinstance(v, torch.Tensor):
-        t = v.detach().to(device="cpu", dtype=torch.float32).as_subclass(torch.Tensor).clone()
-    else:
-        t = torch.as_tensor(np.asarray(v, dtype=np.float32))
-    t = t.flatten()
-    return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
+    @property
+    def model(self) -> nn.Module:
+        """The wrapped model (``net``)."""
+        return self.net
 
 
 def _is_identity(op: Any) -> bool:

@@ -4,28 +4,35 @@ Every model maps ``[0, 1]`` NCHW images to logits. Accuracies in reports are per
 evaluated examples; a point misclassified without attack counts as non-robust for every attack
 (AutoAttack's convention), so only the correctly classified points are attacked.
 
-PGD step size: ``eps_step = min(ε, 2.5·ε/k)`` for ``k`` steps (Madry et al. 2018, so that ``k`` steps
-can cross the ball from any start); pass ``eps_step`` to override.
+Attacks are described by an :class:`~art_adr.attacks.AttackSpec` (norm, ε, step, steps, restarts, loss); its
+step size defaults to art-adr's one rule, ``α = min(ε, 2.5·ε/k)`` for ``k`` steps
+(:func:`~art_adr.attacks.default_eps_step`; ε/4 at 10 steps). Everything is norm-aware: an L2 spec runs L2 PGD
+and AutoAttack ``norm='L2'``.
+
+:func:`evaluate_checkpoint` is the one evaluation path of the package: ``art-adr evaluate``, ``benchmark``,
+``sweep`` (AutoAttack scoring) and ``analyze`` (its attack) go through it or its pieces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .attacks import pgd
+from .attacks import AttackSpec, default_eps_step, format_eps, pgd, threat_model
 from .checkpoint import atomic_write
 from .loader import to_unit_float
 
@@ -36,6 +43,11 @@ __all__ = [
     "parse_eps",
     "format_eps",
     "default_eps_step",
+    "AttackSpec",
+    "checkpoint_info",
+    "evaluate_checkpoint",
+    "load_split",
+    "file_sha256",
     "correct_flags",
     "pgd_flags",
     "autoattack_eval",
@@ -62,7 +74,7 @@ AA_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("ap
 PAPER_AA_ITERATIONS = 10
 PAPER_AA_SQUARE_QUERIES = 5000
 REPORT_FORMAT = "art-adr-evaluation"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: checkpoint_info (file, epoch, sha256), norm Linf/L2, per-model attack texts
 DEFAULT_SANITY_EPS = tuple(v / 255 for v in (0, 1, 2, 4, 8, 16, 32, 64, 128, 255))
 DEFAULT_SANITY_STEPS = (1, 2, 4, 8, 16, 32, 64, 100)
 
@@ -81,15 +93,7 @@ def parse_eps(value: str | float) -> float:
     return eps
 
 
-def format_eps(eps: float) -> str:
-    """``8/255``-style text when ε is a whole number of 255ths (RobustBench's ``eps`` field), else decimal."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"
-
-
-def default_eps_step(eps: float, steps: int) -> float:
-    """PGD step size ``min(ε, 2.5·ε/k)`` (Madry et al. 2018, Sec. 5)."""
-    return eps if steps <= 0 else min(eps, 2.5 * eps / steps)
+# ``format_eps`` and ``default_eps_step`` live in ``art_adr.attacks`` (re-exported here).
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -128,28 +132,33 @@ def correct_flags(
 
 
 def pgd_flags(
-    model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: float, steps: int, restarts: int = 1,
-    eps_step: float | None = None, loss: str = "ce", seed: int = 0, batch_size: int = 256,
-    device: str | torch.device = "cpu", start_flags: Tensor | None = None, progress: bool = False,
-    desc: str = "pgd",
+    model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, spec: AttackSpec, seed: int = 0,
+    batch_size: int = 256, device: str | torch.device = "cpu", start_flags: Tensor | None = None,
+    progress: bool = False, desc: str | None = None,
 ) -> Tensor:
-    """Boolean ``[N]``: still correct after L∞ PGD-``steps`` (``loss="ce"``) or CW-∞ (``loss="cw"``).
+    """Boolean ``[N]`` (CPU): is each example still correct after the PGD attack ``spec``?
 
-    Only points with ``start_flags`` (default: clean-correct) are attacked; the random start is seeded.
+    Args:
+        model: maps ``[N, C, H, W]`` images in ``[0, 1]`` to logits ``[N, K]`` (eval mode, on ``device``).
+        x: images ``[N, C, H, W]`` (float in ``[0, 1]`` or uint8). y: int labels ``[N]``.
+        spec: the attack (norm, ε, step, steps, restarts; loss ``"ce"`` = PGD, ``"cw"`` = CW margin).
+        seed: seed of the random starts (default 0). batch_size: default 256. device: default ``"cpu"``.
+        start_flags: points to attack (default: the clean-correct ones); the others stay as given.
+        progress: tqdm bar (default False). desc: its label (default ``"pgd-<steps>"`` / ``"cw-<steps>"``).
     """
     flags = correct_flags(model, x, y, batch_size=batch_size, device=device) if start_flags is None \
         else start_flags.clone()
-    if steps <= 0:
+    if spec.steps <= 0:
         return flags
-    alpha = eps_step if eps_step is not None else default_eps_step(eps, steps)
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     idx = torch.nonzero(flags).flatten()
+    desc = desc or f"{'cw' if spec.loss == 'cw' else 'pgd'}-{spec.steps}"
     for sl in _progress(_spans(len(idx), batch_size), progress, desc, math.ceil(len(idx) / batch_size)):
         rows = idx[sl]
         xb, yb = _to_float(x[rows], device), y[rows].to(device)
-        x_adv = pgd(model, xb, yb, eps=eps, eps_step=alpha, max_iter=steps, loss=loss, restarts=restarts,
-                    generator=gen, bn_mode=None)
+        x_adv = pgd(model, xb, yb, eps=spec.eps, eps_step=spec.step_size, max_iter=spec.steps, norm=spec.norm,
+                    loss=spec.loss, restarts=spec.restarts, generator=gen, bn_mode=None)
         with torch.no_grad():
             flags[rows] = (model(x_adv).argmax(1) == yb).cpu()
     return flags
@@ -192,11 +201,12 @@ def _rng_fork(device: str | torch.device) -> contextlib.AbstractContextManager:
 
 
 def autoattack_eval(
-    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, version: str = "standard", seed: int = 0,
-    batch_size: int = 256, device: str | torch.device = "cpu", start_flags: Tensor | None = None,
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "inf", version: str = "standard",
+    seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu", start_flags: Tensor | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """AutoAttack (``pyautoattack``) L∞: cumulative robust accuracy after each attack, robust flags, checks.
+    """AutoAttack (``pyautoattack``, ``norm='Linf'`` or ``'L2'``): cumulative robust accuracy after each attack,
+    robust flags, checks.
 
     Attacks run one after another on the points still robust (exactly what AutoAttack's
     ``run_standard_evaluation`` does), so ``cumulative[attack]`` is the worst case over the attacks so far.
@@ -207,20 +217,23 @@ def autoattack_eval(
 
     if version not in AA_ATTACKS:
         raise ValueError(f"AutoAttack version must be one of {sorted(AA_ATTACKS)}, got {version!r}")
+    aa_norm = threat_model(norm)
     n = len(y)
     x_cpu, y_cpu = _to_float(x, "cpu"), y.cpu().long()
     flags = correct_flags(model, x_cpu, y_cpu, batch_size=batch_size, device=device) if start_flags is None \
         else start_flags.clone()
     cumulative = {"clean": _pct(flags, n)}
     with capture_autoattack_warnings() as sink, _rng_fork(device):
+        with torch.no_grad():
+            n_classes = int(model(x_cpu[:1].to(device)).shape[1])
         if version == "paper":
-            with torch.no_grad():
-                n_classes = int(model(x_cpu[:1].to(device)).shape[1])
-            adversary = AutoAttack(model, eps=eps, norm="Linf", version="custom", attacks=list(AA_ATTACKS["paper"]),
+            adversary = AutoAttack(model, eps=eps, norm=aa_norm, version="custom", attacks=list(AA_ATTACKS["paper"]),
                                    seed=seed, device=device)
             configure_paper_protocol(adversary, n_classes)
         else:
-            adversary = AutoAttack(model, eps=eps, norm="Linf", version=version, seed=seed, device=device)
+            adversary = AutoAttack(model, eps=eps, norm=aa_norm, version=version, seed=seed, device=device)
+            for attack in (adversary.apgd_targeted, adversary.fab):  # 9 targets need 10 classes (APGD-T would fail)
+                attack.n_target_classes = min(int(attack.n_target_classes), max(1, n_classes - 1))
         adversary.verbose = False
         attacks = list(adversary.attacks_to_run)
         settings = autoattack_settings(adversary, attacks)
@@ -232,7 +245,7 @@ def autoattack_eval(
                 flags[idx] = (y_adv.cpu() == y_cpu[idx])
             cumulative[attack] = _pct(flags, n)
         aa_checks.check_square_sr({k: v / 100 for k, v in cumulative.items()}, logger=adversary.logger)
-    return {"version": version, "seed": int(seed), "attacks": attacks, "cumulative": cumulative,
+    return {"version": version, "norm": aa_norm, "seed": int(seed), "attacks": attacks, "cumulative": cumulative,
             "robust_flags": flags, "warnings": _unique(sink), "settings": settings}
 
 
@@ -306,15 +319,32 @@ def describe_autoattack(version: str, settings: dict[str, dict[str, Any]]) -> st
 
 # ------------------------------------------------------------------------------------------- evaluation
 def evaluate_model(
-    model: nn.Module, x: Tensor, y: Tensor, *, attacks: Sequence[str] = ATTACKS, eps: float = 8 / 255,
-    pgd_steps: int = 10, restarts: int = 1, eps_step: float | None = None, cw_steps: int | None = None,
-    version: str = "standard", seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
-    progress: bool = True,
+    model: nn.Module, x: Tensor, y: Tensor, *, attacks: Sequence[str] = ATTACKS, spec: AttackSpec | None = None,
+    cw_steps: int | None = None, aa_version: str = "standard", seed: int = 0, batch_size: int = 256,
+    device: str | torch.device = "cpu", progress: bool = True,
 ) -> dict[str, Any]:
-    """Accuracy (%) of ``model`` under each requested attack on ``(x, y)``: a report's ``models`` entry."""
+    """Accuracy (%) of ``model`` under each requested attack on ``(x, y)``: a report's ``models`` entry.
+
+    Args:
+        model: maps ``[N, C, H, W]`` images in ``[0, 1]`` to logits ``[N, K]``.
+        x: images ``[N, C, H, W]`` (float in ``[0, 1]`` or uint8). y: int labels ``[N]``.
+        attacks: subset of ``ATTACKS`` = clean, pgd, cw, aa (default all).
+        spec: the PGD attack (default ``AttackSpec()``: PGD-10 L∞ ε = 8/255, α = 2/255); CW uses it with the CW
+            margin loss, AutoAttack its norm and ε.
+        cw_steps: CW steps (default ``spec.steps``). aa_version: ``standard`` (default), ``rand`` or ``paper``.
+        seed: PGD starts and AutoAttack (default 0). batch_size: default 256. device: default ``"cpu"``.
+        progress: tqdm bars (default True).
+
+    Returns:
+        ``{"results": {attack: %}, "time_s": {attack: s}, "attacks": {"pgd": text, "cw": text}}`` and, with
+        ``aa``, ``"autoattack"`` (version, norm, seed, attacks, cumulative %, warnings, settings).
+    """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {list(ATTACKS)}")
+    spec = spec if spec is not None else AttackSpec()
+    if spec.loss != "ce":
+        raise ValueError(f"spec.loss must be 'ce' (the PGD attack; CW is derived from it), got {spec.loss!r}")
     model = model.to(device).eval()
     y = y.cpu().long()
     n = len(y)
@@ -323,28 +353,170 @@ def evaluate_model(
     clean = correct_flags(model, x, y, batch_size=batch_size, device=device, progress=progress)
     times["clean"] = time.perf_counter() - t0
     results: dict[str, float] = {"clean": _pct(clean, n)}
-    common = dict(eps=eps, restarts=restarts, seed=seed, batch_size=batch_size, device=device,
-                  start_flags=clean, progress=progress)
+    described: dict[str, str] = {}
+    common = dict(seed=seed, batch_size=batch_size, device=device, start_flags=clean, progress=progress)
     if "pgd" in attacks:
         t0 = time.perf_counter()
-        flags = pgd_flags(model, x, y, steps=pgd_steps, eps_step=eps_step, loss="ce", desc=f"pgd-{pgd_steps}",
-                          **common)
+        flags = pgd_flags(model, x, y, spec=spec, **common)
         results["pgd"], times["pgd"] = _pct(flags, n), time.perf_counter() - t0
+        described["pgd"] = spec.describe()
     if "cw" in attacks:
         t0 = time.perf_counter()
-        steps = cw_steps or pgd_steps
-        flags = pgd_flags(model, x, y, steps=steps, eps_step=eps_step, loss="cw", desc=f"cw-{steps}",
-                          **common)
+        cw = spec.replace(loss="cw", steps=int(cw_steps or spec.steps))
+        flags = pgd_flags(model, x, y, spec=cw, **common)
         results["cw"], times["cw"] = _pct(flags, n), time.perf_counter() - t0
-    entry: dict[str, Any] = {"results": results, "time_s": times}
+        described["cw"] = cw.describe()
+    entry: dict[str, Any] = {"results": results, "time_s": times, "attacks": described}
     if "aa" in attacks:
         t0 = time.perf_counter()
-        aa = autoattack_eval(model, x, y, eps=eps, version=version, seed=seed, batch_size=batch_size,
-                             device=device, start_flags=clean, progress=progress)
+        aa = autoattack_eval(model, x, y, eps=spec.eps, norm=spec.norm, version=aa_version, seed=seed,
+                             batch_size=batch_size, device=device, start_flags=clean, progress=progress)
         results["aa"], times["aa"] = aa["cumulative"][aa["attacks"][-1]], time.perf_counter() - t0
-        entry["autoattack"] = {k: aa[k] for k in ("version", "seed", "attacks", "cumulative", "warnings",
+        entry["autoattack"] = {k: aa[k] for k in ("version", "norm", "seed", "attacks", "cumulative", "warnings",
                                                    "settings")}
     return entry
+
+
+# ------------------------------------------------------------------------------------ checkpoint evaluation
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_info(path: str | os.PathLike, ckpt: Mapping[str, Any] | None = None,
+                    prefer: str = "best") -> dict[str, Any]:
+    """``{"file", "epoch", "sha256"}`` of a checkpoint (a run directory resolves to ``checkpoints/<prefer>.pt``);
+    ``epoch`` is ``None`` when the checkpoint does not record one. ``ckpt``: the already loaded dict."""
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+
+    file = resolve_checkpoint(path, prefer)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(file)
+    epoch = ckpt.get("epoch")
+    return {"file": str(file), "epoch": int(epoch) if epoch is not None else None, "sha256": file_sha256(file)}
+
+
+SPLITS = ("test", "holdout")
+
+
+def load_split(ckpt: Mapping[str, Any], split: str = "test", dataset: str | None = None,
+               data_dir: str | os.PathLike | None = None) -> Any:
+    """An ``ArrayDataset`` for evaluating the checkpoint dict ``ckpt``: the ``test`` split of ``dataset``
+    (default the checkpoint's; the run's ``data_dir`` / ``dataset_kwargs`` apply when it is the run's dataset),
+    or the run's validation ``holdout`` of its training set. ``ValueError`` when the classes do not match."""
+    from .data import DATASETS, load_dataset
+
+    config = dict(ckpt.get("config") or {})
+    desc = ckpt["model"]
+    num_classes = int(desc["num_classes"])
+    if split == "holdout":
+        from .config import resolve_config
+        from .runs import _load_data  # the very split the run validated on
+
+        run_config = resolve_config(None, {**config, **({"data_dir": str(data_dir)} if data_dir else {})})
+        if run_config.val_split != "holdout" or run_config.val_size <= 0:
+            raise ValueError("split='holdout' needs a run trained with val_split=holdout and val_size > 0")
+        return _load_data(run_config)[1]
+    dataset = dataset or desc.get("dataset") or config.get("dataset")
+    if dataset not in DATASETS:
+        raise ValueError(f"checkpoint does not name a known dataset ({dataset!r}); pass dataset=... (--dataset)")
+    if dataset != "synthetic" and DATASETS[dataset].num_classes != num_classes:  # before touching the disk
+        raise ValueError(f"checkpoint has {num_classes} classes but {dataset} has {DATASETS[dataset].num_classes}")
+    kwargs: dict[str, Any] = {}
+    download = False
+    if dataset == config.get("dataset"):
+        data_dir = data_dir or config.get("data_dir")
+        kwargs = dict(config.get("dataset_kwargs") or {})
+        download = bool(config.get("download", False))
+    ds = load_dataset(dataset, "test", data_dir, download, **kwargs)
+    if ds.num_classes != num_classes:
+        raise ValueError(f"checkpoint has {num_classes} classes but {dataset} has {ds.num_classes}")
+    return ds
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike, *, which: str = "student", attacks: Sequence[str] = ATTACKS,
+    spec: AttackSpec | Mapping[str, Any] | None = None, cw_steps: int | None = None,
+    n_examples: int | None = None, aa_version: str = "standard", seed: int = 0, batch_size: int = 256,
+    device: str | torch.device = "auto", progress: bool = True, split: str = "test", dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None, data: Any = None, prefer: str = "best",
+    sanity: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint file or run directory: the one evaluation path of ``evaluate``, ``benchmark``,
+    ``sweep`` and ``analyze``. Returns the report (``SCHEMA``; write it with :func:`write_report`).
+
+    Args:
+        path: a ``.pt`` checkpoint or a run directory (→ ``checkpoints/<prefer>.pt``, default ``best``).
+        which: ``"student"`` (default), ``"teacher"`` (the EMA / "+WA" model) or ``"both"`` (the teacher only
+            when the checkpoint holds one; the report's ``models`` says which were evaluated).
+        attacks: subset of clean, pgd, cw, aa (default all).
+        spec: the PGD attack: an ``AttackSpec``, or ``None`` (default): the run's training attack from the
+            checkpoint's config (its norm, ε and step) at 10 steps, so an L2 run is evaluated in L2
+            (config-less checkpoints: L∞ 8/255); or a dict of changes to that attack, e.g. ``{"steps": 20}``
+            (:meth:`AttackSpec.from_config`).
+        cw_steps: CW steps (default ``spec.steps``). n_examples: the first N examples in order (default all).
+        aa_version: AutoAttack ``standard`` (default), ``rand`` or ``paper``. seed: default 0.
+        batch_size: default 256. device: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:N``.
+        progress: tqdm bars (default True).
+        split: ``"test"`` (default) or ``"holdout"`` (the run's validation hold-out of its training set).
+        dataset, data_dir: test set other than the checkpoint's / its folder (default the run's).
+        data: an ``ArrayDataset`` to evaluate on instead of loading ``split`` (its first ``n_examples``).
+        sanity: ``None`` (default) or keyword arguments of :func:`sanity_checks` (``{}``: its defaults) to run
+            the appendix-E checks per model (``models[w]["sanity"]``; plots: :func:`write_sanity_plots`).
+
+    Example:
+        >>> report = evaluate_checkpoint("runs/fm-adr", which="both", attacks=("clean", "pgd"), n_examples=100)
+        >>> print(format_table(report))
+    """
+    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from .estimator import resolve_device
+
+    if which not in ("student", "teacher", "both"):
+        raise ValueError(f"which must be 'student', 'teacher' or 'both', got {which!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if aa_version not in AA_ATTACKS:
+        raise ValueError(f"aa_version must be one of {', '.join(AA_ATTACKS)}, got {aa_version!r}")
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}")
+    if n_examples is not None and n_examples < 1:
+        raise ValueError(f"n_examples must be >= 1, got {n_examples}")
+    dev = str(resolve_device(device))
+    file = resolve_checkpoint(path, prefer)
+    ckpt = load_checkpoint(file)
+    info = checkpoint_info(file, ckpt)
+    if not isinstance(spec, AttackSpec):
+        changes = dict(spec or {})
+        if changes.get("steps") is None:
+            changes["steps"] = 10
+        spec = AttackSpec.from_config(ckpt.get("config") or {}, **changes)
+    names = ["student", "teacher"] if which == "both" else [which]
+    if which == "both" and ckpt.get("teacher") is None:
+        names = ["student"]
+    models = {n: model_from_checkpoint(ckpt, which=n, device=dev) for n in names}
+    ds = data if data is not None else load_split(ckpt, split, dataset, data_dir)
+    if n_examples is not None and n_examples < len(ds.y):
+        ds = ds.subset(n_examples)
+    x, y = to_unit_float(torch.as_tensor(ds.x)), torch.as_tensor(ds.y)
+    entries: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        entries[name] = evaluate_model(model, x, y, attacks=attacks, spec=spec, cw_steps=cw_steps,
+                                       aa_version=aa_version, seed=seed, batch_size=batch_size, device=dev,
+                                       progress=progress)
+        if sanity is not None:
+            entries[name]["sanity"] = sanity_checks(
+                model, x, y, **{"eps": spec.eps, "norm": spec.norm, "seed": seed, "batch_size": batch_size,
+                                "device": dev, "name": name, "progress": progress, **dict(sanity)})
+    settings = {"attacks": list(attacks), "pgd_steps": spec.steps, "restarts": spec.restarts,
+                "eps_step": spec.step_size, "cw_steps": int(cw_steps or spec.steps), "aa_version": aa_version,
+                "spec": spec.to_dict()}
+    return build_report(entries, checkpoint=str(path), checkpoint_info=info, dataset=ds.name, split=split,
+                        n_examples=len(y), eps=spec.eps, norm=spec.norm, seed=seed, batch_size=batch_size,
+                        device=dev, settings=settings)
 
 
 def _software() -> dict[str, str]:
@@ -360,16 +532,22 @@ def _software() -> dict[str, str]:
 
 
 def build_report(
-    models: dict[str, dict[str, Any]], *, checkpoint: str, dataset: str, n_examples: int, eps: float,
-    seed: int, batch_size: int, device: str, settings: dict[str, Any], extra: dict[str, Any] | None = None,
+    models: dict[str, dict[str, Any]], *, checkpoint: str, checkpoint_info: dict[str, Any], dataset: str,
+    n_examples: int, eps: float, seed: int, batch_size: int, device: str, settings: dict[str, Any],
+    norm: str = "inf", split: str = "test", extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the JSON report (see ``SCHEMA``); AutoAttack warnings of all models collected at the top."""
+    """Assemble the JSON report (see ``SCHEMA``); AutoAttack warnings of all models collected at the top.
+
+    ``checkpoint``: what was asked for (file or run directory); ``checkpoint_info``: ``{"file", "epoch",
+    "sha256"}`` of the file evaluated (:func:`checkpoint_info`); ``norm``: ``"inf"``/``"2"`` (stored as
+    ``"Linf"``/``"L2"``)."""
     warns = _unique([w for m in models.values() for w in m.get("autoattack", {}).get("warnings", [])])
     report = {
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": str(checkpoint), "dataset": dataset, "split": "test", "n_examples": int(n_examples),
-        "norm": "Linf", "eps": float(eps), "eps_text": format_eps(eps), "seed": int(seed),
+        "checkpoint": str(checkpoint), "checkpoint_info": dict(checkpoint_info), "dataset": dataset,
+        "split": split, "n_examples": int(n_examples),
+        "norm": threat_model(norm), "eps": float(eps), "eps_text": format_eps(eps), "seed": int(seed),
         "batch_size": int(batch_size), "device": str(device), "settings": settings, "software": _software(),
         "models": models, "warnings": warns,
     }
@@ -381,15 +559,19 @@ def build_report(
 _NUM = (int, float)
 _PCT = ("pct",)  # marker: a number in [0, 100]
 SCHEMA: dict[str, Any] = {
-    "format": str, "version": int, "created": str, "checkpoint": str, "dataset": str, "split": str,
-    "n_examples": int, "norm": str, "eps": _NUM, "eps_text": str, "seed": int, "batch_size": int,
+    "format": str, "version": int, "created": str, "checkpoint": str,
+    "checkpoint_info": {"file": str, "epoch": (int, type(None)), "sha256": str}, "dataset": str, "split": str,
+    "n_examples": int, "norm": ("Linf", "L2"), "eps": _NUM, "eps_text": str, "seed": int, "batch_size": int,
     "device": str, "software": {"*": str}, "warnings": [str],
     "settings": {"attacks": [str], "pgd_steps": int, "restarts": int, "eps_step": (float, type(None)),
-                 "cw_steps": int, "aa_version": str},
+                 "cw_steps": int, "aa_version": str,
+                 "spec?": {"norm": str, "eps": _NUM, "eps_step": (float, type(None)), "steps": int,
+                           "restarts": int, "loss": str, "step_size": _NUM}},
     "models": {"*": {
         "results": {"clean": _PCT, "pgd?": _PCT, "cw?": _PCT, "aa?": _PCT},
         "time_s": {"*": _NUM},
-        "autoattack?": {"version": str, "seed": int, "attacks": [str], "cumulative": {"*": _PCT},
+        "attacks?": {"*": str},
+        "autoattack?": {"version": str, "norm?": str, "seed": int, "attacks": [str], "cumulative": {"*": _PCT},
                         "warnings": [str], "settings?": {"*": {"*": (int, float, bool)}}},
         "sanity?": {"passed": bool, "summary": str, "unbounded_zero": bool, "converged": bool,
                     "eps_curve": {"eps": [_NUM], "accuracy": [_PCT]},
@@ -401,13 +583,16 @@ SCHEMA: dict[str, Any] = {
     }},
 }
 """Report layout. ``"key?"``: optional key; ``"*"``: any key; ``[t]``: list of ``t``; ``("pct",)``: a
-percentage in [0, 100]; a tuple of types: any of them."""
+percentage in [0, 100]; a tuple of types: any of them; a tuple of strings: one of those values."""
 
 
 def _check(value: Any, spec: Any, path: str, errors: list[str]) -> None:
     if spec is _PCT:
         if isinstance(value, bool) or not isinstance(value, _NUM) or not 0 <= value <= 100:
             errors.append(f"{path}: expected a percentage in [0, 100], got {value!r}")
+    elif isinstance(spec, tuple) and spec and all(isinstance(v, str) for v in spec):
+        if value not in spec:
+            errors.append(f"{path}: expected one of {', '.join(spec)}, got {value!r}")
     elif isinstance(spec, dict):
         if not isinstance(value, dict):
             errors.append(f"{path}: expected an object, got {type(value).__name__}")
@@ -459,12 +644,21 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def format_table(report: dict[str, Any]) -> str:
     """Markdown summary of a report: accuracies (%) per model and attack, AutoAttack breakdown, warnings."""
     s = report["settings"]
-    names = {"clean": "Clean", "pgd": f"PGD-{s['pgd_steps']}", "cw": f"CW-∞-{s['cw_steps']}",
+    sym = "L∞" if report.get("norm", "Linf") == "Linf" else "L2"
+    cw_sym = "∞" if sym == "L∞" else "L2"
+    names = {"clean": "Clean", "pgd": f"PGD-{s['pgd_steps']}", "cw": f"CW-{cw_sym}-{s['cw_steps']}",
              "aa": f"AutoAttack ({s['aa_version']})"}
     cols = [a for a in ATTACKS if any(a in m["results"] for m in report["models"].values())]
-    lines = [f"# Evaluation of {report['checkpoint']}", "",
-             f"{report['dataset']} test, first {report['n_examples']} examples, L∞ ε = {report['eps_text']}, "
-             f"seed {report['seed']}", ""]
+    info = report.get("checkpoint_info") or {}
+    lines = [f"# Evaluation of {report['checkpoint']}", ""]
+    if info:
+        epoch = f"epoch {info['epoch']}" if info.get("epoch") is not None else "epoch not recorded"
+        lines += [f"Checkpoint `{info['file']}`, {epoch}, sha256 {info['sha256'][:16]}", ""]
+    split = {"test": "test", "holdout": "hold-out (of the training set)"}.get(report.get("split", "test"),
+                                                                           report.get("split", "test"))
+    step = f", PGD step α = {format_eps(s['eps_step'])}" if s.get("eps_step") else ""
+    lines += [f"{report['dataset']} {split}, first {report['n_examples']} examples, {sym} ε = {report['eps_text']}"
+              f"{step}, seed {report['seed']}", ""]
     rows = [[w] + [f"{m['results'][c]:.2f}" if c in m["results"] else "–" for c in cols]
             for w, m in report["models"].items()]
     lines += _md_table(["model"] + [names[c] for c in cols], rows)
@@ -517,12 +711,27 @@ def write_report(report: dict[str, Any], out_dir: str | Path, stem: str = "evalu
 
 
 # ---------------------------------------------------------------------------------- sanity (appendix E)
+def unbounded_eps(x: Tensor, norm: str = "inf") -> float:
+    """The smallest ε whose ball holds the whole ``[0, 1]`` image box: 1 for L∞, √(C·H·W) for L2."""
+    return 1.0 if threat_model(norm) == "Linf" else math.sqrt(x[0].numel())
+
+
+def default_sanity_eps(eps: float, x: Tensor, norm: str = "inf") -> tuple[float, ...]:
+    """ε values of the accuracy-vs-ε curve: ``DEFAULT_SANITY_EPS`` (0 … 255/255) for L∞; for L2 0, ε/8 … 8ε
+    (doubling) and the unbounded radius √(C·H·W)."""
+    if threat_model(norm) == "Linf":
+        return DEFAULT_SANITY_EPS
+    top = unbounded_eps(x, norm)
+    return (0.0, *sorted({min(top, eps * 2.0 ** k) for k in range(-3, 4)}), top)
+
+
 def accuracy_vs_eps(
     model: nn.Module, x: Tensor, y: Tensor, *, eps_values: Sequence[float] = DEFAULT_SANITY_EPS,
     steps: int = 100, restarts: int = 1, seed: int = 0, batch_size: int = 256,
-    device: str | torch.device = "cpu", progress: bool = False,
+    device: str | torch.device = "cpu", progress: bool = False, norm: str = "inf",
 ) -> list[float]:
-    """PGD-``steps`` robust accuracy (%) at each ε (ε = 0: clean) — ADR appendix E, Figure 6a."""
+    """PGD-``steps`` robust accuracy (%) at each ε (ε = 0: clean) in ``norm`` — ADR appendix E, Figure 6a.
+    The step at each ε is the default rule ``min(ε, 2.5·ε/steps)``."""
     model = model.to(device).eval()
     clean = correct_flags(model, x, y, batch_size=batch_size, device=device)
     out = []
@@ -530,8 +739,9 @@ def accuracy_vs_eps(
         if eps <= 0:
             out.append(_pct(clean, len(y)))
             continue
-        flags = pgd_flags(model, x, y, eps=float(eps), steps=steps, restarts=restarts, seed=seed,
-                          batch_size=batch_size, device=device, start_flags=clean)
+        spec = AttackSpec(norm=norm, eps=float(eps), steps=int(steps), restarts=restarts)
+        flags = pgd_flags(model, x, y, spec=spec, seed=seed, batch_size=batch_size, device=device,
+                          start_flags=clean)
         out.append(_pct(flags, len(y)))
     return out
 
@@ -539,13 +749,14 @@ def accuracy_vs_eps(
 def accuracy_vs_steps(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps_values: Sequence[int] = DEFAULT_SANITY_STEPS,
     restarts: int = 1, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
-    progress: bool = False,
+    progress: bool = False, norm: str = "inf",
 ) -> list[float]:
-    """PGD-k robust accuracy (%) at fixed ε for each k — ADR appendix E, Figure 6b."""
+    """PGD-k robust accuracy (%) at fixed ε for each k in ``norm`` (step ``min(ε, 2.5·ε/k)``) — ADR appendix E,
+    Figure 6b."""
     model = model.to(device).eval()
     clean = correct_flags(model, x, y, batch_size=batch_size, device=device)
-    return [_pct(pgd_flags(model, x, y, eps=eps, steps=int(k), restarts=restarts, seed=seed,
-                           batch_size=batch_size, device=device, start_flags=clean), len(y))
+    return [_pct(pgd_flags(model, x, y, spec=AttackSpec(norm=norm, eps=eps, steps=int(k), restarts=restarts),
+                           seed=seed, batch_size=batch_size, device=device, start_flags=clean), len(y))
             for k in _progress(list(steps_values), progress, "sanity: steps")]
 
 
@@ -572,22 +783,25 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], *, xlabel: str, title: 
 
 def sanity_checks(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float = 8 / 255,
-    eps_values: Sequence[float] = DEFAULT_SANITY_EPS, steps_values: Sequence[int] = DEFAULT_SANITY_STEPS,
+    eps_values: Sequence[float] | None = None, steps_values: Sequence[int] = DEFAULT_SANITY_STEPS,
     eps_curve_steps: int = 100, tolerance: float = 1.0, seed: int = 0, batch_size: int = 256,
     device: str | torch.device = "cpu", out_dir: str | Path | None = None, name: str = "model",
-    progress: bool = False,
+    progress: bool = False, norm: str = "inf",
 ) -> dict[str, Any]:
     """Gradient-masking checks of ADR appendix E (after Carlini et al. 2019).
 
-    Passes when PGD at the largest ε (use ε = 1: unbounded for [0, 1] images) drives accuracy to 0 %, and
-    robust accuracy vs PGD steps has converged: the last two points differ by at most ``tolerance``
-    percentage points. With ``out_dir``, writes ``sanity_<name>_eps.png`` and ``sanity_<name>_steps.png``.
+    Passes when PGD at the largest ε (unbounded: ε ≥ 1 for L∞, ε ≥ √(C·H·W) for L2, see
+    :func:`unbounded_eps`) drives accuracy to 0 %, and robust accuracy vs PGD steps has converged: the last two
+    points differ by at most ``tolerance`` percentage points. ``eps_values`` default:
+    :func:`default_sanity_eps` (``DEFAULT_SANITY_EPS`` for L∞). ``norm``: ``"inf"`` (default) or ``"2"``. With
+    ``out_dir``, writes ``sanity_<name>_eps.png`` and ``sanity_<name>_steps.png``.
     """
-    kw = dict(seed=seed, batch_size=batch_size, device=device, progress=progress)
+    kw = dict(seed=seed, batch_size=batch_size, device=device, progress=progress, norm=norm)
+    eps_values = tuple(eps_values) if eps_values is not None else default_sanity_eps(eps, x, norm)
     eps_acc = accuracy_vs_eps(model, x, y, eps_values=eps_values, steps=eps_curve_steps, **kw)
     steps_acc = accuracy_vs_steps(model, x, y, eps=eps, steps_values=steps_values, **kw)
     top = max(range(len(eps_values)), key=lambda i: eps_values[i])
-    unbounded = eps_values[top] >= 1.0 and eps_acc[top] == 0.0
+    unbounded = eps_values[top] >= unbounded_eps(x, norm) - 1e-9 and eps_acc[top] == 0.0
     converged = len(steps_acc) < 2 or abs(steps_acc[-1] - steps_acc[-2]) <= tolerance
     passed = bool(unbounded and converged)
     last = " → ".join(f"PGD-{k}: {a:.2f}%" for k, a in list(zip(steps_values, steps_acc))[-2:])
@@ -596,6 +810,7 @@ def sanity_checks(
                f"({'converged' if converged else 'NOT converged'}, tolerance {tolerance} pp)")
     result: dict[str, Any] = {
         "passed": passed, "summary": summary, "unbounded_zero": bool(unbounded), "converged": bool(converged),
+        "norm": threat_model(norm),
         "eps_curve": {"eps": [float(e) for e in eps_values], "accuracy": eps_acc, "steps": eps_curve_steps},
         "steps_curve": {"steps": [int(k) for k in steps_values], "accuracy": steps_acc, "eps": eps},
         "tolerance": float(tolerance), "plots": {},
@@ -611,10 +826,11 @@ def write_sanity_plots(result: dict[str, Any], out_dir: str | Path, name: str = 
     eps_values, eps_acc = result["eps_curve"]["eps"], result["eps_curve"]["accuracy"]
     steps_values, steps_acc = result["steps_curve"]["steps"], result["steps_curve"]["accuracy"]
     eps, eps_curve_steps = result["steps_curve"]["eps"], result["eps_curve"]["steps"]
+    sym = "L∞" if result.get("norm", "Linf") == "Linf" else "L2"
     result["plots"]["eps"] = str(plot_curve(
-        [e * 255 for e in eps_values], eps_acc, xlabel="ε (×1/255)", xlog=True,
-        path=out / f"sanity_{name}_eps.png", title=f"{name}: PGD-{eps_curve_steps} vs ε"))
+        [e * 255 for e in eps_values], eps_acc, xlabel=f"{sym} ε (×1/255)", xlog=True,
+        path=out / f"sanity_{name}_eps.png", title=f"{name}: {sym} PGD-{eps_curve_steps} vs ε"))
     result["plots"]["steps"] = str(plot_curve(
         steps_values, steps_acc, xlabel="PGD steps", xlog=True, path=out / f"sanity_{name}_steps.png",
-        title=f"{name}: PGD vs steps, ε={format_eps(eps)}"))
+        title=f"{name}: {sym} PGD vs steps, ε={format_eps(eps)}"))
     return result["plots"]

@@ -105,6 +105,32 @@ def trades_kl(logits_adv: Tensor, logits_clean: Tensor, reduction: str = "batchm
     raise ValueError(f"unknown reduction {reduction!r}")
 
 
+def mart_loss(logits_adv: Tensor, logits_clean: Tensor, target_probs: Tensor, targets: Tensor, beta: float,
+              reduction: str = "mean") -> Tensor:
+    """MART (Wang et al. 2020, Eq. 9, reference ``mart.py``): ``BCE + β·KL(p(x) ‖ p(x'))·(1 − p_y(x))``.
+
+    ``BCE = CE(z_adv, q) − log(1.0001 − p_{y'}(x'))`` with ``y'`` the most likely class other than ``y`` at ``x'``
+    (``q`` = ``target_probs``: one-hot ``y`` is MART; ADR's rectified label for MART+ADR); the KL term
+    ``Σ_k p_k(x)·(log p_k(x) − log(p_k(x') + 1e-12))`` is weighted per example by ``1.0000001 − p_y(x)``, the
+    reference code's constants. ``targets``: hard labels ``[N]``; reduction ``"mean"`` (the reference: sum of the
+    weighted KL / N) or ``"none"``.
+    """
+    p_adv = F.softmax(logits_adv.float(), dim=1)
+    p_clean = F.softmax(logits_clean.float(), dim=1)
+    y = targets.long().view(-1, 1)
+    runner_up = p_adv.scatter(1, y, float("-inf")).argmax(dim=1, keepdim=True)  # most likely wrong class at x'
+    margin = -torch.log(1.0001 - p_adv.gather(1, runner_up).squeeze(1) + 1e-12)
+    boosted = soft_cross_entropy(logits_adv, target_probs, reduction="none") + margin
+    kl = F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(dim=1)
+    weighted = kl * (1.0000001 - p_clean.gather(1, y).squeeze(1))
+    per_sample = boosted + beta * weighted
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "none":
+        return per_sample
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
 def cw_margin_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Carlini-Wagner margin ``max_{k≠y} z_k − z_y`` (to be maximised; Carlini & Wagner 2017)."""
     logits = logits.float()

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DeviceBatches", "MixedBatches", "Gather", "fits_on_device", "host_images", "image_nbytes",
-           "to_tensor_images", "to_unit_float"]
+__all__ = ["DeviceBatches", "MixedBatches", "Gather", "finish_batch", "fits_on_device", "host_images",
+           "image_nbytes", "to_tensor_images", "to_unit_float"]
 
 BUDGET_ENV = "ART_ADR_DEVICE_BUDGET_BYTES"
 
@@ -19,6 +19,24 @@ BUDGET_ENV = "ART_ADR_DEVICE_BUDGET_BYTES"
 def to_unit_float(t: Tensor) -> Tensor:
     """uint8 images in [0, 255] → float32 in [0, 1] (a new tensor); float images → float32."""
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+
+
+def finish_batch(
+    x: Tensor,
+    *,
+    augment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    channels_last: bool = False,
+) -> Tensor:
+    """The last steps of every batch on its way to the model, in this order: images to float32 in ``[0, 1]``
+    (:func:`to_unit_float`; a float32 input is not copied), ``augment(x, generator)`` when given, and the NHWC
+    memory format when ``channels_last`` (the one sequence of the training, evaluation and predict paths)."""
+    x = to_unit_float(x)
+    if augment is not None:
+        x = augment(x, generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def fits_on_device(nbytes: int, device: torch.device, fraction: float = 0.5) -> bool:
@@ -170,12 +188,7 @@ class DeviceBatches:
             if self.world_size > 1:
                 idx = idx[self.rank :: self.world_size]
             xb, yb = gather_x(idx), gather_y(idx)
-            xb = to_unit_float(xb)
-            if self.augment is not None:
-                xb = self.augment(xb, g_aug)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb.long()
+            yield finish_batch(xb, augment=self.augment, generator=g_aug, channels_last=self.channels_last), yb.long()
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.epoch(0)
@@ -227,10 +240,6 @@ class MixedBatches:
             parts = []
             for (gx, gy), ix in zip(gathers, (idx, jdx)):
                 parts.append((to_unit_float(gx(ix)), gy(ix).long()))
-            xb = torch.cat([parts[0][0], parts[1][0]])
-            yb = torch.cat([parts[0][1], parts[1][1]])
-            if m.augment is not None:
-                xb = m.augment(xb, g_aug)
-            if m.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb
+            xb = finish_batch(torch.cat([parts[0][0], parts[1][0]]), augment=m.augment, generator=g_aug,
+                              channels_last=m.channels_last)  # the sets may differ in dtype: unit floats first
+            yield xb, torch.cat([parts[0][1], parts[1][1]])

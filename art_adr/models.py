@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,16 +34,45 @@ __all__ = [
 
 
 class Normalized(nn.Module):
-    """``net((x − mean) / std)`` with per-channel dataset statistics stored as buffers."""
+    """``net((x − mean) / std)``: per-channel statistics applied on the device (the one normalising wrapper).
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    A model's own dataset statistics (every :func:`create_model` architecture; RobustBench's ``ImageNormalizer``
+    does the same) are saved with it (``persistent``: state-dict keys ``net.*``, ``mean``, ``std``); an ART
+    classifier's standardisation is not (:class:`art_adr.estimator.Normalize`). ``mean``/``std``: numbers,
+    arrays or tensors, kept as ``[1, C, 1, 1]`` float32 buffers, or scalars when one value is given (so they
+    broadcast over inputs of any rank).
+    """
+
+    def __init__(self, net: nn.Module, mean: Any, std: Any, persistent: bool = True) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", _channel_tensor(mean), persistent=persistent)
+        self.register_buffer("std", _channel_tensor(std), persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # one-channel models saved by art-adr 0.1.0 (before the wrappers merged) store mean/std as [1, 1, 1, 1]
+        for name in ("mean", "std"):
+            value, mine = state_dict.get(prefix + name), getattr(self, name)
+            if isinstance(value, torch.Tensor) and value.shape != mine.shape and value.numel() == mine.numel():
+                state_dict[prefix + name] = value.reshape(mine.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _channel_tensor(v: Any) -> torch.Tensor:
+    """Per-channel ``[1, C, 1, 1]`` (or scalar) float32 tensor on the CPU from numbers, arrays or tensors.
+
+    Tensors (e.g. another ``Normalized``'s buffers, already moved to CUDA) are copied with ``.detach().cpu()``:
+    ``np.asarray`` refuses device tensors.
+    """
+    if isinstance(v, torch.Tensor):
+        t = v.detach().to(device="cpu", dtype=torch.float32).as_subclass(torch.Tensor).clone()
+    else:
+        t = torch.as_tensor(np.asarray(v, dtype=np.float32))
+    t = t.flatten()
+    return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
 
 
 class SmallCNN(nn.Module):
@@ -175,7 +205,7 @@ def _rb_module(name: str) -> ModuleType:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             f"this architecture uses RobustBench's classes ({full}); install them with "
-            "`pip install 'art-adr[robustbench]'` (robustbench==1.1.1)"
+            "`pip install robustbench==1.1.1 'setuptools<81'` (art-adr's own requirements)"
         )
     path = Path(spec.submodule_search_locations[0]) / "model_zoo" / "architectures" / f"{name}.py"
     mod_spec = importlib.util.spec_from_file_location(private, path)
@@ -421,19 +451,22 @@ def robustbench_state_dict(
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Forward FLOPs of conv and linear layers (one multiply-add = 2 FLOPs) for one input of ``input_shape``
-    ``(C, H, W)`` (or a whole batch ``(N, C, H, W)``), counted with forward hooks."""
+    """Forward FLOPs of ``Conv2d`` and ``Linear`` layers (one multiply-add = 2 FLOPs) for one input of
+    ``input_shape`` ``(C, H, W)`` (or a whole batch ``(N, C, H, W)``), counted with forward hooks on a zero
+    input in eval mode (training flags restored). Bias additions, normalisation, activations and pooling are
+    not counted (< 1 % for these conv nets); the convention of fvcore / ptflops MACs × 2.
+    """
     from .modes import module_mode
 
     total = 0
 
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
         if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += 2 * output.numel() * k
+            macs_per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
         else:
-            total += 2 * output.numel() * module.in_features
+            macs_per_output = module.in_features
+        total += 2 * output.numel() * macs_per_output
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     handles = [m.register_forward_hook(hook) for m in layers]

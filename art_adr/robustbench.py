@@ -1,11 +1,14 @@
 """RobustBench (Croce et al. 2021, robustbench==1.1.1): ``autoattack`` adapter, submission export, leaderboard.
 
-* ``install_autoattack_adapter()`` — RobustBench imports ``autoattack`` (the upstream git package of
-  Croce & Hein) with its signatures (``AutoAttack(..., log_path=)``, ``run_standard_evaluation(x, y, bs=)``
-  returning ``x_adv``); PyPI's ``pyautoattack`` is the same code under another module name with
-  keyword-only, renamed arguments. The adapter registers ``autoattack`` backed by ``pyautoattack``.
-* ``export_robustbench(...)`` — the files of a RobustBench model submission (weights, ``model_info`` json,
-  model-zoo entry, filled "[New Model]" issue), written atomically.
+* ``fill_autoattack_module()`` / ``install_autoattack_adapter()`` — RobustBench imports ``autoattack`` (the
+  upstream git package of Croce & Hein) with its signatures (``AutoAttack(..., log_path=)``,
+  ``run_standard_evaluation(x, y, bs=)`` returning ``x_adv``); PyPI's ``pyautoattack`` is the same code under
+  another module name with keyword-only, renamed arguments. art-adr installs a top-level ``autoattack``
+  module (``shims/autoattack``) built by ``fill_autoattack_module``, so a plain ``import robustbench`` works;
+  ``install_autoattack_adapter`` registers the same in memory where that module is missing.
+* ``export_robustbench(...)`` — the files of a RobustBench model submission (weights, ``model_info`` json
+  with every field of RobustBench's schema, model-zoo entry, filled "[New Model]" issue), written
+  atomically; evaluations on fewer than the 10 000 test images only with ``allow_partial`` (and marked).
 * ``leaderboard_table(...)`` — placement against the shipped leaderboard snapshot.
 """
 
@@ -31,7 +34,9 @@ from torch import nn
 __all__ = [
     "ROBUSTBENCH_DATASETS",
     "THREAT_MODELS",
+    "ROBUSTBENCH_N_EXAMPLES",
     "ADR_PAPER",
+    "fill_autoattack_module",
     "install_autoattack_adapter",
     "import_robustbench",
     "robustbench_benchmark",
@@ -48,6 +53,7 @@ __all__ = [
 
 ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")
 THREAT_MODELS = ("Linf",)
+ROBUSTBENCH_N_EXAMPLES = 10_000  # RobustBench evaluates on the first 10 000 test images (the whole test set)
 LEADERBOARD_FILE = Path(__file__).with_name("leaderboard-2025-03-31.json")
 ADR_PAPER = {
     "name": "Annealing Self-Distillation Rectification Improves Adversarial Training",
@@ -55,6 +61,7 @@ ADR_PAPER = {
     "authors": "Yu-Yu Wu, Hung-Jui Wang, Shang-Tse Chen",
     "venue": "ICLR 2024",
 }
+PLACEHOLDERS = {"link": "<PAPER URL>", "authors": "<AUTHORS>", "venue": "<VENUE>"}  # not the ADR paper's
 ARCH_NAMES = {"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18",
               "wrn-28-10": "WideResNet-28-10", "wrn-34-10": "WideResNet-34-10"}
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -133,9 +140,41 @@ def _adapter_class() -> type:
     return AutoAttack
 
 
+AUTOATTACK_SUBMODULES = ("state", "checks", "autopgd_base", "fab_pt", "fab_base", "square", "other_utils")
+
+
+def fill_autoattack_module(pkg: types.ModuleType) -> types.ModuleType:
+    """Give ``pkg`` (the module ``autoattack``) the upstream API backed by ``pyautoattack``: ``AutoAttack``
+    with the upstream signatures, ``autoattack.autoattack`` and the submodules of ``AUTOATTACK_SUBMODULES``
+    (registered in ``sys.modules`` under ``autoattack.<name>``). Used by the top-level ``autoattack`` module
+    that art-adr installs and by ``install_autoattack_adapter``; returns ``pkg``."""
+    import importlib
+
+    import pyautoattack
+
+    if not hasattr(pkg, "__path__"):
+        pkg.__path__ = []  # a package, so ``import autoattack.state`` resolves through sys.modules
+    pkg.__version__ = getattr(pyautoattack, "__version__", "unknown")
+    pkg.AutoAttack = _adapter_class()
+    for sub in AUTOATTACK_SUBMODULES:
+        try:
+            mod = importlib.import_module(f"pyautoattack.{sub}")
+        except ImportError:
+            continue
+        sys.modules[f"{pkg.__name__}.{sub}"] = mod
+        setattr(pkg, sub, mod)
+    main = types.ModuleType(f"{pkg.__name__}.autoattack", "upstream ``autoattack.autoattack`` (art-adr adapter)")
+    main.AutoAttack = pkg.AutoAttack
+    sys.modules[main.__name__] = main
+    pkg.autoattack = main
+    return pkg
+
+
 def install_autoattack_adapter() -> bool:
-    """Register module ``autoattack`` (and its submodules) backed by ``pyautoattack`` when ``import
-    autoattack`` fails; returns ``True`` when the adapter was installed by this call."""
+    """Make ``import autoattack`` work: a no-op when it already does (art-adr installs a top-level
+    ``autoattack`` module built by ``fill_autoattack_module``, or the upstream package is installed); else
+    register an in-memory ``autoattack`` backed by ``pyautoattack``. Returns ``True`` when this call
+    registered it."""
     if "autoattack" in sys.modules:
         return False
     try:
@@ -143,26 +182,13 @@ def install_autoattack_adapter() -> bool:
         return False
     except ImportError:
         pass
-    import importlib
-
-    import pyautoattack
-
     pkg = types.ModuleType("autoattack", "pyautoattack under the upstream name (installed by art_adr)")
-    pkg.__path__ = []  # a package, so ``import autoattack.state`` resolves through sys.modules
-    pkg.__version__ = getattr(pyautoattack, "__version__", "unknown")
-    pkg.AutoAttack = _adapter_class()
     sys.modules["autoattack"] = pkg
-    for sub in ("state", "checks", "autopgd_base", "fab_pt", "fab_base", "square", "other_utils"):
-        try:
-            mod = importlib.import_module(f"pyautoattack.{sub}")
-        except ImportError:
-            continue
-        sys.modules[f"autoattack.{sub}"] = mod
-        setattr(pkg, sub, mod)
-    main = types.ModuleType("autoattack.autoattack")
-    main.AutoAttack = pkg.AutoAttack
-    sys.modules["autoattack.autoattack"] = main
-    pkg.autoattack = main
+    try:
+        fill_autoattack_module(pkg)
+    except BaseException:
+        sys.modules.pop("autoattack", None)
+        raise
     return True
 
 
@@ -176,8 +202,8 @@ def import_robustbench() -> types.ModuleType:
             import robustbench.eval  # noqa: F401
             import robustbench.utils  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"RobustBench is unavailable ({exc}); install it with "
-                          "`pip install 'art-adr[robustbench]'` (robustbench==1.1.1, setuptools<81)") from exc
+        raise ImportError(f"RobustBench is unavailable ({exc}); art-adr needs it: "
+                          "`pip install robustbench==1.1.1 'setuptools<81' 'pyautoattack>=0.2'`") from exc
     return robustbench
 
 
@@ -209,8 +235,17 @@ def model_info(
     reported: float | str | None = None, eps: float = 8 / 255, additional_data: bool = False,
     number_forward_passes: int = 1, footnote: str | None = None, name: str = ADR_PAPER["name"],
     link: str = ADR_PAPER["link"], authors: str = ADR_PAPER["authors"], venue: str = ADR_PAPER["venue"],
+    external: float | str | None = None, unreliable: bool = False, n_examples: int | None = None,
 ) -> dict[str, Any]:
-    """RobustBench's ``model_info/<dataset>/Linf/<Name>.json`` fields (accuracies as 2-decimal strings)."""
+    """RobustBench's ``model_info/<dataset>/Linf/<Name>.json``: every field of the schema of the shipped
+    entries (robustbench ``model_info`` at commit 78fcc9e), in their order, accuracies as 2-decimal strings.
+
+    ``external`` is the best known robust accuracy (an adaptive attack's, when lower than AutoAttack's;
+    default: ``autoattack_acc``, which is what RobustBench ranks by when the field is absent). ``footnote`` is
+    ``null`` when there is none; ``unreliable`` (RobustBench's flag for a potentially unreliable evaluation)
+    is ``false`` by default. ``n_examples`` (not a RobustBench field) is added only for a partial evaluation,
+    fewer than ``ROBUSTBENCH_N_EXAMPLES`` test images.
+    """
     from .evaluation import format_eps
 
     aa = _fmt_acc(autoattack_acc, "autoattack_acc")
@@ -221,9 +256,12 @@ def model_info(
         "clean_acc": _fmt_acc(clean_acc, "clean_acc"),
         "reported": _fmt_acc(reported, "reported") if reported is not None else aa,
         "autoattack_acc": aa,
+        "external": _fmt_acc(external, "external") if external is not None else aa,
+        "footnote": footnote or None,
+        "unreliable": bool(unreliable),
     }
-    if footnote:
-        info["footnote"] = footnote
+    if n_examples is not None and n_examples < ROBUSTBENCH_N_EXAMPLES:
+        info["n_examples"] = int(n_examples)
     return info
 
 
@@ -297,6 +335,8 @@ def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoi
         f"- **Checkpoint and code**: {checkpoint_url} (code: https://github.com/Trusted-AI/"
         "adversarial-robustness-toolbox + art-adr)\n"
         + (f"- **Footnote**: {info['footnote']}\n" if info.get("footnote") else "")
+        + (f"- **Warning**: partial evaluation, {info['n_examples']} of the {ROBUSTBENCH_N_EXAMPLES} test images "
+           "(not RobustBench's protocol)\n" if info.get("n_examples") else "")
         + "\n# Model Zoo:\n\n"
         f"- [{yes}] I want to add my models to the Model Zoo (check if true)\n"
         "- [ ] I use an architecture that is **not** included among those in "
@@ -307,7 +347,8 @@ def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoi
 
 
 def _accuracies_from_report(report: dict[str, Any] | str | Path, which: str, dataset: str,
-                            eps: float) -> tuple[float, float, str]:
+                            eps: float) -> tuple[float, float, str, int]:
+    """``(clean, autoattack, evaluation note, number of test images)`` of an ``art-adr evaluate`` report."""
     if not isinstance(report, dict):
         try:
             report = json.loads(Path(report).read_text())
@@ -317,13 +358,19 @@ def _accuracies_from_report(report: dict[str, Any] | str | Path, which: str, dat
     res = entry.get("results", {})
     if "aa" not in res:
         raise ExportError(f"evaluation report has no AutoAttack result for the {which}")
+    if report.get("norm", "Linf") != "Linf":
+        raise ExportError(f"evaluation report is for the {report.get('norm')} norm; the export is for L∞ (Linf)")
     if report.get("dataset") != dataset or abs(float(report.get("eps", -1)) - eps) > 1e-9:
         raise ExportError(f"evaluation report is for {report.get('dataset')} at ε={report.get('eps')}, "
                           f"not {dataset} at ε={eps}")
+    n = report.get("n_examples")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ExportError(f"evaluation report does not say how many test images were evaluated "
+                          f"(n_examples = {n!r})")
     aa = entry.get("autoattack", {})
     note = (f"AutoAttack {aa.get('version', 'standard')} (pyautoattack, seed {aa.get('seed')}) on the first "
-            f"{report.get('n_examples')} {dataset} test images")
-    return float(res["clean"]), float(res["aa"]), note
+            f"{n} {dataset} test images")
+    return float(res["clean"]), float(res["aa"]), note, n
 
 
 def _default_footnote(which: str, decay: float = 0.995) -> str | None:
@@ -341,30 +388,71 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _paper_fields(cfg: dict[str, Any]) -> dict[str, str]:
+    """``name``/``link``/``authors``/``venue`` defaults: the ADR paper for an ADR run (``adr`` true or absent
+    from the run's config); for a run trained without ADR a neutral name ("PGD-AT (art-adr)", "TRADES
+    (art-adr)", ...) and ``PLACEHOLDERS`` to fill in: such a model is not the ADR paper's."""
+    if cfg.get("adr", True):
+        return {k: ADR_PAPER[k] for k in ("name", "link", "authors", "venue")}
+    from .methods import METHOD_NAMES, get_method
+
+    method = str(cfg.get("method") or "at")
+    title = get_method(method).display_name() if method in METHOD_NAMES else method.upper()
+    return {"name": f"{title} (art-adr)", **PLACEHOLDERS}
+
+
+def _check_n_examples(n: int | None, dataset: str, allow_partial: bool) -> int:
+    """The number of test images behind the accuracies (``None``: the full test set); ``ExportError`` for a
+    partial evaluation unless ``allow_partial``."""
+    full = ROBUSTBENCH_N_EXAMPLES
+    if n is None:
+        return full
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= full:
+        raise ExportError(f"n_examples must be an integer in [1, {full}] ({dataset} has {full} test images), "
+                          f"got {n!r}")
+    if n < full and not allow_partial:
+        raise ExportError(f"the accuracies come from {n} of the {full} {dataset} test images; RobustBench's "
+                          f"protocol evaluates all {full} (`art-adr evaluate --robustbench`). Pass --allow-partial "
+                          "(allow_partial=True) to export anyway, marked as partial in model_info")
+    return n
+
+
 def export_robustbench(
     checkpoint: str | Path, out_dir: str | Path, name: str, *, which: str = "student",
     dataset: str | None = None, threat_model: str = "Linf", eps: float = 8 / 255,
     clean_acc: float | None = None, autoattack_acc: float | None = None, reported: float | None = None,
     report: dict[str, Any] | str | Path | None = None, additional_data: bool | None = None,
-    footnote: str | None = None, paper_name: str | None = None, overwrite: bool = False, **info: Any,
+    footnote: str | None = None, paper_name: str | None = None, overwrite: bool = False,
+    n_examples: int | None = None, allow_partial: bool = False, device: str | torch.device = "cpu", **info: Any,
 ) -> dict[str, Path]:
     """Write a RobustBench submission bundle for a checkpoint's student or teacher ("+WA") model.
 
     Files (under ``out_dir``): ``models/<dataset>/Linf/<name>.pt`` (``{"state_dict"}``, CPU tensors),
     ``model_info/<dataset>/Linf/<name>.json``, ``model_zoo/<dataset>/Linf/<name>.py`` (entry to paste)
     and ``issue/<name>.md`` (filled "[New Model]" template). Everything is staged in a temporary folder and
-    checked (weights reload with ``weights_only=True`` into the zoo constructor and give the same logits)
-    before being moved into place; on error nothing is left behind. ``paper_name`` and extra ``info`` keys
-    (``link``, ``authors``, ``venue``, ``number_forward_passes``) go to ``model_info`` (default: ADR paper).
+    checked (weights reload with ``weights_only=True`` into the zoo constructor and give the same logits on
+    ``device``) before being moved into place; on error nothing is left behind.
+
+    The accuracies come from ``report`` (an ``art-adr evaluate`` report; its ``n_examples``) or from
+    ``clean_acc``/``autoattack_acc`` measured on ``n_examples`` test images (default: all 10 000). Fewer than
+    ``ROBUSTBENCH_N_EXAMPLES`` raises ``ExportError`` unless ``allow_partial``; then ``model_info`` gets
+    ``n_examples`` and a footnote saying so. ``paper_name`` and extra ``info`` keys (``link``, ``authors``,
+    ``venue``, ``number_forward_passes``, ``external``, ``unreliable``) go to ``model_info``; their defaults are
+    the ADR paper's, or, for a run trained without ADR (config ``adr: false``), a neutral name such as
+    "PGD-AT (art-adr)" with ``PLACEHOLDERS`` for link, authors and venue.
     """
     from .checkpoint import load_model
+    from .evaluation import format_eps
     from .models import robustbench_spec
 
     if not NAME_RE.match(name):
         raise ExportError(f"model name {name!r} must be letters, digits, '_' or '-' (e.g. Wu2024Annealing_RN18)")
     if threat_model not in THREAT_MODELS:
         raise ExportError(f"threat model must be one of {THREAT_MODELS}, got {threat_model!r}")
-    model, ckpt = load_model(checkpoint, which=which)
+    unknown = set(info) - {"link", "authors", "venue", "number_forward_passes", "external", "unreliable"}
+    if unknown:
+        raise TypeError(f"unexpected model_info fields {sorted(unknown)}")
+    model, ckpt = load_model(checkpoint, which=which, device=device)
     desc = ckpt["model"]
     dataset = dataset or desc.get("dataset")
     if dataset not in ROBUSTBENCH_DATASETS:
@@ -375,24 +463,30 @@ def export_robustbench(
         spec = robustbench_spec(desc["arch"], desc["num_classes"], dataset, **desc.get("kwargs", {}))
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    from .evaluation import format_eps
 
     eval_note = f"AutoAttack standard, ε={format_eps(eps)}"
     if report is not None:
-        clean_acc, autoattack_acc, eval_note = _accuracies_from_report(report, which, dataset, eps)
+        clean_acc, autoattack_acc, eval_note, report_n = _accuracies_from_report(report, which, dataset, eps)
+        if n_examples is not None and n_examples != report_n:
+            raise ExportError(f"n_examples={n_examples} contradicts the evaluation report ({report_n} test images)")
+        n_examples = report_n
+    elif n_examples is not None:
+        eval_note += f", first {n_examples} {dataset} test images"
+    n_used = _check_n_examples(n_examples, dataset, allow_partial)
     cfg = ckpt.get("config") or {}
     if additional_data is None:
-        additional_data = bool(cfg.get("extra_data") or cfg.get("extra_npz"))
-    unknown = set(info) - {"link", "authors", "venue", "number_forward_passes"}
-    if unknown:
-        raise TypeError(f"unexpected model_info fields {sorted(unknown)}")
-    fields = {k: v for k, v in info.items() if v is not None}
+        additional_data = bool(cfg.get("extra_data"))
+    fields = {**_paper_fields(cfg), **{k: v for k, v in info.items() if v is not None}}
     if paper_name:
         fields["name"] = paper_name
+    notes = [footnote or _default_footnote(which, float(cfg.get("ema_decay", 0.995)))]
+    if n_used < ROBUSTBENCH_N_EXAMPLES:
+        notes.insert(0, f"Partial evaluation: {n_used} of the {ROBUSTBENCH_N_EXAMPLES} test images, "
+                        "not RobustBench's protocol.")
     meta = model_info(dataset=dataset, architecture=ARCH_NAMES.get(desc["arch"], desc["arch"]),
                       clean_acc=clean_acc, autoattack_acc=autoattack_acc, reported=reported, eps=eps,
-                      additional_data=additional_data,
-                      footnote=footnote or _default_footnote(which, float(cfg.get("ema_decay", 0.995))), **fields)
+                      additional_data=additional_data, footnote=" ".join(n for n in notes if n) or None,
+                      n_examples=n_used, **fields)
     ctor = _rb_constructor(spec)
     state = _export_state_dict(model.state_dict(), ctor)
     rel = {
@@ -421,18 +515,21 @@ def export_robustbench(
 
 
 def _verify_weights(path: Path, ctor: dict[str, Any], model: nn.Module, shape: tuple[int, ...]) -> None:
-    """Reload with ``weights_only=True`` into the zoo constructor; logits must match ours (≤ 1e-5 relative:
-    our forwards pool with ``adaptive_avg_pool2d``, RobustBench's with ``avg_pool2d(k)``, same sum up to
-    float rounding)."""
+    """Reload with ``weights_only=True`` into the zoo constructor, on the device of ``model``; logits must
+    match ours (≤ 1e-5 relative: our forwards pool with ``adaptive_avg_pool2d``, RobustBench's with
+    ``avg_pool2d(k)``, same sum up to float rounding; TF32 convolutions are off for the check)."""
     sd = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     rb_model = _build(ctor["import_line"], ctor["constructor"])
     try:
         rb_model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         raise ExportError(f"exported weights do not load into the RobustBench constructor: {exc}") from None
-    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ours, theirs = model.cpu().eval()(x), rb_model.eval()(x)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+    exact = (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+             if device.type == "cuda" else contextlib.nullcontext())
+    with torch.no_grad(), exact:
+        ours, theirs = model.eval()(x), rb_model.to(device).eval()(x)
     diff = (ours - theirs).abs().max().item()
     if diff > 1e-5 * max(1.0, ours.abs().max().item()):
         raise ExportError(f"RobustBench constructor gives different logits (max |Δ| = {diff:.3g})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 import shutil
@@ -14,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_che
 from .config import RunConfig, coerce
 
 __all__ = ["train_run", "RunError", "RunStopped", "RunInterrupted", "RunLock", "resume_hint", "load_run_config",
-           "build_scheduler_lambda", "plot_curves"]
+           "build_scheduler", "plot_curves"]
 
 CONFIG_FILE = "config.yaml"
 
@@ -265,25 +265,53 @@ def pick_device(name: str, dist: DistInfo) -> torch.device:
         raise RunError(str(exc)) from None
 
 
-def build_scheduler_lambda(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """LR factor per iteration: step decay at ``milestones`` (§5.1) or linear warm-up + cosine (§5.4)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The run's LR scheduler from torch's own, stepped once per iteration (timm-style factory).
+
+    ``"multistep"``: ``MultiStepLR`` decaying by ``lr_gamma`` at ``milestones`` (fractions of the run's
+    ``epochs × steps_per_epoch`` iterations, rounded; §5.1 of Wu et al. 2024). ``"cosine"``: ``LinearLR`` warm-up
+    over ``round(warmup_epochs × steps_per_epoch)`` iterations (factor ``(i + 1) / warm`` at iteration ``i``, so
+    the first iteration already trains), then ``CosineAnnealingLR`` to 0 over the rest, chained by
+    ``SequentialLR``; no warm-up gives the cosine alone (§5.4, the authors' ``yuyuwu5/ADR`` schedule).
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    sched = torch.optim.lr_scheduler
     total = config.epochs * steps_per_epoch
     if config.lr_schedule == "multistep":
-        bounds = [round(m * total) for m in config.milestones]
-
-        def multistep(step: int) -> float:
-            return config.lr_gamma ** sum(step >= b for b in bounds)
-
-        return multistep
+        return sched.MultiStepLR(optimizer, [round(m * total) for m in config.milestones], gamma=config.lr_gamma)
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'multistep' or 'cosine', got {config.lr_schedule!r}")
     warm = int(round(config.warmup_epochs * steps_per_epoch))
+    cosine = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warm), eta_min=0.0)
+    if warm == 0:  # SequentialLR needs a first phase of at least one step
+        return cosine
+    # LinearLR reaches end_factor at total_iters: 1/warm → 1 over warm - 1 steps is (i + 1) / warm; a one-step
+    # warm-up is a constant factor 1 (total_iters=0 divides by zero in LinearLR's closed form).
+    linear = sched.LinearLR(optimizer, start_factor=1.0 / warm, end_factor=1.0, total_iters=max(1, warm - 1))
+    return sched.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
 
-    def cosine(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
-    return cosine
+def _upgrade_scheduler_state(saved: dict[str, Any] | None, config: RunConfig, steps_per_epoch: int,
+                             optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """A checkpoint's scheduler state in :func:`build_scheduler`'s form.
+
+    Checkpoints written before art-adr used torch's schedulers hold a ``LambdaLR`` state (key ``lr_lambdas``);
+    a fresh scheduler stepped to the saved iteration on a throw-away optimizer gives the same schedule position
+    (the optimizer's own state still restores the exact current LR).
+    """
+    if not saved or "lr_lambdas" not in saved:
+        return saved
+    params = [torch.zeros((), requires_grad=True) for _ in optimizer.param_groups]
+    scratch = torch.optim.SGD([{"params": [p], "lr": g.get("initial_lr", g["lr"])}
+                               for p, g in zip(params, optimizer.param_groups)])
+    scheduler = build_scheduler(scratch, config, steps_per_epoch)
+    with warnings.catch_warnings():  # the scratch optimizer never steps: torch's order warning does not apply
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        for _ in range(int(saved["last_epoch"])):
+            scheduler.step()
+    return scheduler.state_dict()
 
 
 def _git_commit() -> str | None:
@@ -432,13 +460,42 @@ def parameter_groups(model: torch.nn.Module, bn_weight_decay: bool = True) -> li
             {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
 
 
+# RunConfig fields the run layer uses itself (data, model, optimiser, LR schedule, bookkeeping); every other field
+# is an argument of the trainer or of the training method, passed by name (tests/test_runs.py checks the split)
+RUN_FIELDS = frozenset({
+    "dataset", "data_dir", "download", "dataset_kwargs", "subset", "extra_data", "extra_fraction", "val_split",
+    "val_size", "arch", "arch_kwargs", "method", "epochs", "batch_size", "lr", "momentum", "nesterov",
+    "weight_decay", "bn_weight_decay", "lr_schedule", "milestones", "lr_gamma", "warmup_epochs", "device",
+    "recipe", "description",
+})
+# trainer arguments no RunConfig field sets (the run layer passes or leaves them)
+TRAINER_ONLY_ARGS = frozenset({"classifier", "method", "attack", "scheduler_interval", "log_every", "verbose"})
+
+
+def trainer_arguments(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """``(method, keyword arguments)`` of :class:`AdversarialTrainerADR` for ``config``, mapped by name: the
+    method's hyper-parameters are the config fields named like its dataclass fields; the trainer gets every
+    other field that is not in ``RUN_FIELDS``."""
+    from .methods import METHODS as registry
+    from .methods import get_method, method_fields
+
+    method_cls = get_method(config.method)
+    method = method_cls(**{name: getattr(config, name) for name in method_fields(method_cls)})
+    method_params = {name for cls in registry.values() for name in method_fields(cls)}
+    values = config.to_dict()
+    kwargs = {k: v for k, v in values.items() if k not in RUN_FIELDS and k not in method_params}
+    for key in ("temperature", "interpolation"):
+        kwargs[key] = tuple(kwargs[key])
+    return method, kwargs
+
+
 def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], device: torch.device,
                   verbose: bool = True):
     """Model, SGD optimizer, ART classifier and the configured trainer (before data or resume)."""
     from art.estimators.classification import PyTorchClassifier
 
     from .models import create_model
-    from .trainer import AdversarialTrainerADR, AdversarialTrainerTRADESADR
+    from .trainer import AdversarialTrainerADR
 
     torch.manual_seed(config.seed)
     model = create_model(config.arch, num_classes, dataset=config.dataset, **_arch_kwargs(config, tuple(shape)))
@@ -449,23 +506,8 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=tuple(shape),
                             nb_classes=num_classes, clip_values=(0.0, 1.0),
                             device_type="gpu" if device.type == "cuda" else "cpu")
-    kw = dict(
-        eps=config.eps, eps_step=config.eps_step, max_iter=config.max_iter, norm=config.norm,
-        temperature=config.temperature, interpolation=config.interpolation,
-        ema_decay=config.ema_decay, ema_warmup=config.ema_warmup,
-        adr=config.adr, awp_rho=config.awp_rho, awp_warmup=config.awp_warmup, awp_variant=config.awp_variant,
-        augment=config.augment, crop_padding=config.crop_padding, amp=config.amp,
-        channels_last=config.channels_last, compile=config.compile, eval_max_iter=config.eval_max_iter,
-        eval_every=config.eval_every, eval_batch_size=config.eval_batch_size, scheduler_interval="step",
-        seed=config.seed, verbose=verbose,
-    )
-    if config.attack_bn_mode is not None:
-        kw["attack_bn_mode"] = config.attack_bn_mode
-    if config.bn_momentum is not None:
-        kw["bn_momentum"] = config.bn_momentum
-    if config.method == "trades":
-        return AdversarialTrainerTRADESADR(clf, beta=config.beta, trades_variant=config.trades_variant, **kw)
-    return AdversarialTrainerADR(clf, **kw)
+    method, kwargs = trainer_arguments(config)
+    return AdversarialTrainerADR(clf, method=method, scheduler_interval="step", verbose=verbose, **kwargs)
 
 
 def place_data(x_train: Any, x_extra: Any, device: torch.device) -> tuple[bool, bool]:
@@ -595,10 +637,11 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
         batches = MixedBatches(main, *_placed(extra.x, extra.y, device, extra_here), config.extra_fraction,
                                stream_extra=not extra_here)
     steps = len(batches)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, build_scheduler_lambda(config, steps))
+    scheduler = build_scheduler(trainer.optimizer, config, steps)
     trainer.scheduler = scheduler
     if have_ckpt:
         state = _resume_state(last, config)
+        state["scheduler"] = _upgrade_scheduler_state(state.get("scheduler"), config, steps, trainer.optimizer)
         try:
             trainer.load_state_dict(state, scheduler=scheduler)
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
@@ -619,7 +662,7 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
     hook("config", 0)
 
     started_at = trainer.epoch
-    best_value = max((r.get(config.best_metric, -1.0) for r in trainer.history), default=-1.0)
+    trainer.set_plan(0, config.epochs * steps)  # τ/λ anneal over the whole run, whatever epoch it resumes at
     stop = _StopOnSigterm(dist.world_size, device)
     if hook.point == "validation":  # test hook: die as validation starts
         evaluate = trainer._evaluate_tensors
@@ -639,7 +682,6 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             yield batch
 
     def on_epoch_end(tr: Any, record: dict[str, Any]) -> None:
-        nonlocal best_value
         hook("epoch-end", tr.epoch)
         attack_ranks: list[Any] = [None] * dist.world_size
         if dist.world_size > 1:  # ranks seed their attack generators apart: keep every rank's for exact resume
@@ -650,9 +692,7 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
                 ckpt["rng"]["attack_ranks"] = attack_ranks
             save_checkpoint(last, ckpt, before_replace=lambda: hook("last-tmp", tr.epoch))
             hook("after-last", tr.epoch)
-            value = record.get(config.best_metric)
-            if value is not None and value > best_value:
-                best_value = value
+            if tr.best_epoch == tr.epoch:  # the trainer's best (by config.best_metric) is this epoch
                 save_checkpoint(ckpt_dir / "best.pt", ckpt, before_replace=lambda: hook("best-tmp", tr.epoch))
                 hook("after-best", tr.epoch)
             _write_metrics(out, tr.history)
@@ -665,10 +705,12 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             raise RunStopped
 
     try:
-        trainer.fit_batches(epoch_batches, steps, config.epochs, (val.x, val.y), scheduler, [on_epoch_end])
+        trainer.fit_batches(epoch_batches, steps, config.epochs - trainer.epoch, (val.x, val.y), scheduler,
+                            [on_epoch_end])
     except RunStopped:
         if verbose and dist.is_main:
             print(f"stopped after epoch {trainer.epoch}; continue with: art-adr train --out {out} --resume")
+        _leave_together(dist)
         return out
     finally:
         stop.restore()
@@ -680,7 +722,16 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
         hook("after-final", trainer.epoch)
         if not (ckpt_dir / "best.pt").exists():
             save_checkpoint(ckpt_dir / "best.pt", final)
+    _leave_together(dist)
     return out
+
+
+def _leave_together(dist: DistInfo) -> None:
+    """DDP: wait until rank 0 has written its files, so no rank tears the process group down (and exits) while
+    another still uses it — a rank leaving early made gloo abort the other ("terminate called without an active
+    exception")."""
+    if dist.world_size > 1:
+        torch.distributed.barrier()
 
 
 def replicas_in_sync(model: torch.nn.Module) -> None:
@@ -692,18 +743,4 @@ def replicas_in_sync(model: torch.nn.Module) -> None:
     torch.distributed.all_reduce(mismatch)
     if mismatch.item():
         raise RuntimeError("DDP replicas diverged: parameters differ between ranks")
-
-
-def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Best and final epochs' metrics of a finished run (from ``metrics.jsonl``)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise RunError(f"{path} not found")
-    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not history:
-        raise RunError(f"{path} is empty")
-    config = load_run_config(run_dir)
-    scored = [r for r in history if config.best_metric in r]
-    best = max(scored, key=lambda r: r[config.best_metric]) if scored else history[-1]
-    return {"best": best, "final": history[-1], "epochs": len(history), "best_metric": config.best_metric}
 

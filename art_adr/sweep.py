@@ -28,12 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .benchmark import PlannedRun, _ensure_trained, _history, _mean_std
-from .checkpoint import atomic_write, load_model
+from .checkpoint import atomic_write
 from .config import ConfigError, RunConfig, resolve_config
-from .loader import to_unit_float
 from .runs import RunError, holding_lock
 
 __all__ = ["END_RULES", "grid_configs", "cell_name", "score_run", "run_sweep", "plot_heatmap", "format_sweep"]
@@ -100,7 +97,8 @@ def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "be
               progress: bool = False) -> dict[str, Any]:
     """Hold-out scores of one finished run: ``val_pgd`` / ``val_clean`` of the selected model at the best (or
     final) epoch from ``metrics.jsonl``, and with ``attack="aa"`` ``val_aa`` (AutoAttack on ``n_val`` hold-out
-    images of ``checkpoints/<epoch>.pt``, cached in the run directory). Accuracies in %."""
+    images of ``checkpoints/<epoch>.pt`` through :func:`art_adr.evaluation.evaluate_checkpoint`, in the run's
+    threat model, cached in the run directory with the checkpoint's SHA-256). Accuracies in %."""
     run_dir = Path(run_dir)
     hist = _history(run_dir)
     if not hist:
@@ -117,18 +115,20 @@ def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "be
                            "val_pgd_best": 100.0 * float(max((r[key] for r in scored), default=float("nan")))}
     if attack == "aa":
         cache = run_dir / f"sweep-aa-{which}-{epoch}-n{n_val or 'all'}-{aa_version}.json"
-        if cache.is_file():
-            aa = json.loads(cache.read_text())
-        else:
-            from .evaluation import evaluate_model
+        from .evaluation import evaluate_checkpoint, file_sha256
 
-            val = _holdout(config, n_val)
-            model, ckpt = load_model(run_dir / "checkpoints" / f"{epoch}.pt", which=which, device=device)
-            entry = evaluate_model(model, to_unit_float(torch.as_tensor(val.x)), torch.as_tensor(val.y),
-                                   attacks=("clean", "aa"), eps=config.eps, version=aa_version, seed=config.seed,
-                                   device=device, progress=progress)
-            aa = {"epoch": int(ckpt["epoch"]), "n_val": len(val), "version": aa_version,
-                  "clean": entry["results"]["clean"], "aa": entry["results"]["aa"]}
+        aa = json.loads(cache.read_text()) if cache.is_file() else None
+        if aa is not None and aa.get("sha256") not in (None, file_sha256(run_dir / "checkpoints" / f"{epoch}.pt")):
+            aa = None  # the checkpoint changed since: evaluate again
+        if aa is None:
+            report = evaluate_checkpoint(run_dir / "checkpoints" / f"{epoch}.pt", which=which,
+                                         attacks=("clean", "aa"), aa_version=aa_version, seed=config.seed,
+                                         device=device, progress=progress, split="holdout",
+                                         data=_holdout(config, n_val))
+            entry, info = report["models"][which], report["checkpoint_info"]
+            aa = {"epoch": info["epoch"], "n_val": report["n_examples"], "version": aa_version,
+                  "clean": entry["results"]["clean"], "aa": entry["results"]["aa"], "sha256": info["sha256"],
+                  "norm": report["norm"], "eps": report["eps"]}
             atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(aa, indent=1)))
         out.update(val_aa=aa["aa"], val_aa_clean=aa["clean"], n_val=aa["n_val"], aa_epoch=aa["epoch"])
     return out

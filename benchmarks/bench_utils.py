@@ -115,71 +115,40 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 # ---------------------------------------------------------------------------------------------- FLOPs
 
 
-def hook_count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Forward FLOPs of ``Conv2d`` and ``Linear`` layers for ONE input ``(C, H, W)`` (multiply-add = 2 FLOPs).
-
-    Bias additions, normalisation, activations and pooling are not counted (they are < 1 % for the
-    conv nets here). Counted with forward hooks on a zero input in eval mode.
-    """
-    total = 0
-
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            macs_per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-        else:
-            macs_per_output = module.in_features
-        total += 2 * output.numel() * macs_per_output
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles = [m.register_forward_hook(hook) for m in layers]
-    param = next(model.parameters(), None)
-    x = torch.zeros((1, *input_shape), device=param.device if param is not None else "cpu")
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in was_training:
-            m.training = flag
-    return int(total)
-
-
 def forward_flops(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, str]:
-    """``(FLOPs, source)`` of one forward pass per image: ``art_adr.models.count_flops`` when it exists,
-    else :func:`hook_count_flops` (same convention: conv + linear, multiply-add = 2 FLOPs)."""
-    try:
-        from art_adr.models import count_flops
-    except ImportError:
-        return hook_count_flops(model, input_shape), "benchmarks.bench_utils.hook_count_flops"
+    """``(FLOPs, source)`` of one forward pass per image, by :func:`art_adr.models.count_flops` (conv + linear
+    layers, multiply-add = 2 FLOPs); ``source`` names the counter in the JSON output."""
+    from art_adr.models import count_flops
+
     return int(count_flops(model, tuple(input_shape))), "art_adr.models.count_flops"
 
 
 def forward_equivalents(method: str, steps: int, adr: bool, awp: bool, minimal: bool = False) -> float:
-    """Forward-pass equivalents F per image for one training iteration.
+    """Forward-pass equivalents F per image for one training iteration of a registered method
+    (``art_adr.methods``), or ``"trades-ce"`` (ART's TRADES, whose attack uses the labels).
 
     Convention (issue 5): forward = F, backward ≈ 2F, so one forward+backward = 3F.
-      * PGD-K AT: K attack steps + 1 training step, each forward+backward: ``(K + 1)·3F``.
+      * PGD-K: K attack steps, each forward+backward: ``K·3F``; the loss: ``loss_forwards`` forward+backward
+        passes (AT 1: ``3F``; TRADES and MART 2: ``6F``), plus ``attack_setup_forwards`` no-grad forwards
+        (TRADES' clean KL target: ``+F``).
       * ADR: + 1 teacher forward (no grad): ``+F``.
-      * TRADES (``method="trades"``): + one clean forward+backward in the loss (``+3F``) and, in our
-        trainer, the clean no-grad forward giving the KL target (``+F``; ``method="trades-ce"`` is ART's
-        TRADES, whose attack uses the labels and skips it).
-      * AWP: + one forward+backward of the training loss for the weight perturbation (3F for AT, 6F for
-        TRADES).
+      * AWP: + the loss once more for the weight perturbation (3F for AT, 6F for TRADES/MART).
     ``minimal=True`` counts an attack step as 2F (the backward needs input gradients only, no weight
     gradients), which is the lower bound the paper's "12 forward and 11 backward" implies: PGD-10 AT+ADR is
     34F nominal and 24F minimal.
     """
-    if method not in ("at", "trades", "trades-ce"):
-        raise ValueError(f"method must be 'at', 'trades' or 'trades-ce', got {method!r}")
+    from art_adr.methods import METHOD_NAMES, get_method
+
+    if method == "trades-ce":
+        loss_passes, setup = 2, 0
+    elif method in METHOD_NAMES:
+        cls = get_method(method)
+        loss_passes, setup = cls.loss_forwards, cls.attack_setup_forwards
+    else:
+        raise ValueError(f"method must be one of {', '.join(METHOD_NAMES)} or 'trades-ce', got {method!r}")
     attack_step = 2.0 if minimal else 3.0
-    train = 3.0 if method == "at" else 6.0
-    total = steps * attack_step + train
-    if method == "trades":
-        total += 1.0
+    train = 3.0 * loss_passes
+    total = steps * attack_step + train + setup
     if adr:
         total += 1.0
     if awp:

@@ -54,8 +54,10 @@ from bench_utils import (
 )
 from torch import nn
 
-OURS_ROWS = ("ours-at", "ours-at-adr", "ours-at-awp", "ours-at-adr-awp",
-             "ours-trades", "ours-trades-adr", "ours-trades-awp", "ours-trades-adr-awp")
+from art_adr.methods import METHOD_NAMES
+
+OURS_ROWS = tuple(f"ours-{m}{adr}{awp}" for m in METHOD_NAMES for adr in ("", "-adr")  # every registered method
+                  for awp in ("", "-awp"))
 ALL_ROWS = OURS_ROWS + ("ours-at-fp32", "ours-at-adr-fit", "art-madry", "art-madry-bs", "art-trades", "plain-pgd-at")
 
 
@@ -131,9 +133,17 @@ def _amp_dtype(amp: str | None) -> torch.dtype | None:
 # ---------------------------------------------------------------------------------------------- our trainers
 
 
+def row_method(key: str) -> str:
+    """The registered method of an ``ours-<method>[-adr][-awp]`` row."""
+    name = key.removeprefix("ours-").split("-")[0]
+    if name not in METHOD_NAMES:
+        raise ValueError(f"row {key!r} names no registered method ({', '.join(METHOD_NAMES)})")
+    return name
+
+
 def row_options(key: str, cfg: BenchConfig) -> dict[str, Any]:
-    """Trainer class name and keyword arguments of an ``ours-*`` row."""
-    method = "trades" if "trades" in key else "at"
+    """Method name and trainer keyword arguments of an ``ours-*`` row."""
+    method = row_method(key)
     opts: dict[str, Any] = {
         "eps": cfg.eps, "eps_step": cfg.eps_step, "max_iter": cfg.steps, "adr": "adr" in key,
         "awp_rho": cfg.awp_rho if "awp" in key else 0.0, "amp": cfg.amp, "channels_last": cfg.channels_last,
@@ -141,18 +151,19 @@ def row_options(key: str, cfg: BenchConfig) -> dict[str, Any]:
     }
     if key == "ours-at-fp32":
         opts.update(amp=None, channels_last=False, compile=False)
-    if method == "trades":
-        opts["beta"] = cfg.beta
     return {"method": method, "kwargs": opts}
 
 
 def make_trainer(model: nn.Module, cfg: BenchConfig, device: torch.device, key: str, **extra: Any) -> Any:
     """Our trainer for row ``key`` around a fresh ART classifier of ``model``."""
-    from art_adr.trainer import AdversarialTrainerADR, AdversarialTrainerTRADESADR
+    from art_adr.methods import get_method, method_fields
+    from art_adr.trainer import AdversarialTrainerADR
 
     spec = row_options(key, cfg)
-    cls = AdversarialTrainerTRADESADR if spec["method"] == "trades" else AdversarialTrainerADR
-    return cls(art_classifier(model, cfg.shape, cfg.num_classes, device), **(spec["kwargs"] | extra))
+    cls = get_method(spec["method"])
+    method = cls(**({"beta": cfg.beta} if "beta" in method_fields(cls) else {}))
+    return AdversarialTrainerADR(art_classifier(model, cfg.shape, cfg.num_classes, device), method=method,
+                                 **(spec["kwargs"] | extra))
 
 
 def time_ours_step(model: nn.Module, cfg: BenchConfig, device: torch.device, key: str) -> list[float]:
@@ -279,6 +290,9 @@ ROW_INFO: dict[str, tuple[str, str, bool, bool]] = {
     "ours-trades-adr": ("AdversarialTrainerTRADESADR (TRADES+ADR)", "trades", True, False),
     "ours-trades-awp": ("AdversarialTrainerTRADESADR adr=False +AWP", "trades", False, True),
     "ours-trades-adr-awp": ("AdversarialTrainerTRADESADR +AWP", "trades", True, True),
+    **{f"ours-{m}{adr}{awp}": (f"AdversarialTrainerADR(method={m}){' +ADR' if adr else ' adr=False'}"
+                               f"{' +AWP' if awp else ''}", m, bool(adr), bool(awp))
+       for m in METHOD_NAMES if m not in ("at", "trades") for adr in ("", "-adr") for awp in ("", "-awp")},
     "ours-at-fp32": ("AdversarialTrainerADR adr=False, fp32 NCHW (ART's precision)", "at", False, False),
     "ours-at-adr-fit": ("AdversarialTrainerADR.fit, 1 short epoch, uint8 + crop/flip", "at", True, False),
     "art-madry": ("ART AdversarialTrainerMadryPGD (attack batch 32, as shipped)", "at", False, False),

@@ -85,6 +85,20 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
+def resolve_cli_device(name: str) -> str:
+    """``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) through art-adr's one device picker
+    (``art_adr.estimator.resolve_device``); a missing GPU or a bad name is one ``Error: --device: ...`` line
+    (exit code 2), not a usage header."""
+    from art_adr.estimator import resolve_device
+
+    try:
+        return str(resolve_device(name))
+    except ValueError as exc:
+        error = click.ClickException(f"--device: {exc}")
+        error.exit_code = 2
+        raise error from None
+
+
 def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items → ``{key: value}``; values are read as YAML (``0.1``, ``[1, 2]``, ``{a: 1}``),
     falling back to the plain string."""

@@ -23,18 +23,6 @@ def _parse_eps(value: Any) -> float | None:
         raise click.BadParameter(f"not a number or fraction: {value!r}") from None
 
 
-def _config_eps(ckpt: dict[str, Any]) -> float | None:
-    """The training ε in a checkpoint's config (top level or under ``attack``/``trainer``), if any."""
-    config = ckpt.get("config") or {}
-    for section in (config, config.get("attack") or {}, config.get("trainer") or {}):
-        if isinstance(section, dict) and section.get("eps") is not None:
-            try:
-                return _parse_eps(section["eps"])
-            except click.BadParameter:
-                return None
-    return None
-
-
 def _default_label(path: str) -> str:
     p = Path(path)
     if p.is_dir() or p.stem in ("best", "final", "last"):
@@ -57,23 +45,11 @@ def _labels(paths: list[str], given: tuple[str, ...]) -> list[str]:
     return labels
 
 
-def _device(name: str) -> str:
-    """``--device`` through art-adr's one device picker; no CUDA → a one-line usage error."""
-    from art_adr.estimator import resolve_device
-
-    try:
-        return str(resolve_device(name))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
-
-
-def _test_split(name: str, data_dir: str | None, n: int, seed: int, device: str) -> tuple[Any, Any, int]:
+def _sample(ds: Any, n: int, seed: int, device: str) -> tuple[Any, Any, int]:
+    """A seeded random sample of ``n`` examples of ``ds`` (sorted indices) as float ``[0, 1]`` tensors."""
     import numpy as np
     import torch
 
-    from art_adr.data import load_dataset
-
-    ds = load_dataset(name, "test", data_dir=data_dir)
     idx = np.random.default_rng(seed).permutation(len(ds.y))[: min(n, len(ds.y))]
     idx.sort()
     x = torch.as_tensor(np.asarray(ds.x[idx]), dtype=torch.float32).div_(255.0).to(device)
@@ -88,7 +64,9 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
         return None
     if name.lower() == "digits":
         return digits_ood(shape, n=n, seed=seed).to(device)
-    x, _, _ = _test_split(name, data_dir, n, seed, "cpu")
+    from art_adr.data import load_dataset
+
+    x, _, _ = _sample(load_dataset(name, "test", data_dir=data_dir), n, seed, "cpu")
     return adapt_images(x, shape).to(device)
 
 
@@ -99,15 +77,19 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 @click.option("--label", "labels", multiple=True, help="Legend name per model, in order (repeatable).")
 @click.option("--which", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="Weights to analyse: the student or the EMA teacher.")
-@click.option("--dataset", default=None, help="Test set (default: the first checkpoint's dataset).")
-@click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset lives.")
+@click.option("--dataset", default=None, show_default="the first checkpoint's dataset", help="Test set.")
+@click.option("--data-dir", type=click.Path(), default=None, show_default="the run's", help="Where the dataset lives.")
 @click.option("--ood", default="digits", show_default=True,
               help="OOD set: 'digits' (scikit-learn 8×8, resized), a dataset name, or 'none'.")
 @click.option("--n-examples", type=click.IntRange(1), default=500, show_default=True,
-              help="Test examples for the entropy, JS and calibration analyses.")
+              help="Test examples (a seeded random sample) for the entropy, JS and calibration analyses.")
 @click.option("--n-ood", type=click.IntRange(1), default=500, show_default=True, help="OOD examples.")
-@click.option("--eps", default=None, help="L∞ radius, e.g. 0.1 or 8/255 (default: training ε, else 8/255).")
-@click.option("--eps-step", default=None, help="PGD step (default ε/4).")
+@click.option("--norm", type=click.Choice(["inf", "2"]), default=None, show_default="the first run's norm",
+              help="Threat model of the PGD attack: L∞ (inf) or L2 (2).")
+@click.option("--eps", default=None, show_default="the first run's training ε, else 8/255",
+              help="Radius, e.g. 0.1 or 8/255.")
+@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/steps)",
+              help="PGD step size α.")
 @click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
 @click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
 @click.option("--directions", type=click.IntRange(1), default=1, show_default=True,
@@ -122,20 +104,22 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
               help="Images for the input loss landscape.")
 @click.option("--grid", type=click.IntRange(2), default=21, show_default=True,
               help="Points per axis of the input loss landscape.")
-@click.option("--radius", default=None, help="Half-width of the input landscape's axes (default 2ε).")
+@click.option("--radius", default=None, show_default="2ε", help="Half-width of the input landscape's axes.")
 @click.option("--style", type=click.Choice(["surface", "contour"]), default="surface", show_default=True,
               help="Input landscape plot style.")
 @click.option("--skip", multiple=True, type=click.Choice(ANALYSES),
               help="Analyses to leave out: outputs (entropy/JS/ECE), weights, inputs (repeatable).")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Examples per batch.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the example sample, PGD starts and landscape directions.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="analysis", show_default=True,
               help="Folder for the PNGs and analysis.json.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def analyze_command(
     run_or_checkpoint: str, others: tuple[str, ...], labels: tuple[str, ...], which: str, dataset: str | None,
-    data_dir: str | None, ood: str, n_examples: int, n_ood: int, eps: str | None, eps_step: str | None,
+    data_dir: str | None, ood: str, n_examples: int, n_ood: int, norm: str | None, eps: str | None,
+    eps_step: str | None,
     steps: int, bins: int, directions: int, magnitude: float, points: int, weight_examples: int,
     input_examples: int, grid: int, radius: str | None, style: str, skip: tuple[str, ...], batch_size: int,
     seed: int, out_dir: str, device: str, quiet: bool,
@@ -150,11 +134,14 @@ def analyze_command(
     import torch
 
     from art_adr.analysis import analyze_models, plot_all, summarize
+    from art_adr.attacks import AttackSpec
     from art_adr.checkpoint import CheckpointError, load_model
+    from art_adr.cli import resolve_cli_device
+    from art_adr.evaluation import checkpoint_info, load_split
 
     paths = [run_or_checkpoint, *others]
     names = _labels(paths, labels)
-    dev = _device(device)
+    dev = resolve_cli_device(device)
     torch.manual_seed(seed)
     models, ckpts = {}, []
     for name, path in zip(names, paths):
@@ -167,16 +154,21 @@ def analyze_command(
     dataset = dataset or ckpts[0]["model"].get("dataset")
     if not dataset:
         raise click.UsageError("the checkpoint names no dataset; pass --dataset")
-    try:
-        x, y, num_classes = _test_split(dataset, data_dir, n_examples, seed, dev)
+    try:  # the test set as `evaluate` loads it (the run's data_dir and dataset options)
+        x, y, num_classes = _sample(load_split(ckpts[0], "test", dataset, data_dir), n_examples, seed, dev)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(f"cannot load the {dataset} test set: {exc}") from None
     for name, ckpt in zip(names, ckpts):
         if int(ckpt["model"]["num_classes"]) != num_classes:
             raise click.ClickException(
                 f"{name} has {ckpt['model']['num_classes']} classes, {dataset} has {num_classes}")
-    eps_value = _parse_eps(eps) or _config_eps(ckpts[0]) or 8 / 255
-    step_value = _parse_eps(eps_step)
+    changes: dict[str, Any] = {"norm": norm, "eps": _parse_eps(eps), "steps": steps}
+    if eps_step is not None:
+        changes["eps_step"] = _parse_eps(eps_step)
+    try:  # the first run's own attack (norm, ε, step), as `art-adr evaluate` uses it
+        spec = AttackSpec.from_config(ckpts[0].get("config") or {}, **changes)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     x_ood = None
     analyses = [a for a in ANALYSES if a not in skip]
     if "outputs" in analyses:
@@ -185,13 +177,14 @@ def analyze_command(
         except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
             raise click.ClickException(f"cannot load the OOD set {ood!r}: {exc}") from None
     results = analyze_models(
-        models, x, y, eps=eps_value, eps_step=step_value, max_iter=steps, x_ood=x_ood, n_bins=bins,
+        models, x, y, spec=spec, x_ood=x_ood, n_bins=bins,
         magnitudes=np.linspace(-magnitude, magnitude, points).tolist(), directions=directions,
         weight_examples=weight_examples, input_examples=input_examples, grid=grid, radius=_parse_eps(radius),
         analyses=analyses, batch_size=batch_size, seed=seed, progress=not quiet,
     )
     results["settings"].update({"dataset": dataset, "ood": ood if x_ood is not None else None, "which": which,
-                                "models": dict(zip(names, paths))})
+                                "models": dict(zip(names, paths)),
+                                "checkpoints": {n: checkpoint_info(p, c) for n, p, c in zip(names, paths, ckpts)}})
     out = Path(out_dir)
     figures = plot_all(results, out, style=style)
     summary = summarize(results)

@@ -6,35 +6,36 @@ from typing import Any
 
 import click
 
-from art_adr.cli import parse_sets
-
-
-def _device(name: str) -> str:
-    """``--device`` through art-adr's one device picker; no CUDA → a one-line usage error."""
-    from art_adr.estimator import resolve_device
-
-    try:
-        return str(resolve_device(name))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
+from art_adr.cli import parse_sets, resolve_cli_device
+from art_adr.methods import METHOD_NAMES
 
 
 @click.command("benchmark")
-@click.option("--dataset", "-d", help="cifar10, cifar100, tinyimagenet or fashion-mnist (the CPU-sized default).")
-@click.option("--recipe-prefix", help="Use recipes <prefix>-<method> (e.g. fashion-mnist-ro → fashion-mnist-ro-at, "
-              "fashion-mnist-ro-at-adr, ...) instead of <dataset>-<method>; the recipes' own budgets apply.")
-@click.option("--recipes", "recipe_names", help="Comma list of recipe names to run as the table's rows "
-              "(replaces --methods/--dataset); the recipes' own budgets apply.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default benchmarks-out/<dataset>).")
+@click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
+@click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
+              help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "
+                   "fashion-mnist (with CPU-sized budget defaults). Required unless --recipe-prefix, --recipes or "
+                   "--runs is given.")
+@click.option("--recipe-prefix", show_default="<dataset>",
+              help="Use recipes <prefix>-<method> (e.g. fashion-mnist-ro → fashion-mnist-ro-at, "
+                   "fashion-mnist-ro-at-adr, ...) instead of <dataset>-<method>; the recipes' own budgets apply.")
+@click.option("--recipes", "recipe_names", show_default="from --methods",
+              help="Comma list of recipe names to run as the table's rows (replaces --methods/--dataset); the "
+                   "recipes' own budgets apply.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), show_default="benchmarks-out/<dataset or prefix>",
+              help="Output folder.")
 @click.option("--methods", default="at,at-adr,trades,trades-adr", show_default=True,
-              help="Comma-separated subset of at, at-adr, trades, trades-adr.")
+              help="Comma-separated training methods (art_adr.methods), each optionally with -adr: "
+                   + ", ".join(f"{m}, {m}-adr" for m in METHOD_NAMES) + ".")
 @click.option("--wa", is_flag=True, help="Report the EMA teacher (+WA) and select by its PGD accuracy.")
 @click.option("--awp", is_flag=True, help="Add AWP (implies --wa), as in the paper's Table 2.")
-@click.option("--runs", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Finished run directories: only evaluate and tabulate them (repeatable).")
-@click.option("--epochs", type=int, help="Budget: epochs per method.")
-@click.option("--subset", type=int, help="Budget: training examples per method.")
-@click.option("--n-eval", type=int, help="Budget: first n test images (RobustBench order).")
+@click.option("--runs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR [DIR ...]",
+              help="Finished run directories: only evaluate and tabulate them (--runs A B, or --runs A --runs B).")
+@click.option("--epochs", type=int, show_default="the recipe's", help="Budget: epochs per method.")
+@click.option("--subset", type=int, show_default="the recipe's", help="Budget: training examples per method.")
+@click.option("--n-examples", type=click.IntRange(min=1), show_default="all; fashion-mnist: 100",
+              help="Evaluate the first N test images (RobustBench order).")
+@click.option("--n-eval", "n_eval", type=click.IntRange(min=1), hidden=True, help="Deprecated alias of --n-examples.")
 @click.option("--attack", default="aa", show_default=True,
               help="Comma list of robust attacks from pgd (PGD-10), cw (CW-∞-10), aa (AutoAttack, pyautoattack); "
                    "e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
@@ -43,28 +44,41 @@ def _device(name: str) -> str:
                                       "APGD-T, FAB-T + Square 5000; see `art-adr evaluate --help`).")
 @click.option("--models", default="student,teacher", show_default=True,
               help="Which models of every run to evaluate: student and/or teacher (the EMA model).")
-@click.option("--data-dir", type=click.Path(), help="Where the dataset lives.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]))
+@click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N (training and evaluation).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), show_default="the recipe's",
+              help="Mixed precision of training.")
 @click.option("--seed", type=int, default=0, show_default=True, help="One training seed (= --seeds N).")
-@click.option("--seeds", help="Training seeds, e.g. 0,1,2 or 0-4: every method × seed is trained under "
-              "runs/<recipe>-s<seed>; the table shows mean ± std over seeds.")
+@click.option("--seeds", show_default="--seed", help="Training seeds, e.g. 0,1,2 or 0-4: every method × seed is "
+              "trained under runs/<recipe>-s<seed>; the table shows mean ± std over seeds.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for all methods.")
-@click.option("--quiet", "-q", is_flag=True)
-def benchmark_command(dataset: str | None, recipe_prefix: str | None, recipe_names: str | None, out: str | None,
-                      methods: str, wa: bool, awp: bool, runs: tuple[str, ...], epochs: int | None,
-                      subset: int | None, n_eval: int | None, attack: str, aa_version: str, models: str,
-                      data_dir: str | None, device: str, amp: str | None, seed: int, seeds: str | None,
-                      sets: tuple[str, ...], quiet: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_prefix: str | None,
+                      recipe_names: str | None, out: str | None, methods: str, wa: bool, awp: bool,
+                      runs: tuple[str, ...], epochs: int | None, subset: int | None, n_examples: int | None,
+                      n_eval: int | None, attack: str, aa_version: str, models: str, data_dir: str | None,
+                      device: str, amp: str | None, seed: int, seeds: str | None, sets: tuple[str, ...],
+                      quiet: bool) -> None:
     """Train each method with the dataset's recipe, keep best (PGD-10 selected) and final checkpoints, evaluate
-    both (student and EMA teacher), and write table1.{md,csv,json} (per-seed rows and mean ± std) and curves.png.
-    Re-running reuses finished runs and cached evaluations and resumes broken runs."""
+    both (student and EMA teacher) in the runs' threat model, and write table1.{md,csv,json} (per-seed rows and
+    mean ± std) and curves.png. Re-running reuses finished runs and cached evaluations and resumes broken runs.
+
+    \b
+    Examples:
+      art-adr benchmark --dataset fashion-mnist
+      art-adr benchmark --runs runs/a runs/b --out tables/     # only evaluate + tabulate"""
     from art_adr.benchmark import CPU_DEFAULTS, parse_seeds, run_benchmark
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
     from art_adr.runs import RunError
 
+    if more_runs and not runs:
+        raise click.UsageError(f"unexpected argument {more_runs[0]!r}: run directories follow --runs "
+                               "(--runs A B)")
+    runs = (*runs, *more_runs)
+    n_eval = n_examples if n_examples is not None else n_eval
     recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
     if not dataset and not runs and not recipes and not recipe_prefix:
         raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
@@ -89,7 +103,7 @@ def benchmark_command(dataset: str | None, recipe_prefix: str | None, recipe_nam
             overrides[key] = value
     overrides.update(parse_sets(sets))
     n_eval = n_eval if n_eval is not None else defaults.get("n_eval")
-    eval_device = _device(device)
+    eval_device = resolve_cli_device(device)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"
     try:
         result = run_benchmark(

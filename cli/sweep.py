@@ -6,10 +6,11 @@ from typing import Any
 
 import click
 
-from art_adr.cli import parse_sets
+from art_adr.cli import parse_sets, resolve_cli_device
 
 
 def _floats(text: str | None, name: str) -> list[float]:
+    """A comma list of numbers (fractions allowed); ``None`` → ``[]``."""
     if text is None:
         return []
     from art_adr.config import ConfigError, parse_number
@@ -22,37 +23,45 @@ def _floats(text: str | None, name: str) -> list[float]:
 
 @click.command("sweep")
 @click.option("--recipe", "-r", required=True, help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced.")
-@click.option("--temperature", "temperatures", default=None,
-              help="Comma list of τ start values, e.g. 1.5,2.0,2.5 (default: the recipe's).")
-@click.option("--interpolation", "interpolations", default=None,
-              help="Comma list of λ start values, e.g. 0.5,0.7,0.9 (default: the recipe's).")
+@click.option("--temperature", "temperatures", default=None, show_default="the recipe's",
+              help="Comma list of τ start values, e.g. 1.5,2.0,2.5.")
+@click.option("--interpolation", "interpolations", default=None, show_default="the recipe's",
+              help="Comma list of λ start values, e.g. 0.5,0.7,0.9.")
 @click.option("--ends", type=click.Choice(["gap", "constant"]), default="gap", show_default=True,
               help="End values of the cosine schedules: 'gap' keeps the recipe's end − start (τ_end ≥ 0.1, λ_end "
                    "clipped to [0, 1]); 'constant' uses end = start (no annealing, the paper's Fig. 5).")
-@click.option("--temperature-end", type=float, default=None, help="Fix τ_end for every cell (overrides --ends).")
-@click.option("--interpolation-end", type=float, default=None, help="Fix λ_end for every cell (overrides --ends).")
-@click.option("--model", type=click.Choice(["student", "teacher"]), default=None,
-              help="Model scored and selected on (sets best_metric; default: the recipe's).")
+@click.option("--temperature-end", type=float, default=None, show_default="from --ends",
+              help="Fix τ_end for every cell (overrides --ends).")
+@click.option("--interpolation-end", type=float, default=None, show_default="from --ends",
+              help="Fix λ_end for every cell (overrides --ends).")
+@click.option("--model", type=click.Choice(["student", "teacher"]), default=None, show_default="the recipe's",
+              help="Model scored and selected on (sets best_metric).")
 @click.option("--epoch", type=click.Choice(["best", "final"]), default="best", show_default=True,
               help="Score the best validation epoch (best.pt) or the last one (final.pt).")
 @click.option("--attack", type=click.Choice(["pgd", "aa"]), default="pgd", show_default=True,
               help="pgd: the runs' per-epoch hold-out PGD accuracy; aa: AutoAttack on --n-val hold-out images.")
-@click.option("--n-val", type=click.IntRange(min=1), default=None,
-              help="With --attack aa: first N hold-out images (default: the whole hold-out).")
-@click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard", show_default=True)
+@click.option("--n-examples", type=click.IntRange(min=1), default=None, show_default="the whole hold-out",
+              help="With --attack aa: first N hold-out images.")
+@click.option("--n-val", "n_val", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Deprecated alias of --n-examples.")
+@click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard", show_default=True,
+              help="AutoAttack version of --attack aa (see `art-adr evaluate --help`).")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds per cell, e.g. 0,1,2 (scores averaged).")
-@click.option("--epochs", type=int, help="Budget: epochs per run.")
-@click.option("--subset", type=int, help="Budget: training examples per run.")
-@click.option("--val-size", type=int, help="Hold-out size (taken from the training set).")
-@click.option("--data-dir", type=click.Path(), help="Where the dataset lives.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]))
+@click.option("--epochs", type=int, show_default="the recipe's", help="Budget: epochs per run.")
+@click.option("--subset", type=int, show_default="the recipe's", help="Budget: training examples per run.")
+@click.option("--val-size", type=int, show_default="the recipe's", help="Hold-out size (taken from the training set).")
+@click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (training and scoring).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), show_default="the recipe's",
+              help="Mixed precision of training.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for every run.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default sweeps-out/<recipe>).")
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--out", "-o", type=click.Path(file_okay=False), show_default="sweeps-out/<recipe>",
+              help="Output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def sweep_command(recipe: str, temperatures: str | None, interpolations: str | None, ends: str,
                   temperature_end: float | None, interpolation_end: float | None, model: str | None, epoch: str,
-                  attack: str, n_val: int | None, aa_version: str, seeds: str, epochs: int | None,
+                  attack: str, n_examples: int | None, n_val: int | None, aa_version: str, seeds: str,
+                  epochs: int | None,
                   subset: int | None, val_size: int | None, data_dir: str | None, device: str, amp: str | None,
                   sets: tuple[str, ...], out: str | None, quiet: bool) -> None:
     """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
@@ -61,13 +70,10 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
     sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attack aa)."""
     from art_adr.benchmark import parse_seeds
     from art_adr.config import ConfigError, resolve_config
-    from art_adr.estimator import resolve_device
     from art_adr.sweep import run_sweep
 
-    try:
-        eval_device = str(resolve_device(device))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
+    eval_device = resolve_cli_device(device)
+    n_val = n_examples if n_examples is not None else n_val
     try:
         seed_list = parse_seeds(seeds)
     except ConfigError as exc:

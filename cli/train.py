@@ -12,17 +12,19 @@ from typing import Any
 import click
 
 from art_adr.cli import parse_sets
+from art_adr.methods import METHOD_NAMES
 
-# CLI flag -> RunConfig field; each is only applied when given explicitly (a recipe or the defaults fill the rest)
-FLAG_FIELDS = {
-    "dataset": "dataset", "data_dir": "data_dir", "download": "download", "arch": "arch", "method": "method",
-    "adr": "adr", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "eps": "eps", "eps_step": "eps_step",
-    "max_iter": "max_iter", "temperature": "temperature", "interpolation": "interpolation",
-    "ema_decay": "ema_decay", "beta": "beta", "awp_rho": "awp_rho", "subset": "subset", "val_split": "val_split",
-    "val_size": "val_size", "eval_every": "eval_every", "extra_data": "extra_data",
-    "extra_fraction": "extra_fraction", "seed": "seed", "device": "device", "amp": "amp",
-    "channels_last": "channels_last", "compile": "compile",
-}
+
+def _default(field: str) -> str:
+    """Help suffix: flags override the recipe, which overrides RunConfig's default (art_adr.defaults)."""
+    from art_adr.config import FIELDS
+
+    value = FIELDS[field].default
+    if callable(FIELDS[field].default_factory):  # dict fields
+        value = FIELDS[field].default_factory()
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value))
+    return f" [default: the recipe's, else {value}]"
 
 
 def _pair(text: str | None) -> list[str] | None:
@@ -33,48 +35,63 @@ def _pair(text: str | None) -> list[str] | None:
 @click.option("--recipe", "-r", help="Recipe name (see `art-adr recipes`) or a YAML file.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory (default runs/<recipe>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
-@click.option("--dataset", help="cifar10, cifar100, tinyimagenet, fashion-mnist or synthetic.")
-@click.option("--data-dir", type=click.Path(), help="Where the dataset lives.")
-@click.option("--download/--no-download", default=None, help="Download the dataset if missing (needs internet).")
-@click.option("--arch", help="small-cnn, resnet18, preact-resnet18, wrn-34-10, ...")
-@click.option("--method", type=click.Choice(["at", "trades"]))
-@click.option("--adr/--no-adr", default=None, help="Rectify labels with the EMA teacher (ADR).")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=str)
-@click.option("--eps", type=str, help="Attack radius, e.g. 8/255.")
-@click.option("--eps-step", type=str, help="Attack step, e.g. 2/255.")
-@click.option("--max-iter", type=int, help="PGD steps during training.")
-@click.option("--temperature", help="τ start,end (e.g. 2.5,2.0).")
-@click.option("--interpolation", help="λ start,end (e.g. 0.7,0.95).")
-@click.option("--ema-decay", type=str)
-@click.option("--beta", type=str, help="TRADES β.")
-@click.option("--awp-rho", type=str, help="AWP radius ρ (0 = off).")
-@click.option("--subset", type=int, help="Train on this many (seeded random) training examples.")
-@click.option("--val-split", type=click.Choice(["holdout", "test"]))
-@click.option("--val-size", type=int)
-@click.option("--eval-every", type=int)
-@click.option("--extra-data", type=click.Path(), help=".npz with image/label arrays (DDPM data).")
-@click.option("--extra-fraction", type=str)
-@click.option("--seed", type=int)
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]))
-@click.option("--channels-last/--no-channels-last", default=None)
-@click.option("--compile/--no-compile", "compile", default=None)
+@click.option("--dataset", help="cifar10, cifar100, tinyimagenet, fashion-mnist or synthetic." + _default("dataset"))
+@click.option("--data-dir", type=click.Path(), help="Where the dataset lives [default: the usual places].")
+@click.option("--download/--no-download", default=None,
+              help="Download the dataset if missing (needs internet)." + _default("download"))
+@click.option("--arch", help="small-cnn, resnet18, preact-resnet18, wrn-34-10, ..." + _default("arch"))
+@click.option("--method", type=click.Choice(METHOD_NAMES),
+              help="Training method (art_adr.methods)." + _default("method"))
+@click.option("--adr/--no-adr", default=None, help="Rectify labels with the EMA teacher (ADR)." + _default("adr"))
+@click.option("--epochs", type=int, help="Epochs of the run." + _default("epochs"))
+@click.option("--batch-size", type=int, help="Batch size (all processes)." + _default("batch_size"))
+@click.option("--lr", type=str, help="Peak SGD learning rate." + _default("lr"))
+@click.option("--eps", type=str, help="Attack radius, e.g. 8/255." + _default("eps"))
+@click.option("--eps-step", type=str,
+              help="Attack step, e.g. 2/255 [default: the recipe's, else min(eps, 2.5*eps/max_iter)].")
+@click.option("--max-iter", type=int, help="PGD steps during training." + _default("max_iter"))
+@click.option("--temperature", help="ADR temperature τ start,end." + _default("temperature"))
+@click.option("--interpolation", help="ADR interpolation λ start,end." + _default("interpolation"))
+@click.option("--ema-decay", type=str, help="EMA teacher decay γ." + _default("ema_decay"))
+@click.option("--beta", type=str, help="TRADES / MART β." + _default("beta"))
+@click.option("--awp-rho", type=str, help="AWP radius ρ (0 = off)." + _default("awp_rho"))
+@click.option("--subset", type=int, help="Train on this many (seeded random) training examples [default: all].")
+@click.option("--val-split", type=click.Choice(["holdout", "test"]),
+              help="Validation images: a hold-out of the training set, or the test set." + _default("val_split"))
+@click.option("--val-size", type=int, help="Validation images." + _default("val_size"))
+@click.option("--eval-every", type=int, help="Validate every k epochs." + _default("eval_every"))
+@click.option("--extra-data", type=click.Path(), help=".npz with image/label arrays (DDPM data) [default: none].")
+@click.option("--extra-fraction", type=str,
+              help="Fraction of each batch from --extra-data." + _default("extra_fraction"))
+@click.option("--seed", type=int, help="Seed of init, batch order, augmentation and attacks." + _default("seed"))
+@click.option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N." + _default("device"))
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), help="Mixed precision." + _default("amp"))
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="NHWC memory format." + _default("channels_last"))
+@click.option("--compile/--no-compile", "compile", default=None,
+              help="torch.compile the forward." + _default("compile"))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
 @click.option("--stop-after-epochs", type=int,
-              help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
+              help="Stop cleanly after N epochs of this invocation (preemptible jobs) [default: run to the end].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
                   stop_after_epochs: int | None, quiet: bool, **flags: Any) -> None:
     """Train a model with a paper recipe; flags override the recipe; the resolved config is saved."""
+    try:
+        _train(recipe, out, resume, sets, stop_after_epochs, quiet, **flags)
+    finally:
+        _leave_process_group()
+
+
+def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
+           stop_after_epochs: int | None, quiet: bool, **flags: Any) -> None:
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError, resolve_config
     from art_adr.data import DatasetError
     from art_adr.runs import RunError, RunInterrupted, load_run_config, resume_hint, train_run
     from art_adr.trainer import TrainingDivergedError
 
-    given = {FLAG_FIELDS[k]: v for k, v in flags.items() if v is not None}
+    given = {k: v for k, v in flags.items() if v is not None}  # every flag is named after its RunConfig field
     for key in ("temperature", "interpolation"):
         if key in given:
             given[key] = _pair(given[key])
@@ -120,16 +137,15 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
         sys.exit(130)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"run written to {path}")
-    if torch_distributed_initialized():
-        import torch
-
-        torch.distributed.destroy_process_group()
 
 
-def torch_distributed_initialized() -> bool:
+def _leave_process_group() -> None:
+    """Under ``torchrun``: leave the process group on every way out (torch warns, and gloo may abort, when a
+    process exits with the group still up)."""
     import torch
 
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import yaml
 
+from art_adr.methods import METHODS
+
+# the methods the paper reports (its τ/λ tables); other registered methods get Fashion-MNIST recipes only
+PAPER_METHODS = ("at", "trades")
+
 OUT = Path(__file__).resolve().parents[1] / "art_adr" / "recipes"
 
 # dataset -> ADR (τ, λ); +WA+AWP (τ, λ) per method; AWP ρ. Values from the ADR authors' gin configs
@@ -50,8 +55,8 @@ def main() -> None:
     for ds, p in PAPER.items():
         epochs = 80 if ds == "tinyimagenet" else 200
         for arch, suffix in (("resnet18", ""), ("wrn-34-10", "-wrn34")):
-            for method in ("at", "trades"):
-                label = "AT" if method == "at" else "TRADES"
+            for method in PAPER_METHODS:
+                label = METHODS[method].label
                 awp_tau, awp_lam = AWP_ARCH.get((ds, method, arch), p["awp"][method])
                 note = NOTES.get((ds, method, arch)) or (NOTES.get((ds, method)) if arch == "resnet18" else None)
                 base = {"base": "_paper-common", "dataset": ds, "arch": arch, "method": method, "epochs": epochs}
@@ -94,14 +99,13 @@ def main() -> None:
         "max_iter": 10, "epochs": 10, "batch_size": 128, "lr": 0.05, "crop_padding": 2, "val_size": 1000,
     }
     adr = {"temperature": [2.0, 1.5], "interpolation": [0.5, 0.8]}  # README: the 4-epoch sweep
-    write("fashion-mnist-at", {"description": "Fashion-MNIST AT, small CNN, eps 0.1, CPU-sized", **fm,
-                               "method": "at", "adr": False})
-    write("fashion-mnist-at-adr", {"description": "Fashion-MNIST AT+ADR, small CNN, eps 0.1, CPU-sized", **fm,
-                                   "method": "at", "adr": True, **adr})
-    write("fashion-mnist-trades", {"description": "Fashion-MNIST TRADES, small CNN, eps 0.1, CPU-sized", **fm,
-                                   "method": "trades", "adr": False})
-    write("fashion-mnist-trades-adr", {"description": "Fashion-MNIST TRADES+ADR, small CNN, eps 0.1, CPU-sized",
-                                       **fm, "method": "trades", "adr": True, **adr})
+    for method, cls in METHODS.items():  # every registered method, with and without ADR
+        write(f"fashion-mnist-{method}", {"description": f"Fashion-MNIST {cls.label}, small CNN, eps 0.1, CPU-sized",
+                                          **fm, "method": method, "adr": False})
+        write(f"fashion-mnist-{method}-adr", {
+            "description": f"Fashion-MNIST {cls.label}+ADR, small CNN, eps 0.1, CPU-sized"
+                           + ("" if method in PAPER_METHODS else " (tau/lambda of AT+ADR, not tuned for this method)"),
+            **fm, "method": method, "adr": True, **adr})
 
     # Fashion-MNIST robust-overfitting regime (benchmarks/README.md, "Calibration"): an MLP with memorisation
     # capacity on 1 000 training images, no augmentation, 150 epochs; plain PGD-AT robustly overfits here.
@@ -113,11 +117,12 @@ def main() -> None:
     }
     ro_adr = {"temperature": list(RO_ADR[0]), "interpolation": list(RO_ADR[1])}
     what = "Fashion-MNIST robust-overfitting regime: MLP 2x512, 1 000 images, no augmentation, 150 epochs, eps 0.1"
-    for method, adr in (("at", False), ("at-adr", True), ("trades", False), ("trades-adr", True)):
-        label = {"at": "AT", "at-adr": "AT+ADR", "trades": "TRADES", "trades-adr": "TRADES+ADR"}[method]
-        desc = f"{what}, {label}" + (f" (tau/lambda {RO_ADR_SOURCE})" if adr else "")
-        write(f"fashion-mnist-ro-{method}", {"description": desc, **ro, "method": method.split("-")[0], "adr": adr,
-                                             **(ro_adr if adr else {})})
+    for method, cls in METHODS.items():
+        for adr in (False, True):
+            source = RO_ADR_SOURCE if method in PAPER_METHODS else f"of AT+ADR, not tuned for {cls.label}"
+            desc = f"{what}, {cls.label}{'+ADR' if adr else ''}" + (f" (tau/lambda {source})" if adr else "")
+            write(f"fashion-mnist-ro-{method}{'-adr' if adr else ''}",
+                  {"description": desc, **ro, "method": method, "adr": adr, **(ro_adr if adr else {})})
 
 
 # τ, λ of the Fashion-MNIST regime's ADR recipes, and where they come from

@@ -236,8 +236,9 @@ def test_divergence_restores_model_teacher_and_optimizer(blobs, make_classifier)
     # the caller can lower the learning rate and continue from there
     for g in trainer.optimizer.param_groups:
         g["lr"] = 0.05
-    trainer.fit(x, y, batch_size=64, nb_epochs=2)
-    assert trainer.epoch == 2 and all(torch.isfinite(p).all() for p in clf.model.parameters())
+    trainer.fit(x, y, batch_size=64, nb_epochs=2)  # the 2 epochs that remain, on the restored τ/λ plan
+    assert trainer.epoch == 3 and all(torch.isfinite(p).all() for p in clf.model.parameters())
+    assert trainer.history[-1]["tau"] == pytest.approx(trainer.temperature[1])  # the plan ended where it would have
 
 
 def test_divergence_from_non_finite_weights_says_not_restored(blobs, make_classifier):

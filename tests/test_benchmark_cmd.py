@@ -24,6 +24,8 @@ def test_plan_runs_uses_recipes_and_labels():
     assert fm.label == "AT + ADR + WA" and fm.config.best_metric == "teacher_pgd_acc"
     assert set(PAPER_TABLE1["cifar10"]) == {method_label(p.config) for p in plan_runs("cifar10")}
     with pytest.raises(ValueError, match="unknown method"):
+        plan_runs("cifar10", methods=["fgsm"])
+    with pytest.raises(ValueError, match="no recipe 'cifar10-mart'"):  # registered, but the paper has no MART
         plan_runs("cifar10", methods=["mart"])
 
 
@@ -180,3 +182,17 @@ def test_benchmark_with_autoattack_on_a_handful_of_points(tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads((out / "table1.json").read_text())["rows"][0]
     assert row["robust_attack"] == "aa" and row["robust_best"] <= row["clean_best"]
+
+
+def test_mart_and_mart_adr_benchmark_through_the_registry(tmp_path):
+    """MART / MART+ADR: recipes from the registry's generator, trained, evaluated and tabled by `benchmark`."""
+    out = tmp_path / "mart"
+    r = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "mart,mart-adr",
+                                  "--out", str(out), *TINY, "--attack", "pgd", "--models", "student"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "table1.json").read_text())
+    assert [x["method"] for x in data["rows"]] == ["MART", "MART + ADR"]
+    assert all(0 <= x["pgd_final"] <= x["clean_final"] <= 100 for x in data["rows"])
+    r = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "fgsm-adr"])
+    assert r.exit_code != 0 and "at, at-adr, trades, trades-adr, mart, mart-adr" in r.output

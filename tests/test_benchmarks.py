@@ -39,15 +39,20 @@ def test_flop_count_matches_hand_count() -> None:
     hand = 2 * (4 * 8 * 8) * (1 * 3 * 3) + 2 * 3 * 256
     assert hand == 6144
     net = _HandCountNet()
-    assert bench_utils.hook_count_flops(net, (1, 8, 8)) == hand
-    flops, _source = bench_utils.forward_flops(net, (1, 8, 8))
-    assert flops == hand
+    assert bench_utils.forward_flops(net, (1, 8, 8)) == (hand, "art_adr.models.count_flops")
 
 
 def test_flop_count_strided_grouped_conv() -> None:
     net = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2), nn.Flatten(), nn.Linear(8 * 4 * 4, 2))
     hand = 2 * (8 * 4 * 4) * (2 * 9) + 2 * 2 * 128
-    assert bench_utils.hook_count_flops(net, (4, 8, 8)) == hand
+    assert bench_utils.forward_flops(net, (4, 8, 8))[0] == hand
+
+
+def test_benchmarks_share_the_librarys_flop_counter_and_device_picker() -> None:
+    assert not hasattr(bench_utils, "hook_count_flops")
+    assert bench_utils.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(SystemExit, match="unknown device"):
+        bench_utils.resolve_device("tpu")
 
 
 def test_forward_equivalents_convention() -> None:
@@ -58,8 +63,9 @@ def test_forward_equivalents_convention() -> None:
     assert fe("trades", 10, adr=False, awp=False) == 37  # + clean fwd+bwd + clean KL-target forward
     assert fe("trades-ce", 10, adr=False, awp=False) == 36
     assert fe("at", 10, adr=False, awp=True) == 36
-    with pytest.raises(ValueError):
-        fe("mart", 10, adr=False, awp=False)
+    assert fe("mart", 10, adr=True, awp=True) == 30 + 6 + 1 + 6  # clean and adversarial fwd+bwd, + AWP's
+    with pytest.raises(ValueError, match="at, trades, mart"):
+        fe("fgsm", 10, adr=False, awp=False)
 
 
 def _check_result(out: Path, expected_rows: set[str]) -> dict:

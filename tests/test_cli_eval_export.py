@@ -43,7 +43,7 @@ def test_evaluate_run_dir_both_models_with_aa_and_sanity(tmp_path, ckpt):
     out = tmp_path / "eval"
     res = _invoke("evaluate", ckpt.parent.parent, "--which", "both", "--n-examples", 4, "--eps", "64/255",
                   "--pgd-steps", 2, "--batch-size", 4, "--out", out, "--sanity", "--sanity-steps", "1,2",
-                  "--sanity-eps-steps", 4, "--no-progress")
+                  "--sanity-eps-steps", 4, "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
     from art_adr.evaluation import validate_report
@@ -62,8 +62,8 @@ def test_evaluate_run_dir_both_models_with_aa_and_sanity(tmp_path, ckpt):
 
 def test_evaluate_paper_autoattack_protocol(tmp_path, ckpt):
     out = tmp_path / "eval"
-    res = _invoke("evaluate", ckpt, "--which", "teacher", "--attacks", "clean,aa", "--version", "paper",
-                  "--n-examples", 4, "--eps", "64/255", "--batch-size", 4, "--out", out, "--no-progress")
+    res = _invoke("evaluate", ckpt, "--which", "teacher", "--attacks", "clean,aa", "--aa-version", "paper",
+                  "--n-examples", 4, "--eps", "64/255", "--batch-size", 4, "--out", out, "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
     aa = report["models"]["teacher"]["autoattack"]
@@ -75,7 +75,7 @@ def test_evaluate_paper_autoattack_protocol(tmp_path, ckpt):
 
 def test_evaluate_checkpoint_file_default_out(tmp_path, ckpt):
     res = _invoke("evaluate", ckpt, "--attacks", "clean,pgd", "--n-examples", 3, "--pgd-steps", 1,
-                  "--no-progress")
+                  "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((ckpt.parent / "evaluation-best" / "evaluation.json").read_text())
     assert set(report["models"]["student"]["results"]) == {"clean", "pgd"}
@@ -92,7 +92,7 @@ def test_evaluate_checkpoint_file_default_out(tmp_path, ckpt):
 ])
 def test_evaluate_bad_input_one_line_error(tmp_path, ckpt, args, message):
     out = tmp_path / "out"
-    res = _invoke("evaluate", ckpt, "--out", out, "--no-progress", *args)
+    res = _invoke("evaluate", ckpt, "--out", out, "-q", *args)
     assert res.exit_code != 0
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
@@ -166,6 +166,68 @@ def test_export_robustbench_bundle_via_cli(tmp_path):
     assert "DMPreActResNet(num_classes=100" in entry
     res = _invoke("export", ck, "--which", "teacher", "--name", "X2024Y", "--out", out, "--report", report)
     assert res.exit_code == 2 and "no teacher weights" in res.output
+
+
+def _rb_checkpoint(path, config=None):
+    """A cifar10 ResNet-18 checkpoint (RobustBench has its class), student only."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", 10, dataset="cifar10")
+    save_checkpoint(path, {"model": {"arch": "resnet18", "num_classes": 10, "dataset": "cifar10", "kwargs": {}},
+                           "config": config or {}, "student": model.state_dict(), "teacher": None})
+    return path
+
+
+def test_export_partial_evaluation_needs_allow_partial(tmp_path):
+    ck = _rb_checkpoint(tmp_path / "c.pt")
+    report = tmp_path / "evaluation.json"
+    report.write_text(json.dumps({"dataset": "cifar10", "eps": 8 / 255, "n_examples": 4, "models": {
+        "student": {"results": {"clean": 50.0, "aa": 25.0}, "autoattack": {"version": "standard", "seed": 0}}}}))
+    out = tmp_path / "bundle"
+    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--report", report)
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "from 4 of the 10000 cifar10 test images" in res.output and "--allow-partial" in res.output
+    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--clean-acc", 50, "--autoattack-acc", 25,
+                  "--n-examples", 100)
+    assert res.exit_code != 0 and "from 100 of the 10000" in res.output
+    assert not out.exists() or not any(out.rglob("*"))
+
+    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--report", report, "--allow-partial",
+                  "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "partial evaluation on 4 of the 10000 test images" in res.output
+    info = json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Y.json").read_text())
+    assert info["n_examples"] == 4 and info["footnote"].startswith("Partial evaluation: 4 of the 10000")
+    assert info["unreliable"] is False and info["autoattack_acc"] == "25.00"
+    res = _invoke("export", ck, "--name", "X2024Z", "--out", out, "--clean-acc", 50, "--autoattack-acc", 25)
+    assert res.exit_code == 0 and "partial evaluation" not in res.output  # explicit accuracies: all 10 000
+    assert "n_examples" not in json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Z.json").read_text())
+
+
+def test_export_without_adr_gets_a_neutral_name(tmp_path):
+    ck = _rb_checkpoint(tmp_path / "c.pt", config={"adr": False, "method": "at"})
+    out = tmp_path / "bundle"
+    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--clean-acc", 80, "--autoattack-acc", 45)
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Y.json").read_text())
+    assert info["name"] == "PGD-AT (art-adr)" and "arxiv.org/abs/2305.12118" not in json.dumps(info)
+    assert "trained without ADR" in res.output and "--link" in res.output
+
+
+def test_export_device_and_option_defaults(tmp_path, ckpt):
+    import click
+
+    from art_adr.cli.export import export_command
+
+    res = _invoke("export", ckpt, "--name", "X2024Y", "--out", tmp_path / "b", "--clean-acc", 80,
+                  "--autoattack-acc", 50, "--device", "tpu")
+    assert res.exit_code == 2 and "unknown device 'tpu'" in res.output and "Traceback" not in res.output
+    device = next(p for p in export_command.params if p.name == "device")
+    assert device.default == "auto"
+    undocumented = [p.name for p in export_command.params if isinstance(p, click.Option) and not p.is_flag
+                    and not p.required and not p.show_default]
+    assert undocumented == []
+    helptext = _invoke("export", "--help").output
+    assert "[default: auto]" in helptext and "--allow-partial" in helptext
 
 
 def test_evaluate_robustbench_placement(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from art_adr import data
 from art_adr.data import (
@@ -408,3 +409,27 @@ def test_extra_npz_errors(tmp_path):
     np.savez(tmp_path / "r.npz", image=np.zeros((2, 4, 4, 3), np.uint8), label=np.array([0, 12]))
     with pytest.raises(DatasetError, match="r.npz"):
         load_extra_npz(tmp_path / "r.npz", num_classes=10)
+
+
+# ---------------------------------------------------------------- the batch-finishing sequence
+
+
+def test_finish_batch_unit_floats_then_augment_then_channels_last():
+    from art_adr.loader import finish_batch
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    seen = {}
+
+    def augment(t: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        seen["dtype"], seen["max"], seen["g"] = t.dtype, float(t.max()), g
+        return t.flip(3)
+
+    g = torch.Generator().manual_seed(0)
+    out = finish_batch(x, augment=augment, generator=g, channels_last=True)
+    assert seen["dtype"] == torch.float32 and seen["g"] is g  # augment sees [0, 1] floats
+    assert seen["max"] == pytest.approx(95 / 255)
+    assert torch.equal(out, x.float().div(255).flip(3))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    f = torch.rand(2, 3, 4, 4)
+    assert finish_batch(f) is f  # float32 images pass untouched (no copy)
+    assert torch.equal(finish_batch(f.double()), f)

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from art_adr.attacks import AttackSpec
 from art_adr.evaluation import (
     SCHEMA,
     build_report,
@@ -26,6 +27,7 @@ from art_adr.evaluation import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
+INFO = {"file": "c.pt", "epoch": 3, "sha256": "0" * 64}
 
 
 class Linear(nn.Module):
@@ -86,7 +88,7 @@ def test_evaluate_model_all_attacks_report_schema_and_files(tmp_path):
     torch.manual_seed(0)
     model = Linear()
     x, y = _data(model)
-    entry = evaluate_model(model, x, y, eps=0.25, pgd_steps=3, batch_size=4, seed=0, progress=False)
+    entry = evaluate_model(model, x, y, spec=AttackSpec(eps=0.25, steps=3), batch_size=4, seed=0, progress=False)
     res = entry["results"]
     assert res["clean"] == 75.0
     assert res["pgd"] <= res["clean"] and res["cw"] <= res["clean"]
@@ -97,8 +99,8 @@ def test_evaluate_model_all_attacks_report_schema_and_files(tmp_path):
     assert res["aa"] == cum["square"] and entry["autoattack"]["seed"] == 0
     settings = {"attacks": ["clean", "pgd", "cw", "aa"], "pgd_steps": 3, "restarts": 1, "eps_step": None,
                 "cw_steps": 3, "aa_version": "standard"}
-    report = build_report({"student": entry}, checkpoint="c.pt", dataset="toy", n_examples=len(y),
-                          eps=64 / 255, seed=0, batch_size=4, device="cpu", settings=settings)
+    report = build_report({"student": entry}, checkpoint="c.pt", checkpoint_info=INFO, dataset="toy",
+                          n_examples=len(y), eps=64 / 255, seed=0, batch_size=4, device="cpu", settings=settings)
     validate_report(report)
     paths = write_report(report, tmp_path / "out")
     loaded = json.loads(paths["json"].read_text())
@@ -106,6 +108,9 @@ def test_evaluate_model_all_attacks_report_schema_and_files(tmp_path):
     assert loaded["eps_text"] == "64/255"
     table = paths["markdown"].read_text()
     assert "| student | 75.00 |" in table and "+APGD-CE" in table
+    assert "Checkpoint `c.pt`, epoch 3, sha256 0000000000000000" in table and "L∞ ε = 64/255" in table
+    assert loaded["checkpoint_info"] == INFO and loaded["norm"] == "Linf"
+    assert entry["attacks"] == {"pgd": "PGD-3 L∞ ε=0.25 α=0.208333", "cw": "CW-3 L∞ ε=0.25 α=0.208333"}
     assert format_table(loaded) == table
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["evaluation.json", "evaluation.md"]
 
@@ -133,10 +138,11 @@ def test_autoattack_checks_are_captured():
 def test_autoattack_warnings_reach_the_model_entry():
     model = Linear(softmax=True)
     x, y = _data(model, n=4)
-    entry = evaluate_model(model, x, y, attacks=("clean", "aa"), eps=0.5, batch_size=4, progress=False)
+    entry = evaluate_model(model, x, y, attacks=("clean", "aa"), spec=AttackSpec(eps=0.5), batch_size=4,
+                           progress=False)
     assert any("probability distribution" in w for w in entry["autoattack"]["warnings"])
-    report = build_report({"student": entry}, checkpoint="c", dataset="toy", n_examples=4, eps=8 / 255,
-                          seed=0, batch_size=4, device="cpu",
+    report = build_report({"student": entry}, checkpoint="c", checkpoint_info=INFO, dataset="toy", n_examples=4,
+                          eps=8 / 255, seed=0, batch_size=4, device="cpu",
                           settings={"attacks": ["clean", "aa"], "pgd_steps": 10, "restarts": 1,
                                     "eps_step": None, "cw_steps": 10, "aa_version": "standard"})
     assert report["warnings"] == entry["autoattack"]["warnings"]
@@ -191,16 +197,16 @@ def test_evaluate_model_paper_autoattack_version_in_report(tmp_path):
     torch.manual_seed(0)
     model = Linear()
     x, y = _data(model)
-    entry = evaluate_model(model, x, y, attacks=("clean", "aa"), eps=0.25, version="paper", batch_size=4,
-                           progress=False)
+    entry = evaluate_model(model, x, y, attacks=("clean", "aa"), spec=AttackSpec(eps=0.25), aa_version="paper",
+                           batch_size=4, progress=False)
     aa = entry["autoattack"]
     assert aa["version"] == "paper" and aa["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert aa["settings"]["apgd-ce"]["n_iter"] == 10 and aa["settings"]["fab-t"]["n_target_classes"] == 9
     assert entry["results"]["aa"] <= entry["results"]["clean"]
     settings = {"attacks": ["clean", "aa"], "pgd_steps": 10, "restarts": 1, "eps_step": None, "cw_steps": 10,
                 "aa_version": "paper"}
-    report = build_report({"student": entry}, checkpoint="c.pt", dataset="toy", n_examples=len(y), eps=0.25,
-                          seed=0, batch_size=4, device="cpu", settings=settings)
+    report = build_report({"student": entry}, checkpoint="c.pt", checkpoint_info=INFO, dataset="toy",
+                          n_examples=len(y), eps=0.25, seed=0, batch_size=4, device="cpu", settings=settings)
     paths = write_report(report, tmp_path)
     loaded = json.loads(paths["json"].read_text())
     validate_report(loaded)

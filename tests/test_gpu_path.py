@@ -124,7 +124,7 @@ def _one_awp_step(make_classifier, variant, x_adv):
     clf = make_classifier(seed=1)
     trainer = AdversarialTrainerADR(clf, awp_rho=0.05, awp_variant=variant, adr=False, attack_bn_mode="eval",
                                     verbose=False, **EPS)
-    trainer._attack = lambda x, target: x_adv  # a fixed adversarial batch: pass 1 is reproducible by hand
+    trainer._attack = lambda x, target, y=None: x_adv  # a fixed adversarial batch: pass 1 is reproducible by hand
     model = trainer._raw
     start = copy.deepcopy(model)
     spy = _BNSpy(model.bn)

@@ -132,6 +132,31 @@ def test_errors():
         create_model("small-cnn", 10, "cifar10", in_channels=1)
 
 
+def test_one_normalising_wrapper_keeps_checkpoint_keys_and_loads_old_shapes():
+    """models.Normalized is the one implementation; estimator.Normalize (an ART classifier's standardisation)
+    is it with unsaved buffers, and a model's own normalisation is not mistaken for one."""
+    from art_adr.estimator import Normalize
+
+    model = create_model("small-cnn", 10, "fashion-mnist")
+    assert not isinstance(model, Normalize) and issubclass(Normalize, Normalized)
+    state = model.state_dict()
+    assert {"mean", "std"} <= set(state) and all(k in ("mean", "std") or k.startswith("net.") for k in state)
+    # art-adr 0.1.0 saved a one-channel model's statistics as [1, 1, 1, 1]: they still load
+    old = {k: (v.reshape(1, 1, 1, 1) if k in ("mean", "std") else v) for k, v in state.items()}
+    old["mean"] = torch.full((1, 1, 1, 1), 0.25)
+    fresh = create_model("small-cnn", 10, "fashion-mnist")
+    fresh.load_state_dict(old)
+    assert float(fresh.mean) == 0.25 and fresh.mean.shape == model.mean.shape
+    with pytest.raises(RuntimeError, match="mean"):  # a real mismatch is still an error
+        fresh.load_state_dict({**old, "mean": torch.zeros(1, 3, 1, 1)})
+    wrapped = Normalize(nn.Identity(), [0.1, 0.2, 0.3], 0.5)
+    assert wrapped.model is wrapped.net and set(wrapped.state_dict()) == set()
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.allclose(wrapped(x), (x - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / 0.5)
+    flat = Normalize(nn.Identity(), 0.5, 0.25)  # one value broadcasts over non-image inputs too
+    assert flat(torch.ones(3, 5)).shape == (3, 5)
+
+
 # ---------------------------------------------------------------- FLOPs
 
 

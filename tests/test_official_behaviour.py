@@ -12,7 +12,7 @@ import torch
 from art_adr.attacks import _random_start
 from art_adr.config import load_recipe, resolve_config
 from art_adr.loader import DeviceBatches, MixedBatches
-from art_adr.runs import build_scheduler_lambda, parameter_groups
+from art_adr.runs import build_scheduler, parameter_groups
 from art_adr.trainer import AdversarialTrainerADR, AdversarialTrainerTRADESADR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_config_trades_variant_reaches_the_trainer():
         cfg = resolve_config(None, {"dataset": "synthetic", "method": "trades", "trades_variant": variant,
                                     "epochs": 1})
         trainer = build_trainer(cfg, 10, (1, 28, 28), torch.device("cpu"), verbose=False)
-        assert trainer.trades_variant == variant
+        assert trainer.method.trades_variant == variant
         assert trainer.attack_bn_mode == ("train" if variant == "official" else "eval")
 
 
@@ -114,9 +114,14 @@ def test_extra_data_epoch_is_one_pass_over_real_images_so_warmup_matches_officia
     mixed = MixedBatches(main, torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.zeros(10, dtype=torch.long), 0.75)
     assert len(mixed) == math.ceil(n / 256) == 196  # the authors' loader of 256 real images per batch
     cfg = resolve_config("cifar10-ddpm-at-adr-wa-awp", {"dataset": "synthetic"})
-    factor = build_scheduler_lambda(cfg, len(mixed))
-    warm = [factor(s) for s in range(600)]
-    first_full = warm.index(max(warm[:600]))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg, len(mixed))
+    warm = []
+    for _ in range(600):  # the rate each iteration trains with
+        warm.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    first_full = next(i for i, lr in enumerate(warm) if lr >= cfg.lr * (1 - 1e-9))  # LinearLR accumulates
     assert first_full == round(2.5 * 196) - 1 == 489  # ≈ 487 official iterations, not 2.5 × 49
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import pickle
+import re
 import struct
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +20,15 @@ from torch import nn
 from art_adr.checkpoint import save_checkpoint
 from art_adr.models import create_model
 from art_adr.robustbench import (
+    ADR_PAPER,
+    PLACEHOLDERS,
     ExportError,
     export_robustbench,
     format_leaderboard,
     install_autoattack_adapter,
     leaderboard_table,
     load_leaderboard,
+    model_info,
     register_exported,
 )
 
@@ -119,7 +126,9 @@ def test_export_bundle_and_robustbench_round_trip(tmp_path, rn18_checkpoint):
     info = json.loads(paths["model_info"].read_text())
     assert info["eps"] == "8/255" and info["clean_acc"] == "82.41" and info["autoattack_acc"] == "50.38"
     assert info["reported"] == "50.38" and info["dataset"] == "cifar10" and info["architecture"] == "ResNet-18"
-    assert info["venue"] == "ICLR 2024" and "footnote" in info and info["additional_data"] is False
+    assert info["venue"] == "ICLR 2024" and info["footnote"].startswith("+WA") and info["additional_data"] is False
+    assert info["name"] == ADR_PAPER["name"] and info["link"] == ADR_PAPER["link"]
+    assert info["unreliable"] is False and info["external"] == "50.38" and "n_examples" not in info
     assert list(info)[:3] == ["link", "name", "authors"]
     sd = torch.load(paths["weights"], weights_only=True)["state_dict"]
     assert all(v.device.type == "cpu" for v in sd.values())
@@ -141,6 +150,100 @@ def test_export_bundle_and_robustbench_round_trip(tmp_path, rn18_checkpoint):
 
     with pytest.raises(ExportError, match="refusing to overwrite"):
         export_robustbench(path, tmp_path, name, which="teacher", clean_acc=1, autoattack_acc=1)
+
+
+def test_model_info_has_every_field_of_the_shipped_schema():
+    """Every key of the RobustBench entries in the shipped snapshot (model_info at commit 78fcc9e), same types."""
+    snap = load_leaderboard()
+    entries = snap["entries"]["cifar10/Linf"] + snap["entries"]["cifar100/Linf"]
+    schema = {k for e in entries for k in e} - {"model_id"}  # model_id: the file name, not a field
+    info = model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=82.4, autoattack_acc=50.38)
+    assert set(info) == schema
+    for key, value in info.items():
+        types = {type(e[key]) for e in entries if e.get(key) is not None}
+        assert value is None and key == "footnote" or type(value) in types, (key, value, types)
+    assert info["unreliable"] is False and info["footnote"] is None and info["external"] == "50.38"
+    assert model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=82.4, autoattack_acc=50.38,
+                      external=49.9, unreliable=True)["external"] == "49.90"
+    with pytest.raises(ExportError, match="external must be a percentage"):
+        model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=1, autoattack_acc=1, external=120)
+
+
+def _report(n: int, **extra) -> dict:
+    return {"dataset": "cifar10", "eps": 8 / 255, "n_examples": n, "norm": "Linf", "models": {
+        "teacher": {"results": {"clean": 82.0, "aa": 50.0}, "autoattack": {"version": "standard", "seed": 0}}},
+        **extra}
+
+
+def test_export_refuses_partial_evaluation_unless_allowed(tmp_path, rn18_checkpoint):
+    path, _ = rn18_checkpoint
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportError, match="from 500 of the 10000 cifar10 test images.*allow-partial"):
+        export_robustbench(path, out, "X2024Y", which="teacher", report=_report(500))
+    with pytest.raises(ExportError, match="from 20 of the 10000"):
+        export_robustbench(path, out, "X2024Y", clean_acc=80, autoattack_acc=50, n_examples=20)
+    with pytest.raises(ExportError, match="contradicts the evaluation report"):
+        export_robustbench(path, out, "X2024Y", which="teacher", report=_report(10000), n_examples=500)
+    with pytest.raises(ExportError, match="integer in \\[1, 10000\\]"):
+        export_robustbench(path, out, "X2024Y", clean_acc=80, autoattack_acc=50, n_examples=20000)
+    with pytest.raises(ExportError, match="does not say how many"):
+        export_robustbench(path, out, "X2024Y", which="teacher", report={**_report(1), "n_examples": None})
+    with pytest.raises(ExportError, match="L2 norm"):
+        export_robustbench(path, out, "X2024Y", which="teacher", report=_report(10000, norm="L2"))
+    assert not out.exists() or not any(out.rglob("*"))
+
+    paths = export_robustbench(path, out, "X2024Y", which="teacher", report=_report(500), allow_partial=True)
+    info = json.loads(paths["model_info"].read_text())
+    assert info["n_examples"] == 500 and info["clean_acc"] == "82.00" and info["autoattack_acc"] == "50.00"
+    assert info["footnote"].startswith("Partial evaluation: 500 of the 10000 test images") and "+WA" in info["footnote"]
+    issue = paths["issue"].read_text()
+    assert "partial evaluation, 500 of the 10000 test images" in issue and "first 500 cifar10 test images" in issue
+    full = export_robustbench(path, out, "X2024Z", which="teacher", report=_report(10000), allow_partial=True)
+    assert "n_examples" not in json.loads(full["model_info"].read_text())
+
+
+def test_run_without_adr_is_not_exported_under_the_adr_paper(tmp_path, rn18_checkpoint):
+    path, _ = rn18_checkpoint
+    ckpt = torch.load(path, weights_only=True)
+    for method, label in (("at", "PGD-AT (art-adr)"), ("trades", "TRADES (art-adr)")):
+        plain = tmp_path / f"{method}.pt"
+        torch.save({**ckpt, "config": {"adr": False, "method": method}}, plain)
+        paths = export_robustbench(plain, tmp_path / method, "X2024Y", clean_acc=80, autoattack_acc=45)
+        info = json.loads(paths["model_info"].read_text())
+        assert info["name"] == label and info["name"] != ADR_PAPER["name"]
+        assert {info["link"], info["authors"], info["venue"]} == set(PLACEHOLDERS.values())
+        assert ADR_PAPER["link"] not in paths["issue"].read_text()
+    adr = tmp_path / "adr.pt"
+    torch.save({**ckpt, "config": {"adr": True, "method": "trades"}}, adr)
+    info = json.loads(export_robustbench(adr, tmp_path / "adr", "X2024Y", clean_acc=80,
+                                         autoattack_acc=45)["model_info"].read_text())
+    assert info["name"] == ADR_PAPER["name"] and info["authors"] == ADR_PAPER["authors"]
+    mine = export_robustbench(plain, tmp_path / "mine", "X2024Y", clean_acc=80, autoattack_acc=45,
+                              paper_name="My TRADES", link="https://example.org/p", authors="Me", venue="arXiv 2025")
+    info = json.loads(mine["model_info"].read_text())
+    assert (info["name"], info["link"], info["authors"], info["venue"]) == (
+        "My TRADES", "https://example.org/p", "Me", "arXiv 2025")
+
+
+def test_readme_loading_snippet_runs_in_a_fresh_interpreter(tmp_path, rn18_checkpoint):
+    """The README's RobustBench block, as written, in a new Python process: plain ``import robustbench``
+    (no art_adr import before it) and ``load_model`` of an exported bundle give our logits."""
+    path, teacher = rn18_checkpoint
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "register_exported(" in b)
+    assert code.index("robustbench") < code.index("art_adr"), "the snippet must import robustbench first"
+    name = re.search(r'load_model\("(\w+)"', code).group(1)
+    export_robustbench(path, tmp_path / "submission", name, which="teacher", clean_acc=80, autoattack_acc=45)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    torch.save(x, tmp_path / "x.pt")
+    check = ("\nimport torch\nwith torch.no_grad():\n"
+             "    torch.save(model(torch.load('x.pt')), 'logits.pt')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code + check], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "logits.pt"), teacher(x))
 
 
 def test_export_errors_leave_nothing(tmp_path, rn18_checkpoint):

@@ -75,7 +75,7 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
     seen = []
 
     def fake_evaluate_model(model, x, y, *, attacks, **kw):
-        seen.append((x.clone(), attacks, kw["version"]))
+        seen.append((x.clone(), attacks, kw["aa_version"], kw["spec"]))
         return {"results": {"clean": 50.0, "aa": 10.0 * len(seen)}}
 
     monkeypatch.setattr(ev, "evaluate_model", fake_evaluate_model)
@@ -88,6 +88,9 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
     assert data["selection"]["attack"] == "aa" and data["selection"]["aa_version"] == "paper"
     val = _load_data(load_run_config(finals[0].parent.parent))[1]
     assert len(seen) == 2 and seen[0][1] == ("clean", "aa") and seen[0][2] == "paper"
+    run_config = load_run_config(finals[0].parent.parent)  # the run's own threat model
+    assert (seen[0][3].norm, seen[0][3].eps, seen[0][3].step_size) == (run_config.norm, run_config.eps,
+                                                                       run_config.eps_step)
     assert np.allclose(seen[0][0].numpy(), val.x[:16].astype(np.float32) / 255)
     assert "hold-out AutoAttack" in r.output
     # cached: a third call attacks nothing

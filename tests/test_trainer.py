@@ -32,8 +32,11 @@ def test_short_fit_raises_robust_accuracy_and_keeps_caller_arrays(cls, blobs, ma
     for key in ("loss", "train_robust_acc", "tau", "lambda", "lr", "seconds", "clean_acc", "teacher_pgd_acc",
                 "best_epoch"):
         assert key in history[-1]
-    assert history[0]["tau"] == pytest.approx(2.0) and history[0]["lambda"] == pytest.approx(0.5)
-    assert history[-1]["tau_end"] == pytest.approx(1.5) and history[-1]["lambda_end"] == pytest.approx(0.9)
+    # τ/λ are recorded where each epoch ends (the bar's last value); the first epoch starts at the start values
+    # and the last epoch ends at the end values
+    assert history[0]["tau_start"] == pytest.approx(2.0) and history[0]["lambda_start"] == pytest.approx(0.5)
+    assert history[-1]["tau"] == pytest.approx(1.5) and history[-1]["lambda"] == pytest.approx(0.9)
+    assert history[0]["tau"] == pytest.approx(history[1]["tau_start"])
     logits = trainer.get_teacher_classifier().predict(x[:5])
     np.testing.assert_allclose(logits, trainer.predict(x[:5], teacher=True), atol=1e-5)
     np.testing.assert_allclose(trainer.get_classifier().predict(x[:5]), trainer.predict(x[:5]), atol=1e-5)
@@ -102,7 +105,7 @@ def test_resume_from_state_dict_is_bitwise_identical(cls, blobs, make_classifier
     state = saved
     resumed, sched2 = build()
     resumed.load_state_dict(state, scheduler=sched2)
-    resumed.fit(x, y, batch_size=64, nb_epochs=2)
+    resumed.fit(x, y, batch_size=64, nb_epochs=1)  # the epoch that remains (fit trains nb_epochs more)
     for a, b in zip(full._raw.state_dict().values(), resumed._raw.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(full.teacher.state_dict().values(), resumed.teacher.state_dict().values()):
@@ -120,7 +123,7 @@ def test_fit_generator_accepts_art_data_generator_and_dataloader(blobs, make_cla
     trainer.fit_generator(loader, nb_epochs=1)
     assert trainer.step == 4
     trainer.fit_generator(PyTorchDataGenerator(loader, size=128, batch_size=32), nb_epochs=2)
-    assert trainer.step == 8 and trainer.epoch == 2
+    assert trainer.step == 12 and trainer.epoch == 3  # ART semantics: 2 more epochs
 
 
 def test_any_scheduler_with_step_including_torch2_lr_scheduler(blobs, make_classifier):

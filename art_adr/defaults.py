@@ -1,0 +1,18 @@
+"""The ADR defaults, defined once: the trainers' signatures, ``RunConfig`` (``art-adr train`` without a recipe)
+and the README read them from here; recipes that differ say why in their descriptions.
+
+τ (temperature) and λ (interpolation) are the ADR authors' CIFAR-10 values (Wu et al. 2024; their
+``config/cifar10/*_adr.gin``, which ``scripts/make_recipes.py`` also uses): τ anneals 2.5 → 2.0, λ 0.7 → 0.95
+with cosine schedules; the EMA teacher's decay is 0.995 (authors' fixed γ; ``EMA_WARMUP`` off as in their code).
+"""
+
+from __future__ import annotations
+
+__all__ = ["TEMPERATURE", "INTERPOLATION", "EMA_DECAY", "EMA_WARMUP", "BETA", "EVAL_MAX_ITER"]
+
+TEMPERATURE: tuple[float, float] = (2.5, 2.0)
+INTERPOLATION: tuple[float, float] = (0.7, 0.95)
+EMA_DECAY: float = 0.995
+EMA_WARMUP: bool = False
+BETA: float = 6.0  # TRADES β and MART β (both reference codes' CIFAR-10 value)
+EVAL_MAX_ITER: int = 10  # PGD steps of the validation attack during training
