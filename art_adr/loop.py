@@ -87,7 +87,8 @@ class EpochLoop:
         self.plan = (self.plan[0], int(value))
 
     def set_plan(self, first_step: int, total_steps: int) -> None:
-        """Anneal τ/λ from iteration ``first_step`` over ``total_steps`` iterations (kept by the next fit call)."""
+        """Anneal τ/λ from iteration ``first_step`` over ``total_steps`` iterations; the next fit call keeps this
+        plan (``art-adr train`` pins the whole run's plan this way, whatever epoch it resumes at)."""
         self.plan = (int(first_step), int(total_steps))
         self._plan_restored = True
 
@@ -162,8 +163,7 @@ class EpochLoop:
         if scheduler is not None and not callable(getattr(scheduler, "step", None)):
             raise ValueError("scheduler must have a .step() method")
         self.scheduler = scheduler if scheduler is not None else self.scheduler
-        first, total = self.plan
-        if not (self._plan_restored and self.step < first + total):
+        if not self._plan_restored:  # a new plan over this call's iterations
             self.plan = (self.step, nb_epochs * steps_per_epoch)
         self._plan_restored = False
         end_epoch = self.epoch + nb_epochs
@@ -285,8 +285,10 @@ class EpochLoop:
             self.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state.get("scaler") or {})
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        if state.get("plan") is not None:
-            self.set_plan(*state["plan"])
+        if state.get("plan") is not None:  # an unfinished plan is continued by the next fit call
+            first, total = (int(v) for v in state["plan"])
+            self.plan = (first, total)
+            self._plan_restored = self.step < first + total
         self.best_epoch = state.get("best_epoch")
         same_metric = state.get("best_metric", "pgd_acc") == self.best_metric
         self.best_value = float(state.get("best_value", state.get("best_robust_acc", -1.0))) if same_metric else -1.0

@@ -151,8 +151,13 @@ def _leave_process_group() -> None:
 
 @click.command("recipes")
 @click.option("--show", metavar="NAME", help="Print one recipe's resolved options.")
-def recipes_command(show: str | None) -> None:
-    """List the shipped recipes (or show one resolved)."""
+@click.option("--match", metavar="TEXT", help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")
+@click.option("--long", "long_", is_flag=True, help="Full descriptions instead of one line per recipe.")
+def recipes_command(show: str | None, match: str | None, long_: bool) -> None:
+    """List the shipped recipes, grouped by dataset: method, epochs, τ/λ of ADR runs, description (or show one
+    resolved with --show)."""
+    import shutil
+
     import yaml
 
     from art_adr.config import ConfigError, list_recipes, resolve_config
@@ -163,7 +168,24 @@ def recipes_command(show: str | None) -> None:
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
         return
-    recipes = list_recipes()
-    width = max(map(len, recipes))
+    recipes = {k: v for k, v in list_recipes().items() if match is None or match in k}
+    if not recipes:
+        raise click.ClickException(f"no recipe name contains {match!r}; `art-adr recipes` lists them all")
+    rows = []
     for name, desc in recipes.items():
-        click.echo(f"{name:<{width}}  {desc}")
+        cfg = resolve_config(name)
+        what = cfg.method + ("+adr" if cfg.adr else "") + ("+wa" if cfg.best_metric == "teacher_pgd_acc" else "") \
+            + ("+awp" if cfg.awp_rho > 0 else "")
+        anneal = (f"τ {cfg.temperature[0]:g}→{cfg.temperature[1]:g} λ {cfg.interpolation[0]:g}→"
+                  f"{cfg.interpolation[1]:g}") if cfg.adr else ""
+        rows.append((cfg.dataset, name, what, str(cfg.epochs), anneal, desc))
+    widths = [max(len(r[i]) for r in rows) for i in range(1, 5)]
+    room = shutil.get_terminal_size((120, 24)).columns - sum(widths) - 8
+    dataset = None
+    for ds, name, what, epochs, anneal, desc in rows:
+        if ds != dataset:
+            click.echo(("" if dataset is None else "\n") + click.style(ds, bold=True))
+            dataset = ds
+        if not long_ and len(desc) > max(room, 20):
+            desc = desc[: max(room, 20) - 1] + "…"
+        click.echo(f"  {name:<{widths[0]}}  {what:<{widths[1]}}  {epochs:>{widths[2]}}  {anneal:<{widths[3]}}  {desc}")

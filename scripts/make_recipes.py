@@ -103,8 +103,9 @@ def main() -> None:
         write(f"fashion-mnist-{method}", {"description": f"Fashion-MNIST {cls.label}, small CNN, eps 0.1, CPU-sized",
                                           **fm, "method": method, "adr": False})
         write(f"fashion-mnist-{method}-adr", {
-            "description": f"Fashion-MNIST {cls.label}+ADR, small CNN, eps 0.1, CPU-sized"
-                           + ("" if method in PAPER_METHODS else " (tau/lambda of AT+ADR, not tuned for this method)"),
+            "description": f"Fashion-MNIST {cls.label}+ADR, small CNN, eps 0.1, CPU-sized; tau/lambda "
+                           + ("from the README's 4-epoch sweep" if method in PAPER_METHODS
+                              else "of AT+ADR, not tuned for this method"),
             **fm, "method": method, "adr": True, **adr})
 
     # Fashion-MNIST robust-overfitting regime (benchmarks/README.md, "Calibration"): an MLP with memorisation

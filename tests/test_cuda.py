@@ -62,7 +62,7 @@ def test_train_resume_evaluate_cycle(name, tmp_path, monkeypatch):
     _invoke(["train", "--out", str(out), "--resume", "--device", DEVICE, "-q"])
     t2 = time.perf_counter()
     _invoke(["evaluate", str(out), "--attacks", "clean,pgd", "--n-examples", "64", "--pgd-steps", "5",
-             "--which", "both", "--device", DEVICE, "--out", str(tmp_path / "ev"), "--no-progress"])
+             "--which", "both", "--device", DEVICE, "--out", str(tmp_path / "ev"), "-q"])
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2]
     final = load_checkpoint(out / "checkpoints" / "final.pt", map_location="cpu")
