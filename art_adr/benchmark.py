@@ -14,7 +14,7 @@ from .attacks import format_eps
 from .checkpoint import atomic_write
 from .config import ConfigError, RunConfig, recipe_path, resolve_config
 from .methods import METHOD_NAMES, get_method
-from .runs import RunError, holding_lock, load_run_config, train_run, write_csv
+from .runs import RunError, config_diff, holding_lock, load_run_config, train_run, write_csv
 
 __all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark",
            "write_table", "aggregate_rows", "format_markdown", "parse_seeds", "seed_run_dir", "reported_model"]
@@ -114,7 +114,7 @@ def _ensure_trained(plan: PlannedRun, run_dir: Path, verbose: bool, command: str
     """Train, resume an interrupted run, or reuse a finished one (``checkpoints/final.pt`` present)."""
     if (run_dir / "checkpoints" / "final.pt").is_file():
         saved = load_run_config(run_dir)
-        if saved.to_dict() != plan.config.to_dict():
+        if config_diff(saved.to_dict(), plan.config.to_dict()):
             raise RunError(f"{run_dir} holds a finished run with other options; use another --out")
         return run_dir
     resume = (run_dir / "checkpoints" / "last.pt").is_file()

@@ -534,16 +534,21 @@ def _checkpoint(trainer: Any, config: RunConfig, desc: dict[str, Any], record: d
     return {"model": desc, "config": config.to_dict(), **trainer.state_dict(), "metrics": record or {}}
 
 
-def _config_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Options that differ between two resolved configs; the device may change between invocations."""
-    return sorted(k for k in set(saved) | set(now) if k != "device" and saved.get(k) != now.get(k))
+ADR_ONLY_FIELDS = ("temperature", "interpolation")  # unused by a run trained without ADR
+
+
+def config_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Options that differ between two resolved configs, ignoring what cannot change the run: the device (it may
+    change between invocations) and, when neither trains with ADR, τ/λ (so a new default does not orphan them)."""
+    ignored = {"device"} | (set(ADR_ONLY_FIELDS) if not saved.get("adr", True) and not now.get("adr", True) else set())
+    return sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
 
 
 def _resume_state(last: Path, config: RunConfig) -> dict[str, Any]:
     """``last.pt`` loaded on the CPU (its RNG states must stay CPU tensors; ``load_state_dict`` moves the weights
     and optimizer state to the run's device) and checked against the run's config."""
     state = load_checkpoint(last)
-    diff = _config_diff(state.get("config") or {}, config.to_dict())
+    diff = config_diff(state.get("config") or {}, config.to_dict())
     if diff:
         raise RunError(f"the checkpoint was trained with different options ({', '.join(diff)})")
     epoch, history = state.get("epoch"), state.get("history")
@@ -612,7 +617,7 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
     if not have_ckpt and dist.is_main:
         if (out / CONFIG_FILE).is_file():  # stopped before its first checkpoint: start it again
             if not resume:
-                diff = _config_diff(load_run_config(out).to_dict(), config.to_dict())
+                diff = config_diff(load_run_config(out).to_dict(), config.to_dict())
                 if diff:
                     raise RunError(f"{out} holds a run that stopped before its first checkpoint, with other "
                                    f"options ({', '.join(diff)}); start it again with --resume, or choose "

@@ -202,3 +202,13 @@ def test_parse_sets_one_reader_for_every_command():
         "lr": 0.1, "arch_kwargs": {"hidden": 8}, "milestones": [0.5, 0.9], "note": "a: b: c"}
     with pytest.raises(click.UsageError, match="KEY=VALUE"):
         parse_sets(["lr0.1"])
+
+
+def test_config_diff_ignores_the_device_and_the_adr_schedules_of_runs_without_adr():
+    from art_adr.runs import config_diff
+
+    old = {"adr": False, "temperature": [2.0, 1.5], "interpolation": [0.7, 0.9], "lr": 0.1, "device": "cpu"}
+    new = {**old, "temperature": [2.5, 2.0], "interpolation": [0.7, 0.95], "device": "cuda"}
+    assert config_diff(old, new) == []
+    assert config_diff({**old, "adr": True}, {**new, "adr": True}) == ["interpolation", "temperature"]
+    assert config_diff(old, {**new, "lr": 0.2}) == ["lr"]
