@@ -235,3 +235,14 @@ def test_design_md_example_method_is_one_file_and_one_line(monkeypatch, blobs, m
     trainer = AdversarialTrainerADR(make_classifier(), method=fgsm(), verbose=False, **EPS)
     trainer.fit(x[:128], y[:128], batch_size=64, nb_epochs=1)
     assert trainer.step == 2 and np.isfinite(trainer.history[-1]["loss"])
+
+
+def test_every_subpackage_is_packaged():
+    """A wheel (non-editable install) carries every package of the tree, art_adr.methods included."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tree = {".".join(p.parent.relative_to(root).parts) for p in (root / "art_adr").rglob("__init__.py")}
+    assert tree <= set(setup["packages"]), tree - set(setup["packages"])
