@@ -388,7 +388,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _paper_fields(cfg: dict[str, Any]) -> dict[str, str]:
+def paper_fields(cfg: dict[str, Any]) -> dict[str, str]:
     """``name``/``link``/``authors``/``venue`` defaults: the ADR paper for an ADR run (``adr`` true or absent
     from the run's config); for a run trained without ADR a neutral name ("PGD-AT (art-adr)", "TRADES
     (art-adr)", ...) and ``PLACEHOLDERS`` to fill in: such a model is not the ADR paper's."""
@@ -476,7 +476,7 @@ def export_robustbench(
     cfg = ckpt.get("config") or {}
     if additional_data is None:
         additional_data = bool(cfg.get("extra_data"))
-    fields = {**_paper_fields(cfg), **{k: v for k, v in info.items() if v is not None}}
+    fields = {**paper_fields(cfg), **{k: v for k, v in info.items() if v is not None}}
     if paper_name:
         fields["name"] = paper_name
     notes = [footnote or _default_footnote(which, float(cfg.get("ema_decay", 0.995)))]

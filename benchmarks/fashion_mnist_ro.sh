@@ -5,7 +5,8 @@
 #      best (hold-out-selected) and final checkpoints of student and EMA teacher;
 #   3. the same checkpoints' PGD-10 on 1 000 test images (the robust-overfitting criterion);
 #   4. the ADR authors' AutoAttack protocol (--aa-version paper) beside the standard one;
-#   5. tau/lambda selected on hold-out AutoAttack, and AT+ADR retrained with them.
+#   5. tau/lambda selected on hold-out AutoAttack, and AT+ADR retrained with them;
+#   6. MART and MART+ADR (issue 11), students.
 # Every step is resumable and cached: re-running continues where it stopped. ~2 h on 2 CPU cores.
 # Set OUT to put the outputs elsewhere (default benchmarks-out/fashion-mnist-ro-study).
 set -euo pipefail
@@ -35,3 +36,10 @@ for s in 0 1 2; do
   art-adr benchmark --recipes fashion-mnist-ro-at-adr --seeds "$s" --set "temperature=[2.0, 1.5]" \
     --set "interpolation=[0.5, 0.8]" --attack pgd,aa --n-eval 500 --out "$OUT/aasel-s$s" -q
 done
+
+# 6. (issue 11) MART and MART+ADR through the method registry, students, 3 seeds: MART+ADR with the recipe's
+#    tau/lambda (AT+ADR's PGD-selected values) and with the AutoAttack-selected values of step 5
+art-adr benchmark --recipe-prefix fashion-mnist-ro --methods mart,mart-adr --seeds 0,1,2 --attack pgd,aa \
+  --models student --n-examples 500 --out "$OUT/mart" -q
+art-adr benchmark --recipes fashion-mnist-ro-mart-adr --seeds 0,1,2 --set "temperature=[2.0, 1.5]" \
+  --set "interpolation=[0.5, 0.8]" --attack pgd,aa --models student --n-examples 500 --out "$OUT/mart-aasel" -q

@@ -20,10 +20,11 @@ def _default_out(path: Path) -> Path:
     return path / "evaluation" if path.is_dir() else path.parent / f"evaluation-{path.stem}"
 
 
-def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: int) -> dict[str, Any]:
-    from art_adr.robustbench import ARCH_NAMES, format_leaderboard, leaderboard_table
+def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: int,
+               config: dict[str, Any]) -> dict[str, Any]:
+    from art_adr.robustbench import ARCH_NAMES, format_leaderboard, leaderboard_table, paper_fields
 
-    ours = {"name": f"ours ({which})", "clean_acc": entry["results"]["clean"],
+    ours = {"name": f"ours ({which})", "paper": paper_fields(config)["name"], "clean_acc": entry["results"]["clean"],
             "autoattack_acc": entry["results"]["aa"], "architecture": ARCH_NAMES.get(arch, arch)}
     rows = leaderboard_table(dataset, "Linf", ours=ours)
     rank = next(r["rank"] for r in rows if r["ours"])
@@ -133,9 +134,10 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
         if robustbench:
             from art_adr.checkpoint import load_checkpoint
 
-            arch = load_checkpoint(report["checkpoint_info"]["file"])["model"]["arch"]
+            ckpt = load_checkpoint(report["checkpoint_info"]["file"])
             for w, entry in report["models"].items():
-                entry["robustbench"] = _placement(entry, report["dataset"], arch, w, report["n_examples"])
+                entry["robustbench"] = _placement(entry, report["dataset"], ckpt["model"]["arch"], w,
+                                                  report["n_examples"], ckpt.get("config") or {})
         paths = _write(report, out or _default_out(run_or_checkpoint))
     except (ValueError, ImportError, OSError) as exc:  # CheckpointError, DatasetError are ValueErrors
         raise click.ClickException(str(exc)) from None

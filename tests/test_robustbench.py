@@ -283,3 +283,17 @@ def test_leaderboard_ranking_and_placement():
     assert leaderboard_table("cifar100", ours=ours)[0]["source"] == snap["source"]
     with pytest.raises(ValueError, match="no imagenet/Linf"):
         leaderboard_table("imagenet")
+
+
+def test_evaluate_placement_names_runs_without_adr_neutrally(monkeypatch):
+    import art_adr.robustbench as rb
+    from art_adr.cli.evaluate import _placement
+
+    seen = []
+    real = rb.leaderboard_table
+    monkeypatch.setattr(rb, "leaderboard_table",
+                        lambda *a, ours=None, **k: seen.append(ours) or real(*a, ours=ours, **k))
+    entry = {"results": {"clean": 80.0, "aa": 45.0}}
+    _placement(entry, "cifar10", "resnet18", "student", 10_000, {"adr": False, "method": "trades"})
+    _placement(entry, "cifar10", "resnet18", "student", 10_000, {"adr": True, "method": "at"})
+    assert seen[0]["paper"] == "TRADES (art-adr)" and seen[1]["paper"] == rb.ADR_PAPER["name"]
