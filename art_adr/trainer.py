@@ -63,12 +63,6 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
 
     Args:
         classifier: ART ``PyTorchClassifier`` with an optimizer and ``clip_values``.
-        method: a :class:`art_adr.methods.TrainingMethod` (default ``AT()``); see also the TRADES and MART faces.
-        attack: ``None`` (default: the method's own device-resident attack with the arguments below), or an
-            :class:`art_adr.attacks.SoftLabelPGD` whose ``eps``/``eps_step``/``max_iter``/``norm`` replace them.
-            Other ART ``EvasionAttack`` objects are refused: the method's attack must see the rectified label
-            ``P(x)`` (a probability row, which ART's loss gradients reduce to its argmax), run on the device without
-            a host round trip, and follow the method (TRADES attacks the KL term).
         eps: attack radius ε (default 8/255). eps_step: step α (default ``None``: ``min(ε, 2.5·ε/k)``, 2/255 for
             ε = 8/255 and k = 10, :func:`art_adr.attacks.default_eps_step`). max_iter: PGD steps k (10).
         norm: ``"inf"`` (default) or ``2``.
@@ -99,6 +93,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         seed: seed for batch order, augmentation and attack starts (default 0).
         log_every: iterations between progress-bar refreshes and divergence checks (default 25).
         verbose: show tqdm progress bars.
+        method: a :class:`art_adr.methods.TrainingMethod` (default ``AT()``); see also the TRADES and MART faces.
+        attack: ``None`` (default: the method's own device-resident attack with the arguments above), or an
+            :class:`art_adr.attacks.SoftLabelPGD` whose ``eps``/``eps_step``/``max_iter``/``norm`` replace them.
+            Other ART ``EvasionAttack`` objects are refused: the method's attack must see the rectified label
+            ``P(x)`` (a probability row, which ART's loss gradients reduce to its argmax), run on the device without
+            a host round trip, and follow the method (TRADES attacks the KL term).
 
     Example:
         >>> trainer = AdversarialTrainerADR(clf, eps=8/255, max_iter=10, temperature=(2.5, 2.0))
@@ -109,8 +109,6 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def __init__(
         self,
         classifier: Any,
-        method: TrainingMethod | None = None,
-        attack: Any = None,
         eps: float = 8 / 255,
         eps_step: float | None = None,
         max_iter: int = 10,
@@ -138,6 +136,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         seed: int = 0,
         log_every: int = 25,
         verbose: bool = True,
+        method: TrainingMethod | None = None,
+        attack: Any = None,
     ) -> None:
         check_classifier(classifier)
         super().__init__(classifier)

@@ -246,3 +246,9 @@ def test_every_subpackage_is_packaged():
     setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     tree = {".".join(p.parent.relative_to(root).parts) for p in (root / "art_adr").rglob("__init__.py")}
     assert tree <= set(setup["packages"]), tree - set(setup["packages"])
+
+
+def test_positional_arguments_keep_their_former_order(make_classifier):
+    """``method``/``attack`` come last: ``AdversarialTrainerADR(clf, eps, eps_step, max_iter)`` still works."""
+    trainer = AdversarialTrainerADR(make_classifier(), 0.2, 0.05, 3, verbose=False)
+    assert (trainer.eps, trainer.eps_step, trainer.max_iter) == (0.2, 0.05, 3) and trainer.method.name == "at"
