@@ -39,9 +39,9 @@ def sync_buffers(student: nn.Module, teacher: nn.Module, world_size: int) -> Non
             torch.distributed.broadcast(b.data, src=0)
 
 
-def all_reduce_sum(t: Tensor) -> Tensor:
+def all_reduce_sum(t: Tensor, world_size: int) -> Tensor:
     """Sum over ranks, in place (every rank gets it)."""
-    if ddp_world()[1] > 1:
+    if world_size > 1:
         torch.distributed.all_reduce(t)
     return t
 

@@ -70,27 +70,18 @@ class EpochLoop:
         self.step = 0
         self.epoch = 0
         self.plan: tuple[int, int] = (0, 0)  # (first iteration, iterations) of the τ/λ cosine schedules
-        self._plan_restored = False
+        self._plan_pinned = False
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.best_value = -1.0
         self._last_finite: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the τ/λ plan
-    @property
-    def total_steps(self) -> int:
-        """Iterations of the current τ/λ plan."""
-        return self.plan[1]
-
-    @total_steps.setter
-    def total_steps(self, value: int) -> None:
-        self.plan = (self.plan[0], int(value))
-
     def set_plan(self, first_step: int, total_steps: int) -> None:
         """Anneal τ/λ from iteration ``first_step`` over ``total_steps`` iterations; the next fit call keeps this
         plan (``art-adr train`` pins the whole run's plan this way, whatever epoch it resumes at)."""
         self.plan = (int(first_step), int(total_steps))
-        self._plan_restored = True
+        self._plan_pinned = True
 
     def schedule(self, step: int | None = None) -> tuple[float, float]:
         """``(τ, λ)`` at iteration ``step`` (default: the current one) of the plan's cosine schedules."""
@@ -163,9 +154,9 @@ class EpochLoop:
         if scheduler is not None and not callable(getattr(scheduler, "step", None)):
             raise ValueError("scheduler must have a .step() method")
         self.scheduler = scheduler if scheduler is not None else self.scheduler
-        if not self._plan_restored:  # a new plan over this call's iterations
+        if not self._plan_pinned:  # a new plan over this call's iterations
             self.plan = (self.step, nb_epochs * steps_per_epoch)
-        self._plan_restored = False
+        self._plan_pinned = False
         end_epoch = self.epoch + nb_epochs
         val = self._device_data(*validation_data, name="validation x") if validation_data is not None else None
         callbacks = list(callbacks)
@@ -196,7 +187,8 @@ class EpochLoop:
             self._check_finite(loss_sum, epoch, steps_per_epoch)
             if self.world_size > 1:
                 stats = all_reduce_sum(
-                    torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)]))
+                    torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)]),
+                    self.world_size)
                 loss_sum, correct, seen = stats[0], stats[1], int(stats[2].item())
             sync_buffers(self._raw, self.teacher.module, self.world_size)
             if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -213,7 +205,8 @@ class EpochLoop:
             record["images_per_s"] = seen / record["train_seconds"]
             if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == end_epoch):
                 record.update(self._evaluate_tensors(val[0], val[1], None, True))
-                self._update_best(record)
+                self._consider_best(record)
+                record["best_epoch"] = self.best_epoch
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
             if show:
@@ -222,11 +215,11 @@ class EpochLoop:
                 cb(self, record)
         return self.history
 
-    def _update_best(self, record: dict[str, Any]) -> None:
+    def _consider_best(self, record: dict[str, Any]) -> None:
+        """Make ``record``'s epoch the best one when its ``best_metric`` beats ``best_value`` (first wins ties)."""
         value = record.get(self.best_metric)
         if value is not None and value > self.best_value:
-            self.best_value, self.best_epoch = float(value), self.epoch
-        record["best_epoch"] = self.best_epoch
+            self.best_value, self.best_epoch = float(value), int(record["epoch"])
 
     def _check_finite(self, loss_sum: Tensor, epoch: int, iteration: int) -> None:
         """``TrainingDivergedError`` when the loss sum is NaN/inf — on every DDP rank at once (the flag is
@@ -288,7 +281,7 @@ class EpochLoop:
         if state.get("plan") is not None:  # an unfinished plan is continued by the next fit call
             first, total = (int(v) for v in state["plan"])
             self.plan = (first, total)
-            self._plan_restored = self.step < first + total
+            self._plan_pinned = self.step < first + total
         self.best_epoch = state.get("best_epoch")
         same_metric = state.get("best_metric", "pgd_acc") == self.best_metric
         self.best_value = float(state.get("best_value", state.get("best_robust_acc", -1.0))) if same_metric else -1.0
@@ -296,13 +289,8 @@ class EpochLoop:
         if not same_metric:  # re-select the best epoch by this trainer's metric from the saved history
             self.best_epoch = None
             for r in self.history:
-                self._update_best_from_history(r)
+                self._consider_best(r)
         self._load_rng(state.get("rng") or {})
-
-    def _update_best_from_history(self, r: dict[str, Any]) -> None:
-        value = r.get(self.best_metric)
-        if value is not None and value > self.best_value:
-            self.best_value, self.best_epoch = float(value), int(r["epoch"])
 
     def _load_rng(self, rng: dict[str, Any]) -> None:
         # RNG states are CPU ByteTensors whatever map_location the checkpoint was loaded with. A state restores

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -482,10 +483,8 @@ def trainer_arguments(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     method_cls = get_method(config.method)
     method = method_cls(**{name: getattr(config, name) for name in method_fields(method_cls)})
     method_params = {name for cls in registry.values() for name in method_fields(cls)}
-    values = config.to_dict()
-    kwargs = {k: v for k, v in values.items() if k not in RUN_FIELDS and k not in method_params}
-    for key in ("temperature", "interpolation"):
-        kwargs[key] = tuple(kwargs[key])
+    kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if f.name not in RUN_FIELDS and f.name not in method_params}
     return method, kwargs
 
 

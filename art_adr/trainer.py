@@ -23,7 +23,7 @@ from .attacks import AttackSpec, _norm_name, default_eps_step, pgd
 from .augment import CropFlip
 from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import check_images, check_labels, finite_number, integer, number_pair
-from .distributed import ddp_world, wrap_ddp
+from .distributed import all_reduce_sum, ddp_world, wrap_ddp
 from .ema import EMATeacher
 from .estimator import (
     Normalize,
@@ -365,11 +365,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                 counts[f"{prefix}clean_acc"] += self._accuracy(fwd, mod, xb, yb, False, gen)
                 if adversarial:
                     counts[f"{prefix}pgd_acc"] += self._accuracy(fwd, mod, xb, yb, True, gen)
-        if self.world_size > 1:
-            stacked = torch.stack(list(counts.values()))
-            torch.distributed.all_reduce(stacked)
-            counts = dict(zip(counts, stacked))
-        return {k: float(v.item()) / n for k, v in counts.items()}
+        totals = all_reduce_sum(torch.stack(list(counts.values())), self.world_size)
+        return {k: float(v.item()) / n for k, v in zip(counts, totals)}
 
     # ------------------------------------------------------------------ ART fit
     def fit(

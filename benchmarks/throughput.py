@@ -169,7 +169,7 @@ def make_trainer(model: nn.Module, cfg: BenchConfig, device: torch.device, key: 
 def time_ours_step(model: nn.Module, cfg: BenchConfig, device: torch.device, key: str) -> list[float]:
     """Per-iteration seconds of ``train_step`` on 4 pre-made device batches (warm-up excluded)."""
     trainer = make_trainer(model, cfg, device, key)
-    trainer.total_steps = cfg.warmup + cfg.iters  # the τ/λ schedules span the timed run
+    trainer.set_plan(0, cfg.warmup + cfg.iters)  # the τ/λ schedules span the timed run
     fmt = torch.channels_last if trainer.channels_last else torch.contiguous_format
     batches = [(x.contiguous(memory_format=fmt), y)
                for x, y in synthetic_batches(4, cfg.batch_size, cfg.shape, cfg.num_classes, device)]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttackContext", "Forward", "TrainingMethod"]
+__all__ = ["AttackContext", "Forward", "TrainingMethod", "autocast_context", "forward_logits"]
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -49,7 +49,7 @@ class AttackContext:
     autocast: Callable[[], contextlib.AbstractContextManager] | None
 
     def autocast_ctx(self) -> contextlib.AbstractContextManager:
-        return self.autocast() if self.autocast is not None else contextlib.nullcontext()
+        return autocast_context(self.autocast)
 
 
 @dataclass
@@ -101,11 +101,13 @@ class TrainingMethod:
         return f"{self.label} ({params})" if params else self.label
 
 
-def _ctx(autocast: Callable[[], contextlib.AbstractContextManager] | None) -> contextlib.AbstractContextManager:
+def autocast_context(autocast: Callable[[], contextlib.AbstractContextManager] | None
+                     ) -> contextlib.AbstractContextManager:
+    """``autocast()`` when a factory is given, else a no-op context."""
     return autocast() if autocast is not None else contextlib.nullcontext()
 
 
 def forward_logits(forward: Forward, x: Tensor, autocast: Any) -> Tensor:
     """``forward(x)`` under ``autocast`` (when given), as float32 logits for the loss."""
-    with _ctx(autocast):
+    with autocast_context(autocast):
         return forward(x).float()

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..attacks import pgd
 from ..functional import mart_loss
-from .base import AttackContext, Forward, TrainingMethod, _ctx
+from .base import AttackContext, Forward, TrainingMethod, autocast_context
 
 __all__ = ["MART"]
 
@@ -52,7 +52,7 @@ class MART(TrainingMethod):
 
     def loss(self, forward: Forward, x: Tensor, x_adv: Tensor, target: Tensor, y: Tensor,
              autocast: Any) -> tuple[Tensor, Tensor]:
-        with _ctx(autocast):
+        with autocast_context(autocast):
             logits_adv = forward(x_adv)
             logits_clean = forward(x)
         return mart_loss(logits_adv, logits_clean, target, y, self.beta), logits_adv

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..attacks import pgd
 from ..functional import soft_cross_entropy, trades_kl
 from ..modes import bn_mode_flag, module_mode
-from .base import AttackContext, Forward, TrainingMethod, _ctx
+from .base import AttackContext, Forward, TrainingMethod, autocast_context
 
 __all__ = ["TRADES", "TRADES_VARIANTS"]
 
@@ -63,7 +63,7 @@ class TRADES(TrainingMethod):
 
     def loss(self, forward: Forward, x: Tensor, x_adv: Tensor, target: Tensor, y: Tensor,
              autocast: Any) -> tuple[Tensor, Tensor]:
-        with _ctx(autocast):
+        with autocast_context(autocast):
             if self.trades_variant == "official":
                 both = torch.cat([x, x_adv])
                 if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
