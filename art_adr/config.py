@@ -87,6 +87,7 @@ class RunConfig:
     eval_max_iter: int = defaults.EVAL_MAX_ITER
     eval_batch_size: int = 256
     best_metric: str = "pgd_acc"  # or "teacher_pgd_acc" (the +WA model); the trainer, metrics and best.pt agree
+    save_every: int = 0  # also keep checkpoints/epoch-NNNN.pt every k epochs (0: only last/best/final)
     # system
     seed: int = 0
     device: str = "auto"
@@ -138,6 +139,7 @@ class RunConfig:
             need(all(v is None or math.isfinite(v) for v in (vals if isinstance(vals, (tuple, list)) else [vals])),
                  f"{name} must be finite, got {vals}")
         need(self.eval_every >= 1, f"eval_every must be >= 1 (validate every k epochs), got {self.eval_every}")
+        need(self.save_every >= 0, f"save_every must be >= 0 (0: no per-epoch checkpoints), got {self.save_every}")
         need(self.eval_max_iter >= 1, f"eval_max_iter must be >= 1, got {self.eval_max_iter}")
         need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")

@@ -467,7 +467,7 @@ RUN_FIELDS = frozenset({
     "dataset", "data_dir", "download", "dataset_kwargs", "subset", "extra_data", "extra_fraction", "val_split",
     "val_size", "arch", "arch_kwargs", "method", "epochs", "batch_size", "lr", "momentum", "nesterov",
     "weight_decay", "bn_weight_decay", "lr_schedule", "milestones", "lr_gamma", "warmup_epochs", "device",
-    "recipe", "description",
+    "save_every", "recipe", "description",
 })
 # trainer arguments no RunConfig field sets (the run layer passes or leaves them)
 TRAINER_ONLY_ARGS = frozenset({"classifier", "method", "attack", "scheduler_interval", "log_every", "verbose"})
@@ -699,6 +699,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             if tr.best_epoch == tr.epoch:  # the trainer's best (by config.best_metric) is this epoch
                 save_checkpoint(ckpt_dir / "best.pt", ckpt, before_replace=lambda: hook("best-tmp", tr.epoch))
                 hook("after-best", tr.epoch)
+            if config.save_every and tr.epoch % config.save_every == 0:  # kept for checkpoint studies
+                save_checkpoint(epoch_checkpoint(ckpt_dir, tr.epoch), ckpt)
             _write_metrics(out, tr.history)
             hook("after-metrics", tr.epoch)
             plot_curves(tr.history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
@@ -728,6 +730,11 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             save_checkpoint(ckpt_dir / "best.pt", final)
     _leave_together(dist)
     return out
+
+
+def epoch_checkpoint(ckpt_dir: Path, epoch: int) -> Path:
+    """Where ``save_every`` keeps the checkpoint of ``epoch``: ``checkpoints/epoch-NNNN.pt``."""
+    return Path(ckpt_dir) / f"epoch-{int(epoch):04d}.pt"
 
 
 def _leave_together(dist: DistInfo) -> None:

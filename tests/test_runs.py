@@ -212,3 +212,16 @@ def test_config_diff_ignores_the_device_and_the_adr_schedules_of_runs_without_ad
     assert config_diff(old, new) == []
     assert config_diff({**old, "adr": True}, {**new, "adr": True}) == ["interpolation", "temperature"]
     assert config_diff(old, {**new, "lr": 0.2}) == ["lr"]
+
+
+def test_save_every_keeps_per_epoch_checkpoints_equal_to_last(tmp_path):
+    out = tmp_path / "run"
+    _train(*SYNTH, "--epochs", "3", "--set", "save_every=2", "--out", str(out))
+    kept = sorted(p.name for p in (out / "checkpoints").glob("epoch-*.pt"))
+    assert kept == ["epoch-0002.pt"]
+    ck = load_checkpoint(out / "checkpoints" / "epoch-0002.pt")
+    assert ck["epoch"] == 2 and ck["history"][-1]["epoch"] == 2
+    final = load_checkpoint(out / "checkpoints" / "final.pt")
+    assert any(not torch.equal(ck["student"][k], final["student"][k]) for k in final["student"])
+    with pytest.raises(ConfigError, match="save_every"):
+        resolve_config(None, {"save_every": -1})
