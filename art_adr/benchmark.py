@@ -12,7 +12,7 @@ from typing import Any
 
 from .attacks import format_eps
 from .checkpoint import atomic_write
-from .config import ConfigError, RunConfig, recipe_path, resolve_config
+from .config import ConfigError, RunConfig, recipe_path, resolve_config, selected_model
 from .methods import METHOD_NAMES, get_method
 from .runs import RunError, config_diff, holding_lock, load_run_config, train_run, write_csv
 
@@ -53,7 +53,7 @@ def method_label(config: RunConfig) -> str:
     parts = [get_method(config.method).label]
     if config.adr:
         parts.append("ADR")
-    if config.best_metric == "teacher_pgd_acc":
+    if selected_model(config) == "teacher":
         parts.append("WA")
     if config.awp_rho > 0:
         parts.append("AWP")
@@ -83,7 +83,7 @@ def plan_runs(dataset: str | None, methods: Sequence[str] = DEFAULT_METHODS, wa:
         base_cfg = resolve_config(name)
         extra: dict[str, Any] = {}
         if wa or awp:
-            extra["best_metric"] = "teacher_pgd_acc"
+            extra["best_metric"] = "teacher_robust_acc"
         if awp and base_cfg.awp_rho == 0:
             extra["awp_rho"] = AWP_RHO.get(base_cfg.dataset, 0.005)
         config = resolve_config(name, {**extra, **(overrides or {})})
@@ -102,7 +102,7 @@ def plan_runs(dataset: str | None, methods: Sequence[str] = DEFAULT_METHODS, wa:
         name = base + suffix if _recipe_exists(base + suffix) else base
         extra: dict[str, Any] = {}
         if name == base and (wa or awp):
-            extra["best_metric"] = "teacher_pgd_acc"
+            extra["best_metric"] = "teacher_robust_acc"
             if awp:
                 extra["awp_rho"] = AWP_RHO.get(dataset or "", 0.005)
         config = resolve_config(name, {**extra, **(overrides or {})})
@@ -137,8 +137,9 @@ def _eval_cache_key(which: str, n_eval: int | None, attack: str | None, version:
 
 
 def reported_model(config: RunConfig) -> str:
-    """The model a run reports in the paper's tables: the EMA teacher for +WA (``teacher_pgd_acc``), else student."""
-    return "teacher" if config.best_metric == "teacher_pgd_acc" else "student"
+    """The model a run reports in the paper's tables: the EMA teacher for +WA (a ``teacher_…`` best_metric), else
+    the student."""
+    return selected_model(config)
 
 
 def _cache_valid(ev: dict[str, Any], run_dir: Path) -> bool:

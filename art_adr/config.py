@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from . import defaults
+from .auto_schedule import AUTO, is_auto
 
 __all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
 
@@ -53,8 +54,8 @@ class RunConfig:
     # method
     method: str = "at"  # a name in art_adr.methods.METHODS: "at", "trades", "mart"
     adr: bool = True
-    temperature: tuple[float, float] = defaults.TEMPERATURE
-    interpolation: tuple[float, float] = defaults.INTERPOLATION
+    temperature: tuple[float, float] | str = defaults.TEMPERATURE  # (start, end) or "auto" (art_adr.auto_schedule)
+    interpolation: tuple[float, float] | str = defaults.INTERPOLATION  # (start, end) or "auto"
     ema_decay: float = defaults.EMA_DECAY
     ema_warmup: bool = defaults.EMA_WARMUP
     beta: float = defaults.BETA  # TRADES β / MART β
@@ -86,7 +87,10 @@ class RunConfig:
     eval_every: int = 1
     eval_max_iter: int = defaults.EVAL_MAX_ITER
     eval_batch_size: int = 256
-    best_metric: str = "pgd_acc"  # or "teacher_pgd_acc" (the +WA model); the trainer, metrics and best.pt agree
+    val_attack: str = defaults.VAL_ATTACK  # art_adr.validation: "apgd", "margin" or "pgd"; what selects
+    val_targets: int = defaults.VAL_TARGETS  # APGD-T target classes of val_attack="apgd"
+    best_metric: str = defaults.BEST_METRIC  # "robust_acc" (val_attack, student), "teacher_robust_acc" (+WA), or a
+    # history key such as "pgd_acc"; the trainer, metrics and best.pt agree
     save_every: int = 0  # also keep checkpoints/epoch-NNNN.pt every k epochs (0: only last/best/final)
     # system
     seed: int = 0
@@ -115,9 +119,14 @@ class RunConfig:
         need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
         need(self.max_iter >= 1, "max_iter must be >= 1")
         need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")
-        need(len(self.temperature) == 2 and min(self.temperature) > 0, "temperature must be two numbers > 0")
-        need(len(self.interpolation) == 2 and all(0 <= v <= 1 for v in self.interpolation),
-             "interpolation must be two numbers in [0, 1]")
+        need(is_auto(self.temperature) or (len(self.temperature) == 2 and min(self.temperature) > 0),
+             "temperature must be two numbers > 0 or 'auto'")
+        need(is_auto(self.interpolation) or (len(self.interpolation) == 2
+                                             and all(0 <= v <= 1 for v in self.interpolation)),
+             "interpolation must be two numbers in [0, 1] or 'auto'")
+        need(not (is_auto(self.temperature) or is_auto(self.interpolation)) or (self.val_size > 0 or
+                                                                               self.val_split == "test"),
+             "temperature/interpolation 'auto' are set from the validation hold-out: val_size must be > 0")
         need(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
         need(self.lr > 0, "lr must be > 0")
@@ -126,7 +135,13 @@ class RunConfig:
         need(self.val_split in ("holdout", "test"), "val_split must be 'holdout' or 'test'")
         need(self.val_size >= 0, "val_size must be >= 0")
         need(0 <= self.extra_fraction < 1, "extra_fraction must be in [0, 1)")
-        need(self.best_metric in ("pgd_acc", "teacher_pgd_acc"), "best_metric must be pgd_acc or teacher_pgd_acc")
+        try:
+            from .validation import get_val_attack, resolve_best_metric
+
+            get_val_attack(self.val_attack, self.val_targets)
+            resolve_best_metric(self.best_metric, self.val_attack)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         need(self.amp in (None, "bf16", "fp16"), "amp must be bf16, fp16 or none")
         need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
         need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
@@ -136,6 +151,8 @@ class RunConfig:
         need(self.awp_variant in ("official", "weights-only"), "awp_variant must be 'official' or 'weights-only'")
         for name in _NUMBER_FIELDS + _PAIR_FIELDS + ("milestones",):
             vals = getattr(self, name)
+            if is_auto(vals):
+                continue
             need(all(v is None or math.isfinite(v) for v in (vals if isinstance(vals, (tuple, list)) else [vals])),
                  f"{name} must be finite, got {vals}")
         need(self.eval_every >= 1, f"eval_every must be >= 1 (validate every k epochs), got {self.eval_every}")
@@ -170,6 +187,20 @@ class RunConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# Fields added after runs were written, with the value a run written before them had: a config.yaml or checkpoint
+# without the field is read with this value (an old run resumes, and is scored, exactly as it was trained).
+LEGACY_DEFAULTS: dict[str, Any] = {"save_every": 0, "val_attack": "pgd", "val_targets": defaults.VAL_TARGETS}
+
+
+def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict with every field it predates filled in as :data:`LEGACY_DEFAULTS` says."""
+    return {**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in saved}, **saved}
+
+
+def selected_model(config: Any) -> str:
+    """``"teacher"`` when the run's ``best_metric`` selects by the EMA teacher (the +WA model), else ``"student"``."""
+    metric = config.get("best_metric") if isinstance(config, dict) else getattr(config, "best_metric", "")
+    return "teacher" if str(metric or "").startswith("teacher_") else "student"
 _PAIR_FIELDS = ("temperature", "interpolation")
 _NUMBER_FIELDS = ("eps", "eps_step", "lr", "ema_decay", "beta", "awp_rho", "extra_fraction", "weight_decay",
                   "momentum", "lr_gamma", "warmup_epochs", "bn_momentum")
@@ -182,6 +213,8 @@ def coerce(key: str, value: Any) -> Any:
     if value is None:
         return None
     if key in _PAIR_FIELDS:
+        if is_auto(value) or (isinstance(value, (list, tuple)) and len(value) == 1 and is_auto(value[0])):
+            return AUTO
         vals = value if isinstance(value, (list, tuple)) else [value, value]
         if len(vals) != 2:
             raise ConfigError(f"{key} must be a number or [start, end]")

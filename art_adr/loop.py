@@ -18,10 +18,9 @@ from torch import Tensor
 from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .functional import cosine_schedule
 
-__all__ = ["Callback", "EpochLoop", "TrainingDivergedError", "BEST_METRICS"]
+__all__ = ["Callback", "EpochLoop", "TrainingDivergedError"]
 
 Callback = Callable[[Any, dict[str, Any]], None]
-BEST_METRICS = ("pgd_acc", "teacher_pgd_acc", "clean_acc", "teacher_clean_acc")
 
 
 class TrainingDivergedError(ValueError):
@@ -49,9 +48,9 @@ class EpochLoop:
     is not finished: then the call continues that plan, so a resumed run anneals exactly as the uninterrupted one
     (``art-adr train`` sets the plan to the whole run explicitly with :meth:`set_plan`).
 
-    "Best" is the epoch with the highest ``best_metric`` (default ``"pgd_acc"``: the student's validation PGD
-    accuracy; ``"teacher_pgd_acc"`` selects by the EMA teacher, the +WA model); ``record["best_epoch"]``,
-    ``best_epoch``/``best_value`` and ``art-adr train``'s ``best.pt`` all use it.
+    "Best" is the epoch with the highest ``best_metric`` (a history key; default the validation attack's accuracy
+    of the student, e.g. ``"apgd_acc"``; ``"teacher_…"`` selects by the EMA teacher, the +WA model);
+    ``record["best_epoch"]``, ``best_epoch``/``best_value`` and ``art-adr train``'s ``best.pt`` all use it.
     """
 
     # set by the trainer's __init__
@@ -63,6 +62,7 @@ class EpochLoop:
     eval_every: int
     adr: bool
     best_metric: str
+    auto: Any  # art_adr.auto_schedule.AutoRectification
     scheduler: Any
     scheduler_interval: str
 
@@ -90,6 +90,10 @@ class EpochLoop:
         done = min(max(step - first, 0), max(total, 1))
         tau = cosine_schedule(self.temperature[0], self.temperature[1], done, max(total, 1))
         lam = cosine_schedule(self.interpolation[0], self.interpolation[1], done, max(total, 1))
+        auto = getattr(self, "auto", None)
+        if auto is not None:  # "auto" τ/λ: the values the last validation set (art_adr.auto_schedule)
+            tau = auto.tau if auto.temperature else tau
+            lam = auto.lam if auto.interpolation else lam
         return tau, lam
 
     # ------------------------------------------------------------------ the loop
@@ -158,6 +162,9 @@ class EpochLoop:
             self.plan = (self.step, nb_epochs * steps_per_epoch)
         self._plan_pinned = False
         end_epoch = self.epoch + nb_epochs
+        if validation_data is None and getattr(self, "auto", None) is not None and self.auto.active:
+            raise ValueError("temperature='auto' / interpolation='auto' need validation_data: they are set from "
+                             "the hold-out at every validation")
         val = self._device_data(*validation_data, name="validation x") if validation_data is not None else None
         callbacks = list(callbacks)
         show = self.verbose and self.rank == 0
@@ -207,6 +214,8 @@ class EpochLoop:
                 record.update(self._evaluate_tensors(val[0], val[1], None, True))
                 self._consider_best(record)
                 record["best_epoch"] = self.best_epoch
+                if self.adr and self.auto.active:
+                    self._update_auto(val, record)
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
             if show:
@@ -239,8 +248,11 @@ class EpochLoop:
             s += f"tau {r['tau']:.3f} lambda {r['lambda']:.3f} "
         s += f"lr {r['lr']:.4g} {r['seconds']:.1f}s"
         if "pgd_acc" in r:
-            s += (f" | val clean {r['clean_acc']:.3f} pgd {r['pgd_acc']:.3f}"
-                  f" | teacher clean {r['teacher_clean_acc']:.3f} pgd {r['teacher_pgd_acc']:.3f}")
+            extra = [k[: -len("_acc")] for k in r if k.endswith("_acc") and not k.startswith(("teacher_", "train_"))
+                     and k not in ("clean_acc", "pgd_acc")]
+            for who, prefix in (("val", ""), ("teacher", "teacher_")):
+                s += f" | {who} clean {r[prefix + 'clean_acc']:.3f} pgd {r[prefix + 'pgd_acc']:.3f}"
+                s += "".join(f" {k} {r[prefix + k + '_acc']:.3f}" for k in extra if prefix + k + "_acc" in r)
         return s
 
     # ------------------------------------------------------------------ checkpoint state
@@ -259,6 +271,7 @@ class EpochLoop:
             "best_epoch": self.best_epoch,
             "best_value": self.best_value,
             "history": list(self.history),
+            "auto": self.auto.state_dict() if self.auto.active else None,
             "rng": {  # CPU ByteTensors; "cuda" is indexed by device (empty for a CPU trainer)
                 "attack": self.generator.get_state(),
                 "attack_device": self.generator.device.type,
@@ -286,6 +299,7 @@ class EpochLoop:
         same_metric = state.get("best_metric", "pgd_acc") == self.best_metric
         self.best_value = float(state.get("best_value", state.get("best_robust_acc", -1.0))) if same_metric else -1.0
         self.history = list(state.get("history", []))
+        self.auto.load_state_dict(state.get("auto"))
         if not same_metric:  # re-select the best epoch by this trainer's metric from the saved history
             self.best_epoch = None
             for r in self.history:

@@ -26,7 +26,8 @@ import yaml
 
 from . import __version__
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .config import RunConfig, coerce
+from .config import RunConfig, coerce, with_legacy_defaults
+from .validation import resolve_best_metric
 
 __all__ = ["train_run", "RunError", "RunStopped", "RunInterrupted", "RunLock", "resume_hint", "load_run_config",
            "build_scheduler", "plot_curves"]
@@ -341,7 +342,8 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"a mapping of options expected, got {type(data).__name__}")
-        return RunConfig(**{str(k): coerce(str(k), v) for k, v in data.items()}).validate()
+        data = with_legacy_defaults({str(k): v for k, v in data.items()})
+        return RunConfig(**{k: coerce(k, v) for k, v in data.items()}).validate()
     except (yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as exc:
         text = " ".join(str(exc).split())
         raise RunError(f"{path} is not a valid run config ({text}); restore it, or start a new run with "
@@ -540,6 +542,7 @@ def config_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Options that differ between two resolved configs, ignoring what cannot change the run: the device (it may
     change between invocations) and, when neither trains with ADR, τ/λ (so a new default does not orphan them)."""
     ignored = {"device"} | (set(ADR_ONLY_FIELDS) if not saved.get("adr", True) and not now.get("adr", True) else set())
+    saved, now = with_legacy_defaults(saved), with_legacy_defaults(now)
     return sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
 
 
@@ -566,8 +569,9 @@ def _rebuild_outputs(out: Path, config: RunConfig, last: Path, state: dict[str, 
     history = state["history"]
     _write_metrics(out, history)
     plot_curves(history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
-    scored = [r for r in history if r.get(config.best_metric) is not None]
-    if scored and max(scored, key=lambda r: r[config.best_metric])["epoch"] == state["epoch"]:
+    key = resolve_best_metric(config.best_metric, config.val_attack)
+    scored = [r for r in history if r.get(key) is not None]
+    if scored and max(scored, key=lambda r: r[key])["epoch"] == state["epoch"]:
         atomic_write(last.parent / "best.pt", lambda tmp: shutil.copyfile(last, tmp))
 
 

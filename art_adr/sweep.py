@@ -13,11 +13,12 @@ the cosine schedules follow ``ends``:
 - ``temperature_end`` / ``interpolation_end``, when given, fix that end value for every cell (overriding the rule).
 
 Selection. The score of a cell is, averaged over its seeds, the hold-out robust accuracy of the model the runs
-select by (``model``: the student, ``pgd_acc``, or the EMA teacher, ``teacher_pgd_acc``; every run's
+select by (``model``: the student, ``robust_acc``, or the EMA teacher, ``teacher_robust_acc``; every run's
 ``best_metric`` is set to it) at the ``epoch`` ``"best"`` (the best validation epoch, the run's ``best.pt``) or
-``"final"`` (``final.pt``), under ``attack`` ``"pgd"`` (the runs' own per-epoch validation PGD, ``eval_max_iter``
-steps) or ``"aa"`` (AutoAttack on the first ``n_val`` hold-out images, that checkpoint). Ties go to the higher
-hold-out clean accuracy, then to the first cell in grid order.
+``"final"`` (``final.pt``), under ``attack`` ``"val"`` (the runs' own per-epoch validation attack, ``val_attack``
+at ``eval_max_iter`` iterations — APGD-CE+T by default, see :mod:`art_adr.validation`) or ``"aa"`` (AutoAttack
+on the first ``n_val`` hold-out images, that checkpoint). Ties go to the higher hold-out clean accuracy, then to
+the first cell in grid order.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from typing import Any
 
 from .benchmark import PlannedRun, _ensure_trained, _history, _mean_std
 from .checkpoint import atomic_write
-from .config import ConfigError, RunConfig, resolve_config
+from .config import ConfigError, RunConfig, resolve_config, selected_model
 from .runs import RunError, holding_lock
+from .validation import resolve_best_metric
 
 __all__ = ["END_RULES", "grid_configs", "cell_name", "score_run", "run_sweep", "plot_heatmap", "format_sweep"]
 
@@ -62,7 +64,7 @@ def grid_configs(recipe: str, temperatures: Sequence[float], interpolations: Seq
     if model is not None:
         if model not in ("student", "teacher"):
             raise ConfigError(f"model must be student or teacher, got {model!r}")
-        extra["best_metric"] = "teacher_pgd_acc" if model == "teacher" else "pgd_acc"
+        extra["best_metric"] = "teacher_robust_acc" if model == "teacher" else "robust_acc"
     base = resolve_config(recipe, extra)
     if not base.adr:
         raise ConfigError(f"recipe {recipe!r} does not use ADR (adr: false): τ and λ have no effect")
@@ -92,27 +94,35 @@ def _holdout(config: RunConfig, n_val: int | None):
     return val.subset(n_val) if n_val and n_val < len(val) else val
 
 
-def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "best", attack: str = "pgd",
+def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "best", attack: str = "val",
               n_val: int | None = None, aa_version: str = "standard", device: str = "cpu",
               progress: bool = False) -> dict[str, Any]:
-    """Hold-out scores of one finished run: ``val_pgd`` / ``val_clean`` of the selected model at the best (or
-    final) epoch from ``metrics.jsonl``, and with ``attack="aa"`` ``val_aa`` (AutoAttack on ``n_val`` hold-out
-    images of ``checkpoints/<epoch>.pt`` through :func:`art_adr.evaluation.evaluate_checkpoint`, in the run's
-    threat model, cached in the run directory with the checkpoint's SHA-256). Accuracies in %."""
+    """Hold-out scores of one finished run at the best (or final) epoch from ``metrics.jsonl``: ``val_robust``
+    (the runs' validation attack, ``val_attack``, of the selected model — the metric ``best_metric`` names;
+    ``val_metric`` says which), ``val_pgd`` (its PGD-k, logged beside it) and ``val_clean``; with ``attack="aa"``
+    also ``val_aa`` (AutoAttack on ``n_val`` hold-out images of ``checkpoints/<epoch>.pt`` through
+    :func:`art_adr.evaluation.evaluate_checkpoint`, in the run's threat model, cached in the run directory with
+    the checkpoint's SHA-256). A run from before ``val_attack`` existed has only PGD: it is scored by PGD, and
+    ``val_metric`` says so. Accuracies in %."""
     run_dir = Path(run_dir)
     hist = _history(run_dir)
     if not hist:
         raise RunError(f"{run_dir} has no metrics.jsonl")
-    key = config.best_metric
-    prefix = "teacher_" if key == "teacher_pgd_acc" else ""
-    which = "teacher" if prefix else "student"
+    which = selected_model(config)
+    prefix = "teacher_" if which == "teacher" else ""
+    key = resolve_best_metric(config.best_metric, config.val_attack)
+    if not any(key in r for r in hist):  # an old run: its validation computed PGD only
+        key = prefix + "pgd_acc"
     scored = [r for r in hist if key in r]
     rec = (max(scored, key=lambda r: r[key]) if scored else hist[-1]) if epoch == "best" else hist[-1]
-    out: dict[str, Any] = {"which": which, "epoch": int(rec["epoch"]),
-                           "val_pgd": 100.0 * float(rec.get(key, float("nan"))),
-                           "val_clean": 100.0 * float(rec.get(prefix + "clean_acc", float("nan"))),
-                           "val_pgd_final": 100.0 * float(hist[-1].get(key, float("nan"))),
-                           "val_pgd_best": 100.0 * float(max((r[key] for r in scored), default=float("nan")))}
+
+    def pct(r: dict[str, Any], k: str) -> float:
+        return 100.0 * float(r.get(k, float("nan")))
+
+    out: dict[str, Any] = {"which": which, "epoch": int(rec["epoch"]), "val_metric": key,
+                           "val_robust": pct(rec, key), "val_pgd": pct(rec, prefix + "pgd_acc"),
+                           "val_clean": pct(rec, prefix + "clean_acc"), "val_robust_final": pct(hist[-1], key),
+                           "val_robust_best": 100.0 * float(max((r[key] for r in scored), default=float("nan")))}
     if attack == "aa":
         cache = run_dir / f"sweep-aa-{which}-{epoch}-n{n_val or 'all'}-{aa_version}.json"
         from .evaluation import evaluate_checkpoint, file_sha256
@@ -139,16 +149,18 @@ def _cell_summary(cell: dict[str, Any], scores: list[dict[str, Any]], run_dirs: 
                                "seeds": [c.seed for c in cell["configs"]], "runs": [str(r) for r in run_dirs],
                                "which": scores[0]["which"], "epochs": [s["epoch"] for s in scores],
                                "per_seed": scores}
-    for key in ("val_pgd", "val_clean", "val_pgd_best", "val_pgd_final", "val_aa", "val_aa_clean"):
+    summary["val_metric"] = scores[0]["val_metric"]
+    for key in ("val_robust", "val_pgd", "val_clean", "val_robust_best", "val_robust_final", "val_aa",
+                "val_aa_clean"):
         if all(key in s for s in scores):
             summary[key], summary[f"{key}_std"] = _mean_std([s[key] for s in scores])
     return summary
 
 
-def select_cell(cells: list[dict[str, Any]], attack: str = "pgd") -> int:
-    """Index of the cell with the highest hold-out score (``val_aa`` or ``val_pgd``); ties: higher hold-out clean
-    accuracy, then grid order."""
-    key, clean = ("val_aa", "val_aa_clean") if attack == "aa" else ("val_pgd", "val_clean")
+def select_cell(cells: list[dict[str, Any]], attack: str = "val") -> int:
+    """Index of the cell with the highest hold-out score (``val_aa``, or ``val_robust``: the runs' validation
+    attack); ties: higher hold-out clean accuracy, then grid order."""
+    key, clean = ("val_aa", "val_aa_clean") if attack == "aa" else ("val_robust", "val_clean")
     return max(range(len(cells)), key=lambda i: (round(cells[i][key], 9), round(cells[i].get(clean, 0.0), 9), -i))
 
 
@@ -163,8 +175,9 @@ def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
 
     taus, lams = summary["grid"]["temperatures"], summary["grid"]["interpolations"]
     cells = summary["cells"]
-    keys = [("val_pgd", "PGD")] + ([("val_aa", f"AutoAttack ({summary['selection']['aa_version']})")]
-                                  if "val_aa" in cells[0] else [])
+    aa_name = f"AutoAttack ({summary['selection']['aa_version']})"
+    keys = [("val_robust", _metric_label(cells[0]["val_metric"]))] + (
+        [("val_aa", aa_name)] if "val_aa" in cells[0] else [])
     fig, axes = plt.subplots(1, len(keys), figsize=(1.6 + 1.3 * len(lams) * len(keys) + 1.2 * len(keys),
                                                     1.2 + 0.8 * len(taus)), squeeze=False)
     sel = summary["selected"]["index"]
@@ -191,6 +204,14 @@ def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     return out
 
 
+def _metric_label(key: str) -> str:
+    """``"teacher_apgd_acc"`` → ``"APGD-CE+T"`` (the validation attack's label; ``"PGD"`` for PGD)."""
+    from .validation import VAL_ATTACKS
+
+    name = key.removeprefix("teacher_").removesuffix("_acc")
+    return VAL_ATTACKS[name].label if name in VAL_ATTACKS else name
+
+
 def format_sweep(summary: dict[str, Any]) -> str:
     """Markdown: one row per cell (hold-out scores, mean ± std over seeds), the selected cell marked."""
     has_aa = "val_aa" in summary["cells"][0]
@@ -200,15 +221,17 @@ def format_sweep(summary: dict[str, Any]) -> str:
         return f"{c[key]:.2f} ± {c[key + '_std']:.2f}" if multi else f"{c[key]:.2f}"
 
     sel = summary["selection"]
-    head = ["τ start→end", "λ start→end", f"hold-out PGD ({sel['epoch']})", "hold-out clean", "PGD at best epoch",
-            "PGD at final epoch"] + (["hold-out AutoAttack", "AA clean"] if has_aa else []) + ["selected"]
+    name = _metric_label(summary["cells"][0]["val_metric"])
+    head = ["τ start→end", "λ start→end", f"hold-out {name} ({sel['epoch']})", "hold-out PGD", "hold-out clean",
+            f"{name} at best epoch", f"{name} at final epoch"] + (["hold-out AutoAttack", "AA clean"] if has_aa
+                                                                  else []) + ["selected"]
     lines = [f"ADR sweep of {summary['recipe']} ({sel['model']}, seeds {', '.join(map(str, summary['seeds']))}; "
              f"% on the validation hold-out of the training set)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, c in enumerate(summary["cells"]):
         row = [f"{c['temperature'][0]:g}→{c['temperature'][1]:g}",
-               f"{c['interpolation'][0]:g}→{c['interpolation'][1]:g}", cell(c, "val_pgd"),
-               cell(c, "val_clean"), cell(c, "val_pgd_best"), cell(c, "val_pgd_final")]
+               f"{c['interpolation'][0]:g}→{c['interpolation'][1]:g}", cell(c, "val_robust"), cell(c, "val_pgd"),
+               cell(c, "val_clean"), cell(c, "val_robust_best"), cell(c, "val_robust_final")]
         if has_aa:
             row += [cell(c, "val_aa"), cell(c, "val_aa_clean")]
         row.append("**←**" if k == summary["selected"]["index"] else "")
@@ -221,15 +244,16 @@ def format_sweep(summary: dict[str, Any]) -> str:
 def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[float],
               interpolations: Sequence[float], ends: str = "gap", temperature_end: float | None = None,
               interpolation_end: float | None = None, seeds: Sequence[int] = (0,), model: str | None = None,
-              epoch: str = "best", attack: str = "pgd", n_val: int | None = None, aa_version: str = "standard",
+              epoch: str = "best", attack: str = "val", n_val: int | None = None, aa_version: str = "standard",
               overrides: dict[str, Any] | None = None, device: str = "cpu",
               verbose: bool = True) -> dict[str, Any]:
     """Train (or reuse) every cell × seed under ``out/runs/<cell>``, score each on the hold-out, select, and write
     ``sweep.json``, ``sweep.md`` and ``sweep.png``; returns the summary (``sweep.json``'s content)."""
     if epoch not in ("best", "final"):
         raise ConfigError(f"epoch must be best or final, got {epoch!r}")
-    if attack not in ("pgd", "aa"):
-        raise ConfigError(f"attack must be pgd or aa, got {attack!r}")
+    attack = "val" if attack == "pgd" else attack  # "pgd": the former name of the runs' own validation score
+    if attack not in ("val", "aa"):
+        raise ConfigError(f"attack must be val or aa, got {attack!r}")
     out = Path(out)
     cells = grid_configs(recipe, temperatures, interpolations, ends=ends, temperature_end=temperature_end,
                          interpolation_end=interpolation_end, seeds=seeds, model=model, overrides=overrides)
@@ -250,9 +274,11 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
     base = cells[0]["configs"][0]
     which = summaries[0]["which"]
     score = "AutoAttack" + f" ({aa_version}) on the first {summaries[0]['per_seed'][0]['n_val']} hold-out images" \
-        if attack == "aa" else f"PGD-{base.eval_max_iter} (the runs' per-epoch validation)"
+        if attack == "aa" else (f"{_metric_label(summaries[0]['val_metric'])}-{base.eval_max_iter} (the runs' "
+                                f"per-epoch validation, {summaries[0]['val_metric']})")
     rule = (f"highest mean over seeds of the {which}'s {score} accuracy at the {epoch} checkpoint "
-            f"({'best validation epoch by ' + base.best_metric if epoch == 'best' else 'last epoch'}), on the "
+            f"({'best validation epoch by ' + summaries[0]['val_metric'] if epoch == 'best' else 'last epoch'}), "
+            "on the "
             f"validation hold-out of the training set (val_size {base.val_size}, never test images); ties: higher "
             "hold-out clean accuracy, then grid order")
     summary = {
@@ -261,13 +287,13 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
                  "ends": ends, "temperature_end": temperature_end, "interpolation_end": interpolation_end,
                  "end_rule": _END_TEXT[ends]},
         "seeds": [int(s) for s in seeds], "overrides": {k: v for k, v in (overrides or {}).items()},
-        "selection": {"model": which, "metric": base.best_metric, "epoch": epoch, "attack": attack,
+        "selection": {"model": which, "metric": summaries[0]["val_metric"], "epoch": epoch, "attack": attack,
                       "aa_version": aa_version if attack == "aa" else None, "n_val": n_val, "split": "holdout",
                       "val_size": base.val_size, "rule": rule},
         "cells": summaries,
         "selected": {"index": index, "temperature": summaries[index]["temperature"],
                      "interpolation": summaries[index]["interpolation"],
-                     "score": summaries[index]["val_aa" if attack == "aa" else "val_pgd"]},
+                     "score": summaries[index]["val_aa" if attack == "aa" else "val_robust"]},
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sweep.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from . import defaults
 from .attacks import AttackSpec, _norm_name, default_eps_step, pgd
 from .augment import CropFlip
+from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import check_images, check_labels, finite_number, integer, number_pair
 from .distributed import all_reduce_sum, ddp_world, wrap_ddp
@@ -36,13 +37,14 @@ from .estimator import (
 )
 from .functional import ema_warmup_decay, one_hot, rectify_labels
 from .loader import DeviceBatches, finish_batch, fits_on_device, host_images, image_nbytes, to_tensor_images
-from .loop import BEST_METRICS, Callback, EpochLoop, TrainingDivergedError
+from .loop import Callback, EpochLoop, TrainingDivergedError
 from .methods import AttackContext, TrainingMethod
 from .methods.at import AT
 from .methods.mart import MART
 from .methods.trades import TRADES, TRADES_VARIANTS
 from .modes import bn_mode_flag, module_mode, set_bn_momentum
 from .precision import Precision
+from .validation import get_val_attack, metric_name, resolve_best_metric
 
 __all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "AdversarialTrainerMARTADR",
            "TrainingDivergedError", "TRADES_VARIANTS", "FIT_KWARGS"]
@@ -66,9 +68,11 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         eps: attack radius ε (default 8/255). eps_step: step α (default ``None``: ``min(ε, 2.5·ε/k)``, 2/255 for
             ε = 8/255 and k = 10, :func:`art_adr.attacks.default_eps_step`). max_iter: PGD steps k (10).
         norm: ``"inf"`` (default) or ``2``.
-        temperature: τ, a number or ``(start, end)`` (default ``art_adr.defaults.TEMPERATURE`` = ``(2.5, 2.0)``).
+        temperature: τ, a number or ``(start, end)`` (default ``art_adr.defaults.TEMPERATURE`` = ``(2.5, 2.0)``),
+            or ``"auto"``: set at every validation to the temperature that calibrates the EMA teacher on the
+            hold-out's adversarial examples (:mod:`art_adr.auto_schedule`; needs ``validation_data``).
         interpolation: λ, a number or ``(start, end)`` in [0, 1] (default ``defaults.INTERPOLATION`` =
-            ``(0.7, 0.95)``).
+            ``(0.7, 0.95)``), or ``"auto"``: the teacher's hold-out robust accuracy under ``val_attack``.
         ema_decay: teacher decay γ (default 0.995).
         ema_warmup: use ``min(γ, (1 + t)/(10 + t))`` at iteration t (default False = the authors' fixed γ;
             useful for runs of a few thousand iterations, where a fixed 0.995 keeps the teacher near its init).
@@ -85,10 +89,16 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             ``(x, generator) -> x``, or ``False`` (default).
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
         channels_last: NHWC memory format for model and batches. compile: ``torch.compile`` the forward.
-        eval_max_iter: PGD steps for validation (default 10; step ``default_eps_step``). eval_every: validate
-            every k epochs. eval_batch_size: validation batch size (default 256).
-        best_metric: the validation metric that picks the best epoch (default ``"pgd_acc"``; ``"teacher_pgd_acc"``
-            for the EMA teacher).
+        eval_max_iter: iterations k of the validation attacks (default 10; step ``default_eps_step``).
+            eval_every: validate every k epochs. eval_batch_size: validation batch size (default 256).
+        val_attack: the validation attack that selects (:mod:`art_adr.validation`): ``"apgd"`` (default:
+            APGD-CE + APGD-T, k iterations, ``val_targets`` targets), ``"margin"`` (PGD-k on the CW margin) or
+            ``"pgd"`` (PGD-k on CE). PGD-k is always computed too (``pgd_acc``); the attack's accuracy is
+            ``<val_attack>_acc`` / ``teacher_<val_attack>_acc`` in the history.
+        val_targets: APGD-T target classes of ``val_attack="apgd"`` (default 3).
+        best_metric: the validation metric that picks the best epoch: ``"robust_acc"`` (default: the validation
+            attack's accuracy of the student), ``"teacher_robust_acc"`` (of the EMA teacher, the +WA model) or a
+            history key (``"pgd_acc"``, ``"teacher_clean_acc"``, ...); ``self.best_metric`` is the resolved key.
         scheduler_interval: step the LR scheduler every ``"epoch"`` (default) or ``"step"``.
         seed: seed for batch order, augmentation and attack starts (default 0).
         log_every: iterations between progress-bar refreshes and divergence checks (default 25).
@@ -131,7 +141,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         eval_max_iter: int = defaults.EVAL_MAX_ITER,
         eval_every: int = 1,
         eval_batch_size: int | None = None,
-        best_metric: str = "pgd_acc",
+        best_metric: str = defaults.BEST_METRIC,
+        val_attack: str = defaults.VAL_ATTACK,
+        val_targets: int = defaults.VAL_TARGETS,
         scheduler_interval: str = "epoch",
         seed: int = 0,
         log_every: int = 25,
@@ -156,8 +168,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         eps_step = default_eps_step(eps, max_iter) if eps_step is None else finite_number(eps_step, "eps_step")
         if not 0 < eps_step <= eps:
             raise ValueError(f"eps_step must be in (0, eps], got eps_step={eps_step}, eps={eps}")
-        self.temperature = number_pair(temperature, "temperature")
-        self.interpolation = number_pair(interpolation, "interpolation")
+        self.auto = AutoRectification(temperature=is_auto(temperature), interpolation=is_auto(interpolation))
+        self.temperature = (1.0, 1.0) if self.auto.temperature else number_pair(temperature, "temperature")
+        self.interpolation = (0.0, 0.0) if self.auto.interpolation else number_pair(interpolation, "interpolation")
         if min(self.temperature) <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not all(0.0 <= v <= 1.0 for v in self.interpolation):
@@ -171,8 +184,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"awp_variant must be one of {AWP_VARIANTS}, got {awp_variant!r}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        if best_metric not in BEST_METRICS:
-            raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {best_metric!r}")
+        self.val_attack = get_val_attack(val_attack, val_targets)
+        best_metric = resolve_best_metric(best_metric, val_attack)
         eval_every, log_every = integer(eval_every, "eval_every", 1), integer(log_every, "log_every", 1)
         eval_max_iter, seed = integer(eval_max_iter, "eval_max_iter", 1), integer(seed, "seed")
         if eval_batch_size is not None:
@@ -343,6 +356,13 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             with self.precision.autocast():
                 return (forward(x).argmax(1) == y).sum()
 
+    def _val_attack_correct(self, forward: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor, y: Tensor,
+                            generator: torch.Generator) -> Tensor:
+        """How many of ``(x, y)`` stay correct under ``val_attack`` (eval mode)."""
+        with module_mode(model, False):
+            return self.val_attack.flags(forward, x, y, self.eval_spec, clip_values=self.clip_values,
+                                         generator=generator, autocast=self.precision.autocast_factory).sum()
+
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None, adversarial: bool = True) -> dict[str, float]:
         """Clean and PGD accuracy (``self.eval_spec``) of student and teacher on ``(x, y)`` (eval mode, hard
         labels, fixed seed): the validation of every epoch."""
@@ -354,19 +374,47 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         bs = batch_size or self.eval_batch_size or 256
         gen = torch.Generator(device=self.device)
         gen.manual_seed(12345)
-        models = {"": (self._forward, self._raw), "teacher_": (self._teacher_forward, self.teacher.module)}
-        counts = {f"{k}{m}": torch.zeros((), device=self.device, dtype=torch.long)
-                  for k in models for m in (["clean_acc", "pgd_acc"] if adversarial else ["clean_acc"])}
+        val_gen = torch.Generator(device=self.device)  # its own stream: PGD's starts are those of before
+        val_gen.manual_seed(54321)
+        extra = adversarial and self.val_attack.name != "pgd"
+        kinds = ["clean"] + (["pgd"] if adversarial else []) + ([self.val_attack.name] if extra else [])
+        models = {"student": (self._forward, self._raw), "teacher": (self._teacher_forward, self.teacher.module)}
+        counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
+                  for m in models for k in kinds}
         n = xs.shape[0]
         for i in range(self.rank * bs, n, bs * self.world_size):
             xb = finish_batch(xs[i : i + bs], channels_last=self.channels_last)
             yb = ys[i : i + bs]
-            for prefix, (fwd, mod) in models.items():
-                counts[f"{prefix}clean_acc"] += self._accuracy(fwd, mod, xb, yb, False, gen)
+            for name, (fwd, mod) in models.items():
+                counts[metric_name("clean", name)] += self._accuracy(fwd, mod, xb, yb, False, gen)
                 if adversarial:
-                    counts[f"{prefix}pgd_acc"] += self._accuracy(fwd, mod, xb, yb, True, gen)
+                    counts[metric_name("pgd", name)] += self._accuracy(fwd, mod, xb, yb, True, gen)
+                if extra:
+                    counts[metric_name(self.val_attack.name, name)] += self._val_attack_correct(
+                        fwd, mod, xb, yb, val_gen)
         totals = all_reduce_sum(torch.stack(list(counts.values())), self.world_size)
         return {k: float(v.item()) / n for k, v in zip(counts, totals)}
+
+    def _update_auto(self, val: tuple[Tensor, Tensor], record: dict[str, Any]) -> None:
+        """Automatic τ/λ from this validation (every rank on the whole hold-out, so all ranks agree)."""
+        logits = None
+        if self.auto.temperature:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(777)
+            spec = self.eval_spec
+            model = self.teacher.module
+
+            def attack(x: Tensor, y: Tensor) -> Tensor:
+                x = finish_batch(x, channels_last=self.channels_last)
+                with module_mode(model, False):
+                    return pgd(self._teacher_forward, x, y, eps=spec.eps, eps_step=spec.step_size,
+                               max_iter=spec.steps, norm=spec.norm, clip_values=self.clip_values, bn_mode="eval",
+                               generator=gen, autocast=self.precision.autocast_factory)
+
+            with self.precision.autocast():
+                logits = teacher_adversarial_logits(self._teacher_forward, attack, val[0], val[1],
+                                                    self.eval_batch_size or 256)
+        self.auto.update(logits, val[1], record[metric_name(self.val_attack.name, "teacher")])
 
     # ------------------------------------------------------------------ ART fit
     def fit(

@@ -38,8 +38,9 @@ def _floats(text: str | None, name: str) -> list[float]:
               help="Model scored and selected on (sets best_metric).")
 @click.option("--epoch", type=click.Choice(["best", "final"]), default="best", show_default=True,
               help="Score the best validation epoch (best.pt) or the last one (final.pt).")
-@click.option("--attack", type=click.Choice(["pgd", "aa"]), default="pgd", show_default=True,
-              help="pgd: the runs' per-epoch hold-out PGD accuracy; aa: AutoAttack on --n-val hold-out images.")
+@click.option("--attack", type=click.Choice(["val", "aa", "pgd"]), default="val", show_default=True,
+              help="val: the runs' per-epoch hold-out accuracy under their validation attack (--set val_attack=..., "
+                   "default apgd); aa: AutoAttack on --n-examples hold-out images; pgd: old name of val.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None, show_default="the whole hold-out",
               help="With --attack aa: first N hold-out images.")
 @click.option("--n-val", "n_val", type=click.IntRange(min=1), default=None, hidden=True,

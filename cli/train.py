@@ -27,8 +27,15 @@ def _default(field: str) -> str:
     return f" [default: the recipe's, else {value}]"
 
 
-def _pair(text: str | None) -> list[str] | None:
+def _pair(text: str | None) -> list[str] | str | None:
+    """``"2.5,2"`` → ``["2.5", "2"]``; ``"auto"`` stays ``"auto"`` (τ/λ set from the hold-out)."""
+    if text is not None and text.strip().lower() == "auto":
+        return "auto"
     return None if text is None else [t for t in text.replace(":", ",").split(",") if t.strip()]
+
+
+def _schedule_text(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
 @click.command("train")
@@ -50,8 +57,13 @@ def _pair(text: str | None) -> list[str] | None:
 @click.option("--eps-step", type=str,
               help="Attack step, e.g. 2/255 [default: the recipe's, else min(eps, 2.5*eps/max_iter)].")
 @click.option("--max-iter", type=int, help="PGD steps during training." + _default("max_iter"))
-@click.option("--temperature", help="ADR temperature τ start,end." + _default("temperature"))
-@click.option("--interpolation", help="ADR interpolation λ start,end." + _default("interpolation"))
+@click.option("--temperature", help="ADR temperature τ start,end, or auto (calibrated on the hold-out under attack)."
+              + _default("temperature"))
+@click.option("--interpolation", help="ADR interpolation λ start,end, or auto (the teacher's hold-out robust "
+              "accuracy)." + _default("interpolation"))
+@click.option("--val-attack", type=click.Choice(["apgd", "margin", "pgd"]),
+              help="Validation attack that selects best.pt (apgd: APGD-CE+T; margin: CW-margin PGD; pgd: CE PGD)."
+              + _default("val_attack"))
 @click.option("--ema-decay", type=str, help="EMA teacher decay γ." + _default("ema_decay"))
 @click.option("--beta", type=str, help="TRADES / MART β." + _default("beta"))
 @click.option("--awp-rho", type=str, help="AWP radius ρ (0 = off)." + _default("awp_rho"))
@@ -174,10 +186,9 @@ def recipes_command(show: str | None, match: str | None, long_: bool) -> None:
     rows = []
     for name, desc in recipes.items():
         cfg = resolve_config(name)
-        what = cfg.method + ("+adr" if cfg.adr else "") + ("+wa" if cfg.best_metric == "teacher_pgd_acc" else "") \
+        what = cfg.method + ("+adr" if cfg.adr else "") + ("+wa" if cfg.best_metric.startswith("teacher_") else "") \
             + ("+awp" if cfg.awp_rho > 0 else "")
-        anneal = (f"τ {cfg.temperature[0]:g}→{cfg.temperature[1]:g} λ {cfg.interpolation[0]:g}→"
-                  f"{cfg.interpolation[1]:g}") if cfg.adr else ""
+        anneal = (f"τ {_schedule_text(cfg.temperature)} λ {_schedule_text(cfg.interpolation)}") if cfg.adr else ""
         rows.append((cfg.dataset, name, what, str(cfg.epochs), anneal, desc))
     widths = [max(len(r[i]) for r in rows) for i in range(1, 5)]
     room = shutil.get_terminal_size((120, 24)).columns - sum(widths) - 8

@@ -62,15 +62,15 @@ def main() -> None:
                 base = {"base": "_paper-common", "dataset": ds, "arch": arch, "method": method, "epochs": epochs}
                 rows = {
                     "": ({"adr": False}, f"{label}"),
-                    "-wa": ({"adr": False, "best_metric": "teacher_pgd_acc"}, f"{label}+WA (EMA teacher)"),
-                    "-wa-awp": ({"adr": False, "best_metric": "teacher_pgd_acc", "awp_rho": p["rho"]},
+                    "-wa": ({"adr": False, "best_metric": "teacher_robust_acc"}, f"{label}+WA (EMA teacher)"),
+                    "-wa-awp": ({"adr": False, "best_metric": "teacher_robust_acc", "awp_rho": p["rho"]},
                                 f"{label}+WA+AWP (rho {p['rho']})"),
                     "-adr": ({"adr": True, "temperature": list(p["adr"][0]), "interpolation": list(p["adr"][1])},
                              f"{label}+ADR"),
                     "-adr-wa": ({"adr": True, "temperature": list(p["adr"][0]), "interpolation": list(p["adr"][1]),
-                                 "best_metric": "teacher_pgd_acc"}, f"{label}+ADR+WA"),
+                                 "best_metric": "teacher_robust_acc"}, f"{label}+ADR+WA"),
                     "-adr-wa-awp": ({"adr": True, "temperature": list(awp_tau), "interpolation": list(awp_lam),
-                                     "awp_rho": p["rho"], "best_metric": "teacher_pgd_acc"},
+                                     "awp_rho": p["rho"], "best_metric": "teacher_robust_acc"},
                                     f"{label}+ADR+WA+AWP" + (f" ({note}; official config wins)" if note else "")),
                 }
                 for row, (values, what) in rows.items():
@@ -87,7 +87,7 @@ def main() -> None:
                            "no weight decay on BatchNorm",
             "base": "_paper-common", "dataset": ds, "arch": "preact-resnet18", "arch_kwargs": {"activation": "silu"},
             "method": "at", "adr": True, "temperature": list(tau), "interpolation": list(lam), "awp_rho": 0.005,
-            "best_metric": "teacher_pgd_acc", "lr": 0.4, "lr_schedule": "cosine", "warmup_epochs": 2.5,
+            "best_metric": "teacher_robust_acc", "lr": 0.4, "lr_schedule": "cosine", "warmup_epochs": 2.5,
             "batch_size": 1024, "extra_fraction": 0.75, "epochs": 100, "bn_momentum": 0.01,
             "bn_weight_decay": False,
         })
@@ -115,9 +115,13 @@ def main() -> None:
         "subset": 1000, "val_size": 500, "augment": False, "channels_last": False, "ema_warmup": True,
         "eps": 0.1, "eps_step": 0.025, "max_iter": 10, "epochs": 150, "batch_size": 64, "lr": 0.05,
         "eval_every": 2,  # validation (PGD-10 of student and teacher on 500 images) costs more than training
+        # the published study tables (README) were selected with PGD-10 validation; kept until they are rerun
+        # with the new default (val_attack: apgd), so `make demo` and the tables stay reproducible
+        "val_attack": "pgd",
     }
     ro_adr = {"temperature": list(RO_ADR[0]), "interpolation": list(RO_ADR[1])}
-    what = "Fashion-MNIST robust-overfitting regime: MLP 2x512, 1 000 images, no augmentation, 150 epochs, eps 0.1"
+    what = ("Fashion-MNIST robust-overfitting regime: MLP 2x512, 1 000 images, no augmentation, 150 epochs, eps 0.1, "
+            "PGD-10 validation as in the published study (--set val_attack=apgd: the new default)")
     for method, cls in METHODS.items():
         for adr in (False, True):
             source = RO_ADR_SOURCE if method in PAPER_METHODS else f"of AT+ADR, not tuned for {cls.label}"

@@ -21,7 +21,7 @@ def test_plan_runs_uses_recipes_and_labels():
                                         "TRADES + ADR + WA + AWP"]
     assert plans[1].config.temperature == (2.0, 1.0)
     fm = plan_runs("fashion-mnist", methods=["at-adr"], wa=True)[0]
-    assert fm.label == "AT + ADR + WA" and fm.config.best_metric == "teacher_pgd_acc"
+    assert fm.label == "AT + ADR + WA" and fm.config.best_metric == "teacher_robust_acc"
     assert set(PAPER_TABLE1["cifar10"]) == {method_label(p.config) for p in plan_runs("cifar10")}
     with pytest.raises(ValueError, match="unknown method"):
         plan_runs("cifar10", methods=["fgsm"])

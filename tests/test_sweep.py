@@ -29,7 +29,7 @@ def test_grid_end_rules_and_recipe_checks():
     fixed = grid_configs("fashion-mnist-at-adr", [3.0], [0.3], temperature_end=1.0, interpolation_end=0.95)[0]
     assert fixed["temperature"] == (3.0, 1.0) and fixed["interpolation"] == (0.3, 0.95)
     teacher = grid_configs("fashion-mnist-at-adr", [2.0], [0.5], model="teacher")[0]["configs"][0]
-    assert teacher.best_metric == "teacher_pgd_acc"
+    assert teacher.best_metric == "teacher_robust_acc"
     assert cell_name((2.0, 1.5), (0.7, 0.9), 3) == "tau2-1.5_lam0.7-0.9_s3"
     with pytest.raises(ConfigError, match="does not use ADR"):
         grid_configs("fashion-mnist-at", [2.0], [0.5])
@@ -40,8 +40,8 @@ def test_grid_end_rules_and_recipe_checks():
 
 
 def test_select_cell_highest_score_then_clean_then_grid_order():
-    cells = [{"val_pgd": 50.0, "val_clean": 70.0}, {"val_pgd": 52.0, "val_clean": 60.0},
-             {"val_pgd": 52.0, "val_clean": 65.0}, {"val_pgd": 52.0, "val_clean": 65.0}]
+    cells = [{"val_robust": 50.0, "val_clean": 70.0}, {"val_robust": 52.0, "val_clean": 60.0},
+             {"val_robust": 52.0, "val_clean": 65.0}, {"val_robust": 52.0, "val_clean": 65.0}]
     assert select_cell(cells) == 2
     aa = [dict(c, val_aa=a, val_aa_clean=70.0) for c, a in zip(cells, (40.0, 30.0, 30.0, 30.0))]
     assert select_cell(aa, "aa") == 0
@@ -57,12 +57,14 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
     assert data["format"] == "art-adr-sweep" and data["grid"]["ends"] == "gap"
     assert [c["temperature"] for c in data["cells"]] == [[1.5, 1.0], [2.5, 2.0]]
     assert [c["interpolation"] for c in data["cells"]] == [[0.7, 1.0], [0.7, 1.0]]
-    scores = [c["val_pgd"] for c in data["cells"]]
+    scores = [c["val_robust"] for c in data["cells"]]
+    assert all(c["val_metric"] == "apgd_acc" for c in data["cells"])
     assert data["selected"]["score"] == max(scores) and data["selected"]["index"] in (0, 1)
     assert data["selection"]["split"] == "holdout" and "never test images" in data["selection"]["rule"]
     for c in data["cells"]:  # the score is the run's own per-epoch hold-out validation, best epoch
         hist = [json.loads(x) for x in open(c["runs"][0] + "/metrics.jsonl")]
-        assert c["val_pgd"] == pytest.approx(100 * max(h["pgd_acc"] for h in hist))
+        assert c["val_robust"] == pytest.approx(100 * max(h["apgd_acc"] for h in hist if "apgd_acc" in h))
+        assert 0 <= c["val_pgd"] <= 100  # PGD is logged beside it
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG" and "selected: τ" in r.output
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["tau1.5-1_lam0.7-1_s0", "tau2.5-2_lam0.7-1_s0"]
 
@@ -111,8 +113,10 @@ def test_heatmap_and_markdown_with_seeds_and_autoattack(tmp_path):
     from art_adr.sweep import format_sweep, plot_heatmap
 
     cells = [{"temperature": [t, t - 0.5], "interpolation": [lam, min(1.0, lam + 0.2)], "seeds": [0, 1],
-              "val_pgd": 40 + t + lam, "val_pgd_std": 0.5, "val_clean": 70.0, "val_clean_std": 1.0,
-              "val_pgd_best": 41.0, "val_pgd_best_std": 0.1, "val_pgd_final": 39.0, "val_pgd_final_std": 0.2,
+              "val_metric": "teacher_apgd_acc", "val_robust": 40 + t + lam, "val_robust_std": 0.5,
+              "val_pgd": 45.0, "val_pgd_std": 0.4, "val_clean": 70.0, "val_clean_std": 1.0,
+              "val_robust_best": 41.0, "val_robust_best_std": 0.1, "val_robust_final": 39.0,
+              "val_robust_final_std": 0.2,
               "val_aa": 30 + t, "val_aa_std": 0.3, "val_aa_clean": 70.0, "val_aa_clean_std": 1.0}
              for t in (1.5, 2.0) for lam in (0.5, 0.7, 0.9)]
     summary = {"recipe": "r", "seeds": [0, 1], "cells": cells, "grid": {"temperatures": [1.5, 2.0],
@@ -121,4 +125,5 @@ def test_heatmap_and_markdown_with_seeds_and_autoattack(tmp_path):
                "selected": {"index": 5}}
     assert plot_heatmap(summary, tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     md = format_sweep(summary)
-    assert md.count("**←**") == 1 and "| 2→1.5 | 0.9→1 | 42.90 ± 0.50 |" in md and "Selection: the rule" in md
+    assert md.count("**←**") == 1 and "| 2→1.5 | 0.9→1 | 42.90 ± 0.50 | 45.00 ± 0.40 |" in md
+    assert "Selection: the rule" in md and "hold-out APGD-CE+T (final)" in md

@@ -1,0 +1,256 @@
+"""Which validation attack ranks checkpoints as standard AutoAttack does? (issue: "ADR that helps by default").
+
+For every checkpoint of the given run directories (``checkpoints/epoch-*.pt`` written with ``save_every``, plus
+``best.pt``), on the first ``--n-examples`` images of the run's own validation hold-out (never test images), this
+measures the student's accuracy under each candidate of :mod:`art_adr.validation` (``pgd``, ``margin``, ``apgd``
+and APGD-CE alone) and under standard AutoAttack, with the cost of each candidate (forward+backward passes per
+image, counted, and seconds). Then: Kendall τ-b between each candidate and AutoAttack over all checkpoints pooled
+and within each run (mean over runs), the mean |candidate − AA| for ADR and non-ADR runs, and the checkpoint each
+would select per run (and what AA says of it). Writes ``<out>.json``, ``<out>.md`` and ``<out>.png`` (candidate
+vs AA accuracy, one point per checkpoint). Every checkpoint's numbers are cached beside it (keyed by its
+SHA-256), so an interrupted study resumes.
+
+    python benchmarks/val_agreement.py RUN_DIR [RUN_DIR ...] --n-examples 200 --out benchmarks/results/val-agreement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from art_adr.attacks import AttackSpec
+from art_adr.checkpoint import load_checkpoint, model_from_checkpoint
+from art_adr.evaluation import autoattack_eval, file_sha256, load_split
+from art_adr.loader import to_unit_float
+from art_adr.validation import get_val_attack
+
+CANDIDATES = ("pgd", "margin", "apgd-ce", "apgd")
+CACHE_VERSION = 1
+
+
+class Counting(torch.nn.Module):
+    """Counts the images passed through ``model`` (a forward with or without backward counts once)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += int(x.shape[0])
+        return self.model(x)
+
+
+def kendall_tau_b(a: list[float], b: list[float]) -> float:
+    """Kendall's τ-b of two equally long sequences (ties in either are allowed); NaN when undefined."""
+    n = len(a)
+    if n != len(b):
+        raise ValueError("sequences of different lengths")
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denom if denom else float("nan")
+
+
+def _candidate(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
+               seed: int) -> dict[str, float]:
+    counting = Counting(model)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    if name == "apgd-ce":  # APGD-CE alone: the first half of "apgd"
+        from pyautoattack.autopgd_base import APGDAttack
+
+        with torch.random.fork_rng(devices=[]):
+            adv = APGDAttack(counting, norm="Linf" if spec.norm == "inf" else "L2", eps=spec.eps, n_iter=spec.steps,
+                             n_restarts=1, seed=seed, device=x.device, loss="ce").perturb(x, y)
+        with torch.no_grad():
+            flags = counting(adv).argmax(1) == y
+    else:
+        flags = get_val_attack(name).flags(counting, x, y, spec, clip_values=(0.0, 1.0), generator=gen)
+    return {"acc": 100.0 * float(flags.float().mean()), "seconds": time.perf_counter() - t0,
+            "forwards_per_image": counting.images / len(y)}
+
+
+def evaluate_file(path: Path, n_examples: int, seed: int = 0) -> dict[str, Any]:
+    """Candidates and standard AutoAttack on the student of one checkpoint (cached beside it)."""
+    cache = path.parent.parent / "agreement" / f"{path.stem}-n{n_examples}.json"
+    sha = file_sha256(path)
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("sha256") == sha and saved.get("version") == CACHE_VERSION:
+            return saved
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, which="student", device="cpu").eval()
+    data = load_split(ckpt, "holdout").subset(n_examples)
+    x, y = to_unit_float(torch.as_tensor(data.x)), torch.as_tensor(data.y).long()
+    config = ckpt["config"]
+    spec = AttackSpec.from_config(config, steps=int(config.get("eval_max_iter", 10)))
+    out: dict[str, Any] = {"version": CACHE_VERSION, "file": path.name, "sha256": sha, "epoch": int(ckpt["epoch"]),
+                           "n": len(y), "spec": spec.describe(), "adr": bool(config.get("adr")),
+                           "method": config.get("method"), "seed": int(config.get("seed", 0))}
+    with torch.no_grad():
+        out["clean"] = 100.0 * float((model(x).argmax(1) == y).float().mean())
+    for name in CANDIDATES:
+        out[name] = _candidate(name, model, x, y, spec, seed)
+    counting = Counting(model)
+    t0 = time.perf_counter()
+    aa = autoattack_eval(counting, x, y, eps=spec.eps, norm=spec.norm, version="standard", seed=seed)
+    out["aa"] = {"acc": aa["cumulative"][aa["attacks"][-1]], "cumulative": aa["cumulative"],
+                 "seconds": time.perf_counter() - t0, "forwards_per_image": counting.images / len(y)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    """The run's kept checkpoints in epoch order, then ``best.pt`` (``final.pt`` is the last ``epoch-`` file)."""
+    ck = run_dir / "checkpoints"
+    files = sorted(ck.glob("epoch-*.pt"))
+    return files + ([ck / "best.pt"] if (ck / "best.pt").is_file() else [])
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Kendall τ-b (pooled and within runs), gaps to AA by ADR / non-ADR, costs and per-run selections."""
+    points = [dict(p, run=r) for r, ps in runs.items() for p in ps if p["file"] != "best.pt"]
+    aa = [p["aa"]["acc"] for p in points]
+    out: dict[str, Any] = {"n_checkpoints": len(points), "n_runs": len(runs), "candidates": {}}
+    for c in CANDIDATES:
+        within = [kendall_tau_b([p[c]["acc"] for p in ps if p["file"] != "best.pt"],
+                                [p["aa"]["acc"] for p in ps if p["file"] != "best.pt"]) for ps in runs.values()]
+        within = [t for t in within if not math.isnan(t)]
+        gaps = {kind: [p[c]["acc"] - p["aa"]["acc"] for p in points if p["adr"] == flag]
+                for kind, flag in (("adr", True), ("baseline", False))}
+        sel_loss = []
+        for ps in runs.values():
+            cand = [p for p in ps if p["file"] != "best.pt"]
+            if not cand:
+                continue
+            chosen = max(cand, key=lambda p: (p[c]["acc"], p["epoch"]))
+            sel_loss.append(max(p["aa"]["acc"] for p in cand) - chosen["aa"]["acc"])
+        out["candidates"][c] = {
+            "kendall_pooled": kendall_tau_b([p[c]["acc"] for p in points], aa),
+            "kendall_within_mean": sum(within) / len(within) if within else float("nan"),
+            "kendall_within": within,
+            "gap_adr": _mean(gaps["adr"]), "gap_baseline": _mean(gaps["baseline"]),
+            "abs_gap_adr": _mean([abs(g) for g in gaps["adr"]]),
+            "abs_gap_baseline": _mean([abs(g) for g in gaps["baseline"]]),
+            "forwards_per_image": _mean([p[c]["forwards_per_image"] for p in points]),
+            "seconds_per_image": _mean([p[c]["seconds"] / p["n"] for p in points]),
+            "selection_aa_loss_mean": _mean(sel_loss),
+        }
+    pgd_cost = out["candidates"]["pgd"]["forwards_per_image"]
+    for c in CANDIDATES:
+        out["candidates"][c]["cost_vs_pgd"] = out["candidates"][c]["forwards_per_image"] / pgd_cost
+    out["aa_forwards_per_image"] = _mean([p["aa"]["forwards_per_image"] for p in points])
+    out["aa_seconds_per_image"] = _mean([p["aa"]["seconds"] / p["n"] for p in points])
+    return out
+
+
+def _mean(v: list[float]) -> float:
+    return sum(v) / len(v) if v else float("nan")
+
+
+def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CANDIDATES), figsize=(4.2 * len(CANDIDATES), 4.2), sharey=True)
+    points = [p for ps in runs.values() for p in ps if p["file"] != "best.pt"]
+    lo = min(min(p["aa"]["acc"] for p in points), 0) if points else 0
+    for ax, c in zip(axes, CANDIDATES):
+        for flag, colour, label in ((False, "tab:blue", "without ADR"), (True, "tab:red", "with ADR")):
+            sel = [p for p in points if p["adr"] == flag]
+            ax.scatter([p[c]["acc"] for p in sel], [p["aa"]["acc"] for p in sel], s=14, c=colour, label=label,
+                       alpha=0.75)
+        vals = [p[c]["acc"] for p in points] + [p["aa"]["acc"] for p in points]
+        a, b = (min(vals) - 2, max(vals) + 2) if vals else (lo, 100)
+        ax.plot([a, b], [a, b], "k--", lw=0.8, label="y = x")
+        ax.set(xlabel=f"{c} accuracy (%)", title=c, xlim=(a, b), ylim=(a, b))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("standard AutoAttack accuracy (%)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("validation attacks vs AutoAttack, one point per checkpoint (hold-out images, students)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [f"# Validation attacks vs standard AutoAttack ({summary['n_checkpoints']} checkpoints of "
+             f"{summary['n_runs']} runs, {meta['n_examples']} hold-out images each)", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; commit {meta['commit']}; "
+             f"{meta['date']}", "",
+             "| candidate | Kendall τ pooled | τ within run (mean) | candidate − AA, ADR (pp) | baseline (pp) | "
+             "cost (passes/image) | × PGD-10 | s/image | AA lost by its choice (pp) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c, s in summary["candidates"].items():
+        lines.append(f"| {c} | {s['kendall_pooled']:.3f} | {s['kendall_within_mean']:.3f} | {s['gap_adr']:+.2f} | "
+                     f"{s['gap_baseline']:+.2f} | {s['forwards_per_image']:.1f} | {s['cost_vs_pgd']:.2f} | "
+                     f"{1e3 * s['seconds_per_image']:.2f} ms | {s['selection_aa_loss_mean']:.2f} |")
+    lines += ["", f"Standard AutoAttack: {summary['aa_forwards_per_image']:.0f} passes/image, "
+              f"{1e3 * summary['aa_seconds_per_image']:.0f} ms/image.", "",
+              "'AA lost by its choice': per run, the AutoAttack accuracy of the checkpoint AA itself ranks first minus "
+              "that of the checkpoint the candidate ranks first (mean over runs; 0 = same choice).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--n-examples", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/val-agreement"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for run in args.runs:
+        files = checkpoints_of(run)
+        if not (run / "checkpoints" / "final.pt").is_file():
+            print(f"skip {run}: not finished", file=sys.stderr)
+            continue
+        runs[run.name] = []
+        for f in files:
+            t0 = time.perf_counter()
+            runs[run.name].append(evaluate_file(f, args.n_examples))
+            p = runs[run.name][-1]
+            print(f"{run.name} {f.name}: clean {p['clean']:.1f} " + " ".join(
+                f"{c} {p[c]['acc']:.1f}" for c in CANDIDATES) + f" aa {p['aa']['acc']:.1f} "
+                f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    summary = summarise(runs)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"command": "python " + " ".join(sys.argv), "n_examples": args.n_examples, "commit": commit,
+            "machine": f"{platform.machine()} {platform.processor() or ''} CPU, torch {torch.__version__}, "
+                       f"{args.threads} thread(s)".replace("  ", " "),
+            "date": time.strftime("%Y-%m-%d")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(summary, meta))
+    plot(runs, args.out.with_suffix(".png"))
+    print(markdown(summary, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

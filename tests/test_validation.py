@@ -1,0 +1,229 @@
+"""Validation attacks (art_adr.validation): the three kinds, what selects, old runs, and the agreement maths."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from art_adr import AdversarialTrainerADR
+from art_adr.attacks import AttackSpec
+from art_adr.validation import (
+    VAL_ATTACK_NAMES,
+    best_metric_choices,
+    get_val_attack,
+    metric_name,
+    resolve_best_metric,
+)
+
+EPS = dict(eps=0.1, eps_step=0.05, max_iter=2, eval_max_iter=3)
+
+
+class Soft(torch.nn.Module):
+    """A trained tiny net whose logits are divided by ``temperature``: the soft outputs that blunt CE attacks."""
+
+    def __init__(self, net: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.net, self.temperature = net, temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) / self.temperature
+
+
+@pytest.fixture(scope="module")
+def soft_model():
+    from conftest import TinyNet
+
+    rng = np.random.default_rng(0)
+    protos = rng.uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 256)
+    x = np.clip(protos[y] + rng.normal(0, 0.15, (256, 1, 8, 8)), 0, 1).astype(np.float32)
+    torch.manual_seed(0)
+    net = TinyNet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    return Soft(net.eval(), 30.0), xt[:128], yt[:128]
+
+
+def _acc(name: str, model, x, y, **kw) -> float:
+    spec = AttackSpec(eps=0.15, steps=5)
+    flags = get_val_attack(name, **kw).flags(model, x, y, spec, clip_values=(0.0, 1.0),
+                                             generator=torch.Generator().manual_seed(0))
+    assert flags.dtype == torch.bool and flags.shape == y.shape
+    return float(flags.float().mean())
+
+
+def test_margin_and_apgd_see_through_soft_outputs(soft_model):
+    model, x, y = soft_model
+    clean = float((model(x).argmax(1) == y).float().mean())
+    pgd, margin, apgd = (_acc(n, model, x, y) for n in ("pgd", "margin", "apgd"))
+    assert clean > 0.9
+    assert margin <= pgd and apgd <= pgd and apgd < clean
+
+
+def test_apgd_leaves_the_global_rng_alone_and_is_seeded_by_its_generator(soft_model):
+    model, x, y = soft_model
+    state = torch.get_rng_state()
+    a = _acc("apgd", model, x, y)
+    assert torch.equal(state, torch.get_rng_state())
+    assert a == _acc("apgd", model, x, y)
+
+
+def test_apgd_costs_what_it_says():
+    spec = AttackSpec(eps=0.1, steps=10)
+    assert get_val_attack("pgd").forwards(spec) == 11 == get_val_attack("margin").forwards(spec)
+    assert get_val_attack("apgd", targets=3).forwards(spec) == 1 + 11 * 4
+    assert "APGD-T-10×3" in get_val_attack("apgd", targets=3).describe(spec)
+
+
+def test_bad_names_and_targets_are_errors():
+    with pytest.raises(ValueError, match="val_attack must be one of pgd, margin, apgd"):
+        get_val_attack("fgsm")
+    with pytest.raises(ValueError, match="val_targets"):
+        get_val_attack("apgd", targets=0)
+    with pytest.raises(ValueError, match="clip_values"):
+        get_val_attack("apgd").flags(torch.nn.Identity(), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long),
+                                     AttackSpec(eps=0.1), clip_values=(0.0, 255.0), generator=torch.Generator())
+
+
+def test_best_metric_resolves_through_the_validation_attack():
+    assert VAL_ATTACK_NAMES == ("pgd", "margin", "apgd")
+    assert resolve_best_metric("robust_acc", "apgd") == "apgd_acc"
+    assert resolve_best_metric("teacher_robust_acc", "margin") == "teacher_margin_acc"
+    assert resolve_best_metric("robust_acc", "pgd") == "pgd_acc" == metric_name("pgd")
+    assert resolve_best_metric("teacher_pgd_acc", "apgd") == "teacher_pgd_acc"  # old spelling, explicit
+    assert "teacher_apgd_acc" in best_metric_choices("apgd")
+    with pytest.raises(ValueError, match="best_metric"):
+        resolve_best_metric("margin_acc", "apgd")  # margin is not computed when validating with apgd
+
+
+@pytest.mark.parametrize("val_attack", ["margin", "apgd"])
+def test_trainer_logs_and_selects_by_its_validation_attack(blobs, make_classifier, val_attack):
+    x, y = blobs
+    runs = {}
+    for kind in ("pgd", val_attack):
+        trainer = AdversarialTrainerADR(make_classifier(), val_attack=kind, val_targets=2, verbose=False, **EPS)
+        trainer.fit(x[:256], y[:256], validation_data=(x[256:320], y[256:320]), nb_epochs=3, batch_size=64)
+        runs[kind] = trainer
+    t = runs[val_attack]
+    rec = t.history[-1]
+    for key in (f"{val_attack}_acc", f"teacher_{val_attack}_acc", "pgd_acc", "teacher_pgd_acc"):
+        assert 0.0 <= rec[key] <= 1.0
+    assert t.best_metric == f"{val_attack}_acc"
+    assert t.best_epoch == max(t.history, key=lambda r: r[t.best_metric])["epoch"]
+    # PGD is logged beside it with the very same numbers (its own random stream), and training is unchanged
+    for a, b in zip(runs["pgd"].history, t.history):
+        assert (a["pgd_acc"], a["teacher_pgd_acc"], a["loss"]) == (b["pgd_acc"], b["teacher_pgd_acc"], b["loss"])
+    assert f"{val_attack}_acc" not in runs["pgd"].history[-1]
+
+
+def test_trainer_best_metric_errors_name_the_argument(make_classifier):
+    with pytest.raises(ValueError, match="best_metric"):
+        AdversarialTrainerADR(make_classifier(), best_metric="margin_acc", val_attack="apgd", verbose=False)
+    with pytest.raises(ValueError, match="val_attack"):
+        AdversarialTrainerADR(make_classifier(), val_attack="square", verbose=False)
+
+
+def _strip_new_fields(run: Path) -> None:
+    """Make a run directory look like one written before val_attack / save_every existed."""
+    from art_adr.checkpoint import load_checkpoint, save_checkpoint
+
+    new = ("val_attack", "val_targets", "save_every")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    for k in new:
+        cfg.pop(k)
+    cfg["best_metric"] = "pgd_acc"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for ck in (run / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(ck)
+        for k in new:
+            state["config"].pop(k)
+        state["config"]["best_metric"] = "pgd_acc"
+        save_checkpoint(ck, state)
+
+
+def test_a_run_from_before_resumes_and_is_scored_by_pgd(tmp_path):
+    from click.testing import CliRunner
+
+    from art_adr.cli import main
+    from art_adr.runs import load_run_config
+    from art_adr.sweep import score_run
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runs import SYNTH
+
+    out = tmp_path / "old"
+    result = CliRunner().invoke(main, ["train", *SYNTH, "--epochs", "2", "--stop-after-epochs", "1", "--set",
+                                       "val_attack=pgd", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    _strip_new_fields(out)
+    config = load_run_config(out)
+    assert (config.val_attack, config.best_metric, config.save_every) == ("pgd", "pgd_acc", 0)
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    score = score_run(out, load_run_config(out))
+    assert score["val_metric"] == "pgd_acc" and not math.isnan(score["val_robust"])
+
+
+def test_a_new_run_is_scored_by_its_validation_attack(tmp_path):
+    from click.testing import CliRunner
+
+    from art_adr.cli import main
+    from art_adr.runs import load_run_config
+    from art_adr.sweep import score_run
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runs import SYNTH
+
+    out = tmp_path / "new"
+    result = CliRunner().invoke(main, ["train", *SYNTH, "--epochs", "2", "--set", "val_attack=margin", "--out",
+                                       str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    score = score_run(out, load_run_config(out))
+    assert score["val_metric"] == "margin_acc"
+    assert "margin_acc" in (out / "metrics.csv").read_text().splitlines()[0]
+
+
+def _agreement():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import val_agreement
+
+    return val_agreement
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=2, max_size=12))
+def test_kendall_tau_b_matches_scipy(pairs):
+    from scipy.stats import kendalltau
+
+    a, b = [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
+    ours = _agreement().kendall_tau_b(a, b)
+    ref = kendalltau(a, b).statistic
+    assert (math.isnan(ours) and math.isnan(ref)) or ours == pytest.approx(ref, abs=1e-9)
+
+
+def test_agreement_summary_on_made_up_points():
+    va = _agreement()
+
+    def point(epoch, cand, aa, adr):
+        return {"file": f"epoch-{epoch:04d}.pt", "epoch": epoch, "adr": adr, "n": 100,
+                "aa": {"acc": aa, "forwards_per_image": 3000.0, "seconds": 1.0},
+                **{c: {"acc": cand, "forwards_per_image": 11.0, "seconds": 0.01} for c in va.CANDIDATES}}
+
+    runs = {"a": [point(1, 50, 45, True), point(2, 60, 50, True), point(3, 55, 52, True)],
+            "b": [point(1, 40, 39, False), point(2, 45, 44, False)]}
+    s = va.summarise(runs)["candidates"]["pgd"]
+    assert s["gap_adr"] == pytest.approx((5 + 10 + 3) / 3) and s["gap_baseline"] == pytest.approx(1.0)
+    assert s["kendall_within"] == [pytest.approx(1 / 3), 1.0]
+    assert s["selection_aa_loss_mean"] == pytest.approx((52 - 50) / 2)  # run a picks epoch 2, AA prefers 3
