@@ -74,6 +74,8 @@ class RunConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 128
+    drop_last: bool = True  # drop each epoch's last partial batch (ADR authors' loaders: 390 iterations per CIFAR
+    # epoch at 128; static shapes for torch.compile; every DDP rank a non-empty shard); false keeps it (small sets)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True  # see sgd_nesterov(): off without momentum and in official-variant AWP runs
@@ -189,7 +191,8 @@ class RunConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # Fields added after runs were written, with the value a run written before them had: a config.yaml or checkpoint
 # without the field is read with this value (an old run resumes, and is scored, exactly as it was trained).
-LEGACY_DEFAULTS: dict[str, Any] = {"save_every": 0, "val_attack": "pgd", "val_targets": defaults.VAL_TARGETS}
+LEGACY_DEFAULTS: dict[str, Any] = {"save_every": 0, "val_attack": "pgd", "val_targets": defaults.VAL_TARGETS,
+                                   "drop_last": False}
 
 
 def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:

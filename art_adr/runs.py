@@ -638,8 +638,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
     train_here, extra_here = place_data(train.x, None if extra is None else extra.x, device)
     xs, ys = _placed(train.x, train.y, device, train_here)
     main = DeviceBatches(xs, ys, config.batch_size, shuffle=True, augment=trainer.augment, seed=config.seed,
-                         device=device, channels_last=config.channels_last, rank=dist.rank,
-                         world_size=dist.world_size, stream=not train_here)
+                         drop_last=config.drop_last, device=device, channels_last=config.channels_last,
+                         rank=dist.rank, world_size=dist.world_size, stream=not train_here)
     batches: Any = main
     if extra is not None:
         batches = MixedBatches(main, *_placed(extra.x, extra.y, device, extra_here), config.extra_fraction,

@@ -49,8 +49,8 @@ from .validation import get_val_attack, metric_name, resolve_best_metric
 __all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "AdversarialTrainerMARTADR",
            "TrainingDivergedError", "TRADES_VARIANTS", "FIT_KWARGS"]
 
-# the ART keywords fit() uses; others ART passes along (drop_last, ...) are ignored with a warning
-FIT_KWARGS = ("verbose",)
+# the ART keywords fit() uses (PyTorchClassifier.fit's names); others ART passes along are ignored with a warning
+FIT_KWARGS = ("verbose", "drop_last")
 
 
 class AdversarialTrainerADR(EpochLoop, Trainer):
@@ -87,6 +87,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             first iteration (ADR authors' runs with extra DDPM data: 0.01); ``None`` (default) leaves the layers'.
         augment: ``True`` for random crop (``crop_padding`` px) + flip on the device, a callable
             ``(x, generator) -> x``, or ``False`` (default).
+        drop_last: :meth:`fit` drops each epoch's last partial batch (default True, as the ADR authors' loaders:
+            390 iterations per CIFAR-10 epoch at batch 128; static batch shapes for ``compile``; a non-empty
+            shard on every DDP rank). ``False`` trains on it too (small sets); ``fit(..., drop_last=)`` overrides
+            it for one call.
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
         channels_last: NHWC memory format for model and batches. compile: ``torch.compile`` the forward.
         eval_max_iter: iterations k of the validation attacks (default 10; step ``default_eps_step``).
@@ -135,6 +139,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         bn_momentum: float | None = None,
         augment: bool | Callable[[Tensor, torch.Generator | None], Tensor] = False,
         crop_padding: int = 4,
+        drop_last: bool = True,
         amp: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
@@ -205,6 +210,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
         self._bn_momentum_now: float | None = None
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
+        self.drop_last = bool(drop_last)
         self.channels_last, self.compile = bool(channels_last), bool(compile)
         self.eval_spec = AttackSpec(norm=_norm_name(norm), eps=self.eps, steps=eval_max_iter)
         self.eval_max_iter, self.eval_every = int(eval_max_iter), int(eval_every)
@@ -434,9 +440,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         The τ/λ cosine schedules span this call's epochs; after :meth:`load_state_dict` of a checkpoint taken
         inside a call, the next call continues that call's schedule (pass the epochs that remain). The caller's
         arrays are copied to the device once and never modified (when they would take more than half the free
-        GPU memory they stay on the host and batches are streamed). ``verbose`` (ART's keyword) switches the
-        progress bars for this call; other ART keywords are ignored with a warning. Returns the history of every
-        epoch so far (also ``self.history``).
+        GPU memory they stay on the host and batches are streamed). ART's keywords ``verbose`` (the progress
+        bars) and ``drop_last`` (default: the trainer's ``drop_last``) apply to this call; other ART keywords are
+        ignored with a warning. Returns the history of every epoch so far (also ``self.history``).
         """
         with self._fit_keywords(kwargs, "fit"):
             batch_size = integer(batch_size, "batch_size", 1)
@@ -448,18 +454,19 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                 xs, ys = host_images(arr), torch.as_tensor(labels)
             else:
                 xs, ys = to_tensor_images(arr, self.device), torch.as_tensor(labels, device=self.device)
+            drop_last = bool(kwargs.get("drop_last", self.drop_last))
             batches = DeviceBatches(xs, ys, batch_size, shuffle=True, augment=self.augment, seed=self.seed,
-                                    device=self.device, channels_last=self.channels_last, rank=self.rank,
-                                    world_size=self.world_size, stream=stream)
+                                    drop_last=drop_last, device=self.device, channels_last=self.channels_last,
+                                    rank=self.rank, world_size=self.world_size, stream=stream)
             return self.fit_batches(batches.epoch, len(batches), nb_epochs, validation_data, scheduler, callbacks)
 
-    def _fit_keywords(self, kwargs: dict[str, Any], where: str) -> Any:
-        """``verbose`` for the duration of the call; a warning naming any other (ignored) keyword."""
+    def _fit_keywords(self, kwargs: dict[str, Any], where: str, used: tuple[str, ...] = FIT_KWARGS) -> Any:
+        """``verbose`` for the duration of the call; a warning naming any keyword not in ``used`` (ignored)."""
         import contextlib
 
-        unknown = sorted(set(kwargs) - set(FIT_KWARGS))
+        unknown = sorted(set(kwargs) - set(used))
         if unknown:
-            warnings.warn(f"{where}() ignores the keyword(s) {unknown} (it uses {list(FIT_KWARGS)})", UserWarning,
+            warnings.warn(f"{where}() ignores the keyword(s) {unknown} (it uses {list(used)})", UserWarning,
                           stacklevel=3)
 
         @contextlib.contextmanager
@@ -500,7 +507,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     ) -> list[dict[str, Any]]:
         """Train ``nb_epochs`` more epochs from an ART ``DataGenerator`` or a ``torch.utils.data.DataLoader`` of
         ``(x, y)`` batches (keywords as :meth:`fit`)."""
-        with self._fit_keywords(kwargs, "fit_generator"):
+        with self._fit_keywords(kwargs, "fit_generator", ("verbose",)):  # the generator makes the batches
             nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
             if steps_per_epoch is not None:
                 steps_per_epoch = integer(steps_per_epoch, "steps_per_epoch", 1)

@@ -155,8 +155,10 @@ def test_fit_accepts_art_keywords(blobs, make_classifier, capsys):
         warnings.simplefilter("error")
         trainer.fit(x[:64], y[:64], batch_size=64, nb_epochs=1, verbose=False)
     assert "epoch 1/1" not in capsys.readouterr().err and trainer.verbose is True
-    with pytest.warns(UserWarning, match=r"ignores the keyword\(s\) \['drop_last'\]"):
-        trainer.fit(x[:64], y[:64], batch_size=64, nb_epochs=1, verbose=False, drop_last=True)
+    with pytest.warns(UserWarning, match=r"ignores the keyword\(s\) \['training_mode'\]"):
+        trainer.fit(x[:64], y[:64], batch_size=64, nb_epochs=1, verbose=False, training_mode=True)
+    with pytest.warns(UserWarning, match=r"fit_generator\(\) ignores the keyword\(s\) \['drop_last'\]"):
+        trainer.fit_generator([(x[:64], y[:64])], nb_epochs=1, verbose=False, drop_last=True)
 
 
 def test_training_attack_from_an_attack_object(make_classifier):

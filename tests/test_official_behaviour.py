@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from art_adr.attacks import _random_start
-from art_adr.config import load_recipe, resolve_config
+from art_adr.checkpoint import load_checkpoint
+from art_adr.config import RunConfig, load_recipe, resolve_config
 from art_adr.loader import DeviceBatches, MixedBatches
 from art_adr.runs import build_scheduler, parameter_groups
 from art_adr.trainer import AdversarialTrainerADR, AdversarialTrainerTRADESADR
@@ -107,12 +108,73 @@ def test_ddpm_recipes_follow_official_config():
         assert r["bn_weight_decay"] is False and r["batch_size"] == 1024 and r["extra_fraction"] == 0.75
 
 
+def _zeros(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.zeros(n, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- iterations per epoch: drop_last
+def test_training_drops_the_last_partial_batch_by_default_as_the_official_loaders():
+    assert RunConfig().drop_last is True and resolve_config("cifar10-at").drop_last is True
+    cifar = DeviceBatches(*_zeros(50_000), 128, shuffle=False, drop_last=True)
+    sizes = [yb.shape[0] for _, yb in cifar.epoch(0)]
+    assert len(cifar) == len(sizes) == 390 and set(sizes) == {128}  # the authors' 390 iterations per epoch
+    assert len(DeviceBatches(*_zeros(50_000), 128, drop_last=False)) == 391
+    # the DDPM recipes: one pass over the real images of a batch, 256 of 1024, also without the partial batch
+    extra = _zeros(10)
+    assert len(MixedBatches(DeviceBatches(*_zeros(50_000), 1024, drop_last=True), *extra, 0.75)) == 195
+    assert len(MixedBatches(DeviceBatches(*_zeros(50_000), 1024, drop_last=False), *extra, 0.75)) == 196
+    with pytest.raises(ValueError, match="drop_last=True leaves no batch: 100 training examples"):
+        DeviceBatches(*_zeros(100), 128, drop_last=True)
+
+
+def test_trainer_and_fit_drop_the_last_partial_batch_unless_told(make_classifier, blobs):
+    x, y = blobs[0][:100], blobs[1][:100]
+    for kwargs, fit_kwargs, steps in (({}, {}, 3), ({"drop_last": False}, {}, 4), ({}, {"drop_last": False}, 4),
+                                      ({"drop_last": False}, {"drop_last": True}, 3)):
+        trainer = AdversarialTrainerADR(make_classifier(), eps=0.1, max_iter=1, verbose=False, **kwargs)
+        trainer.fit(x, y, batch_size=32, nb_epochs=1, **fit_kwargs)
+        assert trainer.step == steps, (kwargs, fit_kwargs)
+
+
+def test_fashion_mnist_recipes_keep_the_last_batch_so_their_results_stand():
+    """59 000, 8 000 and 1 000 training images are no multiple of 128 / 64: dropping would change the iteration
+    counts behind the README's Fashion-MNIST results."""
+    from art_adr.config import list_recipes
+
+    for name in list_recipes():
+        assert resolve_config(name).drop_last is (not name.startswith("fashion-mnist")), name
+
+
+def test_runs_saved_before_drop_last_existed_read_back_as_keeping_the_last_batch(tmp_path):
+    from art_adr.runs import config_diff, load_run_config
+
+    cfg = resolve_config(None, {"dataset": "synthetic"}).to_dict()
+    old = {k: v for k, v in cfg.items() if k != "drop_last"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_run_config(tmp_path).drop_last is False
+    assert config_diff(old, {**cfg, "drop_last": False}) == [] and config_diff(old, cfg) == ["drop_last"]
+
+
+def test_art_adr_train_drops_the_last_partial_batch(tmp_path):
+    from click.testing import CliRunner
+
+    from art_adr.cli import main
+
+    args = ["train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 264, shape: [1, 8, 8], num_classes: 4}",
+            "--set", "arch_kwargs={in_channels: 1}", "--val-size", "64", "--max-iter", "1", "--batch-size", "64",
+            "--eps", "0.1", "--set", "eval_max_iter=1", "--epochs", "1", "-q"]
+    for drop, steps in (("true", 3), ("false", 4)):  # 200 training images in batches of 64
+        out = tmp_path / drop
+        result = CliRunner().invoke(main, [*args, "--set", f"drop_last={drop}", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(out / "checkpoints" / "final.pt")["step"] == steps
+
+
 def test_extra_data_epoch_is_one_pass_over_real_images_so_warmup_matches_official():
     n = 50_000
-    main = DeviceBatches(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), 1024,
-                         shuffle=False)
-    mixed = MixedBatches(main, torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.zeros(10, dtype=torch.long), 0.75)
-    assert len(mixed) == math.ceil(n / 256) == 196  # the authors' loader of 256 real images per batch
+    main = DeviceBatches(*_zeros(n), 1024, shuffle=False, drop_last=True)
+    mixed = MixedBatches(main, *_zeros(10), 0.75)
+    assert len(mixed) == n // 256 == 195  # the authors' loader of 256 real images per batch, without the last
     cfg = resolve_config("cifar10-ddpm-at-adr-wa-awp", {"dataset": "synthetic"})
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched = build_scheduler(opt, cfg, len(mixed))
@@ -122,7 +184,7 @@ def test_extra_data_epoch_is_one_pass_over_real_images_so_warmup_matches_officia
         opt.step()
         sched.step()
     first_full = next(i for i, lr in enumerate(warm) if lr >= cfg.lr * (1 - 1e-9))  # LinearLR accumulates
-    assert first_full == round(2.5 * 196) - 1 == 489  # ≈ 487 official iterations, not 2.5 × 49
+    assert first_full == round(2.5 * 195) - 1  # ≈ 487 official iterations, not 2.5 × 49
 
 
 def test_bn_momentum_one_at_first_step_then_configured(make_classifier, blobs):
