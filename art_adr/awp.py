@@ -147,7 +147,7 @@ def kept_buffers(model: nn.Module) -> Iterator[None]:
 
 
 def awp_backward(awp: AWP, loss_at: Any, local_forward: Any, train_forward: Any, scaler: Any,
-                 model: nn.Module) -> tuple[Tensor, Tensor]:
+                 model: nn.Module, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One AWP iteration's forward/backward passes; leaves the gradient of the loss at the perturbed weights in
     ``.grad`` and the weights back at ``w``. Returns ``(loss, adversarial logits)`` for the records.
 
@@ -158,24 +158,30 @@ def awp_backward(awp: AWP, loss_at: Any, local_forward: Any, train_forward: Any,
         train_forward: the training forward (DDP-wrapped under ``torchrun``) for the gradient that is applied.
         scaler: the ``GradScaler`` (fp16) or a disabled one.
         model: the student (its BatchNorm statistics are kept or frozen as the variant says).
+        weight: factor of the applied (``train_forward``) loss's backward — a DDP shard's share of the global
+            batch (:func:`art_adr.distributed.shard_weight`); ``None`` = 1. The proxy gradient is unweighted
+            (the perturbation only uses its direction); the returned loss too.
 
     ``official``: pass 1 at ``w`` (train mode, updates BatchNorm statistics, local gradient), pass 2 at
     ``w + e(w)`` through ``train_forward`` with BatchNorm momentum 0; the reported loss/logits are pass 1's, as in
     the authors' code. ``weights-only``: the proxy pass leaves the buffers alone and the perturbed pass is the
     reported one.
     """
+    def weighted(loss: Tensor) -> Tensor:
+        return loss if weight is None else loss * weight
+
     if awp.variant == "official":
         loss, logits_adv = loss_at(local_forward)
         with awp.perturbed(loss, scaler), frozen_bn_stats(model):
             perturbed, _ = loss_at(train_forward)
-            scaler.scale(perturbed).backward()
+            scaler.scale(weighted(perturbed)).backward()
         return loss, logits_adv
     with kept_buffers(model):  # restored after the proxy's backward (which saved the buffers)
         proxy, _ = loss_at(local_forward)
         saved = awp.perturb(proxy, scaler)
     try:
         loss, logits_adv = loss_at(train_forward)
-        scaler.scale(loss).backward()
+        scaler.scale(weighted(loss)).backward()
     finally:
         awp.restore(saved)
     return loss, logits_adv

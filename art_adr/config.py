@@ -44,8 +44,8 @@ class RunConfig:
     subset: int | None = None  # first-n (seeded random) training examples, for budgets
     extra_data: str | None = None  # .npz with image/label (DDPM sets)
     extra_fraction: float = 0.0  # fraction of every batch drawn from extra_data
-    val_split: str = "holdout"  # "holdout" (from the training set) or "test"
-    val_size: int = 1000
+    val_split: str = "holdout"  # "holdout" (from the training set) or "test" (the whole test set)
+    val_size: int = 1000  # images of the hold-out (val_split "holdout" only)
     augment: bool = True
     crop_padding: int = 4
     # model
@@ -100,6 +100,7 @@ class RunConfig:
     amp: str | None = None
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False  # DDP: SyncBatchNorm (normalise over the global batch, not each GPU's shard); CUDA only
     # bookkeeping
     recipe: str | None = None
     description: str = ""
@@ -192,7 +193,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # Fields added after runs were written, with the value a run written before them had: a config.yaml or checkpoint
 # without the field is read with this value (an old run resumes, and is scored, exactly as it was trained).
 LEGACY_DEFAULTS: dict[str, Any] = {"save_every": 0, "val_attack": "pgd", "val_targets": defaults.VAL_TARGETS,
-                                   "drop_last": False}
+                                   "drop_last": False, "sync_bn": False}
 
 
 def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:

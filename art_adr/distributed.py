@@ -3,10 +3,17 @@ Every function is a no-op (or the identity) for one process, so the same loop ru
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ddp_world", "wrap_ddp", "sync_buffers", "all_reduce_sum", "all_reduce_max"]
+T = TypeVar("T")
+
+__all__ = ["ddp_world", "wrap_ddp", "sync_buffers", "all_reduce_sum", "all_reduce_max", "shard_weight",
+           "convert_sync_bn", "together"]
 
 
 def ddp_world() -> tuple[int, int]:
@@ -51,3 +58,60 @@ def all_reduce_max(t: Tensor, world_size: int) -> Tensor:
     if world_size > 1:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return t
+
+
+def shard_weight(n_local: int, device: torch.device, world_size: int) -> Tensor | None:
+    """The factor of this rank's mean loss that makes DDP's gradient (the average over ranks) the gradient of the
+    mean over the whole global batch, as one process computes it: ``n_local · world_size / N`` with ``N`` the
+    global batch (one all-reduce of a scalar, on the device). It is exactly 1 when every shard is as large
+    (``drop_last`` with a batch divisible by the ranks); a shorter last shard weighs less, an empty one 0.
+    ``None`` for one process."""
+    if world_size <= 1:
+        return None
+    n = torch.full((1,), float(n_local), device=device)
+    total = all_reduce_sum(n.clone(), world_size)
+    return (n * world_size / total.clamp_min(1.0))[0]
+
+
+def convert_sync_bn(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with every BatchNorm layer a ``SyncBatchNorm`` (the same parameter and buffer tensors, so an
+    optimizer built on ``model`` still holds them; the same state-dict keys): under DDP, train-mode forwards then
+    normalise over the global batch instead of each rank's shard. torch runs ``SyncBatchNorm`` on GPUs only:
+    ``ValueError`` for another device."""
+    if device.type != "cuda":
+        raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on {device.type}); "
+                         f"set sync_bn to false")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def together(fn: Callable[[], T], world_size: int, fallback: type[Exception] = RuntimeError) -> T:
+    """``fn()`` on this rank; under DDP an exception raised on any rank is raised on every rank (the lowest
+    rank's, with its type and message), so no rank goes on alone into a collective and waits there for ever
+    (one ``all_gather_object`` per call). An exception that does not pickle travels as ``fallback``."""
+    if world_size <= 1:
+        return fn()
+    result: Any = None
+    error: Exception | None = None
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+        error = exc
+    errors: list[Exception | None] = [None] * world_size
+    torch.distributed.all_gather_object(errors, _portable(error, fallback))
+    failed = [rank for rank, e in enumerate(errors) if e is not None]
+    if not failed:
+        return result
+    if failed[0] == torch.distributed.get_rank() and error is not None:
+        raise error  # this rank's own exception, with its traceback
+    raise errors[failed[0]]  # type: ignore[misc]
+
+
+def _portable(exc: Exception | None, fallback: type[Exception]) -> Exception | None:
+    """``exc`` when it survives pickling, else ``fallback("<type>: <message>")``."""
+    if exc is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return fallback(f"{type(exc).__name__}: {exc}")

@@ -2,6 +2,8 @@
 
 ResNet-18, PreAct ResNet-18 and WideResNets are RobustBench's own classes (robustbench==1.1.1,
 ``model_zoo/architectures``), so their parameters carry RobustBench's key names under ``Normalized.net``.
+``dm-wrn-34-10`` (the paper recipes' WRN) is RobustBench's ``DMWideResNet``, the network of the ADR authors'
+``src/model/wideresnet.py``; ``wrn-34-10`` is RobustBench's TRADES ``WideResNet``, a different network.
 """
 
 from __future__ import annotations
@@ -315,9 +317,14 @@ def _preact_resnet18(
     return Normalized(net, *_dataset_stats(dataset, c))
 
 
-def _wide_resnet(default_depth: int, default_width: int) -> Callable[..., nn.Module]:
-    """Builder for WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis 2016); ReLU: RobustBench's TRADES
-    ``wide_resnet.WideResNet``; SiLU: its ``dm_wide_resnet.DMWideResNet`` (Rebuffi et al. 2021)."""
+def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False) -> Callable[..., nn.Module]:
+    """Builder for WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis 2016).
+
+    ``deepmind=False`` (``wrn-*``): ReLU is RobustBench's TRADES ``wide_resnet.WideResNet`` (symmetric padding,
+    He-normal init, zero fc bias), SiLU its ``dm_wide_resnet.DMWideResNet``. ``deepmind=True`` (``dm-wrn-*``):
+    ``DMWideResNet`` for every activation (Gowal et al. 2020: "SAME" padding, asymmetric ``(0, 1, 0, 1)`` on the
+    stride-2 convolutions, PyTorch's default initialisation) — the ADR authors' ``src/model/wideresnet.py``,
+    whose global pooling (``AvgPool2d(8)`` at 32×32, adaptive at 64×64) ours is at every size."""
 
     def build(num_classes: int, dataset: str | None, depth: int = default_depth,
               widen_factor: int = default_width, activation: str = "relu",
@@ -326,7 +333,7 @@ def _wide_resnet(default_depth: int, default_width: int) -> Callable[..., nn.Mod
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
         c, act = _in_channels(dataset, in_channels), _activation(activation)
         classes = _rb_classes()
-        if act is nn.ReLU:
+        if act is nn.ReLU and not deepmind:
             net = classes.WideResNet(depth, widen_factor, num_classes, in_channels=c)
         else:
             net = classes.DMWideResNet(depth, widen_factor, num_classes, act, in_channels=c)
@@ -344,6 +351,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "preact-resnet18": _preact_resnet18,
     "wrn-28-10": _wide_resnet(28, 10),
     "wrn-34-10": _wide_resnet(34, 10),
+    "dm-wrn-28-10": _wide_resnet(28, 10, deepmind=True),
+    "dm-wrn-34-10": _wide_resnet(34, 10, deepmind=True),  # the paper recipes' WRN (the ADR authors' network)
 }
 
 
@@ -367,7 +376,8 @@ def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs:
     our ``Normalized`` keys map, see :func:`robustbench_state_dict`); ``mean``, ``std``, ``input_shape``.
 
     ReLU ResNet/WRN become ``normalize_model(net, mean, std)`` from RobustBench's
-    ``utils_architectures`` (keys ``normalize.mean``, ``normalize.std``, ``model.*``). DM nets take
+    ``utils_architectures`` (keys ``normalize.mean``, ``normalize.std``, ``model.*``). DM nets (``dm-wrn-*``,
+    ``preact-resnet18``, SiLU WRNs) take
     mean/std as constructor arguments (non-persistent buffers, as RobustBench's ``Rebuffi2021Fixing_*``
     entries), with ``nn.SiLU`` for RobustBench's ``Swish`` (same function; ``Swish.backward`` uses
     ``ctx.saved_variables``, gone from torch 2). Only 3×32×32 inputs are exact: RobustBench's forwards
@@ -403,9 +413,9 @@ def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs:
             f"activation_fn={act_src}, mean={mean}, std={std})",
             "prefix": "", "normalizer": None,
         }
-    depth = int(kwargs.get("depth", 34 if arch == "wrn-34-10" else 28))
+    depth = int(kwargs.get("depth", 34 if arch.endswith("wrn-34-10") else 28))
     width = int(kwargs.get("widen_factor", 10))
-    if _activation(act) is nn.ReLU:
+    if _activation(act) is nn.ReLU and not arch.startswith("dm-"):
         return spec | {
             "import_line": f"from {arch_mod}.wide_resnet import WideResNet\n{norm_import}",
             "constructor": f"normalize_model(WideResNet(depth={depth}, num_classes={num_classes}, "

@@ -63,7 +63,8 @@ ADR_PAPER = {
 }
 PLACEHOLDERS = {"link": "<PAPER URL>", "authors": "<AUTHORS>", "venue": "<VENUE>"}  # not the ADR paper's
 ARCH_NAMES = {"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18",
-              "wrn-28-10": "WideResNet-28-10", "wrn-34-10": "WideResNet-34-10"}
+              "wrn-28-10": "WideResNet-28-10", "wrn-34-10": "WideResNet-34-10",
+              "dm-wrn-28-10": "WideResNet-28-10", "dm-wrn-34-10": "WideResNet-34-10"}
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 FORBIDDEN_KEY_PARTS = ("model.", "module.")  # robustbench.utils.load_model strips these from every key
 

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -267,15 +268,53 @@ def pick_device(name: str, dist: DistInfo) -> torch.device:
         raise RunError(str(exc)) from None
 
 
+WARMUP_LR_INIT = 1e-6  # the rate the warm-up starts from (ADR authors' preact-resnet18_pgd_awp_adr.gin)
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """timm's ``CosineLRScheduler(t_initial=total_iters, lr_min=eta_min, warmup_t=warmup_iters, warmup_lr_init)``
+    stepped the way the ADR authors' loop steps it (``scheduler.step(i)`` after the update of iteration ``i``).
+
+    timm's rate at ``t`` is ``warmup_lr_init + t·(lr − warmup_lr_init) / warmup_t`` for ``t < warmup_t``, else
+    ``eta_min + ½(lr − eta_min)(1 + cos(π·t / t_initial))`` — the cosine runs over the whole run from ``t = 0``,
+    not over the iterations after the warm-up — and ``eta_min`` from ``t_initial`` on. Iteration ``i`` trains
+    with timm's rate at ``i − 1``; iteration 0 with ``warmup_lr_init`` (the peak ``lr`` without warm-up), the
+    rate timm's constructor sets. ``last_epoch`` counts iterations; the state resumes exactly.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, warmup_iters: int = 0,
+                 warmup_lr_init: float = WARMUP_LR_INIT, eta_min: float = 0.0, last_epoch: int = -1) -> None:
+        if total_iters < 1 or warmup_iters < 0:
+            raise ValueError(f"total_iters must be >= 1 and warmup_iters >= 0, got {total_iters}, {warmup_iters}")
+        self.total_iters, self.warmup_iters = int(total_iters), int(warmup_iters)
+        self.warmup_lr_init, self.eta_min = float(warmup_lr_init), float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def rate(self, peak: float, iteration: int) -> float:
+        """The rate iteration ``iteration`` (0-based) trains with, for a group whose peak rate is ``peak``."""
+        if iteration == 0:
+            return self.warmup_lr_init if self.warmup_iters else peak
+        t = iteration - 1  # timm's t: the authors step it with the index of the iteration just done
+        if t < self.warmup_iters:
+            return self.warmup_lr_init + t * (peak - self.warmup_lr_init) / self.warmup_iters
+        if t >= self.total_iters:
+            return self.eta_min
+        return self.eta_min + 0.5 * (peak - self.eta_min) * (1 + math.cos(math.pi * t / self.total_iters))
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        return [self.rate(peak, self.last_epoch) for peak in self.base_lrs]
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The run's LR scheduler from torch's own, stepped once per iteration (timm-style factory).
+    """The run's LR scheduler, stepped once per iteration.
 
-    ``"multistep"``: ``MultiStepLR`` decaying by ``lr_gamma`` at ``milestones`` (fractions of the run's
-    ``epochs × steps_per_epoch`` iterations, rounded; §5.1 of Wu et al. 2024). ``"cosine"``: ``LinearLR`` warm-up
-    over ``round(warmup_epochs × steps_per_epoch)`` iterations (factor ``(i + 1) / warm`` at iteration ``i``, so
-    the first iteration already trains), then ``CosineAnnealingLR`` to 0 over the rest, chained by
-    ``SequentialLR``; no warm-up gives the cosine alone (§5.4, the authors' ``yuyuwu5/ADR`` schedule).
+    ``"multistep"``: torch's ``MultiStepLR`` decaying by ``lr_gamma`` at ``milestones`` (fractions of the run's
+    ``epochs × steps_per_epoch`` iterations, rounded; §5.1 of Wu et al. 2024; the authors' timm
+    ``MultiStepLRScheduler``, stepped after the update, decays one iteration later). ``"cosine"``:
+    :class:`WarmupCosineLR`, the authors' timm ``CosineLRScheduler`` (§5.4, ``yuyuwu5/ADR``
+    ``build_cosine_scheduler``): the cosine over all ``epochs × steps_per_epoch`` iterations, a linear warm-up
+    from ``WARMUP_LR_INIT`` over ``int(warmup_epochs × steps_per_epoch)`` iterations, to 0.
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
@@ -285,30 +324,31 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
         return sched.MultiStepLR(optimizer, [round(m * total) for m in config.milestones], gamma=config.lr_gamma)
     if config.lr_schedule != "cosine":
         raise ValueError(f"lr_schedule must be 'multistep' or 'cosine', got {config.lr_schedule!r}")
-    warm = int(round(config.warmup_epochs * steps_per_epoch))
-    cosine = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warm), eta_min=0.0)
-    if warm == 0:  # SequentialLR needs a first phase of at least one step
-        return cosine
-    # LinearLR reaches end_factor at total_iters: 1/warm → 1 over warm - 1 steps is (i + 1) / warm; a one-step
-    # warm-up is a constant factor 1 (total_iters=0 divides by zero in LinearLR's closed form).
-    linear = sched.LinearLR(optimizer, start_factor=1.0 / warm, end_factor=1.0, total_iters=max(1, warm - 1))
-    return sched.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+    return WarmupCosineLR(optimizer, total, int(config.warmup_epochs * steps_per_epoch), WARMUP_LR_INIT, 0.0)
 
 
 def _upgrade_scheduler_state(saved: dict[str, Any] | None, config: RunConfig, steps_per_epoch: int,
                              optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """A checkpoint's scheduler state in :func:`build_scheduler`'s form.
 
-    Checkpoints written before art-adr used torch's schedulers hold a ``LambdaLR`` state (key ``lr_lambdas``);
-    a fresh scheduler stepped to the saved iteration on a throw-away optimizer gives the same schedule position
-    (the optimizer's own state still restores the exact current LR).
+    A state of another scheduler class — a ``LambdaLR`` (key ``lr_lambdas``) from before art-adr used torch's
+    schedulers, or the ``SequentialLR(LinearLR, CosineAnnealingLR)`` that ``"cosine"`` was before it followed
+    the authors' timm schedule — becomes a fresh scheduler stepped to the saved iteration on a throw-away
+    optimizer: the same point of the schedule (the optimizer's own state still restores the exact current LR;
+    a former ``"cosine"`` run continues on the authors' schedule from there, with a warning).
     """
-    if not saved or "lr_lambdas" not in saved:
+    if not saved:
         return saved
     params = [torch.zeros((), requires_grad=True) for _ in optimizer.param_groups]
     scratch = torch.optim.SGD([{"params": [p], "lr": g.get("initial_lr", g["lr"])}
                                for p, g in zip(params, optimizer.param_groups)])
     scheduler = build_scheduler(scratch, config, steps_per_epoch)
+    if set(saved) == set(scheduler.state_dict()):
+        return saved
+    if config.lr_schedule == "cosine":
+        warnings.warn("the checkpoint's cosine LR schedule (torch's warm-up, then a cosine over the rest) is "
+                      "replaced by the ADR authors' timm schedule (a cosine over the whole run) from iteration "
+                      f"{int(saved['last_epoch'])} on", RuntimeWarning, stacklevel=2)
     with warnings.catch_warnings():  # the scratch optimizer never steps: torch's order warning does not apply
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
         for _ in range(int(saved["last_epoch"])):
@@ -416,8 +456,8 @@ def _load_data(config: RunConfig):
         if config.val_size >= len(train):
             raise RunError(f"val_size {config.val_size} leaves no training data ({len(train)} examples)")
         train, val = train.split(config.val_size, seed=config.seed)
-    else:
-        val = test.subset(config.val_size) if config.val_size else test
+    else:  # the whole test set, as the ADR authors validate (val_size sizes the hold-out only)
+        val = test
     if config.subset is not None and config.subset < len(train):
         idx = np.sort(np.random.default_rng(config.seed + 1).permutation(len(train))[: config.subset])
         train = train.subset(idx)
@@ -562,6 +602,22 @@ def _resume_state(last: Path, config: RunConfig) -> dict[str, Any]:
     return state
 
 
+def _resume_trainer(trainer: Any, last: Path, config: RunConfig, steps: int, scheduler: Any,
+                    dist: DistInfo) -> None:
+    """Load ``last.pt`` into ``trainer`` (``CheckpointError`` when it does not fit); rank 0 rebuilds the
+    metrics, plot and ``best.pt`` from it."""
+    state = _resume_state(last, config)
+    state["scheduler"] = _upgrade_scheduler_state(state.get("scheduler"), config, steps, trainer.optimizer)
+    try:
+        trainer.load_state_dict(state, scheduler=scheduler)
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{last} does not fit this run ({type(exc).__name__}: {text}); it cannot be "
+                              f"resumed") from None
+    if dist.is_main:
+        _rebuild_outputs(out=last.parent.parent, config=config, last=last, state=state)
+
+
 def _rebuild_outputs(out: Path, config: RunConfig, last: Path, state: dict[str, Any]) -> None:
     """The checkpoint is the single source of truth: on resume, ``metrics.{jsonl,csv}`` and ``curves.png`` are
     rewritten from its history, and ``best.pt`` from ``last.pt`` when the best epoch is the checkpoint's own (a
@@ -592,12 +648,14 @@ def train_run(
     metrics, plot and ``best.pt`` are rebuilt from ``last.pt``. SIGTERM stops after the running step (after the
     epoch's checkpoint when it comes during validation) with ``RunInterrupted``.
     """
+    from .distributed import together
+
     out = Path(out_dir)
     dist = init_distributed(config.device)
-    device = pick_device(config.device, dist)
-    config.validate()
     hook = _KillHook()
-    lock = RunLock(out, "train") if dist.is_main else None
+    # under DDP, an error on one rank (a GPU missing, rank 0's lock or checks) ends every rank with it
+    device = together(lambda: (config.validate(), pick_device(config.device, dist))[1], dist.world_size, RunError)
+    lock = together(lambda: RunLock(out, "train") if dist.is_main else None, dist.world_size, RunError)
     try:
         hook("locked", 0)
         return _train_locked(config, out, dist, device, resume, stop_after_epochs, verbose, command, hook)
@@ -606,10 +664,9 @@ def train_run(
             lock.release()  # a run that failed before writing anything leaves no directory
 
 
-def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.device, resume: bool,
-                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook) -> Path:
-    from .loader import DeviceBatches, MixedBatches
-
+def _check_run_dir(config: RunConfig, out: Path, dist: DistInfo, resume: bool, verbose: bool) -> bool:
+    """Whether ``out`` holds a checkpoint to resume; ``RunError`` when the directory and ``resume`` disagree
+    (rank 0 also looks at a run stopped before its first checkpoint and removes a killed write's temp files)."""
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
     if dist.is_main:
@@ -629,44 +686,51 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
                 print(f"{out} has no checkpoint yet (the run stopped in its first epoch); starting it from scratch")
         elif resume:
             raise RunError(f"nothing to resume: {out} holds no run ({CONFIG_FILE} and {last} do not exist)")
-    train, val, _test, extra = _load_data(config)
     if config.batch_size % dist.world_size:
         raise RunError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} processes")
+    return have_ckpt
+
+
+def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.device, resume: bool,
+                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook) -> Path:
+    from .distributed import together
+    from .loader import DeviceBatches, MixedBatches
+
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    # every step before the first collective (the DDP constructor in build_trainer) agrees on errors
+    have_ckpt, (train, val, _test, extra) = together(
+        lambda: (_check_run_dir(config, out, dist, resume, verbose), _load_data(config)), dist.world_size, RunError)
     trainer = build_trainer(config, train.num_classes, train.shape, device, verbose=verbose)
     desc = _model_desc(config, train.num_classes, train.shape)
 
-    train_here, extra_here = place_data(train.x, None if extra is None else extra.x, device)
-    xs, ys = _placed(train.x, train.y, device, train_here)
-    main = DeviceBatches(xs, ys, config.batch_size, shuffle=True, augment=trainer.augment, seed=config.seed,
-                         drop_last=config.drop_last, device=device, channels_last=config.channels_last,
-                         rank=dist.rank, world_size=dist.world_size, stream=not train_here)
-    batches: Any = main
-    if extra is not None:
-        batches = MixedBatches(main, *_placed(extra.x, extra.y, device, extra_here), config.extra_fraction,
-                               stream_extra=not extra_here)
-    steps = len(batches)
-    scheduler = build_scheduler(trainer.optimizer, config, steps)
-    trainer.scheduler = scheduler
-    if have_ckpt:
-        state = _resume_state(last, config)
-        state["scheduler"] = _upgrade_scheduler_state(state.get("scheduler"), config, steps, trainer.optimizer)
-        try:
-            trainer.load_state_dict(state, scheduler=scheduler)
-        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
-            text = " ".join(str(exc).split())[:300]
-            raise CheckpointError(f"{last} does not fit this run ({type(exc).__name__}: {text}); it cannot be "
-                                  f"resumed") from None
-        if dist.is_main:
-            _rebuild_outputs(out, config, last, state)
-        del state
-    elif dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {"art_adr": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                "world_size": dist.world_size, "git_commit": _git_commit(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or "train_run()",
-                "train_examples": len(train), "val_examples": len(val), "val_split": config.val_split}
-        write_config(out, config, meta)
+    def batches_and_state() -> tuple[Any, int, Any]:
+        """Batches, scheduler, and the resumed state or a new ``config.yaml`` (errors agreed across ranks)."""
+        train_here, extra_here = place_data(train.x, None if extra is None else extra.x, device)
+        xs, ys = _placed(train.x, train.y, device, train_here)
+        main = DeviceBatches(xs, ys, config.batch_size, shuffle=True, augment=trainer.augment, seed=config.seed,
+                             drop_last=config.drop_last, device=device, channels_last=config.channels_last,
+                             rank=dist.rank, world_size=dist.world_size, stream=not train_here)
+        batches: Any = main
+        if extra is not None:
+            batches = MixedBatches(main, *_placed(extra.x, extra.y, device, extra_here), config.extra_fraction,
+                                   stream_extra=not extra_here)
+        steps = len(batches)
+        scheduler = build_scheduler(trainer.optimizer, config, steps)
+        trainer.scheduler = scheduler
+        if have_ckpt:
+            _resume_trainer(trainer, last, config, steps, scheduler, dist)
+        elif dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            meta = {"art_adr": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                    "world_size": dist.world_size, "git_commit": _git_commit(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or "train_run()",
+                    "train_examples": len(train), "val_examples": len(val), "val_split": config.val_split}
+            write_config(out, config, meta)
+        return batches, steps, scheduler
+
+    batches, steps, scheduler = together(batches_and_state, dist.world_size, RunError)
     hook("config", 0)
 
     started_at = trainer.epoch

@@ -24,7 +24,7 @@ from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import check_images, check_labels, finite_number, integer, number_pair
-from .distributed import all_reduce_sum, ddp_world, wrap_ddp
+from .distributed import all_reduce_sum, convert_sync_bn, ddp_world, shard_weight, wrap_ddp
 from .ema import EMATeacher
 from .estimator import (
     Normalize,
@@ -93,6 +93,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             it for one call.
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
         channels_last: NHWC memory format for model and batches. compile: ``torch.compile`` the forward.
+        sync_bn: under DDP (``torchrun``), convert the student's BatchNorm layers to ``SyncBatchNorm``, so that
+            train-mode forwards normalise over the global batch (what one GPU does with the recipe's batch)
+            instead of each rank's shard (batch / ranks images); CUDA only (``ValueError`` otherwise); no effect
+            in one process (default False).
         eval_max_iter: iterations k of the validation attacks (default 10; step ``default_eps_step``).
             eval_every: validate every k epochs. eval_batch_size: validation batch size (default 256).
         val_attack: the validation attack that selects (:mod:`art_adr.validation`): ``"apgd"`` (default:
@@ -143,6 +147,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         amp: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        sync_bn: bool = False,
         eval_max_iter: int = defaults.EVAL_MAX_ITER,
         eval_every: int = 1,
         eval_batch_size: int | None = None,
@@ -230,6 +235,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self._raw = raw
         self._forward = forward.to(self.device)
         check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device)
+        self.rank, self.world_size = ddp_world()
+        self.sync_bn = bool(sync_bn)
+        if self.sync_bn and self.world_size > 1:  # in place: the classifier's forward and optimizer keep working
+            convert_sync_bn(raw, self.device)
         self.teacher = EMATeacher(raw, decay=self.ema_decay)
         self._teacher_forward = (
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
@@ -241,7 +250,6 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self._local_forward: nn.Module | Callable[[Tensor], Tensor] = (
             torch.compile(self._forward) if self.compile else self._forward)
         self._train_forward = self._local_forward
-        self.rank, self.world_size = ddp_world()
         if self.world_size > 1:
             self._train_forward = wrap_ddp(self._forward, self.device)
         self._awp = AWP(raw, self.awp_rho, self.awp_variant)
@@ -322,24 +330,33 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         return self.awp_rho > 0 and self.epoch >= self.awp_warmup
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One ADR iteration on a device batch; returns ``(loss, #correct on adversarial inputs)`` as tensors."""
+        """One ADR iteration on a device batch; returns ``(loss, #correct on adversarial inputs)`` as tensors.
+
+        Under DDP the loss that is back-propagated is weighted by this shard's share of the global batch
+        (:func:`art_adr.distributed.shard_weight`), so a ragged last batch (``drop_last=False``) gives the
+        gradient one process computes on it, and a rank whose shard is empty contributes a zero loss; the
+        returned loss is the shard's own mean (0 for an empty shard)."""
         self._apply_bn_momentum()
         guard = self.precision.buffer_guard(self._raw)
         target = self._targets(x, y)
         x_adv = self._attack(x, target, y)
         autocast = self.precision.autocast_factory
+        weight = shard_weight(y.shape[0], self.device, self.world_size)  # DDP: this shard's share of the batch
 
         def loss_at(forward: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-            return self.method.loss(forward, x, x_adv, target, y, autocast)
+            loss, logits_adv = self.method.loss(forward, x, x_adv, target, y, autocast)
+            if y.shape[0] == 0:  # an empty DDP shard (drop_last off): a zero loss, so that DDP's backward runs
+                loss = logits_adv.float().sum() * 0.0
+            return loss, logits_adv
 
         with module_mode(self._raw, True):
             self.optimizer.zero_grad(set_to_none=True)
             if self._awp_active():
                 loss, logits_adv = awp_backward(self._awp, loss_at, self._local_forward, self._train_forward,
-                                                self.precision.scaler, self._raw)
+                                                self.precision.scaler, self._raw, weight)
             else:
                 loss, logits_adv = loss_at(self._train_forward)
-                self.precision.backward(loss)
+                self.precision.backward(loss if weight is None else loss * weight)
             self.precision.step(self.optimizer, guard)
         decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
         self.teacher.update(self._raw, decay)

@@ -46,7 +46,7 @@ def _schedule_text(value: Any) -> str:
 @click.option("--data-dir", type=click.Path(), help="Where the dataset lives [default: the usual places].")
 @click.option("--download/--no-download", default=None,
               help="Download the dataset if missing (needs internet)." + _default("download"))
-@click.option("--arch", help="small-cnn, resnet18, preact-resnet18, wrn-34-10, ..." + _default("arch"))
+@click.option("--arch", help="small-cnn, resnet18, preact-resnet18, dm-wrn-34-10, wrn-34-10, ..." + _default("arch"))
 @click.option("--method", type=click.Choice(METHOD_NAMES),
               help="Training method (art_adr.methods)." + _default("method"))
 @click.option("--adr/--no-adr", default=None, help="Rectify labels with the EMA teacher (ADR)." + _default("adr"))
@@ -69,8 +69,10 @@ def _schedule_text(value: Any) -> str:
 @click.option("--awp-rho", type=str, help="AWP radius ρ (0 = off)." + _default("awp_rho"))
 @click.option("--subset", type=int, help="Train on this many (seeded random) training examples [default: all].")
 @click.option("--val-split", type=click.Choice(["holdout", "test"]),
-              help="Validation images: a hold-out of the training set, or the test set." + _default("val_split"))
-@click.option("--val-size", type=int, help="Validation images." + _default("val_size"))
+              help="Validation images: a seeded hold-out of the training set, or the whole test set (as the "
+                   "ADR authors)." + _default("val_split"))
+@click.option("--val-size", type=int, help="Images of the hold-out (--val-split holdout; test is the whole "
+                                           "test set)." + _default("val_size"))
 @click.option("--eval-every", type=int, help="Validate every k epochs." + _default("eval_every"))
 @click.option("--extra-data", type=click.Path(), help=".npz with image/label arrays (DDPM data) [default: none].")
 @click.option("--extra-fraction", type=str,

@@ -24,15 +24,27 @@ PAPER = {
                      "awp": {"at": ((2.0, 1.5), (0.3, 0.9)), "trades": ((2.0, 1.5), (0.5, 0.9))}},
 }
 # (dataset, method, arch) whose official +AWP config differs from the ResNet-18 one above
-AWP_ARCH = {("tinyimagenet", "at", "wrn-34-10"): ((2.0, 1.5), (0.5, 0.9))}  # wrn_pgd_awp_adr.gin
+AWP_ARCH = {("tinyimagenet", "at", "dm-wrn-34-10"): ((2.0, 1.5), (0.5, 0.9))}  # wrn_pgd_awp_adr.gin
 NOTES = {
     ("cifar100", "trades"): "tau 1.5->1.0, lambda 0.7->0.95 from resnet18_trades_awp_adr.gin; "
                             "AT+AWP's config uses 2.0->1.0, 0.7->0.85 and the paper lists no +AWP values",
     ("tinyimagenet", "at"): "lambda 0.3->0.9 from resnet18_pgd_awp_adr.gin; the paper's text says 0.5->0.9",
-    ("tinyimagenet", "at", "wrn-34-10"): "lambda 0.5->0.9 from wrn_pgd_awp_adr.gin, as the paper's text; "
+    ("tinyimagenet", "at", "dm-wrn-34-10"): "lambda 0.5->0.9 from wrn_pgd_awp_adr.gin, as the paper's text; "
                                          "the ResNet-18 AT+AWP config uses 0.3->0.9",
 }
 NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet-200"}
+GIN_DIRS = {"cifar10": "cifar10", "cifar100": "cifar100", "tinyimagenet": "tiny-imagenet"}
+
+
+def trades_wrn_source(dataset: str, row: str) -> str:
+    """Where a ``<dataset>-trades<row>-wrn34`` recipe's values come from: the authors ship WRN-34-10 configs for
+    PGD-AT only, so TRADES on WRN-34-10 combines their ResNet-18 TRADES config (tau/lambda, beta, optimiser, LR
+    schedule, epochs) with the network of their WRN PGD-AT config of the same variant."""
+    awp = "awp" if row.endswith("awp") else "sgd"
+    adr = "_adr" if row.startswith("-adr") else ""
+    folder = f"config/{GIN_DIRS[dataset]}"
+    return (f"no official config (yuyuwu5/ADR has WRN-34-10 configs for PGD-AT only): values of "
+            f"{folder}/resnet18_trades_{awp}{adr}.gin, network of {folder}/wrn_pgd_{awp}{adr}.gin")
 
 
 def write(name: str, data: dict) -> None:
@@ -54,7 +66,8 @@ def main() -> None:
     })
     for ds, p in PAPER.items():
         epochs = 80 if ds == "tinyimagenet" else 200
-        for arch, suffix in (("resnet18", ""), ("wrn-34-10", "-wrn34")):
+        # WRN-34-10: the authors' src/model/wideresnet.py, RobustBench's DMWideResNet (art_adr.models)
+        for arch, suffix in (("resnet18", ""), ("dm-wrn-34-10", "-wrn34")):
             for method in PAPER_METHODS:
                 label = METHODS[method].label
                 awp_tau, awp_lam = AWP_ARCH.get((ds, method, arch), p["awp"][method])
@@ -76,15 +89,18 @@ def main() -> None:
                 for row, (values, what) in rows.items():
                     name = f"{ds}-{method}{row}{suffix}"
                     desc = f"{NAMES[ds]} {what}, {'WRN-34-10' if arch != 'resnet18' else 'ResNet-18'}, {epochs} epochs"
+                    if method == "trades" and arch != "resnet18":
+                        desc += "; " + trades_wrn_source(ds, row)
                     write(name, {"description": desc, **base, **values})
     for ds, tau, lam in (("cifar10", (2.5, 1.5), (0.7, 0.85)), ("cifar100", (3.0, 1.5), (0.5, 0.8))):
         write(f"{ds}-ddpm-at-adr-wa-awp", {
             "description": f"{NAMES[ds]} AT+ADR+WA+AWP with DDPM extra data (pass --extra-data FILE.npz), "
                            "PreAct-ResNet-18 SiLU, lr 0.4 cosine, batch 1024 with 75% extra; as the authors' "
-                           "preact-resnet18_pgd_awp_adr.gin: an epoch is one pass over the real images "
-                           "(~196 iterations), 100 epochs (= the paper's 400 CIFAR-equivalent epochs), 2.5 warm-up "
-                           "epochs (~490 iterations), BatchNorm momentum 0.01 (1.0 at the first step), "
-                           "no weight decay on BatchNorm",
+                           "preact-resnet18_pgd_awp_adr.gin: an epoch is one pass over the real images without "
+                           "the last partial batch (195 iterations on 50 000, 191 after the 1 000-image hold-out), "
+                           "100 epochs (= the paper's 400 CIFAR-equivalent epochs), timm's cosine over the whole "
+                           "run with 2.5 warm-up epochs from 1e-6 (int(2.5 x 195) = 487 iterations), BatchNorm "
+                           "momentum 0.01 (1.0 at the first step), no weight decay on BatchNorm",
             "base": "_paper-common", "dataset": ds, "arch": "preact-resnet18", "arch_kwargs": {"activation": "silu"},
             "method": "at", "adr": True, "temperature": list(tau), "interpolation": list(lam), "awp_rho": 0.005,
             "best_metric": "teacher_robust_acc", "lr": 0.4, "lr_schedule": "cosine", "warmup_epochs": 2.5,

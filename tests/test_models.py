@@ -198,6 +198,7 @@ def _build_from_spec(spec: dict) -> nn.Module:
         ("preact-resnet18", "cifar100", {"activation": "silu"}),
         ("wrn-28-10", "cifar10", SMALL_WRN),
         ("wrn-28-10", "cifar100", {**SMALL_WRN, "activation": "silu"}),
+        ("dm-wrn-34-10", "cifar10", SMALL_WRN),  # the paper recipes' WRN: exported as RobustBench's DMWideResNet
     ],
 )
 def test_robustbench_spec_reproduces_outputs(arch, dataset, kwargs):

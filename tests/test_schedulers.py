@@ -1,5 +1,6 @@
-"""`runs.build_scheduler`: torch's MultiStepLR / SequentialLR(LinearLR, CosineAnnealingLR) give, at every
-iteration, the learning rate of the hand-written LambdaLR they replaced; their states resume exactly."""
+"""`runs.build_scheduler`: torch's MultiStepLR gives, at every iteration, the rate of the hand-written LambdaLR
+it replaced; ``"cosine"`` is the ADR authors' timm ``CosineLRScheduler`` as their loop steps it, iteration by
+iteration (against a transcription, and against timm itself when it is installed); states resume exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from art_adr.checkpoint import load_checkpoint
 from art_adr.cli import main
-from art_adr.config import RunConfig
+from art_adr.config import RunConfig, resolve_config
 from art_adr.runs import _upgrade_scheduler_state, build_scheduler
 
 LR = 0.4
@@ -29,6 +30,32 @@ def old_factor(config: RunConfig, steps_per_epoch: int, step: int) -> float:
         return (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
     return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def official_rates(peak: float, iterations: int, t_initial: int, warmup_t: int, warmup_lr_init: float = 1e-6,
+                   lr_min: float = 0.0) -> list[float]:
+    """The rate each iteration trains with in the ADR authors' loop (``src/advTrainer.py``): timm's
+    ``CosineLRScheduler`` (transcribed: linear warm-up from ``warmup_lr_init``, a cosine over ``t_initial`` from
+    t = 0, ``lr_min`` after one cycle) whose constructor sets ``warmup_lr_init`` (when warming up), then
+    ``scheduler.step(global_step + idx)`` after every update."""
+
+    def timm_rate(t: int) -> float:
+        if t < warmup_t:
+            return warmup_lr_init + t * (peak - warmup_lr_init) / warmup_t
+        cycle, t_curr = divmod(t, t_initial)
+        if cycle >= 1:
+            return lr_min
+        return lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t_curr / t_initial))
+
+    rates, current = [], warmup_lr_init if warmup_t else peak
+    for idx in range(iterations):
+        rates.append(current)  # what this iteration's optimizer.step() uses
+        current = timm_rate(idx)  # scheduler.step(idx) after it
+    return rates
+
+
+def cosine_want(config: RunConfig, steps: int, iterations: int, peak: float) -> list[float]:
+    return official_rates(peak, iterations, config.epochs * steps, int(config.warmup_epochs * steps))
 
 
 def _optimizer(groups: int = 2) -> torch.optim.Optimizer:
@@ -51,35 +78,65 @@ CONFIGS = [
 ]
 
 
+def _want(config: RunConfig, steps: int, step: int) -> list[float]:
+    """Both groups' rate at iteration ``step``: the old LambdaLR's (multistep) or the authors' (cosine)."""
+    if config.lr_schedule == "multistep":
+        return [LR * (g + 1) * old_factor(config, steps, step) for g in range(2)]
+    return [cosine_want(config, steps, step + 1, LR * (g + 1))[step] for g in range(2)]
+
+
 @pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: f"{kw['lr_schedule']}-{kw.get('warmup_epochs', '')}")
 @pytest.mark.parametrize("steps", [7, 1])
-def test_every_iteration_has_the_old_lambdas_rate(kw, steps):
+def test_every_iteration_has_the_reference_rate(kw, steps):
     config = RunConfig(**kw)
     opt = _optimizer()
     sched = build_scheduler(opt, config, steps)
     total = config.epochs * steps
+    want = ([_want(config, steps, step) for step in range(total + 1)] if config.lr_schedule == "multistep" else
+            list(zip(*(cosine_want(config, steps, total + 1, LR * (g + 1)) for g in range(2)))))
     for step in range(total + 1):  # the rate of iteration `step`, and the one after the last
-        want = [LR * (g + 1) * old_factor(config, steps, step) for g in range(2)]
-        assert _lrs(opt) == pytest.approx(want, rel=1e-9, abs=1e-15), (step, _lrs(opt), want)
-        assert sched.get_last_lr() == pytest.approx(want, rel=1e-9, abs=1e-15)
+        assert _lrs(opt) == pytest.approx(list(want[step]), rel=1e-9, abs=1e-15), (step, _lrs(opt), want[step])
+        assert sched.get_last_lr() == pytest.approx(list(want[step]), rel=1e-9, abs=1e-15)
         opt.step()
         sched.step()
 
 
-def test_warmup_reaches_the_full_rate_on_its_last_iteration_and_cosine_starts_there():
-    config = RunConfig(lr_schedule="cosine", epochs=4, warmup_epochs=1.0)
-    opt = _optimizer(1)
-    sched = build_scheduler(opt, config, 5)
-    assert isinstance(sched, torch.optim.lr_scheduler.SequentialLR)
-    seen = []
-    for _ in range(20):
-        seen.append(_lrs(opt)[0])
+def test_ddpm_recipe_rate_is_the_authors_timm_schedule_iteration_by_iteration():
+    """preact-resnet18_pgd_awp_adr.gin: lr 0.4, 100 epochs of 195 iterations (50 000 real images, 256 a batch,
+    the last partial batch dropped), warm-up int(2.5 × 195) = 487 iterations from 1e-6, lr_min 0."""
+    config = resolve_config("cifar10-ddpm-at-adr-wa-awp", {"dataset": "synthetic"})
+    steps = 195
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    sched = build_scheduler(opt, config, steps)
+    ours = []
+    for _ in range(config.epochs * steps):
+        ours.append(_lrs(opt)[0])
         opt.step()
         sched.step()
-    assert seen[:5] == pytest.approx([LR * k / 5 for k in range(1, 6)])
-    assert seen[5] == pytest.approx(LR) and seen[6] < LR and seen[-1] > 0
-    assert isinstance(build_scheduler(_optimizer(1), RunConfig(lr_schedule="cosine"), 5),
-                      torch.optim.lr_scheduler.CosineAnnealingLR)
+    want = official_rates(0.4, config.epochs * steps, 19_500, 487)
+    assert ours == pytest.approx(want, rel=1e-12, abs=1e-15)
+    assert ours[0] == ours[1] == 1e-6 and ours[488] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 487 / 19500)))
+    mid = 9750  # the cosine runs over the whole run: at mid-run the rate is half the peak
+    assert ours[mid + 1] == pytest.approx(0.2, rel=1e-9)
+
+
+def test_cosine_equals_timm_itself_when_installed():
+    """The same loop with timm's own ``CosineLRScheduler`` (skipped when timm is not installed)."""
+    timm_scheduler = pytest.importorskip("timm.scheduler")
+    for steps, epochs, warmup_epochs in ((195, 6, 2.5), (7, 10, 0.0), (7, 4, 1 / 7), (5, 2, 3.0)):
+        config = RunConfig(lr_schedule="cosine", epochs=epochs, warmup_epochs=warmup_epochs)
+        total, warm = epochs * steps, int(warmup_epochs * steps)
+        opt_theirs = _optimizer()
+        theirs = timm_scheduler.CosineLRScheduler(opt_theirs, t_initial=total, lr_min=0.0, warmup_lr_init=1e-6,
+                                                  warmup_t=warm)
+        opt_ours = _optimizer()
+        ours = build_scheduler(opt_ours, config, steps)
+        for idx in range(total):
+            assert _lrs(opt_ours) == pytest.approx(_lrs(opt_theirs), rel=1e-12, abs=1e-15), (steps, idx)
+            opt_theirs.step()
+            opt_ours.step()
+            theirs.step(idx)  # as src/advTrainer.py: scheduler.step(global_step + idx) after the update
+            ours.step()
 
 
 @pytest.mark.parametrize("kw", [CONFIGS[0], CONFIGS[3], CONFIGS[4]], ids=["multistep", "cosine-warm", "warm-1"])
@@ -109,7 +166,7 @@ def test_state_dict_round_trips_through_a_checkpoint_bit_exactly(kw, stop):
     sched2 = build_scheduler(opt2, config, steps)
     opt2.load_state_dict(saved["optimizer"])
     sched2.load_state_dict(saved["scheduler"])
-    assert "_schedulers" in saved["scheduler"] or kw["lr_schedule"] == "multistep"
+    assert "total_iters" in saved["scheduler"] or kw["lr_schedule"] == "multistep"
     resumed = []
     for _ in range(stop, config.epochs * steps):
         resumed.append(_lrs(opt2))
@@ -131,13 +188,18 @@ def test_old_lambdalr_checkpoint_states_are_upgraded(kw):
     assert "lr_lambdas" in saved_sched
     opt2 = _optimizer()
     sched = build_scheduler(opt2, config, steps)
-    state = _upgrade_scheduler_state(saved_sched, config, steps, opt2)
+    if config.lr_schedule == "cosine":  # the former cosine was another schedule: it goes on as the authors'
+        with pytest.warns(RuntimeWarning, match=r"replaced by the ADR authors' timm schedule .* from iteration 30 on"):
+            state = _upgrade_scheduler_state(saved_sched, config, steps, opt2)
+    else:
+        state = _upgrade_scheduler_state(saved_sched, config, steps, opt2)
     assert "lr_lambdas" not in state
     opt2.load_state_dict(saved_opt)
     sched.load_state_dict(state)
-    for step in range(stop, config.epochs * steps):
-        want = [LR * (g + 1) * old_factor(config, steps, step) for g in range(2)]
-        assert _lrs(opt2) == pytest.approx(want, rel=1e-9, abs=1e-15), step
+    opt2.step()
+    sched.step()
+    for step in range(stop + 1, config.epochs * steps):  # the next rate on is the new schedule's
+        assert _lrs(opt2) == pytest.approx(_want(config, steps, step), rel=1e-9, abs=1e-15), step
         opt2.step()
         sched.step()
     assert _upgrade_scheduler_state(sched.state_dict(), config, steps, opt2) == sched.state_dict()
@@ -167,13 +229,14 @@ def test_a_cosine_run_stopped_inside_the_warmup_resumes_bit_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     _train(*SYNTH, "--out", str(straight))
     _train(*SYNTH, "--out", str(split), "--stop-after-epochs", "1")
-    assert "_schedulers" in load_checkpoint(split / "checkpoints" / "last.pt")["scheduler"]
+    assert "total_iters" in load_checkpoint(split / "checkpoints" / "last.pt")["scheduler"]
     _train("--out", str(split), "--resume", "-q")
     a = load_checkpoint(straight / "checkpoints" / "final.pt")
     b = load_checkpoint(split / "checkpoints" / "final.pt")
     for key in a["student"]:
         assert torch.equal(a["student"][key], b["student"][key]), key
     config = RunConfig(epochs=3, lr_schedule="cosine", warmup_epochs=1.5, lr=a["config"]["lr"])
-    want = [config.lr * old_factor(config, 4, 4 * e) for e in range(3)]  # each epoch's first iteration
+    rates = cosine_want(config, 4, 12, config.lr)
+    want = [rates[4 * e] for e in range(3)]  # each epoch's first iteration
     assert [r["lr"] for r in a["history"]] == pytest.approx(want, rel=1e-9)
     assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]

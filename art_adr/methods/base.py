@@ -64,7 +64,8 @@ class TrainingMethod:
         citation: the paper the loss comes from.
         default_bn_mode: BatchNorm mode of the training attack when the user gives none.
         loss_forwards: forward+backward passes per image in the loss (AT 1; TRADES, MART 2: clean and
-            adversarial) — ``benchmarks/bench_utils.forward_equivalents`` counts FLOPs from them.
+            adversarial; TRADES' ``"reference"`` variant makes a third, the clean KL target) —
+            ``benchmarks/bench_utils.forward_equivalents`` counts FLOPs from them.
         attack_setup_forwards: no-grad forwards per image before the attack (TRADES' clean KL target: 1).
     """
 

@@ -26,7 +26,8 @@ __all__ = ["MART"]
 @dataclass
 class MART(TrainingMethod):
     """MART(+ADR): the attack is PGD on the cross-entropy to ``P(x)`` from ``x + 0.001·N(0, 1)`` with BatchNorm in
-    eval mode (the MART reference code, ``mart.py``); the loss is ``BCE(f(x'), P(x), y) + β·(1 − p_y(x))·KL``.
+    eval mode (the MART reference code, ``mart.py``); the loss is ``BCE(f(x'), P(x), y) + β·(1 − p_y(x))·KL``,
+    from ``f(x)`` then ``f(x')`` in train mode (the reference's order, which the BN running statistics follow).
 
     Args:
         beta: β, weight of the misclassification-aware KL term (default 6.0, the MART reference code's CIFAR-10
@@ -52,7 +53,7 @@ class MART(TrainingMethod):
 
     def loss(self, forward: Forward, x: Tensor, x_adv: Tensor, target: Tensor, y: Tensor,
              autocast: Any) -> tuple[Tensor, Tensor]:
-        with autocast_context(autocast):
+        with autocast_context(autocast):  # clean first, as the reference code: the BN running statistics see
+            logits_clean = forward(x)  # the clean batch, then the adversarial one
             logits_adv = forward(x_adv)
-            logits_clean = forward(x)
         return mart_loss(logits_adv, logits_clean, target, y, self.beta), logits_adv

@@ -29,9 +29,10 @@ class TRADES(TrainingMethod):
         trades_variant: ``"official"`` (default) follows the ADR authors' code (``advTrainer.py``,
             ``trades_attack.py``): the attack runs with BatchNorm in **train** mode from ``x + 0.001·U[0, 1)``,
             and the loss comes from **one forward of the concatenated batch** ``f(cat[x, x'])`` (one BatchNorm
-            batch of 2N). ``"reference"`` follows the TRADES reference code: eval-mode attack from
-            ``x + 0.001·N(0, 1)`` and two separate forwards ``f(x)``, ``f(x')``. (Both clip the start to the
-            valid box; the authors' first attack forward sees it unclipped.)
+            batch of 2N). ``"reference"`` follows the TRADES reference code (``trades.py``): eval-mode attack
+            from ``x + 0.001·N(0, 1)`` and its three train-mode forwards ``f(x)`` (the CE term), ``f(x')`` and
+            ``f(x)`` again (the KL target), so the BN running statistics see clean, adversarial, clean. (Both
+            clip the start to the valid box; the authors' first attack forward sees it unclipped.)
     """
 
     beta: float = 6.0
@@ -68,9 +69,11 @@ class TRADES(TrainingMethod):
                 both = torch.cat([x, x_adv])
                 if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
                     both = both.contiguous(memory_format=torch.channels_last)
-                logits_clean, logits_adv = forward(both).split(x.shape[0])
-            else:
+                logits_clean, logits_adv = forward(both).split([x.shape[0], x_adv.shape[0]])
+            else:  # the reference's forwards: f(x) for the CE term, f(x') and f(x) again for the KL term
                 logits_clean = forward(x)
                 logits_adv = forward(x_adv)
-        loss = soft_cross_entropy(logits_clean, target) + self.beta * trades_kl(logits_adv, logits_clean)
+                logits_kl = forward(x)
+        kl_target = logits_clean if self.trades_variant == "official" else logits_kl
+        loss = soft_cross_entropy(logits_clean, target) + self.beta * trades_kl(logits_adv, kl_target)
         return loss, logits_adv
