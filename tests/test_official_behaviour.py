@@ -116,7 +116,7 @@ def test_trades_reference_variant_makes_the_reference_three_forwards():
     loss_robust = F.kl_div(F.log_softmax(ref(x_adv), dim=1), F.softmax(ref(x), dim=1), reduction="sum") / len(x)
     ref_loss = loss_natural + 6.0 * loss_robust
     assert all(torch.equal(a, b) for a, b in zip(_bn_buffers(ours), _bn_buffers(ref)))
-    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(ref_loss.detach()), rel=1e-6)
     loss.backward()
     ref_loss.backward()
     for a, b in zip(ours.parameters(), ref.parameters()):
