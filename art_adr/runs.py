@@ -691,6 +691,15 @@ def _check_run_dir(config: RunConfig, out: Path, dist: DistInfo, resume: bool, v
     return have_ckpt
 
 
+def _run_data(config: RunConfig):
+    """:func:`_load_data`, and ``RunError`` when ``drop_last`` would leave no batch of the training set."""
+    train, val, test, extra = _load_data(config)
+    if config.drop_last and len(train) < config.batch_size:
+        raise RunError(f"drop_last leaves no batch: {len(train)} training images are fewer than batch_size "
+                       f"{config.batch_size}; pass --set drop_last=false or a smaller --batch-size")
+    return train, val, test, extra
+
+
 def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.device, resume: bool,
                   stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook) -> Path:
     from .distributed import together
@@ -700,7 +709,7 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
     last = ckpt_dir / "last.pt"
     # every step before the first collective (the DDP constructor in build_trainer) agrees on errors
     have_ckpt, (train, val, _test, extra) = together(
-        lambda: (_check_run_dir(config, out, dist, resume, verbose), _load_data(config)), dist.world_size, RunError)
+        lambda: (_check_run_dir(config, out, dist, resume, verbose), _run_data(config)), dist.world_size, RunError)
     trainer = build_trainer(config, train.num_classes, train.shape, device, verbose=verbose)
     desc = _model_desc(config, train.num_classes, train.shape)
 

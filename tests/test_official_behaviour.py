@@ -222,11 +222,12 @@ def test_art_adr_train_drops_the_last_partial_batch(tmp_path):
     args = ["train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 264, shape: [1, 8, 8], num_classes: 4}",
             "--set", "arch_kwargs={in_channels: 1}", "--val-size", "64", "--max-iter", "1", "--batch-size", "64",
             "--eps", "0.1", "--set", "eval_max_iter=1", "--epochs", "1", "-q"]
-    for drop, steps in (("true", 3), ("false", 4)):  # 200 training images in batches of 64
-        out = tmp_path / drop
-        result = CliRunner().invoke(main, [*args, "--set", f"drop_last={drop}", "--out", str(out)])
-        assert result.exit_code == 0, result.output
-        assert load_checkpoint(out / "checkpoints" / "final.pt")["step"] == steps
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "run")])  # the default: drop_last true
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")["step"] == 3  # 200 images, batch 64
+    result = CliRunner().invoke(main, [*args, "--batch-size", "256", "--out", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "Error: drop_last leaves no batch: 200 training images" in result.output
+    assert "--set drop_last=false" in result.output and not (tmp_path / "none").exists()
 
 
 def test_extra_data_epoch_is_one_pass_over_real_images_so_warmup_matches_official():
