@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -582,6 +582,7 @@ def train_run(
     stop_after_epochs: int | None = None,
     verbose: bool = True,
     command: str | None = None,
+    loggers: Sequence[str] = (),
 ) -> Path:
     """Run ``art-adr train``: writes ``config.yaml``, ``metrics.{jsonl,csv}``, ``curves.png`` and
     ``checkpoints/{last,best,final}.pt`` under ``out_dir``; ``resume=True`` continues from ``last.pt``
@@ -590,24 +591,32 @@ def train_run(
     One process per run directory (``RunLock``; ``RunError`` when another one holds it). A run killed before its
     first checkpoint starts again from scratch (``resume=True``, or the same options again). On resume the
     metrics, plot and ``best.pt`` are rebuilt from ``last.pt``. SIGTERM stops after the running step (after the
-    epoch's checkpoint when it comes during validation) with ``RunInterrupted``.
+    epoch's checkpoint when it comes during validation) with ``RunInterrupted``. ``loggers``
+    (:data:`art_adr.loggers.LOGGERS`) follow the history live, each epoch written once (resumes included).
     """
     out = Path(out_dir)
     dist = init_distributed(config.device)
     device = pick_device(config.device, dist)
     config.validate()
+    if loggers:
+        from .loggers import check_loggers, parse_loggers
+
+        loggers = parse_loggers(loggers)
+        check_loggers(loggers)
     hook = _KillHook()
     lock = RunLock(out, "train") if dist.is_main else None
     try:
         hook("locked", 0)
-        return _train_locked(config, out, dist, device, resume, stop_after_epochs, verbose, command, hook)
+        return _train_locked(config, out, dist, device, resume, stop_after_epochs, verbose, command, hook,
+                             loggers)
     finally:
         if lock is not None:
             lock.release()  # a run that failed before writing anything leaves no directory
 
 
 def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.device, resume: bool,
-                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook) -> Path:
+                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook,
+                  loggers: Sequence[str] = ()) -> Path:
     from .loader import DeviceBatches, MixedBatches
 
     ckpt_dir = out / "checkpoints"
@@ -669,6 +678,9 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
         write_config(out, config, meta)
     hook("config", 0)
 
+    view = _open_view(loggers, out, config) if dist.is_main else None
+    if view is not None:
+        view.log_history(trainer.history)  # a resumed run: the epochs its loggers lack
     started_at = trainer.epoch
     trainer.set_plan(0, config.epochs * steps)  # τ/λ anneal over the whole run, whatever epoch it resumes at
     stop = _StopOnSigterm(dist.world_size, device)
@@ -706,6 +718,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             if config.save_every and tr.epoch % config.save_every == 0:  # kept for checkpoint studies
                 save_checkpoint(epoch_checkpoint(ckpt_dir, tr.epoch), ckpt)
             _write_metrics(out, tr.history)
+            if view is not None:
+                view.log_history(tr.history)
             hook("after-metrics", tr.epoch)
             plot_curves(tr.history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
             hook("after-plot", tr.epoch)
@@ -724,6 +738,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
         return out
     finally:
         stop.restore()
+        if view is not None:
+            view.close()
     if dist.world_size > 1:
         replicas_in_sync(trainer._raw)
     if dist.is_main:
@@ -739,6 +755,15 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
 def epoch_checkpoint(ckpt_dir: Path, epoch: int) -> Path:
     """Where ``save_every`` keeps the checkpoint of ``epoch``: ``checkpoints/epoch-NNNN.pt``."""
     return Path(ckpt_dir) / f"epoch-{int(epoch):04d}.pt"
+
+
+def _open_view(loggers: Sequence[str], out: Path, config: RunConfig) -> Any:
+    """The run's loggers (:mod:`art_adr.loggers`), or ``None`` without any."""
+    if not loggers:
+        return None
+    from .loggers import open_loggers
+
+    return open_loggers(loggers, out, config.to_dict())
 
 
 def _leave_together(dist: DistInfo) -> None:
