@@ -240,7 +240,7 @@ class _Submitit:
             job_id = self.records.get(str(run_dir))
             if job_id is not None:
                 job = self._job(job_id)
-                if self._alive(job, unknown=False):
+                if self._alive(job, unknown=False, force=True):
                     adopted[run_dir] = job
         return adopted
 
@@ -255,9 +255,9 @@ class _Submitit:
         return dict(zip(run_dirs, jobs))
 
     @staticmethod
-    def _alive(job: Any, unknown: bool = True) -> bool:
+    def _alive(job: Any, unknown: bool = True, force: bool = False) -> bool:
         try:
-            return not job.done()
+            return not job.done(force_check=force)
         except Exception:  # the cluster's accounting could not be read: keep waiting on our own jobs
             return unknown
 
