@@ -635,7 +635,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
                                    f"options ({', '.join(diff)}); start it again with --resume, or choose "
                                    f"another --out")
             if verbose:
-                print(f"{out} has no checkpoint yet (the run stopped in its first epoch); starting it from scratch")
+                print(f"{out} has no checkpoint yet (a new run, or one stopped in its first epoch): training it "
+                      "from the first epoch")
         elif resume:
             raise RunError(f"nothing to resume: {out} holds no run ({CONFIG_FILE} and {last} do not exist)")
     train, val, _test, extra = _load_data(config)

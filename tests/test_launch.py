@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -297,3 +298,77 @@ def test_sweep_two_by_one_through_submitit_local_executor(tmp_path):
     for run in records:
         assert logged_scalars(Path(run) / "tb")["pgd_acc"] == {1}
     assert (out / "tb").is_dir()
+
+
+# a stand-in for `art-adr train` that trains until SIGTERM, then stops as a run does (exit 143, noting it)
+FAKE_LONG = """
+    import signal, sys, time
+    from pathlib import Path
+    args = sys.argv[1:]
+    run = Path(args[args.index("--out") + 1])
+    signal.signal(signal.SIGTERM, lambda *a: (run.joinpath("stopped").write_text("TERM"), sys.exit(143)))
+    run.joinpath("started").write_text("")
+    for _ in range(1200):
+        time.sleep(0.05)
+"""
+
+PARENT = """
+import sys
+from pathlib import Path
+from art_adr import launch
+from art_adr.benchmark import plan_runs
+launch.TRAIN_COMMAND = [sys.argv[1]]
+out = Path(sys.argv[2])
+runs = [(out / "runs" / p.config.recipe, p.config) for p in plan_runs(None, recipes={recipes!r}, overrides={o!r})]
+try:
+    launch.launch_runs(runs, launch.Launcher(gpus=("0", "1")), out, verbose=False)
+except launch.LaunchInterrupted as exc:
+    print(exc)
+    sys.exit(128 + exc.signum)
+"""
+
+
+def test_sigterm_to_the_parent_stops_every_local_job_at_its_checkpoint(tmp_path):
+    import subprocess
+    import time
+
+    fake = _script(tmp_path / "fake_train", FAKE_LONG)
+    out = tmp_path / "out"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.format(recipes=RECIPES, o=OVERRIDES), str(fake),
+                               str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = [out / "runs" / name for name in RECIPES]
+    for _ in range(1200):  # both children running (the parent imports torch first: up to a minute when busy)
+        if all((r / "started").is_file() for r in runs) or parent.poll() is not None:
+            break
+        time.sleep(0.1)
+    parent.send_signal(signal.SIGTERM)
+    stdout, stderr = parent.communicate(timeout=120)
+    assert parent.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM" in stdout and "rerun the same command" in stdout
+    assert all((r / "stopped").read_text() == "TERM" for r in runs)
+
+
+@pytest.mark.slow
+def test_benchmark_cli_with_local_gpus_trains_real_runs_one_per_device(tmp_path, monkeypatch):
+    record = tmp_path / "record"
+    record.mkdir()
+    wrapper = _script(tmp_path / "train_on_device", f"""
+        import json, os, sys
+        from pathlib import Path
+        args = sys.argv[1:]
+        name = Path(args[args.index("--out") + 1]).name
+        Path({str(record)!r}, name + ".json").write_text(json.dumps(os.environ.get("CUDA_VISIBLE_DEVICES")))
+        os.execv(sys.executable, [sys.executable, "-m", "art_adr.cli", "train", *args])
+    """)
+    monkeypatch.setattr(launch, "TRAIN_COMMAND", [str(wrapper)])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "bm"
+    r = CliRunner().invoke(main, ["benchmark", "--recipes", ",".join(RECIPES), "--out", str(out), *TINY,
+                                  "--launcher", "local", "--gpus", "0,1", "--logger", "tensorboard"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "| AT + ADR |" in r.output and (out / "table1.md").is_file() and (out / "tb").is_dir()
+    got = {p.stem: json.loads(p.read_text()) for p in record.glob("*.json")}
+    assert sorted(got.values()) == ["0", "1"] and sorted(got) == sorted(f"{n}-s0" for n in RECIPES)
+    for name in RECIPES:
+        assert (out / "runs" / f"{name}-s0" / "tb").is_dir() and (out / "logs" / f"{name}-s0.log").is_file()
