@@ -270,7 +270,7 @@ class _Submitit:
     def failure(self, job: Any) -> str:
         try:
             error = job.exception()
-        except Exception as exc:  # noqa: BLE001 - any reason the result cannot be read is reported as it is
+        except Exception as exc:  # any reason the result cannot be read is reported as it is
             error = exc
         text = " ".join(str(error).split())[-300:] if error is not None else f"state {job.state}"
         return f"job {job.job_id} ended without final.pt ({text}; log: {job.paths.stderr})"
