@@ -17,7 +17,8 @@ from .methods import METHOD_NAMES, get_method
 from .runs import RunError, config_diff, holding_lock, load_run_config, train_run, write_csv
 
 __all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "plan_runs", "method_label", "evaluate_run", "run_benchmark",
-           "write_table", "aggregate_rows", "format_markdown", "parse_seeds", "seed_run_dir", "reported_model"]
+           "write_table", "aggregate_rows", "format_markdown", "parse_seeds", "seed_run_dir", "reported_model",
+           "train_planned", "log_table"]
 
 # benchmark methods: every registered training method (art_adr.methods) with and without ADR; the default is
 # the paper's Table 1 (AT, TRADES)
@@ -110,15 +111,62 @@ def plan_runs(dataset: str | None, methods: Sequence[str] = DEFAULT_METHODS, wa:
     return plans
 
 
-def _ensure_trained(plan: PlannedRun, run_dir: Path, verbose: bool, command: str = "art-adr benchmark") -> Path:
+def _is_finished(plan: PlannedRun, run_dir: Path) -> bool:
+    """``checkpoints/final.pt`` is there, of this very run (``RunError`` when it was trained with other options)."""
+    if not (run_dir / "checkpoints" / "final.pt").is_file():
+        return False
+    if config_diff(load_run_config(run_dir).to_dict(), plan.config.to_dict()):
+        raise RunError(f"{run_dir} holds a finished run with other options; use another --out")
+    return True
+
+
+def _ensure_trained(plan: PlannedRun, run_dir: Path, verbose: bool, command: str = "art-adr benchmark",
+                    loggers: Sequence[str] = ()) -> Path:
     """Train, resume an interrupted run, or reuse a finished one (``checkpoints/final.pt`` present)."""
-    if (run_dir / "checkpoints" / "final.pt").is_file():
-        saved = load_run_config(run_dir)
-        if config_diff(saved.to_dict(), plan.config.to_dict()):
-            raise RunError(f"{run_dir} holds a finished run with other options; use another --out")
+    if _is_finished(plan, run_dir):
         return run_dir
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    return train_run(plan.config, run_dir, resume=resume, verbose=verbose, command=command)
+    return train_run(plan.config, run_dir, resume=resume, verbose=verbose, command=command, loggers=loggers)
+
+
+def train_planned(planned: Sequence[tuple[PlannedRun, Path, str]], out: Path, *, launcher: Any = None,
+                  loggers: Sequence[str] = (), verbose: bool = True, command: str = "art-adr benchmark") -> list[Path]:
+    """Train every planned ``(run, run dir, what to print)``: in this process one after another (no launcher, or
+    ``local`` without GPUs), else through :func:`art_adr.launch.launch_runs` (one job per unfinished run); then
+    bring the ``loggers`` of every run up to its ``metrics.jsonl``. Returns the runs left unfinished (only with a
+    launcher that does not wait)."""
+    if launcher is None or launcher.in_process:
+        for plan, run_dir, text in planned:
+            if verbose:
+                print(text)
+            _ensure_trained(plan, run_dir, verbose, command, loggers)
+        unfinished: list[Path] = []
+    else:
+        from .launch import launch_runs
+
+        todo = [(run_dir, plan.config) for plan, run_dir, _ in planned if not _is_finished(plan, run_dir)]
+        if verbose:
+            print(f"== {len(planned) - len(todo)} of {len(planned)} runs finished already")
+        unfinished = launch_runs(todo, launcher, out, loggers=loggers, verbose=verbose, command=command,
+                                 name=f"art-adr-{out.resolve().name}") if todo else []
+    if loggers:
+        from .loggers import sync_run
+
+        for plan, run_dir, _ in planned:
+            if run_dir not in unfinished:
+                sync_run(run_dir, loggers, plan.config.to_dict())
+    return unfinished
+
+
+def log_table(out: Path, loggers: Sequence[str], name: str, markdown: str, rows: Sequence[dict[str, Any]],
+              meta: dict[str, Any] | None = None) -> None:
+    """The evaluation table of a benchmark or sweep to its loggers (TensorBoard: text in ``out/tb/``)."""
+    if not loggers:
+        return
+    from .loggers import open_loggers
+
+    with open_loggers(loggers, out, meta, name=f"{out.resolve().name}-{name}") as view:
+        view.log_table(name, markdown, rows)
 
 
 def _test_set(config: RunConfig, n_eval: int | None):
@@ -431,12 +479,16 @@ def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Seque
                   n_eval: int | None = None, attacks: Sequence[str] = ("clean", "aa"), version: str = "standard",
                   device: str = "cpu", seed: int = 0, seeds: Sequence[int] | None = None,
                   recipes: Sequence[str] = (), recipe_prefix: str | None = None,
-                  models: Sequence[str] = ("student", "teacher"), verbose: bool = True) -> dict[str, Any]:
+                  models: Sequence[str] = ("student", "teacher"), verbose: bool = True, launcher: Any = None,
+                  loggers: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or reuse) each method × seed under ``out/runs/<recipe>-s<seed>``, evaluate the best and final
     checkpoints of every model in ``models`` (student, EMA teacher) under every attack, write the tables.
 
     Each run is attacked with its own training seed (PGD starts, AutoAttack). ``recipes`` (explicit names) or
-    ``recipe_prefix`` (``<prefix>-<method>``) replace the ``<dataset>-<method>`` recipes.
+    ``recipe_prefix`` (``<prefix>-<method>``) replace the ``<dataset>-<method>`` recipes. ``launcher``
+    (:class:`art_adr.launch.Launcher`) trains the runs as parallel jobs (local GPUs, SLURM); one that does not wait
+    returns ``{"unfinished": [run dirs], ...}`` without evaluating while runs are left. ``loggers``
+    (:data:`art_adr.loggers.LOGGERS`) follow every run and get the table.
     """
     out = Path(out)
     seed_list = list(seeds) if seeds else [seed]
@@ -461,15 +513,18 @@ def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Seque
         if len(datasets) != 1:
             raise ConfigError(f"the recipes mix datasets: {sorted(datasets)}")
         dataset = datasets.pop()
+        planned: list[tuple[PlannedRun, Path, str]] = []
         for plan in plans:
             for s in seed_list:
                 config = dataclasses.replace(plan.config, seed=int(s)).validate()
                 name = plan.config.recipe or plan.method
                 run_dir = seed_run_dir(out, name, int(s), config)
-                if verbose:
-                    print(f"== {plan.label}, seed {s}: {run_dir}")
-                seeded = PlannedRun(plan.method, plan.label, config)
-                entries.append((plan.label, name, _ensure_trained(seeded, run_dir, verbose), config))
+                planned.append((PlannedRun(plan.method, plan.label, config), run_dir,
+                                f"== {plan.label}, seed {s}: {run_dir}"))
+                entries.append((plan.label, name, run_dir, config))
+        unfinished = train_planned(planned, out, launcher=launcher, loggers=loggers, verbose=verbose)
+        if unfinished:
+            return {"unfinished": unfinished, "rows": [], "aggregate": [], "files": {}, "markdown": None}
     robust = [a for a in dict.fromkeys(attacks) if a != "clean"] or ["pgd"]
     robust_key = "aa" if "aa" in robust else robust[0]
     rows: list[dict[str, Any]] = []
@@ -495,5 +550,11 @@ def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Seque
             "eval_seed": "each run's training seed", "runs": [str(e[2]) for e in entries]}
     title = dataset + (f" (mean of {meta['n_seeds']} seeds)" if meta["n_seeds"] > 1 else "")
     files = write_table(rows, histories, out, dataset, meta, aggregate=aggregate, title=title)
-    return {"rows": rows, "aggregate": aggregate, "files": files,
-            "markdown": format_markdown(aggregate, dataset, version)}
+    markdown = format_markdown(aggregate, dataset, version)
+    if runs and loggers:
+        from .loggers import sync_run
+
+        for _, _, run_dir, config in entries:
+            sync_run(run_dir, loggers, config.to_dict())
+    log_table(out, loggers, "table1", markdown, aggregate, meta)
+    return {"rows": rows, "aggregate": aggregate, "files": files, "markdown": markdown, "unfinished": []}

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -638,6 +638,7 @@ def train_run(
     stop_after_epochs: int | None = None,
     verbose: bool = True,
     command: str | None = None,
+    loggers: Sequence[str] = (),
 ) -> Path:
     """Run ``art-adr train``: writes ``config.yaml``, ``metrics.{jsonl,csv}``, ``curves.png`` and
     ``checkpoints/{last,best,final}.pt`` under ``out_dir``; ``resume=True`` continues from ``last.pt``
@@ -646,19 +647,26 @@ def train_run(
     One process per run directory (``RunLock``; ``RunError`` when another one holds it). A run killed before its
     first checkpoint starts again from scratch (``resume=True``, or the same options again). On resume the
     metrics, plot and ``best.pt`` are rebuilt from ``last.pt``. SIGTERM stops after the running step (after the
-    epoch's checkpoint when it comes during validation) with ``RunInterrupted``.
+    epoch's checkpoint when it comes during validation) with ``RunInterrupted``. ``loggers``
+    (:data:`art_adr.loggers.LOGGERS`) follow the history live, each epoch written once (resumes included).
     """
     from .distributed import together
 
     out = Path(out_dir)
     dist = init_distributed(config.device)
+    if loggers:
+        from .loggers import check_loggers, parse_loggers
+
+        loggers = parse_loggers(loggers)
+        check_loggers(loggers)
     hook = _KillHook()
     # under DDP, an error on one rank (a GPU missing, rank 0's lock or checks) ends every rank with it
     device = together(lambda: (config.validate(), pick_device(config.device, dist))[1], dist.world_size, RunError)
     lock = together(lambda: RunLock(out, "train") if dist.is_main else None, dist.world_size, RunError)
     try:
         hook("locked", 0)
-        return _train_locked(config, out, dist, device, resume, stop_after_epochs, verbose, command, hook)
+        return _train_locked(config, out, dist, device, resume, stop_after_epochs, verbose, command, hook,
+                             loggers)
     finally:
         if lock is not None:
             lock.release()  # a run that failed before writing anything leaves no directory
@@ -683,7 +691,8 @@ def _check_run_dir(config: RunConfig, out: Path, dist: DistInfo, resume: bool, v
                                    f"options ({', '.join(diff)}); start it again with --resume, or choose "
                                    f"another --out")
             if verbose:
-                print(f"{out} has no checkpoint yet (the run stopped in its first epoch); starting it from scratch")
+                print(f"{out} has no checkpoint yet (a new run, or one stopped in its first epoch): training it "
+                      "from the first epoch")
         elif resume:
             raise RunError(f"nothing to resume: {out} holds no run ({CONFIG_FILE} and {last} do not exist)")
     if config.batch_size % dist.world_size:
@@ -701,7 +710,8 @@ def _run_data(config: RunConfig):
 
 
 def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.device, resume: bool,
-                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook) -> Path:
+                  stop_after_epochs: int | None, verbose: bool, command: str | None, hook: _KillHook,
+                  loggers: Sequence[str] = ()) -> Path:
     from .distributed import together
     from .loader import DeviceBatches, MixedBatches
 
@@ -742,6 +752,9 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
     batches, steps, scheduler = together(batches_and_state, dist.world_size, RunError)
     hook("config", 0)
 
+    view = _open_view(loggers, out, config) if dist.is_main else None
+    if view is not None:
+        view.log_history(trainer.history)  # a resumed run: the epochs its loggers lack
     started_at = trainer.epoch
     trainer.set_plan(0, config.epochs * steps)  # τ/λ anneal over the whole run, whatever epoch it resumes at
     stop = _StopOnSigterm(dist.world_size, device)
@@ -779,6 +792,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             if config.save_every and tr.epoch % config.save_every == 0:  # kept for checkpoint studies
                 save_checkpoint(epoch_checkpoint(ckpt_dir, tr.epoch), ckpt)
             _write_metrics(out, tr.history)
+            if view is not None:
+                view.log_history(tr.history)
             hook("after-metrics", tr.epoch)
             plot_curves(tr.history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
             hook("after-plot", tr.epoch)
@@ -797,6 +812,8 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
         return out
     finally:
         stop.restore()
+        if view is not None:
+            view.close()
     if dist.world_size > 1:
         replicas_in_sync(trainer._raw)
     if dist.is_main:
@@ -812,6 +829,15 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
 def epoch_checkpoint(ckpt_dir: Path, epoch: int) -> Path:
     """Where ``save_every`` keeps the checkpoint of ``epoch``: ``checkpoints/epoch-NNNN.pt``."""
     return Path(ckpt_dir) / f"epoch-{int(epoch):04d}.pt"
+
+
+def _open_view(loggers: Sequence[str], out: Path, config: RunConfig) -> Any:
+    """The run's loggers (:mod:`art_adr.loggers`), or ``None`` without any."""
+    if not loggers:
+        return None
+    from .loggers import open_loggers
+
+    return open_loggers(loggers, out, config.to_dict())
 
 
 def _leave_together(dist: DistInfo) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .benchmark import PlannedRun, _ensure_trained, _history, _mean_std
+from .benchmark import PlannedRun, _history, _mean_std, log_table, train_planned
 from .checkpoint import atomic_write
 from .config import ConfigError, RunConfig, resolve_config, selected_model
 from .runs import RunError, holding_lock
@@ -246,9 +246,10 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
               interpolation_end: float | None = None, seeds: Sequence[int] = (0,), model: str | None = None,
               epoch: str = "best", attack: str = "val", n_val: int | None = None, aa_version: str = "standard",
               overrides: dict[str, Any] | None = None, device: str = "cpu",
-              verbose: bool = True) -> dict[str, Any]:
+              verbose: bool = True, launcher: Any = None, loggers: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or reuse) every cell × seed under ``out/runs/<cell>``, score each on the hold-out, select, and write
-    ``sweep.json``, ``sweep.md`` and ``sweep.png``; returns the summary (``sweep.json``'s content)."""
+    ``sweep.json``, ``sweep.md`` and ``sweep.png``; returns the summary (``sweep.json``'s content). ``launcher`` and
+    ``loggers`` as in :func:`art_adr.benchmark.run_benchmark` (``{"unfinished": [...]}`` while runs are left)."""
     if epoch not in ("best", "final"):
         raise ConfigError(f"epoch must be best or final, got {epoch!r}")
     attack = "val" if attack == "pgd" else attack  # "pgd": the former name of the runs' own validation score
@@ -257,15 +258,19 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
     out = Path(out)
     cells = grid_configs(recipe, temperatures, interpolations, ends=ends, temperature_end=temperature_end,
                          interpolation_end=interpolation_end, seeds=seeds, model=model, overrides=overrides)
+    planned = [(PlannedRun("sweep", recipe, config), _run_dir(out, cell, config),
+                f"== cell {k + 1}/{len(cells)}: τ {cell['temperature']}, λ {cell['interpolation']}, "
+                f"seed {config.seed}: {_run_dir(out, cell, config)}")
+               for k, cell in enumerate(cells) for config in cell["configs"]]
+    unfinished = train_planned(planned, out, launcher=launcher, loggers=loggers, verbose=verbose,
+                               command="art-adr sweep")
+    if unfinished:
+        return {"unfinished": unfinished, "files": {}, "markdown": None}
     summaries = []
-    for k, cell in enumerate(cells):
+    for cell in cells:
         run_dirs, scores = [], []
         for config in cell["configs"]:
-            run_dir = out / "runs" / cell_name(cell["temperature"], cell["interpolation"], config.seed)
-            if verbose:
-                print(f"== cell {k + 1}/{len(cells)}: τ {cell['temperature']}, λ {cell['interpolation']}, "
-                      f"seed {config.seed}: {run_dir}")
-            _ensure_trained(PlannedRun("sweep", recipe, config), run_dir, verbose, command="art-adr sweep")
+            run_dir = _run_dir(out, cell, config)
             run_dirs.append(run_dir)
             scores.append(score_run(run_dir, config, epoch=epoch, attack=attack, n_val=n_val,
                                     aa_version=aa_version, device=device, progress=verbose))
@@ -300,9 +305,22 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
     md = format_sweep(summary)
     atomic_write(out / "sweep.md", lambda tmp: Path(tmp).write_text(md))
     plot_heatmap(summary, out / "sweep.png")
+    log_table(out, loggers, "sweep", md, [_flat(c) for c in summaries], summary["selection"])
     summary["markdown"] = md
     summary["files"] = {"json": out / "sweep.json", "md": out / "sweep.md", "png": out / "sweep.png"}
+    summary["unfinished"] = []
     return summary
+
+
+def _run_dir(out: Path, cell: dict[str, Any], config: RunConfig) -> Path:
+    return out / "runs" / cell_name(cell["temperature"], cell["interpolation"], config.seed)
+
+
+def _flat(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell of ``sweep.json`` as one table row (τ, λ as start→end text, the scores)."""
+    row: dict[str, Any] = {"temperature": "{:g}→{:g}".format(*cell["temperature"]),
+                           "interpolation": "{:g}→{:g}".format(*cell["interpolation"])}
+    return row | {k: v for k, v in cell.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 _END_TEXT = {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from art_adr.cli import parse_sets, resolve_cli_device
+from art_adr.cli.launch_options import echo_unfinished, launch_options, launcher_from_options
 from art_adr.methods import METHOD_NAMES
 
 
@@ -53,13 +55,14 @@ from art_adr.methods import METHOD_NAMES
 @click.option("--seeds", show_default="--seed", help="Training seeds, e.g. 0,1,2 or 0-4: every method × seed is "
               "trained under runs/<recipe>-s<seed>; the table shows mean ± std over seeds.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for all methods.")
+@launch_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_prefix: str | None,
                       recipe_names: str | None, out: str | None, methods: str, wa: bool, awp: bool,
                       runs: tuple[str, ...], epochs: int | None, subset: int | None, n_examples: int | None,
                       n_eval: int | None, attack: str, aa_version: str, models: str, data_dir: str | None,
                       device: str, amp: str | None, seed: int, seeds: str | None, sets: tuple[str, ...],
-                      quiet: bool) -> None:
+                      quiet: bool, **launch: Any) -> None:
     """Train each method with the dataset's recipe, keep best (PGD-10 selected) and final checkpoints, evaluate
     both (student and EMA teacher) in the runs' threat model, and write table1.{md,csv,json} (per-seed rows and
     mean ± std) and curves.png. Re-running reuses finished runs and cached evaluations and resumes broken runs.
@@ -67,11 +70,13 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     \b
     Examples:
       art-adr benchmark --dataset fashion-mnist
-      art-adr benchmark --runs runs/a runs/b --out tables/     # only evaluate + tabulate"""
+      art-adr benchmark --runs runs/a runs/b --out tables/     # only evaluate + tabulate
+      art-adr benchmark --dataset cifar100 --seeds 0,1,2 --launcher slurm --slurm-partition gpu --logger tensorboard"""
     from art_adr.benchmark import CPU_DEFAULTS, parse_seeds, run_benchmark
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
+    from art_adr.launch import LaunchInterrupted
     from art_adr.runs import RunError
 
     if more_runs and not runs:
@@ -104,15 +109,22 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     overrides.update(parse_sets(sets))
     n_eval = n_eval if n_eval is not None else defaults.get("n_eval")
     eval_device = resolve_cli_device(device)
+    launcher, loggers = launcher_from_options(launch)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"
     try:
         result = run_benchmark(
             dataset, out, methods=[m.strip() for m in methods.split(",") if m.strip()], wa=wa or awp, awp=awp,
             runs=runs, overrides=overrides, n_eval=n_eval, attacks=("clean", *attack_list),
             version=aa_version, device=eval_device, seed=seed_list[0], seeds=seed_list, recipes=recipes,
-            recipe_prefix=recipe_prefix, models=model_list, verbose=not quiet,
+            recipe_prefix=recipe_prefix, models=model_list, verbose=not quiet, launcher=launcher, loggers=loggers,
         )
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
+    except LaunchInterrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(128 + exc.signum)
+    if result["unfinished"]:
+        echo_unfinished(result["unfinished"])
+        return
     click.echo(result["markdown"])
     click.echo("written: " + ", ".join(str(p) for p in result["files"].values()))

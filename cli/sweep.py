@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from art_adr.cli import parse_sets, resolve_cli_device
+from art_adr.cli.launch_options import echo_unfinished, launch_options, launcher_from_options
 
 
 def _floats(text: str | None, name: str) -> list[float]:
@@ -58,22 +60,25 @@ def _floats(text: str | None, name: str) -> list[float]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for every run.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="sweeps-out/<recipe>",
               help="Output folder.")
+@launch_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def sweep_command(recipe: str, temperatures: str | None, interpolations: str | None, ends: str,
                   temperature_end: float | None, interpolation_end: float | None, model: str | None, epoch: str,
                   attack: str, n_examples: int | None, n_val: int | None, aa_version: str, seeds: str,
                   epochs: int | None,
                   subset: int | None, val_size: int | None, data_dir: str | None, device: str, amp: str | None,
-                  sets: tuple[str, ...], out: str | None, quiet: bool) -> None:
+                  sets: tuple[str, ...], out: str | None, quiet: bool, **launch: Any) -> None:
     """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
     sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attack aa)."""
     from art_adr.benchmark import parse_seeds
     from art_adr.config import ConfigError, resolve_config
+    from art_adr.launch import LaunchInterrupted
     from art_adr.sweep import run_sweep
 
     eval_device = resolve_cli_device(device)
+    launcher, loggers = launcher_from_options(launch)
     n_val = n_examples if n_examples is not None else n_val
     try:
         seed_list = parse_seeds(seeds)
@@ -96,9 +101,16 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
         result = run_sweep(recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
                            temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,
                            model=model, epoch=epoch, attack=attack, n_val=n_val, aa_version=aa_version,
-                           overrides=overrides, device=eval_device, verbose=not quiet)
+                           overrides=overrides, device=eval_device, verbose=not quiet, launcher=launcher,
+                           loggers=loggers)
     except ValueError as exc:  # ConfigError, RunError, DatasetError, CheckpointError
         raise click.ClickException(str(exc)) from None
+    except LaunchInterrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(128 + exc.signum)
+    if result["unfinished"]:
+        echo_unfinished(result["unfinished"])
+        return
     click.echo(result["markdown"])
     sel = result["selected"]
     click.echo(f"selected: τ {sel['temperature'][0]:g}→{sel['temperature'][1]:g}, λ {sel['interpolation'][0]:g}→"

@@ -87,21 +87,25 @@ def _schedule_text(value: Any) -> str:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
 @click.option("--stop-after-epochs", type=int,
               help="Stop cleanly after N epochs of this invocation (preemptible jobs) [default: run to the end].")
+@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none",
+              help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
+                   "every epoch of metrics.jsonl is written once, resumes included. Allowed with --resume.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
-                  stop_after_epochs: int | None, quiet: bool, **flags: Any) -> None:
+                  stop_after_epochs: int | None, logger: str | None, quiet: bool, **flags: Any) -> None:
     """Train a model with a paper recipe; flags override the recipe; the resolved config is saved."""
     try:
-        _train(recipe, out, resume, sets, stop_after_epochs, quiet, **flags)
+        _train(recipe, out, resume, sets, stop_after_epochs, quiet, logger, **flags)
     finally:
         _leave_process_group()
 
 
 def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
-           stop_after_epochs: int | None, quiet: bool, **flags: Any) -> None:
+           stop_after_epochs: int | None, quiet: bool, logger: str | None = None, **flags: Any) -> None:
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError, resolve_config
     from art_adr.data import DatasetError
+    from art_adr.loggers import LoggerError, check_loggers, parse_loggers
     from art_adr.runs import RunError, RunInterrupted, load_run_config, resume_hint, train_run
     from art_adr.trainer import TrainingDivergedError
 
@@ -110,6 +114,11 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         if key in given:
             given[key] = _pair(given[key])
     given.update(parse_sets(sets))
+    try:
+        loggers = parse_loggers(logger)
+        check_loggers(loggers)
+    except LoggerError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         if resume:
             if out is None:
@@ -129,7 +138,7 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
             name = config.recipe or f"{config.dataset}-{config.method}"
             out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         path = train_run(config, out, resume=resume, stop_after_epochs=stop_after_epochs, verbose=not quiet,
-                         command=" ".join(["art-adr"] + sys.argv[1:]))
+                         command=" ".join(["art-adr"] + sys.argv[1:]), loggers=loggers)
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     except TrainingDivergedError as exc:
