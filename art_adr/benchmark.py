@@ -424,7 +424,7 @@ def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-@holding_lock("benchmark")  # one benchmark per output directory
+@holding_lock("benchmark", ("table1.md", "table1.csv", "table1.json", "curves.png"))  # one per output directory
 def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Sequence[str] = DEFAULT_METHODS,
                   wa: bool = False, awp: bool = False, runs: Sequence[str] = (),
                   overrides: dict[str, Any] | None = None,

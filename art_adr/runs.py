@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -74,11 +77,35 @@ class RunLock:
         self.dir = Path(directory)
         self.path = self.dir / self.NAME
         self.fd: int | None = None
-        self.created = not self.dir.exists()
+        # the folders this lock creates (the run directory and missing parents such as a benchmark's runs/)
+        self.created = [d for d in (self.dir, *self.dir.parents) if not d.exists()]
         self.dir.mkdir(parents=True, exist_ok=True)
         me = f"{os.getpid()} {socket.gethostname()}"
+        try:
+            self._take(me, what)
+        except BaseException:
+            self._remove_created()
+            raise
+
+    def _open(self) -> int:
+        """The lock file, opened without following a symbolic link and without blocking on
+        a FIFO; anything but a regular file is refused (``RunError``), never written through."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or os.path.islink(self.path):
+                raise RunError(f"{self.path} is a symbolic link; art-adr does not write through it: remove it "
+                               f"(or choose another --out)") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunError(f"{self.path} is not a regular file; remove it (or choose another --out)")
+        return fd
+
+    def _take(self, me: str, what: str) -> None:
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = self._open()
             try:
                 owner = os.read(fd, 512).decode(errors="replace").strip()
                 if not self._exclusive(fd, owner):
@@ -91,14 +118,26 @@ class RunLock:
                 except FileNotFoundError:
                     same = False
                 if same:
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, (me + "\n").encode(), 0)
+                    try:
+                        os.ftruncate(fd, 0)
+                        os.pwrite(fd, (me + "\n").encode(), 0)
+                    except OSError:  # disk full: leave no empty lock file behind
+                        os.unlink(self.path)
+                        raise
                     self.fd, fd = fd, -1
                     return
             finally:
                 if fd >= 0:
                     os.close(fd)
         raise RunError(f"could not lock {self.dir}: {self.path} keeps changing")
+
+    def _remove_created(self) -> None:
+        """Remove the folders this lock created that are still empty (innermost first)."""
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
 
     @staticmethod
     def _exclusive(fd: int, owner: str) -> bool:
@@ -124,8 +163,8 @@ class RunLock:
             return False
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent); a directory the lock created and nothing else
-        filled is removed too."""
+        """Remove the lock file and drop the lock (idempotent); the folders the lock created and nothing else
+        filled are removed too."""
         if self.fd is None:
             return
         try:
@@ -135,11 +174,7 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
-        if self.created:
-            try:
-                self.dir.rmdir()
-            except OSError:
-                pass
+        self._remove_created()
 
     def __enter__(self) -> RunLock:
         return self
@@ -148,16 +183,20 @@ class RunLock:
         self.release()
 
 
-def holding_lock(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def holding_lock(what: str, outputs: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator for ``fn(x, out, ...)``: runs it holding ``RunLock(out, what)``, after removing the temp files
-    a killed predecessor left in ``out`` (``art-adr benchmark``: one benchmark per output directory)."""
+    a killed predecessor left while writing one of ``outputs`` (the command's own files) in ``out`` — only when
+    ``out`` is ours (it holds ``runs/`` or one of ``outputs``; ``art-adr benchmark``: one benchmark per output
+    directory)."""
     import functools
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def locked(first: Any, out: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
             with RunLock(out, what):
-                remove_leftover_tmp(Path(out))
+                folder = Path(out)
+                if (folder / "runs").is_dir() or any((folder / name).exists() for name in outputs):
+                    remove_leftover_tmp(folder, outputs)
                 return fn(first, out, *args, **kwargs)
 
         return locked
@@ -165,12 +204,24 @@ def holding_lock(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
     return decorate
 
 
-def remove_leftover_tmp(*folders: Path) -> None:
-    """Delete the ``.<name>.*.tmp`` files a killed atomic write left in ``folders`` (call with the lock held)."""
-    for folder in folders:
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
+# the temp-file name of checkpoint.atomic_write: .<name>.<pid>.<8 hex digits>.tmp
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.[0-9a-f]{8}\.tmp$")
+RUN_OUTPUTS = (CONFIG_FILE, "metrics.jsonl", "metrics.csv", "curves.png")
+CHECKPOINT_FILES = ("last.pt", "best.pt", "final.pt")
+
+
+def remove_leftover_tmp(folder: Path, outputs: tuple[str, ...]) -> list[Path]:
+    """Delete the temp files a killed atomic write of one of ``outputs`` left in ``folder`` (call with the lock
+    held): only names ``.<output>.<pid>.<hex>.tmp`` that :func:`art_adr.checkpoint.atomic_write` makes, only
+    regular files; anything else there is the user's and stays. Returns what was removed."""
+    removed = []
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            match = _TMP_NAME.match(tmp.name)
+            if match and match["name"] in outputs and tmp.is_file() and not tmp.is_symlink():
                 tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 KILL_ENV = "ART_ADR_KILL_AT"
@@ -612,8 +663,9 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
 
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
-    if dist.is_main:
-        remove_leftover_tmp(out, ckpt_dir)
+    if dist.is_main and (out / CONFIG_FILE).is_file():  # only in a run directory, only our own temp files
+        remove_leftover_tmp(out, RUN_OUTPUTS)
+        remove_leftover_tmp(ckpt_dir, CHECKPOINT_FILES)
     have_ckpt = last.is_file()
     if have_ckpt and not resume:
         raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -240,7 +240,7 @@ def format_sweep(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@holding_lock("sweep")  # one sweep per output directory
+@holding_lock("sweep", ("sweep.json", "sweep.md", "sweep.png"))  # one sweep per output directory
 def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[float],
               interpolations: Sequence[float], ends: str = "gap", temperature_end: float | None = None,
               interpolation_end: float | None = None, seeds: Sequence[int] = (0,), model: str | None = None,

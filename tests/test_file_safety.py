@@ -1,0 +1,90 @@
+"""Nothing outside our own files is written or deleted, no unusable checkpoint is kept (issue 17, §1)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from art_adr.cli import main
+from art_adr.runs import RunError, RunLock, remove_leftover_tmp
+
+TINY = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 160, shape: [1, 8, 8], num_classes: 4}",
+        "--val-size", "32", "--max-iter", "1", "--batch-size", "64", "--eps", "0.1", "--set", "eval_max_iter=1",
+        "--arch", "mlp", "--set", "arch_kwargs={hidden: 16, depth: 1}", "-q"]
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(RunError, match="symbolic link"):
+        RunLock(run)
+    assert victim.read_text() == "precious\n"
+    assert (run / ".lock").is_symlink()
+
+
+def test_a_fifo_lock_is_refused_without_hanging(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / ".lock")
+    code = ("import sys; from art_adr.runs import RunLock, RunError\n"
+            "try:\n    RunLock(sys.argv[1])\nexcept RunError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=60)
+    assert "refused:" in out.stdout and "not a regular file" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_full_disk_while_locking_leaves_no_empty_lock(tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError):
+        RunLock(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    with pytest.raises(OSError):
+        RunLock(tmp_path / "old")
+    assert list((tmp_path / "old").iterdir()) == []
+
+
+def test_only_our_own_temp_files_are_removed(tmp_path):
+    ours = [tmp_path / ".config.yaml.123.0a1b2c3d.tmp", tmp_path / ".metrics.csv.9.ffffffff.tmp"]
+    theirs = [tmp_path / ".thesis.tmp", tmp_path / ".config.yaml.tmp", tmp_path / ".notes.txt.1.0a1b2c3d.tmp",
+              tmp_path / ".config.yaml.12.xyz.tmp"]
+    for p in ours + theirs:
+        p.write_text("x")
+    removed = remove_leftover_tmp(tmp_path, ("config.yaml", "metrics.csv"))
+    assert sorted(removed) == sorted(ours)
+    assert all(p.exists() for p in theirs)
+
+
+def test_train_benchmark_and_sweep_keep_a_foreign_folders_files_and_leave_nothing_on_failure(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / ".thesis.tmp").write_text("x")
+    (folder / ".table1.md.1.0a1b2c3d.tmp").write_text("x")  # our name, but not a run directory of ours
+    res = _cli("train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "nonexistent"), "--out",
+               str(folder), "-q")
+    assert res.exit_code == 2, res.output
+    res = _cli("train", *TINY, "--set", "val_size=1000", "--out", str(folder))  # fails after the lock
+    assert res.exit_code == 2, res.output
+    assert (folder / ".thesis.tmp").exists() and (folder / ".table1.md.1.0a1b2c3d.tmp").exists()
+    res = _cli("sweep", "--recipe", "fashion-mnist-at-adr", "--temperature", "2", "--interpolation", "0.5",
+               "--data-dir", str(tmp_path / "nonexistent"), "--out", str(folder), "-q")
+    assert res.exit_code == 2, res.output
+    res = _cli("benchmark", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "nonexistent"), "--out",
+               str(folder), "-q")
+    assert res.exit_code == 2, res.output
+    # nothing of ours is left either (no empty runs/ folder)
+    assert sorted(p.name for p in folder.iterdir()) == [".table1.md.1.0a1b2c3d.tmp", ".thesis.tmp"]
