@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .checkpoint import non_finite_tensors
 from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .functional import cosine_schedule
 
@@ -192,6 +193,7 @@ class EpochLoop:
                 bar.update(1)
             bar.close()
             self._check_finite(loss_sum, epoch, steps_per_epoch)
+            self._check_finite_weights(epoch)
             if self.world_size > 1:
                 stats = all_reduce_sum(
                     torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)]),
@@ -240,6 +242,20 @@ class EpochLoop:
                 f"training loss became non-finite{where} in epoch {epoch + 1} "
                 f"(by iteration {iteration + 1}); lower the learning rate, check the data, or avoid fp16"
             )
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        """``TrainingDivergedError`` when a parameter or buffer of the student or teacher is NaN/inf at the end
+        of an epoch (a finite loss can leave ``inf`` in BatchNorm's ``running_var``): such a state is never
+        validated, recorded or checkpointed (all ranks agree, as in :meth:`_check_finite`)."""
+        bad_names = non_finite_tensors(self._raw.state_dict()) + [
+            "teacher." + n for n in non_finite_tensors(self.teacher.module.state_dict())]
+        flag = torch.tensor([float(bool(bad_names))], device=self.device)
+        if bool(all_reduce_max(flag, self.world_size).item()):
+            where = ", ".join(bad_names[:3]) + (" ..." if len(bad_names) > 3 else "") if bad_names else \
+                f"on another of {self.world_size} processes"
+            raise TrainingDivergedError(
+                f"weights became non-finite in epoch {epoch + 1} ({where}) although the loss stayed finite; "
+                f"lower the learning rate, check the data, or avoid fp16")
 
     @staticmethod
     def _format_record(r: dict[str, Any], nb_epochs: int) -> str:

@@ -8,14 +8,16 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
+from art_adr.checkpoint import CheckpointError, load_checkpoint, non_finite_weights, save_checkpoint
 from art_adr.cli import main
 from art_adr.runs import RunError, RunLock, remove_leftover_tmp
 
 TINY = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 160, shape: [1, 8, 8], num_classes: 4}",
         "--val-size", "32", "--max-iter", "1", "--batch-size", "64", "--eps", "0.1", "--set", "eval_max_iter=1",
-        "--arch", "mlp", "--set", "arch_kwargs={hidden: 16, depth: 1}", "-q"]
+        "--arch", "small-cnn", "--set", "arch_kwargs={width: 4}", "-q"]
 
 
 def _cli(*args: str):
@@ -88,3 +90,52 @@ def test_train_benchmark_and_sweep_keep_a_foreign_folders_files_and_leave_nothin
     assert res.exit_code == 2, res.output
     # nothing of ours is left either (no empty runs/ folder)
     assert sorted(p.name for p in folder.iterdir()) == [".table1.md.1.0a1b2c3d.tmp", ".thesis.tmp"]
+
+
+def _poison_bn_in_epoch(monkeypatch, epoch: int) -> None:
+    """A train step that leaves ``inf`` in every BatchNorm ``running_var`` from ``epoch`` on, loss finite."""
+    from art_adr.trainer import AdversarialTrainerADR
+
+    step = AdversarialTrainerADR.train_step
+
+    def poisoned(self, x, y):
+        out = step(self, x, y)
+        if self.epoch + 1 >= epoch:
+            for m in self._raw.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_var.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(AdversarialTrainerADR, "train_step", poisoned)
+
+
+def test_non_finite_weights_are_never_checkpointed_and_last_finite_epoch_is_kept(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _poison_bn_in_epoch(monkeypatch, 2)
+    res = _cli("train", *TINY, "--epochs", "3", "--out", str(out))
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "non-finite" in res.output and "running_var" in res.output and "epoch 2" in res.output
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(out / "checkpoints" / name)
+        assert ckpt["epoch"] == 1 and non_finite_weights(ckpt) == [], name
+    assert not (out / "checkpoints" / "final.pt").exists()
+
+
+def test_non_finite_checkpoints_are_refused_by_save_evaluate_and_export(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    res = _cli("train", *TINY, "--epochs", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    path = out / "checkpoints" / "best.pt"
+    ckpt = torch.load(path, weights_only=True)
+    name = next(k for k in ckpt["student"] if k.endswith("running_var"))
+    ckpt["student"][name] = torch.full_like(ckpt["student"][name], float("inf"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(tmp_path / "x.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    assert not (tmp_path / "x.pt").exists()
+    torch.save(ckpt, path)  # as an older art-adr wrote it
+    for args in (["evaluate", str(out), "--attacks", "clean", "--n-examples", "8"],
+                 ["export", str(out), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
+                  "--autoattack-acc", "40", "--allow-partial", "--n-examples", "8"]):
+        res = _cli(*args)
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().splitlines()[-1].startswith("Error: ") and "non-finite" in res.output, res.output

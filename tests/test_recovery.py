@@ -258,7 +258,7 @@ def test_divergence_and_disk_full_are_one_line_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(AdversarialTrainerADR, "train_step", nan_step)
     out = _fails_cleanly(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "nan")], "non-finite",
-                         "lower --lr", "no epoch had finished")
+                         "lower --lr", "no finite epoch was saved")
     assert "fit()" not in out  # the API's restore note is not shown on the command line
 
 
