@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
-           "model_from_checkpoint", "non_finite_tensors", "non_finite_weights", "FORMAT"]
+           "model_from_checkpoint", "non_finite_tensors", "non_finite_weights", "torch_save", "FORMAT"]
 
 FORMAT = "art-adr-checkpoint"
 VERSION = 1
@@ -68,13 +68,20 @@ def _refuse_non_finite(obj: dict[str, Any], what: str) -> None:
                               f"{' ...' if len(bad) > 3 else ''}): the model is not usable")
 
 
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through a Python file object: a full disk raises ``OSError`` (ENOSPC) naming the errno,
+    where ``torch.save(obj, path)`` raises an opaque ``RuntimeError`` from its C++ writer."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any], before_replace: Any = None) -> Path:
     """Save ``obj`` with ``torch.save`` atomically (temp file in the same folder, then ``os.replace``); a state
     with a non-finite student or teacher tensor is never written (``CheckpointError``). A write that fails
     (a full disk) raises ``OSError`` and leaves the previous file as it was."""
     _refuse_non_finite(obj, f"the checkpoint for {path}")
     obj = {"format": FORMAT, "version": VERSION, **obj}
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), before_replace)
+    return atomic_write(path, lambda tmp: torch_save(obj, tmp), before_replace)
 
 
 def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:

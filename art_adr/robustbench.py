@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import torch_save
+
 __all__ = [
     "ROBUSTBENCH_DATASETS",
     "THREAT_MODELS",
@@ -503,7 +505,7 @@ def export_robustbench(
     with _staging(out) as tmp:
         for p in rel.values():
             (tmp / p).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": state}, tmp / rel["weights"])
+        torch_save({"state_dict": state}, tmp / rel["weights"])
         _verify_weights(tmp / rel["weights"], ctor, model, spec["input_shape"])
         (tmp / rel["model_info"]).write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / rel["model_zoo"]).write_text(entry)

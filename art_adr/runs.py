@@ -57,10 +57,12 @@ class RunInterrupted(Exception):
 
 
 def resume_hint(out: str | os.PathLike) -> str:
-    """How to go on with an interrupted run (naming ``last.pt`` only when it exists)."""
+    """How to go on with an interrupted run (``--resume`` only where there is something to resume)."""
     last = Path(out) / "checkpoints" / "last.pt"
     if last.is_file():
         return f"the last finished epoch is in {last}; continue with: art-adr train --out {out} --resume"
+    if not (Path(out) / CONFIG_FILE).is_file():
+        return f"the run had not started ({out} holds no {CONFIG_FILE}); run the same command again"
     return (f"no epoch had finished, so there is no checkpoint yet; start the run again (from scratch, same "
             f"options) with: art-adr train --out {out} --resume")
 

@@ -139,3 +139,60 @@ def test_non_finite_checkpoints_are_refused_by_save_evaluate_and_export(tmp_path
         res = _cli(*args)
         assert res.exit_code == 2, res.output
         assert res.output.strip().splitlines()[-1].startswith("Error: ") and "non-finite" in res.output, res.output
+
+
+def test_torch_save_on_a_full_disk_is_an_oserror():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    from art_adr.checkpoint import torch_save
+
+    with pytest.raises(OSError) as info:
+        torch_save({"w": torch.zeros(100_000)}, "/dev/full")
+    assert info.value.errno == errno.ENOSPC
+
+
+def _disk_full_for(module, monkeypatch) -> None:
+    """Every file ``module`` opens for writing lands on /dev/full."""
+    import builtins
+
+    def full_open(path, mode="r", *args, **kwargs):
+        return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", full_open, raising=False)
+
+
+def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monkeypatch):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    import art_adr.checkpoint
+
+    from art_adr.models import create_model
+
+    out = tmp_path / "run"
+    assert _cli("train", *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
+    before = (out / "checkpoints" / "best.pt").read_bytes()
+    c10 = tmp_path / "c10.pt"
+    save_checkpoint(c10, {"model": {"arch": "preact-resnet18", "num_classes": 10, "dataset": "cifar10",
+                                    "kwargs": {}}, "config": {},
+                          "student": create_model("preact-resnet18", 10, dataset="cifar10").state_dict()})
+    with monkeypatch.context() as m:
+        _disk_full_for(art_adr.checkpoint, m)
+        res = _cli("train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run2"))
+        assert res.exit_code == 2 and res.output.startswith("Error: disk full"), res.output
+        assert "from scratch" in res.output  # config.yaml was written: --resume starts it again
+        res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
+                   "--autoattack-acc", "40", "--device", "cpu")
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert "No space left" in res.output
+    assert (out / "checkpoints" / "best.pt").read_bytes() == before
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "bundle" / "models").exists()
+    res = _cli("train", "--out", str(tmp_path / "run2"), "--resume", "-q")
+    assert res.exit_code == 0, res.output
+
+
+def test_the_resume_hint_offers_resume_only_where_something_can_be_resumed(tmp_path):
+    from art_adr.runs import resume_hint
+
+    assert "--resume" not in resume_hint(tmp_path) and "run the same command again" in resume_hint(tmp_path)
+    (tmp_path / "config.yaml").write_text("epochs: 1\n")
+    assert "--resume" in resume_hint(tmp_path)
