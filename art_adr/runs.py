@@ -683,6 +683,10 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
                 print(f"{out} has no checkpoint yet (the run stopped in its first epoch); starting it from scratch")
         elif resume:
             raise RunError(f"nothing to resume: {out} holds no run ({CONFIG_FILE} and {last} do not exist)")
+    if have_ckpt and (ckpt_dir / "final.pt").is_file() and _resume_state(last, config)["epoch"] == config.epochs:
+        if verbose and dist.is_main:  # finished: its files (and their hashes, which caches key on) stay as they are
+            print(f"{out} is a finished run ({config.epochs} epochs); nothing to do")
+        return out
     train, val, _test, extra = _load_data(config)
     if config.batch_size % dist.world_size:
         raise RunError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} processes")

@@ -196,3 +196,14 @@ def test_the_resume_hint_offers_resume_only_where_something_can_be_resumed(tmp_p
     assert "--resume" not in resume_hint(tmp_path) and "run the same command again" in resume_hint(tmp_path)
     (tmp_path / "config.yaml").write_text("epochs: 1\n")
     assert "--resume" in resume_hint(tmp_path)
+
+
+def test_resume_of_a_finished_run_leaves_its_files_alone(tmp_path):
+    out = tmp_path / "run"
+    assert _cli("train", *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    res = _cli("train", "--out", str(out), "--resume")
+    assert res.exit_code == 0 and "finished run" in res.output, res.output
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == before
