@@ -17,6 +17,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from torch import Tensor, nn
 
+from .checks import finite_number, integer
 from .functional import (
     clip_to_range,
     cw_margin_loss,
@@ -329,13 +330,16 @@ class SoftLabelPGD(EvasionAttack):
 
     Args:
         estimator: ART ``PyTorchClassifier`` (needs ``clip_values``).
-        eps: ε (default 8/255). eps_step: α (default 2/255). max_iter: steps (default 10).
+        eps: ε (default 8/255). eps_step: α (default ``None``: :func:`default_eps_step` ``min(ε, 2.5·ε/k)``,
+            2/255 at ε = 8/255 and 10 steps). max_iter: steps k (default 10).
         norm: ``"inf"`` or ``2`` (default ``"inf"``). num_random_init: restarts (default 1, 0 = no random start).
         bn_mode: BatchNorm mode during the attack, ``"eval"`` (default) or ``"train"``.
-        batch_size: examples per device batch (default 128).
+        batch_size: examples per device batch (default 128). verbose: a progress bar over the batches (ART's
+            keyword; default ``False``).
 
-    ``generate(x, y)`` takes ``x`` as a float array ``[N, C, H, W]`` in ``clip_values`` and ``y`` as index
-    labels ``[N]``, one-hot or probability rows ``[N, K]`` (``None``: the model's predictions).
+    ``generate(x, y)`` takes ``x`` as a float array ``[N, C, H, W]`` in ``clip_values`` (uint8 arrays are
+    refused: like every ART attack it returns ``x``'s dtype, and ART classifiers do not rescale uint8) and ``y``
+    as index labels ``[N]``, one-hot or probability rows ``[N, K]`` (``None``: the model's predictions).
 
     Example:
         >>> attack = SoftLabelPGD(classifier, eps=8/255, eps_step=2/255, max_iter=10)
@@ -343,7 +347,7 @@ class SoftLabelPGD(EvasionAttack):
     """
 
     attack_params = EvasionAttack.attack_params + [
-        "eps", "eps_step", "max_iter", "norm", "num_random_init", "bn_mode", "batch_size",
+        "eps", "eps_step", "max_iter", "norm", "num_random_init", "bn_mode", "batch_size", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
@@ -351,16 +355,20 @@ class SoftLabelPGD(EvasionAttack):
         self,
         estimator: Any,
         eps: float = 8 / 255,
-        eps_step: float = 2 / 255,
+        eps_step: float | None = None,
         max_iter: int = 10,
         norm: Any = "inf",
         num_random_init: int = 1,
         bn_mode: str = "eval",
         batch_size: int = 128,
         seed: int | None = None,
+        verbose: bool = False,
     ) -> None:
         super().__init__(estimator=estimator)
-        self.eps, self.eps_step, self.max_iter = float(eps), float(eps_step), int(max_iter)
+        self.eps, self.max_iter = finite_number(eps, "eps"), integer(max_iter, "max_iter", 0)
+        self.eps_step = default_eps_step(self.eps, self.max_iter) if eps_step is None else \
+            finite_number(eps_step, "eps_step")
+        self.verbose = bool(verbose)
         self.norm, self.num_random_init, self.bn_mode = norm, int(num_random_init), bn_mode
         self.batch_size, self.seed = int(batch_size), seed
         self._check_params()
@@ -384,6 +392,9 @@ class SoftLabelPGD(EvasionAttack):
         clip_values = classifier_clip_values(self.estimator)
         forward = forward.to(device)
         x = np.asarray(x)
+        if x.dtype == np.uint8:
+            raise ValueError("x is uint8: pass float images in the classifier's clip_values (e.g. "
+                             "x.astype(np.float32) / 255); ART classifiers do not rescale uint8")
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or infinite values")
         if y is None:
@@ -393,8 +404,10 @@ class SoftLabelPGD(EvasionAttack):
             raise ValueError(f"x and y have different lengths ({x.shape[0]} vs {y.shape[0]})")
         gen = torch.Generator(device=device)
         gen.manual_seed(self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        from tqdm.auto import tqdm
+
         out = np.empty_like(x)
-        for i in range(0, x.shape[0], self.batch_size):
+        for i in tqdm(range(0, x.shape[0], self.batch_size), desc="SoftLabelPGD", disable=not self.verbose):
             xb = torch.tensor(x[i : i + self.batch_size], dtype=torch.float32, device=device)
             yb = torch.tensor(y[i : i + self.batch_size], device=device)
             if yb.dim() == 2:
