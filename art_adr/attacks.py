@@ -161,8 +161,9 @@ class AttackSpec:
     def from_config(cls, config: Any, **changes: Any) -> AttackSpec:
         """The training attack of a run config (a ``RunConfig`` or its dict; keys ``norm``, ``eps``,
         ``eps_step``, ``max_iter``, missing ones at the defaults), with ``changes`` applied, e.g.
-        ``AttackSpec.from_config(cfg, steps=20)``. The config's ``eps_step`` is kept only while ε is the config's:
-        a new ``eps`` without a new ``eps_step`` gets the default rule. Changes that are ``None`` are ignored
+        ``AttackSpec.from_config(cfg, steps=20)``. The config's ``eps_step`` is kept only while ε and the step count
+        are the config's: a new ``eps`` or ``steps`` without a new ``eps_step`` gets the default rule (PGD-10 of a
+        run trained with one step of α = ε steps ε/4, not ε). Changes that are ``None`` are ignored
         (except ``eps_step=None``: the default rule); another ``norm`` needs its own ``eps``."""
         from .config import parse_number
 
@@ -175,8 +176,9 @@ class AttackSpec:
         if "norm" in changes and norm_name(changes["norm"]) != base.norm and "eps" not in changes:
             raise ValueError(f"the run was trained in norm {base.norm!r} at ε={format_eps(base.eps)}; evaluating in "
                              f"norm {norm_name(changes['norm'])!r} needs its own eps")
-        if "eps" in changes and "eps_step" not in changes and float(changes["eps"]) != base.eps:
-            changes["eps_step"] = None
+        if "eps_step" not in changes and (("eps" in changes and float(changes["eps"]) != base.eps)
+                                          or ("steps" in changes and int(changes["steps"]) != base.steps)):
+            changes["eps_step"] = None  # another ε or step count: the one step rule, not the run's α
         return base.replace(**changes) if changes else base
 
 
