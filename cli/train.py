@@ -131,8 +131,9 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     except TrainingDivergedError as exc:
-        kept = (f"{Path(out) / 'checkpoints' / 'last.pt'} holds the last finished epoch, with finite weights"
-                if out is not None and (Path(out) / "checkpoints" / "last.pt").is_file() else "no finite epoch was saved")
+        last = Path(out) / "checkpoints" / "last.pt" if out is not None else None
+        kept = (f"{last} holds the last finished epoch, with finite weights" if last is not None and last.is_file()
+                else "no finite epoch was saved")
         raise click.ClickException(
             f"{exc.reason or exc} ({kept}; --resume repeats the same options and would likely diverge again: "
             f"start a new run with other options, e.g. a lower --lr, and another --out)") from None

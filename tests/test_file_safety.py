@@ -165,7 +165,6 @@ def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monk
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
     import art_adr.checkpoint
-
     from art_adr.models import create_model
 
     out = tmp_path / "run"

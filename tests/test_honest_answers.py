@@ -47,3 +47,20 @@ def test_soft_label_pgd_uses_the_one_step_rule_and_takes_verbose(make_classifier
     assert SoftLabelPGD(clf, eps=0.1, verbose=True).verbose is True
     with pytest.raises(ValueError, match="eps_step"):
         SoftLabelPGD(clf, eps=0.1, eps_step=float("nan"))
+
+
+def test_export_has_no_dataset_option_and_refuses_robust_above_clean(tmp_path):
+    res = _cli("export", tmp_path / "x.pt", "--name", "X", "--out", tmp_path / "b", "--dataset", "cifar10",
+               "--clean-acc", "50", "--autoattack-acc", "40")
+    assert res.exit_code == 2 and "--dataset" in res.output, res.output  # no such option: the checkpoint's
+    from art_adr.checkpoint import save_checkpoint
+    from art_adr.models import create_model
+
+    ck = tmp_path / "c10.pt"
+    save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 10, "dataset": "cifar10",
+                                   "kwargs": {}}, "config": {},
+                         "student": create_model("preact-resnet18", 10, dataset="cifar10").state_dict()})
+    res = _cli("export", ck, "--name", "X", "--out", tmp_path / "b", "--clean-acc", "30", "--autoattack-acc", "60",
+               "--device", "cpu")
+    _one_line_error(res, "cannot exceed clean")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.json"))
