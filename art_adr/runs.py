@@ -471,6 +471,10 @@ def _load_data(config: RunConfig):
         train, val = train.split(config.val_size, seed=config.seed)
     else:
         val = test.subset(config.val_size) if config.val_size else test
+    if config.subset is not None and config.subset > len(train):
+        held = f" after the {len(val)}-image hold-out" if config.val_split == "holdout" else ""
+        raise RunError(f"subset {config.subset} is larger than the training set ({len(train)} images{held}); "
+                       f"pass at most --subset {len(train)}, or leave it out to use them all")
     if config.subset is not None and config.subset < len(train):
         idx = np.sort(np.random.default_rng(config.seed + 1).permutation(len(train))[: config.subset])
         train = train.subset(idx)
@@ -645,6 +649,9 @@ def train_run(
     metrics, plot and ``best.pt`` are rebuilt from ``last.pt``. SIGTERM stops after the running step (after the
     epoch's checkpoint when it comes during validation) with ``RunInterrupted``.
     """
+    if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int)
+                                          or stop_after_epochs < 1):
+        raise RunError(f"stop_after_epochs must be an integer >= 1 (or None), got {stop_after_epochs!r}")
     out = Path(out_dir)
     dist = init_distributed(config.device)
     device = pick_device(config.device, dist)

@@ -83,7 +83,7 @@ def _schedule_text(value: Any) -> str:
 @click.option("--compile/--no-compile", "compile", default=None,
               help="torch.compile the forward." + _default("compile"))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
-@click.option("--stop-after-epochs", type=int,
+@click.option("--stop-after-epochs", type=click.IntRange(min=1),
               help="Stop cleanly after N epochs of this invocation (preemptible jobs) [default: run to the end].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],

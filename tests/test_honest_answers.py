@@ -64,3 +64,66 @@ def test_export_has_no_dataset_option_and_refuses_robust_above_clean(tmp_path):
                "--device", "cpu")
     _one_line_error(res, "cannot exceed clean")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.json"))
+
+
+@pytest.mark.parametrize("key,value,text", [
+    ("adr", "maybe", "adr must be true or false"), ("augment", "2", "augment must be true or false"),
+    ("adr", 0.5, "adr must be true or false"), ("eval_batch_size", "1.5", "eval_batch_size must be an integer"),
+    ("eval_batch_size", 1.5, "eval_batch_size must be an integer"), ("seed", True, "seed must be an integer"),
+])
+def test_config_values_are_strict(key, value, text):
+    from art_adr.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError, match=text):
+        resolve_config(None, {key: value})
+
+
+def test_config_values_that_are_meant_are_taken():
+    from art_adr.config import resolve_config
+
+    for text, want in (("yes", True), ("No", False), ("1", True), ("off", False), (False, False)):
+        assert resolve_config(None, {"adr": text}).adr is want
+    assert resolve_config(None, {"eval_batch_size": "64"}).eval_batch_size == 64
+    assert resolve_config(None, {"eval_batch_size": 64.0}).eval_batch_size == 64
+    assert resolve_config(None, {"temperature": 2}).temperature == (2.0, 2.0)
+    assert resolve_config(None, {"temperature": ["2"]}).temperature == (2.0, 2.0)
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--set", "adr=maybe"], "adr must be true or false"),
+    (["--set", "eval_batch_size=1.5"], "eval_batch_size must be an integer"),
+    (["--interpolation", "1.5"], "outside [0, 1]"),
+    (["--temperature", "0"], "temperature must be > 0"),
+])
+def test_train_rejects_what_it_would_silently_change(tmp_path, args, text):
+    _one_line_error(_cli("train", "--dataset", "synthetic", *args, "--out", tmp_path / "r", "-q"), text)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_stop_after_epochs_must_be_positive(tmp_path, value):
+    res = _cli("train", "--dataset", "synthetic", "--stop-after-epochs", value, "--out", tmp_path / "r", "-q")
+    assert res.exit_code == 2 and "--stop-after-epochs" in res.output, res.output
+    from art_adr.config import resolve_config
+    from art_adr.runs import RunError, train_run
+
+    with pytest.raises(RunError, match="stop_after_epochs"):
+        train_run(resolve_config(None, {"dataset": "synthetic"}), tmp_path / "r", stop_after_epochs=int(value))
+
+
+def test_temperature_given_as_one_number_trains_constant(tmp_path):
+    res = _cli("train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4}",
+               "--val-size", "16", "--max-iter", "1", "--set", "eval_max_iter=1", "--set", "arch_kwargs={width: 4}",
+               "--epochs", "1", "--temperature", "2", "--interpolation", "0.5", "--out", tmp_path / "r", "-q")
+    assert res.exit_code == 0, res.output
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["temperature"] == [2.0, 2.0] and saved["interpolation"] == [0.5, 0.5]
+
+
+def test_subset_larger_than_the_training_set_is_an_error(tmp_path):
+    res = _cli("train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4}",
+               "--val-size", "16", "--subset", "500", "--out", tmp_path / "r", "-q")
+    _one_line_error(res, "subset 500 is larger than the training set (80 images")
+    assert not (tmp_path / "r").exists()
