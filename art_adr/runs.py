@@ -774,7 +774,7 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             hook("after-metrics", tr.epoch)
             plot_curves(tr.history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
             hook("after-plot", tr.epoch)
-        if stop.at_epoch_end() and tr.epoch < config.epochs:
+        if stop.at_epoch_end():  # also in the last epoch: the signal is honoured, --resume writes final.pt
             raise RunInterrupted(out, stop.signum or signal.SIGTERM)
         if stop_after_epochs is not None and tr.epoch - started_at >= stop_after_epochs and tr.epoch < config.epochs:
             raise RunStopped

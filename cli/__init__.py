@@ -46,6 +46,9 @@ class LazyGroup(click.Group):
         debug = bool(ctx.params.get("debug"))
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C: one line and 130 in every command (click's "Aborted!" is exit 1)
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
         except click.ClickException as exc:
             if debug and exc.__context__ is not None:
                 traceback.print_exception(exc.__context__, file=sys.stderr)
@@ -53,6 +56,9 @@ class LazyGroup(click.Group):
                 exc.exit_code = 2
             raise
         except Exception as exc:
+            if type(exc).__name__ == "RunInterrupted" and not debug:  # SIGTERM: stopped at a checkpoint
+                click.echo(f"\n{exc}", err=True)
+                sys.exit(128 + int(getattr(exc, "signum", 15)))
             if debug or not expected_error(exc):
                 raise
             error = click.ClickException(one_line(exc))

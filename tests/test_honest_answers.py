@@ -127,3 +127,29 @@ def test_subset_larger_than_the_training_set_is_an_error(tmp_path):
                "--val-size", "16", "--subset", "500", "--out", tmp_path / "r", "-q")
     _one_line_error(res, "subset 500 is larger than the training set (80 images")
     assert not (tmp_path / "r").exists()
+
+
+BENCH = ["--recipes", "fashion-mnist-at", "--set", "dataset=synthetic", "--set",
+         "dataset_kwargs={n: 160, shape: [1, 8, 8], num_classes: 4}", "--set", "val_size=32", "--set", "max_iter=1",
+         "--set", "eval_max_iter=1", "--set", "arch_kwargs={width: 4}", "--set", "batch_size=32", "--epochs", "2",
+         "--attack", "pgd", "--n-examples", "8", "--device", "cpu", "-q"]
+
+
+@pytest.mark.parametrize("command", ["benchmark", "sweep"])
+@pytest.mark.parametrize("signal_name,code", [("TERM", 143), ("INT", 130)])
+def test_signals_during_benchmark_and_sweep_training(tmp_path, monkeypatch, command, signal_name, code):
+    monkeypatch.setenv("ART_ADR_KILL_AT", f"step:2:{signal_name}")
+    args = BENCH if command == "benchmark" else [
+        "--recipe", "fashion-mnist-at-adr", "--temperature", "2", "--interpolation", "0.5",
+        *[a for a in BENCH[2:] if a not in ("--attack", "pgd", "--n-examples", "8")]]
+    res = _cli(command, *args, "--out", tmp_path / "out")
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output and "Aborted" not in res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and ("stopped by SIGTERM" in lines[0] if code == 143 else lines[0] == "interrupted")
+    if code == 143:
+        assert "--resume" in lines[0]
+        last = next((tmp_path / "out" / "runs").glob("*/checkpoints/last.pt"))
+        from art_adr.checkpoint import load_checkpoint
+
+        assert load_checkpoint(last)["epoch"] == 1
