@@ -151,6 +151,8 @@ class RunConfig:
         need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
         need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
         need(self.subset is None or self.subset >= 1, "subset must be >= 1")
+        taken = sorted({"num_classes", "dataset"} & set(self.arch_kwargs))
+        need(not taken, f"arch_kwargs cannot set {taken}: they come from the dataset")
         need(self.awp_rho >= 0, "awp_rho must be >= 0")
         need(self.awp_variant in ("official", "weights-only"), "awp_variant must be 'official' or 'weights-only'")
         for name in _NUMBER_FIELDS + _PAIR_FIELDS + ("milestones",):

@@ -17,10 +17,11 @@ def _cli(*args: str):
 
 def _one_line_error(res, *needles: str) -> None:
     assert res.exit_code == 2, res.output
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
+    lines = res.output.strip().splitlines()  # progress lines may come first; the error is the one last line
+    assert lines[-1].startswith("Error: ") and sum(line.startswith("Error") for line in lines) == 1, res.output
+    assert "Traceback" not in res.output and "Usage:" not in res.output, res.output
     for needle in needles:
-        assert needle in lines[0], res.output
+        assert needle in lines[-1], res.output
 
 
 def test_uint8_images_follow_one_rule(blobs, make_classifier):
@@ -153,3 +154,45 @@ def test_signals_during_benchmark_and_sweep_training(tmp_path, monkeypatch, comm
         from art_adr.checkpoint import load_checkpoint
 
         assert load_checkpoint(last)["epoch"] == 1
+
+
+SYN = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4}",
+       "--val-size", "16", "--epochs", "1", "--max-iter", "1", "-q"]
+
+
+@pytest.mark.parametrize("sets,text", [
+    ("arch_kwargs={width: -1}", "architecture 'small-cnn' with options"),
+    ("arch_kwargs={width: abc}", "architecture 'small-cnn' with options"),
+    ("arch_kwargs={bogus: 1}", "unknown option(s) ['bogus']"),
+    ("arch_kwargs={num_classes: 3}", "arch_kwargs cannot set ['num_classes']"),
+    ("dataset_kwargs={bogus: 1}", "dataset 'synthetic': unknown option(s) ['bogus']"),
+])
+def test_bad_builder_options_are_one_line_errors(tmp_path, sets, text):
+    _one_line_error(_cli("train", *SYN, "--set", sets, "--out", tmp_path / "r"), text)
+
+
+def test_evaluate_of_a_checkpoint_with_bad_options_or_other_classes_is_one_line(tmp_path):
+    import torch
+
+    from art_adr.checkpoint import save_checkpoint
+    from art_adr.models import create_model
+
+    state = create_model("small-cnn", 10, dataset="synthetic", width=4).state_dict()
+    desc = {"arch": "small-cnn", "num_classes": 10, "dataset": "synthetic", "kwargs": {"width": 4, "bogus": 1}}
+    save_checkpoint(tmp_path / "a.pt", {"model": desc, "config": {}, "student": state})
+    _one_line_error(_cli("evaluate", tmp_path / "a.pt", "--attacks", "clean", "--n-examples", "4", "-q"),
+                    "unknown option(s) ['bogus']")
+    desc = {**desc, "num_classes": 4, "kwargs": {"width": 4}}  # weights of a 10-class model
+    save_checkpoint(tmp_path / "b.pt", {"model": desc, "config": {}, "student": state})
+    _one_line_error(_cli("evaluate", tmp_path / "b.pt", "--attacks", "clean", "--n-examples", "4", "-q"),
+                    "weights do not fit small-cnn with 4 classes")
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["model"]["num_classes"] == 4
+
+
+def test_usage_errors_and_bad_recipe_yaml_are_one_line(tmp_path):
+    _one_line_error(_cli("train", "--bogus"), "No such option '--bogus'", "train --help")
+    _one_line_error(_cli("benchmark", "--attack", "xyz", "--dataset", "synthetic"), "--attack", "--help")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\nlr: 2\n")
+    for command in (["train", "--recipe", bad], ["benchmark", "--recipes", bad, "--out", tmp_path / "b"]):
+        _one_line_error(_cli(*command), "invalid YAML")
