@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["finite_number", "integer", "number_pair", "check_images", "check_labels", "OptionError", "call_with_options"]
+__all__ = ["finite_number", "integer", "number_pair", "check_images", "check_labels", "OptionError",
+           "call_with_options"]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
