@@ -296,8 +296,31 @@ class EpochLoop:
             },
         }
 
+    STATE_KEYS = ("student", "teacher", "optimizer", "step", "epoch")
+
     def load_state_dict(self, state: dict[str, Any], scheduler: Any = None) -> None:
-        """Restore a :meth:`state_dict` (pass the run's scheduler to restore its state too)."""
+        """Restore a :meth:`state_dict` (pass the run's scheduler to restore its state too); all or nothing: a
+        state that is not a mapping, lacks a part, or does not fit raises ``ValueError`` and leaves the trainer
+        exactly as it was."""
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+        missing = [k for k in self.STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}: pass a dict from state_dict() (or an art-adr checkpoint)")
+        saved = _cpu_copy(self.state_dict())
+        saved_scheduler = self.scheduler
+        try:
+            self._load_state(state, scheduler)
+        except Exception as exc:
+            self.scheduler = saved_scheduler
+            self._load_state(saved, None)
+            if isinstance(exc, ValueError):
+                raise
+            text = " ".join(str(exc).split())[:300]
+            raise ValueError(f"state does not fit this trainer ({type(exc).__name__}: {text}); nothing was "
+                             f"changed") from None
+
+    def _load_state(self, state: dict[str, Any], scheduler: Any) -> None:
         self._raw.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])

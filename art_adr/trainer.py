@@ -196,7 +196,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"augment must be True, False or a callable (x, generator) -> x, got {augment!r}")
         attack_bn_mode = self.method.default_bn_mode if attack_bn_mode is None else attack_bn_mode
         bn_mode_flag(attack_bn_mode, True)
-        if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+        if bn_momentum is not None and not 0.0 < finite_number(bn_momentum, "bn_momentum") <= 1.0:
             raise ValueError(f"bn_momentum must be in (0, 1] or None, got {bn_momentum}")
         self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
         self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
@@ -218,6 +218,11 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.input_shape = tuple(classifier.input_shape)
         self.optimizer: torch.optim.Optimizer = classifier.optimizer
         raw, forward = classifier_module(classifier)
+        odd = sorted({str(p.dtype).replace("torch.", "") for p in raw.parameters()
+                      if p.is_floating_point() and p.dtype != torch.float32})
+        if odd:
+            raise ValueError(f"classifier: the model's parameters are {', '.join(odd)}; the trainers train float32 "
+                             f"models (amp='bf16'/'fp16' for mixed precision): pass model.float()")
         raw.to(self.device)
         if self.channels_last:
             raw.to(memory_format=torch.channels_last)

@@ -196,3 +196,46 @@ def test_usage_errors_and_bad_recipe_yaml_are_one_line(tmp_path):
     bad.write_text("epochs: [1\nlr: 2\n")
     for command in (["train", "--recipe", bad], ["benchmark", "--recipes", bad, "--out", tmp_path / "b"]):
         _one_line_error(_cli(*command), "invalid YAML")
+
+
+def test_load_state_dict_is_all_or_nothing(make_classifier):
+    import torch
+
+    from art_adr import AdversarialTrainerADR
+
+    trainer = AdversarialTrainerADR(make_classifier(), verbose=False, **EPS)
+    before = {k: v.clone() for k, v in trainer._raw.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    other = AdversarialTrainerADR(make_classifier(seed=1), verbose=False, **EPS).state_dict()
+    broken = {**other, "optimizer": {"state": {}, "param_groups": []}}  # student and teacher fit, optimizer not
+    with pytest.raises(ValueError, match="does not fit|parameter group"):
+        trainer.load_state_dict(broken)
+    for k, v in trainer._raw.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in trainer.teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k
+    with pytest.raises(ValueError, match=r"state lacks \['student'"):
+        trainer.load_state_dict({})
+    with pytest.raises(ValueError, match="state must be a dict"):
+        trainer.load_state_dict(None)
+    trainer.load_state_dict(other)  # a fitting state still loads
+    assert all(torch.equal(v, other["student"][k]) for k, v in trainer._raw.state_dict().items())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_models_that_are_not_float32_are_refused_up_front(make_classifier, dtype):
+    import torch
+
+    from art_adr import AdversarialTrainerADR
+
+    clf = make_classifier()
+    clf.model.to(getattr(torch, dtype))
+    with pytest.raises(ValueError, match=f"parameters are {dtype}.*model.float"):
+        AdversarialTrainerADR(clf, verbose=False, **EPS)
+
+
+def test_bn_momentum_of_the_wrong_type_names_the_argument(make_classifier):
+    from art_adr import AdversarialTrainerADR
+
+    with pytest.raises(ValueError, match="bn_momentum must be a finite real number"):
+        AdversarialTrainerADR(make_classifier(), bn_momentum="a", **EPS)
