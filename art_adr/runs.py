@@ -694,7 +694,12 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
         if verbose and dist.is_main:  # finished: its files (and their hashes, which caches key on) stay as they are
             print(f"{out} is a finished run ({config.epochs} epochs); nothing to do")
         return out
+    if verbose and dist.is_main:
+        print(f"loading {config.dataset} ...", flush=True)
     train, val, _test, extra = _load_data(config)
+    if verbose and dist.is_main:
+        print(f"training {config.recipe or config.dataset + ' ' + config.method}: {config.arch} on {device}, "
+              f"{len(train)} training and {len(val)} validation images, {config.epochs} epochs -> {out}", flush=True)
     if config.batch_size % dist.world_size:
         raise RunError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} processes")
     trainer = build_trainer(config, train.num_classes, train.shape, device, verbose=verbose)

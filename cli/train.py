@@ -97,6 +97,8 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
 
 def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
            stop_after_epochs: int | None, quiet: bool, **flags: Any) -> None:
+    if not quiet and os.environ.get("RANK", "0") == "0":  # the imports and the data take seconds: say so first
+        click.echo("art-adr train: importing torch and ART ...", err=True)
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError, resolve_config
     from art_adr.data import DatasetError

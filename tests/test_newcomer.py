@@ -1,0 +1,28 @@
+"""What a newcomer reads and sees: start-up lines, help texts, tables, plots (issue 17, §3)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from art_adr.cli import main
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_train_says_what_it_does_first_and_never_imports_robustbench(tmp_path):
+    code = ("import sys, atexit\n"
+            "atexit.register(lambda: print('robustbench' in sys.modules, file=sys.stderr))\n"
+            "sys.argv = ['art-adr'] + sys.argv[1:]\n"
+            "from art_adr.cli import main\nmain()\n")
+    args = ["train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 40, shape: [1, 8, 8], num_classes: 4}",
+            "--val-size", "100", "--out", str(tmp_path / "r")]  # fails after loading the data
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert lines[0] == "art-adr train: importing torch and ART ...", res.stderr
+    assert "loading synthetic ..." in res.stdout and "val_size 100 leaves no training data" in res.stderr
+    assert lines[-1] == "False", res.stderr  # robustbench was not imported
