@@ -26,3 +26,31 @@ def test_train_says_what_it_does_first_and_never_imports_robustbench(tmp_path):
     assert lines[0] == "art-adr train: importing torch and ART ...", res.stderr
     assert "loading synthetic ..." in res.stdout and "val_size 100 leaves no training data" in res.stderr
     assert lines[-1] == "False", res.stderr  # robustbench was not imported
+
+
+def test_help_texts_name_only_options_that_exist():
+    sweep = " ".join(_cli("sweep", "--help").output.split())
+    assert "--n-val" not in sweep and "--n-examples hold-out images" in sweep
+    for command in ("train", "benchmark", "sweep"):  # the missing-data error suggests --download
+        assert "--download / --no-download" in _cli(command, "--help").output, command
+
+
+def test_benchmark_and_sweep_pass_download_on(tmp_path, monkeypatch):
+    import art_adr.benchmark
+    import art_adr.sweep
+
+    seen = {}
+
+    def fake_benchmark(dataset, out, **kw):
+        seen["benchmark"] = kw["overrides"].get("download")
+        raise ValueError("stop here")
+
+    def fake_sweep(recipe, out, **kw):
+        seen["sweep"] = kw["overrides"].get("download")
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(art_adr.benchmark, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(art_adr.sweep, "run_sweep", fake_sweep)
+    _cli("benchmark", "--dataset", "cifar10", "--download", "--device", "cpu", "--out", tmp_path / "b")
+    _cli("sweep", "--recipe", "cifar10-at-adr", "--download", "--device", "cpu", "--out", tmp_path / "s")
+    assert seen == {"benchmark": True, "sweep": True}
