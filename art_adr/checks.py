@@ -16,10 +16,20 @@ __all__ = ["finite_number", "integer", "number_pair", "check_images", "check_lab
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` for error messages: arrays and long containers by type and shape, never their whole content."""
+    if isinstance(value, (np.ndarray, Tensor)):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)) and any(isinstance(v, (np.ndarray, Tensor)) for v in value):
+        return f"a {type(value).__name__} of {len(value)} arrays"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def finite_number(value: Any, name: str) -> float:
     """A finite real number (``ValueError`` naming ``name`` for NaN, ±inf, strings, complex, bools, None)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+        raise ValueError(f"{name} must be a finite real number, got {short_repr(value)}")
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
@@ -28,7 +38,7 @@ def finite_number(value: Any, name: str) -> float:
 def integer(value: Any, name: str, minimum: int | None = None) -> int:
     """A true integer (``2.5``, ``"10"``, ``True`` and ``None`` are refused with a ``ValueError`` naming ``name``)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be an integer, got {short_repr(value)} ({type(value).__name__})")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)

@@ -505,6 +505,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     ) -> list[dict[str, Any]]:
         """Train ``nb_epochs`` more epochs from an ART ``DataGenerator`` or a ``torch.utils.data.DataLoader`` of
         ``(x, y)`` batches (keywords as :meth:`fit`)."""
+        if isinstance(nb_epochs, (tuple, list)) and len(nb_epochs) == 2:
+            raise ValueError("nb_epochs must be an integer, got an (x, y) pair: here the order is "
+                             "fit_generator(generator, nb_epochs, validation_data, ...); pass validation_data=(x, y) "
+                             "by keyword (ART's AWP trainer puts validation_data second)")
         with self._fit_keywords(kwargs, "fit_generator"):
             nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
             if steps_per_epoch is not None:
@@ -541,7 +545,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
 
     # ------------------------------------------------------------------ outputs
     def predict(self, x: np.ndarray, batch_size: int = 256, teacher: bool = False, **kwargs: Any) -> np.ndarray:
-        """Logits of the student (or the EMA teacher) for ``x``, as a numpy array."""
+        """Logits of the student (or the EMA teacher) for ``x``, as a numpy array (uint8 images are divided by
+        255, as in :meth:`fit`); other keywords (ART's ``training_mode`` ...) are ignored with a warning."""
+        if kwargs:
+            warnings.warn(f"predict() ignores the keyword(s) {sorted(kwargs)} (it uses batch_size, teacher)",
+                          UserWarning, stacklevel=2)
+        batch_size = integer(batch_size, "batch_size", 1)
         arr = self._check_x(x)
         forward, model = (self._teacher_forward, self.teacher.module) if teacher else (self._forward, self._raw)
         outs = []

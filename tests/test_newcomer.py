@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from art_adr.cli import main
@@ -54,3 +55,22 @@ def test_benchmark_and_sweep_pass_download_on(tmp_path, monkeypatch):
     _cli("benchmark", "--dataset", "cifar10", "--download", "--device", "cpu", "--out", tmp_path / "b")
     _cli("sweep", "--recipe", "cifar10-at-adr", "--download", "--device", "cpu", "--out", tmp_path / "s")
     assert seen == {"benchmark": True, "sweep": True}
+
+
+def test_fit_generator_in_art_awp_order_and_predict_keywords(blobs, make_classifier):
+    import numpy as np
+    import torch
+
+    from art_adr import AdversarialTrainerADR
+
+    x, y = blobs
+    trainer = AdversarialTrainerADR(make_classifier(), eps=0.1, eps_step=0.05, max_iter=1, verbose=False)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x[:64]), torch.tensor(y[:64])),
+                                         batch_size=32)
+    with pytest.raises(ValueError, match="validation_data=\\(x, y\\) by keyword") as info:
+        trainer.fit_generator(loader, (x[:32], y[:32]))
+    assert len(str(info.value)) < 400 and "0." not in str(info.value)  # no array in the message
+    with pytest.raises(ValueError, match="nb_epochs must be an integer, got a ndarray of shape \\(3,\\)"):
+        trainer.fit_generator(loader, np.zeros(3))
+    with pytest.warns(UserWarning, match="predict\\(\\) ignores the keyword\\(s\\) \\['training_mode'\\]"):
+        trainer.predict(x[:4], training_mode=True)
