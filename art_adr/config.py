@@ -320,7 +320,8 @@ def load_recipe(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     values = load_recipe(base, _seen + (name,)) if base else {}
     for k, v in data.items():
         values[k] = coerce(k, v)
-    values["recipe"] = Path(name).stem
+    if "recipe" not in data:  # a run's config.yaml replayed as a recipe keeps the run's recipe name
+        values["recipe"] = Path(name).stem
     return values
 
 

@@ -74,3 +74,18 @@ def test_fit_generator_in_art_awp_order_and_predict_keywords(blobs, make_classif
         trainer.fit_generator(loader, np.zeros(3))
     with pytest.warns(UserWarning, match="predict\\(\\) ignores the keyword\\(s\\) \\['training_mode'\\]"):
         trainer.predict(x[:4], training_mode=True)
+
+
+def test_a_runs_config_replayed_as_recipe_keeps_its_recipe_name(tmp_path):
+    import yaml
+
+    from art_adr.config import resolve_config
+
+    config = resolve_config("fashion-mnist-at-adr", {"epochs": 2})
+    path = tmp_path / "config.yaml"
+    path.write_text("# art_adr: 0.1.0\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    replay = resolve_config(str(path))
+    assert replay.recipe == "fashion-mnist-at-adr" and replay.to_dict() == config.to_dict()
+    other = tmp_path / "mine.yaml"
+    other.write_text("base: fashion-mnist-at\nepochs: 3\n")
+    assert resolve_config(str(other)).recipe == "mine"
