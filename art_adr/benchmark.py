@@ -57,7 +57,22 @@ def method_label(config: RunConfig) -> str:
         parts.append("WA")
     if config.awp_rho > 0:
         parts.append("AWP")
-    return " + ".join(parts)
+    return " + ".join(parts) + _schedule_note(config)
+
+
+def _schedule_note(config: RunConfig) -> str:
+    """`` (τ 2→1.5, λ 0.5→0.8)`` for an ADR run whose τ/λ are not its recipe's (``--set temperature=...``), so
+    such a row never passes for the recipe's (or the paper's) ADR; empty otherwise."""
+    if not config.adr:
+        return ""
+    try:
+        ref = resolve_config(config.recipe) if config.recipe else RunConfig()
+    except ConfigError:
+        ref = RunConfig()
+    if (tuple(config.temperature), tuple(config.interpolation)) == (tuple(ref.temperature), tuple(ref.interpolation)):
+        return ""
+    t, v = config.temperature, config.interpolation
+    return f" (τ {t[0]:g}→{t[1]:g}, λ {v[0]:g}→{v[1]:g})"
 
 
 def _recipe_exists(name: str) -> bool:
@@ -307,7 +322,9 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     threats = sorted({f"{'L∞' if r['norm'] == 'Linf' else 'L2'} ε = {format_eps(r['eps'])}" for r in rows
                       if "norm" in r})
     threat_text = ", ".join(threats) + ", " if threats else ""
-    lines = [f"Table 1 reproduction on {dataset} (n = {rows[0]['n_eval'] if rows else 0} test images, "
+    what = f"Table 1 reproduction on {dataset}" if dataset in PAPER_TABLE1 else \
+        f"Table-1-style comparison on {dataset} (the paper reports no {dataset} results)"
+    lines = [f"{what} (n = {rows[0]['n_eval'] if rows else 0} test images, "
              f"{threat_text}{seeds_text}%; diff = best − final)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

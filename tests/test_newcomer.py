@@ -89,3 +89,20 @@ def test_a_runs_config_replayed_as_recipe_keeps_its_recipe_name(tmp_path):
     other = tmp_path / "mine.yaml"
     other.write_text("base: fashion-mnist-at\nepochs: 3\n")
     assert resolve_config(str(other)).recipe == "mine"
+
+
+def test_tables_name_what_they_are_and_label_non_default_schedules():
+    from art_adr.benchmark import format_markdown, method_label, plan_runs
+    from art_adr.config import resolve_config
+
+    assert method_label(resolve_config("fashion-mnist-at-adr")) == "AT + ADR"
+    tuned = resolve_config("fashion-mnist-at-adr", {"temperature": [2.0, 1.5], "interpolation": [0.5, 0.9]})
+    assert method_label(tuned) == "AT + ADR (τ 2→1.5, λ 0.5→0.9)"
+    assert method_label(resolve_config("fashion-mnist-at", {"temperature": 3})) == "AT"  # τ unused without ADR
+    plans = plan_runs(None, recipes=["fashion-mnist-at-adr"], overrides={"interpolation": [0.6, 0.9]})
+    assert plans[0].label.endswith("λ 0.6→0.9)")
+    row = {"method": "AT", "which": "student", "n_eval": 10, "pgd_best": 1.0, "pgd_final": 1.0, "pgd_diff": 0.0,
+           "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1, "kind": "aggregate"}
+    assert format_markdown([row], "fashion-mnist").startswith(
+        "Table-1-style comparison on fashion-mnist (the paper reports no fashion-mnist results)")
+    assert format_markdown([row], "cifar10").startswith("Table 1 reproduction on cifar10")
