@@ -106,3 +106,54 @@ def test_tables_name_what_they_are_and_label_non_default_schedules():
     assert format_markdown([row], "fashion-mnist").startswith(
         "Table-1-style comparison on fashion-mnist (the paper reports no fashion-mnist results)")
     assert format_markdown([row], "cifar10").startswith("Table 1 reproduction on cifar10")
+
+
+def _sweep_summary(taus, lams, const=False):
+    cells = [{"temperature": [t, t - 0.5], "interpolation": [v, min(1.0, v + 0.3)], "seeds": [0, 1],
+              "val_pgd": 50.0 if const else 40.0 + 3 * i + j, "val_pgd_std": 0.5,
+              "val_aa": 45.0 if const else 35.0 + 3 * i + j, "val_aa_std": 0.4}
+             for i, t in enumerate(taus) for j, v in enumerate(lams)]
+    return {"grid": {"temperatures": taus, "interpolations": lams}, "cells": cells, "recipe": "fashion-mnist-ro-at-adr",
+            "seeds": [0, 1], "selection": {"model": "student", "epoch": "best", "aa_version": "standard"},
+            "selected": {"index": 0}}
+
+
+def _no_overlap(boxes, fig_box):
+    for name, box in boxes.items():
+        assert fig_box.x0 - 1 <= box.x0 and box.x1 <= fig_box.x1 + 1 and box.y1 <= fig_box.y1 + 1, name
+    names = list(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not boxes[a].overlaps(boxes[b]), (a, b)
+
+
+@pytest.mark.parametrize("taus,lams", [([1.5, 2.5], [0.5, 0.9]), ([2.0], [0.5, 0.9])])
+def test_sweep_heatmap_has_room_for_its_labels(taus, lams):
+    import matplotlib.pyplot as plt
+
+    from art_adr.sweep import heatmap_figure
+
+    fig = heatmap_figure(_sweep_summary(taus, lams))
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    bars = [ax for ax in fig.axes if not ax.get_title()]
+    assert len(panels) == 2 and len(bars) == 2
+    boxes = {}
+    for k, (ax, bar) in enumerate(zip(panels, bars)):
+        boxes[f"title{k}"] = ax.title.get_window_extent(r)
+        boxes[f"ylabel{k}"] = ax.yaxis.label.get_window_extent(r)
+        boxes[f"bar{k}"] = bar.get_tightbbox(r)
+    _no_overlap(boxes, fig.bbox)
+    plt.close(fig)
+
+
+def test_sweep_heatmap_of_a_constant_score_has_a_readable_bar():
+    import matplotlib.pyplot as plt
+
+    from art_adr.sweep import heatmap_figure
+
+    fig = heatmap_figure(_sweep_summary([2.0], [0.5, 0.9], const=True))
+    image = fig.axes[0].images[0]
+    assert image.norm.vmin == pytest.approx(49.5) and image.norm.vmax == pytest.approx(50.5)
+    plt.close(fig)
