@@ -157,3 +157,23 @@ def test_sweep_heatmap_of_a_constant_score_has_a_readable_bar():
     image = fig.axes[0].images[0]
     assert image.norm.vmin == pytest.approx(49.5) and image.norm.vmax == pytest.approx(50.5)
     plt.close(fig)
+
+
+def test_curves_of_a_short_run_read_like_the_tables():
+    import matplotlib.pyplot as plt
+
+    from art_adr.runs import curves_figure
+
+    hist = [{"epoch": e, "loss": 2.0 - 0.1 * e, "train_robust_acc": 0.3, "clean_acc": 0.5, "pgd_acc": 0.4,
+             "teacher_clean_acc": 0.5, "teacher_pgd_acc": 0.41, "tau": 2.0, "lambda": 0.6, "best_epoch": 1}
+            for e in (1, 2)]
+    fig = curves_figure(hist, "run", attack="pgd", attack_label="PGD-3")
+    fig.canvas.draw()
+    ax, ax2 = fig.axes[:2]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert "%" in ax.get_ylabel() and max(max(line.get_ydata()) for line in ax.lines[:4]) == pytest.approx(50)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "student PGD-3" in labels and "teacher (WA) PGD-3" in labels
+    assert ax2.get_title() == "training loss and ADR schedules"
+    plt.close(fig)
