@@ -177,3 +177,39 @@ def test_curves_of_a_short_run_read_like_the_tables():
     assert "student PGD-3" in labels and "teacher (WA) PGD-3" in labels
     assert ax2.get_title() == "training loss and ADR schedules"
     plt.close(fig)
+
+
+def test_analyze_summary_names_and_aligns_its_columns():
+    from art_adr.cli.analyze import summary_lines
+
+    model = {"accuracy": 0.593, "adv_accuracy": 0.397, "ece_clean": 0.217, "ece_adv": 0.069, "js": {"mean": 0.015},
+             "entropy": {"ood": {"mean": 2.04}}, "weight_landscape": [{"losses": [1.52, 2.88]}]}
+    lines = summary_lines({"models": {"AT": model, "AT+ADR": {**model, "accuracy": 0.487}}})
+    assert lines[0].split() == ["model", "clean", "PGD", "ECE", "clean", "ECE", "adv", "JS", "H_ood", "weight",
+                                "loss"]
+    assert len({len(line) for line in lines}) == 1  # aligned
+    assert lines[0].index("ECE adv") + len("ECE adv") == lines[1].index("0.069") + len("0.069")
+
+
+def test_analysis_histograms_have_no_unlabelled_overlap_colour():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from art_adr.analysis import _hist
+
+    fig, ax = plt.subplots()
+    _hist(ax, np.array([0.1, 0.2, 0.3]), "a", (0, 1))
+    _hist(ax, np.array([0.2, 0.3, 0.4]), "b", (0, 1))
+    assert all(not p.get_fill() for p in ax.patches)  # outlines: no translucent blend outside the legend
+    plt.close(fig)
+
+
+def test_input_landscape_colour_scale_spans_the_slopes_shown():
+    import numpy as np
+
+    from art_adr.analysis import slope_norm
+
+    slopes = np.linspace(0, 0.01, 25).reshape(5, 5)
+    norm = slope_norm({"models": {"A": {"inputs": [{"slope": slopes}]}, "B": {"inputs": [{"slope": slopes / 2}]}}})
+    assert norm.vmin == 0 and norm.vmax == pytest.approx(np.percentile(np.r_[slopes.ravel(), slopes.ravel() / 2], 99))
+    assert norm(0.005) > 0.4  # mid-range slopes get mid-range colours, not the bottom of a [0, 1] scale
