@@ -42,7 +42,7 @@ def test_a_fifo_lock_is_refused_without_hanging(tmp_path):
     os.mkfifo(run / ".lock")
     code = ("import sys; from art_adr.runs import RunLock, RunError\n"
             "try:\n    RunLock(sys.argv[1])\nexcept RunError as e:\n    print('refused:', e)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=300)
     assert "refused:" in out.stdout and "not a regular file" in out.stdout, out.stdout + out.stderr
 
 

@@ -110,7 +110,7 @@ def test_tables_name_what_they_are_and_label_non_default_schedules():
 
 def _sweep_summary(taus, lams, const=False):
     cells = [{"temperature": [t, t - 0.5], "interpolation": [v, min(1.0, v + 0.3)], "seeds": [0, 1],
-              "val_pgd": 50.0 if const else 40.0 + 3 * i + j, "val_pgd_std": 0.5,
+              "val_robust": 50.0 if const else 40.0 + 3 * i + j, "val_robust_std": 0.5, "val_metric": "pgd_acc",
               "val_aa": 45.0 if const else 35.0 + 3 * i + j, "val_aa_std": 0.4}
              for i, t in enumerate(taus) for j, v in enumerate(lams)]
     return {"grid": {"temperatures": taus, "interpolations": lams}, "cells": cells, "recipe": "fashion-mnist-ro-at-adr",
