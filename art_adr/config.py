@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from . import defaults
-from .auto_schedule import AUTO, is_auto
+from .defaults import AUTO, is_auto
 
 __all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
 

@@ -213,3 +213,10 @@ def test_input_landscape_colour_scale_spans_the_slopes_shown():
     norm = slope_norm({"models": {"A": {"inputs": [{"slope": slopes}]}, "B": {"inputs": [{"slope": slopes / 2}]}}})
     assert norm.vmin == 0 and norm.vmax == pytest.approx(np.percentile(np.r_[slopes.ravel(), slopes.ravel() / 2], 99))
     assert norm(0.005) > 0.4  # mid-range slopes get mid-range colours, not the bottom of a [0, 1] scale
+
+
+def test_cli_help_imports_no_torch():
+    code = ("import sys; import art_adr.cli.train, art_adr.cli.sweep, art_adr.cli.benchmark; "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.stdout.strip() == "False", res.stdout + res.stderr
