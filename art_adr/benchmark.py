@@ -69,10 +69,12 @@ def _schedule_note(config: RunConfig) -> str:
         ref = resolve_config(config.recipe) if config.recipe else RunConfig()
     except ConfigError:
         ref = RunConfig()
-    if (tuple(config.temperature), tuple(config.interpolation)) == (tuple(ref.temperature), tuple(ref.interpolation)):
+    def text(value: Any) -> str:
+        return "auto" if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
+
+    if (text(config.temperature), text(config.interpolation)) == (text(ref.temperature), text(ref.interpolation)):
         return ""
-    t, v = config.temperature, config.interpolation
-    return f" (τ {t[0]:g}→{t[1]:g}, λ {v[0]:g}→{v[1]:g})"
+    return f" (τ {text(config.temperature)}, λ {text(config.interpolation)})"
 
 
 def _recipe_exists(name: str) -> bool:

@@ -99,6 +99,8 @@ def test_tables_name_what_they_are_and_label_non_default_schedules():
     tuned = resolve_config("fashion-mnist-at-adr", {"temperature": [2.0, 1.5], "interpolation": [0.5, 0.9]})
     assert method_label(tuned) == "AT + ADR (τ 2→1.5, λ 0.5→0.9)"
     assert method_label(resolve_config("fashion-mnist-at", {"temperature": 3})) == "AT"  # τ unused without ADR
+    auto = resolve_config("fashion-mnist-at-adr", {"temperature": "auto"})
+    assert method_label(auto).startswith("AT + ADR (τ auto, λ ")
     plans = plan_runs(None, recipes=["fashion-mnist-at-adr"], overrides={"interpolation": [0.6, 0.9]})
     assert plans[0].label.endswith("λ 0.6→0.9)")
     row = {"method": "AT", "which": "student", "n_eval": 10, "pgd_best": 1.0, "pgd_final": 1.0, "pgd_diff": 0.0,
