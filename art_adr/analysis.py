@@ -525,8 +525,9 @@ def _hist(ax: Any, values: np.ndarray, label: str, value_range: tuple[float, flo
     if len(values) == 0:
         return
     weights = np.full(len(values), 1.0 / len(values))
-    ax.hist(values, bins=bins, range=value_range, weights=weights, alpha=0.55,
-            label=f"{label} (n={len(values)})", histtype="stepfilled", edgecolor="black", linewidth=0.6)
+    # outlines, not translucent fills: overlapping histograms make no mixed colour that the legend lacks
+    ax.hist(values, bins=bins, range=value_range, weights=weights, label=f"{label} (n={len(values)})",
+            histtype="step", linewidth=1.6)
 
 
 def plot_entropy_ood(results: Mapping[str, Any], path: Path) -> Path:
@@ -621,16 +622,26 @@ def plot_weight_landscape(results: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_input_landscape(results: Mapping[str, Any], path: Path, style: str = "surface") -> Path:
-    """Fig. 7: loss over ``x + a·sign(∇ₓ) + b·r₂``; rows models, columns examples, colour = slope ≤ 1."""
-    from matplotlib import cm, colormaps
+def slope_norm(results: Mapping[str, Any]) -> Any:
+    """The input-landscape colour scale: 0 to the 99th percentile of the slopes of every panel (Fig. 7's fixed
+    [0, 1] is one flat colour when all slopes lie far below or above 1)."""
     from matplotlib.colors import Normalize
+
+    slopes = np.concatenate([np.ravel(d["slope"]) for m in results["models"].values() for d in m["inputs"]])
+    top = float(np.nanpercentile(slopes, 99)) if slopes.size else 1.0
+    return Normalize(0.0, top if top > 0 else 1.0)
+
+
+def plot_input_landscape(results: Mapping[str, Any], path: Path, style: str = "surface") -> Path:
+    """Fig. 7: loss over ``x + a·sign(∇ₓ) + b·r₂``; rows models, columns examples, colour = slope, on a scale
+    from 0 to the 99th percentile of the slopes shown."""
+    from matplotlib import cm, colormaps
 
     names = list(results["models"])
     ncols = max(len(results["models"][n]["inputs"]) for n in names)
     kw = {"subplot_kw": {"projection": "3d"}} if style == "surface" else {}
     fig, axes = _figure(len(names), ncols, 3.4, 3.6 if style == "surface" else 3.0, **kw)
-    norm = Normalize(0.0, 1.0)
+    norm = slope_norm(results)
     cmap = colormaps["viridis"]
     zmax = max(float(np.max(d["loss"])) for n in names for d in results["models"][n]["inputs"])
     for r, name in enumerate(names):
@@ -643,7 +654,7 @@ def plot_input_landscape(results: Mapping[str, Any], path: Path, style: str = "s
             d = lands[c]
             a, b = np.asarray(d["a"]) * 255, np.asarray(d["b"]) * 255
             aa, bb = np.meshgrid(a, b, indexing="ij")
-            slope = np.clip(d["slope"], 0.0, 1.0)
+            slope = np.clip(d["slope"], norm.vmin, norm.vmax)
             if style == "surface":
                 ax.plot_surface(aa, bb, d["loss"], facecolors=cmap(norm(slope)), rstride=1, cstride=1,
                                 linewidth=0, antialiased=False, shade=False)
@@ -660,7 +671,7 @@ def plot_input_landscape(results: Mapping[str, Any], path: Path, style: str = "s
         fig.get_layout_engine().set(h_pad=0.25)
         sm = cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.5, location="bottom",
-                     label="landscape slope |∇ loss| per 1/255 step, clipped to [0, 1]")
+                     label=f"landscape slope |∇ loss| per 1/255 step (0 to {norm.vmax:.3g}, the 99th percentile)")
     fig.suptitle("Input loss landscape")
     return _save(fig, path)
 

@@ -17,6 +17,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from torch import Tensor, nn
 
+from .checks import finite_number, integer
 from .functional import (
     clip_to_range,
     cw_margin_loss,
@@ -160,8 +161,9 @@ class AttackSpec:
     def from_config(cls, config: Any, **changes: Any) -> AttackSpec:
         """The training attack of a run config (a ``RunConfig`` or its dict; keys ``norm``, ``eps``,
         ``eps_step``, ``max_iter``, missing ones at the defaults), with ``changes`` applied, e.g.
-        ``AttackSpec.from_config(cfg, steps=20)``. The config's ``eps_step`` is kept only while ε is the config's:
-        a new ``eps`` without a new ``eps_step`` gets the default rule. Changes that are ``None`` are ignored
+        ``AttackSpec.from_config(cfg, steps=20)``. The config's ``eps_step`` is kept only while ε and the step count
+        are the config's: a new ``eps`` or ``steps`` without a new ``eps_step`` gets the default rule (PGD-10 of a
+        run trained with one step of α = ε steps ε/4, not ε). Changes that are ``None`` are ignored
         (except ``eps_step=None``: the default rule); another ``norm`` needs its own ``eps``."""
         from .config import parse_number
 
@@ -174,8 +176,9 @@ class AttackSpec:
         if "norm" in changes and norm_name(changes["norm"]) != base.norm and "eps" not in changes:
             raise ValueError(f"the run was trained in norm {base.norm!r} at ε={format_eps(base.eps)}; evaluating in "
                              f"norm {norm_name(changes['norm'])!r} needs its own eps")
-        if "eps" in changes and "eps_step" not in changes and float(changes["eps"]) != base.eps:
-            changes["eps_step"] = None
+        if "eps_step" not in changes and (("eps" in changes and float(changes["eps"]) != base.eps)
+                                          or ("steps" in changes and int(changes["steps"]) != base.steps)):
+            changes["eps_step"] = None  # another ε or step count: the one step rule, not the run's α
         return base.replace(**changes) if changes else base
 
 
@@ -329,13 +332,16 @@ class SoftLabelPGD(EvasionAttack):
 
     Args:
         estimator: ART ``PyTorchClassifier`` (needs ``clip_values``).
-        eps: ε (default 8/255). eps_step: α (default 2/255). max_iter: steps (default 10).
+        eps: ε (default 8/255). eps_step: α (default ``None``: :func:`default_eps_step` ``min(ε, 2.5·ε/k)``,
+            2/255 at ε = 8/255 and 10 steps). max_iter: steps k (default 10).
         norm: ``"inf"`` or ``2`` (default ``"inf"``). num_random_init: restarts (default 1, 0 = no random start).
         bn_mode: BatchNorm mode during the attack, ``"eval"`` (default) or ``"train"``.
-        batch_size: examples per device batch (default 128).
+        batch_size: examples per device batch (default 128). verbose: a progress bar over the batches (ART's
+            keyword; default ``False``).
 
-    ``generate(x, y)`` takes ``x`` as a float array ``[N, C, H, W]`` in ``clip_values`` and ``y`` as index
-    labels ``[N]``, one-hot or probability rows ``[N, K]`` (``None``: the model's predictions).
+    ``generate(x, y)`` takes ``x`` as a float array ``[N, C, H, W]`` in ``clip_values`` (uint8 arrays are
+    refused: like every ART attack it returns ``x``'s dtype, and ART classifiers do not rescale uint8) and ``y``
+    as index labels ``[N]``, one-hot or probability rows ``[N, K]`` (``None``: the model's predictions).
 
     Example:
         >>> attack = SoftLabelPGD(classifier, eps=8/255, eps_step=2/255, max_iter=10)
@@ -343,7 +349,7 @@ class SoftLabelPGD(EvasionAttack):
     """
 
     attack_params = EvasionAttack.attack_params + [
-        "eps", "eps_step", "max_iter", "norm", "num_random_init", "bn_mode", "batch_size",
+        "eps", "eps_step", "max_iter", "norm", "num_random_init", "bn_mode", "batch_size", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
@@ -351,16 +357,20 @@ class SoftLabelPGD(EvasionAttack):
         self,
         estimator: Any,
         eps: float = 8 / 255,
-        eps_step: float = 2 / 255,
+        eps_step: float | None = None,
         max_iter: int = 10,
         norm: Any = "inf",
         num_random_init: int = 1,
         bn_mode: str = "eval",
         batch_size: int = 128,
         seed: int | None = None,
+        verbose: bool = False,
     ) -> None:
         super().__init__(estimator=estimator)
-        self.eps, self.eps_step, self.max_iter = float(eps), float(eps_step), int(max_iter)
+        self.eps, self.max_iter = finite_number(eps, "eps"), integer(max_iter, "max_iter", 0)
+        self.eps_step = default_eps_step(self.eps, self.max_iter) if eps_step is None else \
+            finite_number(eps_step, "eps_step")
+        self.verbose = bool(verbose)
         self.norm, self.num_random_init, self.bn_mode = norm, int(num_random_init), bn_mode
         self.batch_size, self.seed = int(batch_size), seed
         self._check_params()
@@ -384,6 +394,9 @@ class SoftLabelPGD(EvasionAttack):
         clip_values = classifier_clip_values(self.estimator)
         forward = forward.to(device)
         x = np.asarray(x)
+        if x.dtype == np.uint8:
+            raise ValueError("x is uint8: pass float images in the classifier's clip_values (e.g. "
+                             "x.astype(np.float32) / 255); ART classifiers do not rescale uint8")
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or infinite values")
         if y is None:
@@ -393,8 +406,10 @@ class SoftLabelPGD(EvasionAttack):
             raise ValueError(f"x and y have different lengths ({x.shape[0]} vs {y.shape[0]})")
         gen = torch.Generator(device=device)
         gen.manual_seed(self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        from tqdm.auto import tqdm
+
         out = np.empty_like(x)
-        for i in range(0, x.shape[0], self.batch_size):
+        for i in tqdm(range(0, x.shape[0], self.batch_size), desc="SoftLabelPGD", disable=not self.verbose):
             xb = torch.tensor(x[i : i + self.batch_size], dtype=torch.float32, device=device)
             yb = torch.tensor(y[i : i + self.batch_size], device=device)
             if yb.dim() == 2:

@@ -25,16 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .defaults import AUTO, is_auto  # defined without torch, so config (and the CLI's --help) need not import it
+
 __all__ = ["AUTO", "TAU_BOUNDS", "fit_temperature", "AutoRectification", "is_auto"]
 
-AUTO = "auto"
 TAU_BOUNDS = (0.5, 5.0)
 _GOLDEN = (math.sqrt(5) - 1) / 2
-
-
-def is_auto(value: Any) -> bool:
-    """Whether a τ/λ setting is the automatic mode (the string ``"auto"``)."""
-    return isinstance(value, str) and value.strip().lower() == AUTO
 
 
 def _nll(logits: Tensor, targets: Tensor, inv_tau: float) -> float:

@@ -58,7 +58,24 @@ def method_label(config: RunConfig) -> str:
         parts.append("WA")
     if config.awp_rho > 0:
         parts.append("AWP")
-    return " + ".join(parts)
+    return " + ".join(parts) + _schedule_note(config)
+
+
+def _schedule_note(config: RunConfig) -> str:
+    """`` (τ 2→1.5, λ 0.5→0.8)`` for an ADR run whose τ/λ are not its recipe's (``--set temperature=...``), so
+    such a row never passes for the recipe's (or the paper's) ADR; empty otherwise."""
+    if not config.adr:
+        return ""
+    try:
+        ref = resolve_config(config.recipe) if config.recipe else RunConfig()
+    except ConfigError:
+        ref = RunConfig()
+    def text(value: Any) -> str:
+        return "auto" if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
+
+    if (text(config.temperature), text(config.interpolation)) == (text(ref.temperature), text(ref.interpolation)):
+        return ""
+    return f" (τ {text(config.temperature)}, λ {text(config.interpolation)})"
 
 
 def _recipe_exists(name: str) -> bool:
@@ -355,7 +372,9 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     threats = sorted({f"{'L∞' if r['norm'] == 'Linf' else 'L2'} ε = {format_eps(r['eps'])}" for r in rows
                       if "norm" in r})
     threat_text = ", ".join(threats) + ", " if threats else ""
-    lines = [f"Table 1 reproduction on {dataset} (n = {rows[0]['n_eval'] if rows else 0} test images, "
+    what = f"Table 1 reproduction on {dataset}" if dataset in PAPER_TABLE1 else \
+        f"Table-1-style comparison on {dataset} (the paper reports no {dataset} results)"
+    lines = [f"{what} (n = {rows[0]['n_eval'] if rows else 0} test images, "
              f"{threat_text}{seeds_text}%; diff = best − final)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -472,7 +491,7 @@ def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-@holding_lock("benchmark")  # one benchmark per output directory
+@holding_lock("benchmark", ("table1.md", "table1.csv", "table1.json", "curves.png"))  # one per output directory
 def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Sequence[str] = DEFAULT_METHODS,
                   wa: bool = False, awp: bool = False, runs: Sequence[str] = (),
                   overrides: dict[str, Any] | None = None,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
-           "model_from_checkpoint", "FORMAT"]
+           "model_from_checkpoint", "non_finite_tensors", "non_finite_weights", "torch_save", "FORMAT"]
 
 FORMAT = "art-adr-checkpoint"
 VERSION = 1
@@ -49,10 +49,39 @@ def atomic_write(path: str | os.PathLike, write: Any, before_replace: Any = None
     return path
 
 
+def non_finite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [name for name, t in state.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def non_finite_weights(obj: dict[str, Any]) -> list[str]:
+    """``student.<name>`` / ``teacher.<name>`` of every floating-point tensor holding a NaN or an infinity."""
+    return [f"{part}.{name}" for part in ("student", "teacher") if isinstance(obj.get(part), dict)
+            for name in non_finite_tensors(obj[part])]
+
+
+def _refuse_non_finite(obj: dict[str, Any], what: str) -> None:
+    bad = non_finite_weights(obj)
+    if bad:
+        raise CheckpointError(f"{what} holds non-finite weights (NaN/inf in {', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}): the model is not usable")
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through a Python file object: a full disk raises ``OSError`` (ENOSPC) naming the errno,
+    where ``torch.save(obj, path)`` raises an opaque ``RuntimeError`` from its C++ writer."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any], before_replace: Any = None) -> Path:
-    """Save ``obj`` with ``torch.save`` atomically (temp file in the same folder, then ``os.replace``)."""
+    """Save ``obj`` with ``torch.save`` atomically (temp file in the same folder, then ``os.replace``); a state
+    with a non-finite student or teacher tensor is never written (``CheckpointError``). A write that fails
+    (a full disk) raises ``OSError`` and leaves the previous file as it was."""
+    _refuse_non_finite(obj, f"the checkpoint for {path}")
     obj = {"format": FORMAT, "version": VERSION, **obj}
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), before_replace)
+    return atomic_write(path, lambda tmp: torch_save(obj, tmp), before_replace)
 
 
 def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
@@ -106,6 +135,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], which: str = "student",
     state = ckpt.get(which)
     if state is None:
         raise CheckpointError(f"checkpoint has no {which} weights")
+    _refuse_non_finite({which: state}, f"the checkpoint of epoch {ckpt.get('epoch', '?')}")
     desc = ckpt["model"]
     model = create_model(desc["arch"], desc["num_classes"], dataset=desc.get("dataset"), **desc.get("kwargs", {}))
     try:

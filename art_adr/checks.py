@@ -10,15 +10,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["finite_number", "integer", "number_pair", "check_images", "check_labels"]
+__all__ = ["finite_number", "integer", "number_pair", "check_images", "check_labels", "OptionError",
+           "call_with_options"]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` for error messages: arrays and long containers by type and shape, never their whole content."""
+    if isinstance(value, (np.ndarray, Tensor)):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)) and any(isinstance(v, (np.ndarray, Tensor)) for v in value):
+        return f"a {type(value).__name__} of {len(value)} arrays"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def finite_number(value: Any, name: str) -> float:
     """A finite real number (``ValueError`` naming ``name`` for NaN, ±inf, strings, complex, bools, None)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+        raise ValueError(f"{name} must be a finite real number, got {short_repr(value)}")
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
@@ -27,7 +38,7 @@ def finite_number(value: Any, name: str) -> float:
 def integer(value: Any, name: str, minimum: int | None = None) -> int:
     """A true integer (``2.5``, ``"10"``, ``True`` and ``None`` are refused with a ``ValueError`` naming ``name``)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be an integer, got {short_repr(value)} ({type(value).__name__})")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -92,3 +103,33 @@ def check_labels(y: Any, n: int, nb_classes: int, name: str = "y") -> np.ndarray
     if y.min() < 0 or y.max() >= nb_classes:
         raise ValueError(f"{name} has labels in [{y.min()}, {y.max()}], expected [0, {nb_classes - 1}]")
     return y
+
+
+class OptionError(ValueError):
+    """A user's builder options (``arch_kwargs``, ``dataset_kwargs``) that the builder cannot take."""
+
+
+def call_with_options(build: Any, what: str, args: Sequence[Any], options: dict[str, Any],
+                      error: type[ValueError] = OptionError) -> Any:
+    """``build(*args, **options)`` where ``options`` are a user's (``arch_kwargs``, ``dataset_kwargs``): an
+    unknown option, or one the builder cannot use (``{width: -1}``, ``{width: abc}``), is one ``error`` naming
+    ``what`` and the option, never a ``TypeError``/``RuntimeError`` from deep inside."""
+    import inspect
+
+    try:
+        params = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in list(params.items())[len(args):]
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(named)) if params and not takes_any else []
+    if unknown:
+        raise error(f"{what}: unknown option(s) {unknown}; it takes {named or 'none'}")
+    try:
+        return build(*args, **options)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        if isinstance(exc, error) and not options:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        raise error(f"{what} with options {options}: {type(exc).__name__}: {text}") from None

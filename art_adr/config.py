@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from . import defaults
-from .auto_schedule import AUTO, is_auto
+from .defaults import AUTO, is_auto
 
 __all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
 
@@ -122,11 +122,15 @@ class RunConfig:
         need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
         need(self.max_iter >= 1, "max_iter must be >= 1")
         need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")
-        need(is_auto(self.temperature) or (len(self.temperature) == 2 and min(self.temperature) > 0),
-             "temperature must be two numbers > 0 or 'auto'")
-        need(is_auto(self.interpolation) or (len(self.interpolation) == 2
-                                             and all(0 <= v <= 1 for v in self.interpolation)),
-             "interpolation must be two numbers in [0, 1] or 'auto'")
+        if not is_auto(self.temperature):
+            need(len(self.temperature) == 2,
+                 f"temperature must be a number, [start, end] or 'auto', got {self.temperature}")
+            need(min(self.temperature) > 0, f"temperature must be > 0, got {list(self.temperature)}")
+        if not is_auto(self.interpolation):
+            need(len(self.interpolation) == 2,
+                 f"interpolation must be a number, [start, end] or 'auto', got {self.interpolation}")
+            need(all(0 <= v <= 1 for v in self.interpolation),
+                 f"interpolation {list(self.interpolation)} is outside [0, 1]")
         need(not (is_auto(self.temperature) or is_auto(self.interpolation)) or (self.val_size > 0 or
                                                                                self.val_split == "test"),
              "temperature/interpolation 'auto' are set from the validation hold-out: val_size must be > 0")
@@ -150,6 +154,8 @@ class RunConfig:
         need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
         need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
         need(self.subset is None or self.subset >= 1, "subset must be >= 1")
+        taken = sorted({"num_classes", "dataset"} & set(self.arch_kwargs))
+        need(not taken, f"arch_kwargs cannot set {taken}: they come from the dataset")
         need(self.awp_rho >= 0, "awp_rho must be >= 0")
         need(self.awp_variant in ("official", "weights-only"), "awp_variant must be 'official' or 'weights-only'")
         for name in _NUMBER_FIELDS + _PAIR_FIELDS + ("milestones",):
@@ -219,9 +225,11 @@ def coerce(key: str, value: Any) -> Any:
     if key in _PAIR_FIELDS:
         if is_auto(value) or (isinstance(value, (list, tuple)) and len(value) == 1 and is_auto(value[0])):
             return AUTO
-        vals = value if isinstance(value, (list, tuple)) else [value, value]
+        vals = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(vals) == 1:  # one number: constant, as the trainers take it
+            vals = vals * 2
         if len(vals) != 2:
-            raise ConfigError(f"{key} must be a number or [start, end]")
+            raise ConfigError(f"{key} must be a number or [start, end], got {value!r}")
         return tuple(parse_number(v) for v in vals)
     if key == "milestones":
         return tuple(parse_number(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
@@ -233,17 +241,46 @@ def coerce(key: str, value: Any) -> Any:
         return None
     default = FIELDS[key].default
     if isinstance(default, bool):
-        if isinstance(value, str):
-            return value.lower() in ("1", "true", "yes", "on")
-        return bool(value)
+        return _boolean(key, value)
     if isinstance(default, int) or key in ("subset",):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+        return _integer(key, value)
     if key in ("dataset_kwargs", "arch_kwargs") and not isinstance(value, dict):
         raise ConfigError(f"{key} must be a mapping")
     return value
+
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _boolean(key: str, value: Any) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (any case) or a YAML boolean; anything else is an error."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{key} must be true or false (also yes/no, on/off, 1/0), got {value!r}")
+
+
+def _integer(key: str, value: Any) -> int:
+    """An integer, or a number / numeric string with no fractional part; ``1.5`` or ``True`` are errors."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        pass
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+    if not number.is_integer():
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    return int(number)
 
 
 def recipe_dir() -> Path:
@@ -287,7 +324,8 @@ def load_recipe(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     values = load_recipe(base, _seen + (name,)) if base else {}
     for k, v in data.items():
         values[k] = coerce(k, v)
-    values["recipe"] = Path(name).stem
+    if "recipe" not in data:  # a run's config.yaml replayed as a recipe keeps the run's recipe name
+        values["recipe"] = Path(name).stem
     return values
 
 

@@ -141,7 +141,9 @@ def load_dataset(
             raise DatasetError(f"data directory {root} is not a directory (for {name})")
         if name == "fashion-mnist":
             kw.setdefault("system", False)  # an explicit folder is the only place looked in
-    return _LOADERS[name](split, root, download, **kw)
+    from .checks import call_with_options
+
+    return call_with_options(_LOADERS[name], f"dataset {name!r}", (split, root, download), kw, DatasetError)
 
 
 # ---------------------------------------------------------------- CIFAR (python pickles)

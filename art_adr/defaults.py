@@ -22,3 +22,11 @@ EVAL_MAX_ITER: int = 10  # iterations k of the validation attack during training
 VAL_ATTACK: str = "apgd"
 VAL_TARGETS: int = 3  # APGD-T target classes of val_attack="apgd"
 BEST_METRIC: str = "robust_acc"  # the validation attack's accuracy of the student ("teacher_robust_acc": +WA)
+
+# τ/λ "auto" (art_adr.auto_schedule); defined here, without torch, so that config and the CLI import fast
+AUTO: str = "auto"
+
+
+def is_auto(value: object) -> bool:
+    """Whether a τ/λ setting is the automatic mode (the string ``"auto"``)."""
+    return isinstance(value, str) and value.strip().lower() == AUTO

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .checkpoint import non_finite_tensors
 from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .functional import cosine_schedule
 
@@ -192,6 +193,7 @@ class EpochLoop:
                 bar.update(1)
             bar.close()
             self._check_finite(loss_sum, epoch, steps_per_epoch)
+            self._check_finite_weights(epoch)
             if self.world_size > 1:
                 stats = all_reduce_sum(
                     torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)]),
@@ -241,6 +243,20 @@ class EpochLoop:
                 f"(by iteration {iteration + 1}); lower the learning rate, check the data, or avoid fp16"
             )
 
+    def _check_finite_weights(self, epoch: int) -> None:
+        """``TrainingDivergedError`` when a parameter or buffer of the student or teacher is NaN/inf at the end
+        of an epoch (a finite loss can leave ``inf`` in BatchNorm's ``running_var``): such a state is never
+        validated, recorded or checkpointed (all ranks agree, as in :meth:`_check_finite`)."""
+        bad_names = non_finite_tensors(self._raw.state_dict()) + [
+            "teacher." + n for n in non_finite_tensors(self.teacher.module.state_dict())]
+        flag = torch.tensor([float(bool(bad_names))], device=self.device)
+        if bool(all_reduce_max(flag, self.world_size).item()):
+            where = ", ".join(bad_names[:3]) + (" ..." if len(bad_names) > 3 else "") if bad_names else \
+                f"on another of {self.world_size} processes"
+            raise TrainingDivergedError(
+                f"weights became non-finite in epoch {epoch + 1} ({where}) although the loss stayed finite; "
+                f"lower the learning rate, check the data, or avoid fp16")
+
     @staticmethod
     def _format_record(r: dict[str, Any], nb_epochs: int) -> str:
         s = f"epoch {r['epoch']}/{nb_epochs} loss {r['loss']:.4f} adv_acc {r['train_robust_acc']:.3f} "
@@ -280,8 +296,31 @@ class EpochLoop:
             },
         }
 
+    STATE_KEYS = ("student", "teacher", "optimizer", "step", "epoch")
+
     def load_state_dict(self, state: dict[str, Any], scheduler: Any = None) -> None:
-        """Restore a :meth:`state_dict` (pass the run's scheduler to restore its state too)."""
+        """Restore a :meth:`state_dict` (pass the run's scheduler to restore its state too); all or nothing: a
+        state that is not a mapping, lacks a part, or does not fit raises ``ValueError`` and leaves the trainer
+        exactly as it was."""
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+        missing = [k for k in self.STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}: pass a dict from state_dict() (or an art-adr checkpoint)")
+        saved = _cpu_copy(self.state_dict())
+        saved_scheduler = self.scheduler
+        try:
+            self._load_state(state, scheduler)
+        except Exception as exc:
+            self.scheduler = saved_scheduler
+            self._load_state(saved, None)
+            if isinstance(exc, ValueError):
+                raise
+            text = " ".join(str(exc).split())[:300]
+            raise ValueError(f"state does not fit this trainer ({type(exc).__name__}: {text}); nothing was "
+                             f"changed") from None
+
+    def _load_state(self, state: dict[str, Any], scheduler: Any) -> None:
         self._raw.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])

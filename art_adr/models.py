@@ -362,7 +362,9 @@ def create_model(arch: str, num_classes: int, dataset: str | None = None, **kwar
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    return ARCHITECTURES[arch](num_classes, dataset, **kwargs)
+    from .checks import call_with_options
+
+    return call_with_options(ARCHITECTURES[arch], f"architecture {arch!r}", (num_classes, dataset), kwargs)
 
 
 # ---------------------------------------------------------------- RobustBench export description

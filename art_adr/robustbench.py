@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import torch_save
+
 __all__ = [
     "ROBUSTBENCH_DATASETS",
     "THREAT_MODELS",
@@ -236,33 +238,39 @@ def model_info(
     reported: float | str | None = None, eps: float = 8 / 255, additional_data: bool = False,
     number_forward_passes: int = 1, footnote: str | None = None, name: str = ADR_PAPER["name"],
     link: str = ADR_PAPER["link"], authors: str = ADR_PAPER["authors"], venue: str = ADR_PAPER["venue"],
-    external: float | str | None = None, unreliable: bool = False, n_examples: int | None = None,
+    external: float | str | None = None, unreliable: bool = False,
 ) -> dict[str, Any]:
     """RobustBench's ``model_info/<dataset>/Linf/<Name>.json``: every field of the schema of the shipped
     entries (robustbench ``model_info`` at commit 78fcc9e), in their order, accuracies as 2-decimal strings.
 
-    ``external`` is the best known robust accuracy (an adaptive attack's, when lower than AutoAttack's;
-    default: ``autoattack_acc``, which is what RobustBench ranks by when the field is absent). ``footnote`` is
+    ``external`` (an adaptive attack's robust accuracy, at most AutoAttack's) is written only when given, as
+    in RobustBench's own entries (RobustBench ranks by ``autoattack_acc`` when it is absent). ``footnote`` is
     ``null`` when there is none; ``unreliable`` (RobustBench's flag for a potentially unreliable evaluation)
-    is ``false`` by default. ``n_examples`` (not a RobustBench field) is added only for a partial evaluation,
-    fewer than ``ROBUSTBENCH_N_EXAMPLES`` test images.
+    is ``false`` by default. Only schema fields are written: a partial evaluation (``n_examples`` fewer than
+    ``ROBUSTBENCH_N_EXAMPLES``) is marked in the footnote by the caller. Robust accuracy above clean accuracy
+    (or ``external`` above ``autoattack_acc``) is an ``ExportError``.
     """
     from .evaluation import format_eps
 
     aa = _fmt_acc(autoattack_acc, "autoattack_acc")
+    clean = _fmt_acc(clean_acc, "clean_acc")
+    if float(aa) > float(clean):
+        raise ExportError(f"autoattack_acc {aa} is above clean_acc {clean}: robust accuracy cannot exceed clean "
+                          "accuracy (swapped values?)")
+    if external is not None and float(_fmt_acc(external, "external")) > float(aa):
+        raise ExportError(f"external {_fmt_acc(external, 'external')} is above autoattack_acc {aa}: it is the "
+                          "lower accuracy of a stronger (adaptive) attack")
     info: dict[str, Any] = {
         "link": link, "name": name, "authors": authors, "additional_data": bool(additional_data),
         "number_forward_passes": int(number_forward_passes), "dataset": dataset, "venue": venue,
         "architecture": architecture, "eps": format_eps(eps),
-        "clean_acc": _fmt_acc(clean_acc, "clean_acc"),
+        "clean_acc": clean,
         "reported": _fmt_acc(reported, "reported") if reported is not None else aa,
         "autoattack_acc": aa,
-        "external": _fmt_acc(external, "external") if external is not None else aa,
+        **({"external": _fmt_acc(external, "external")} if external is not None else {}),
         "footnote": footnote or None,
         "unreliable": bool(unreliable),
     }
-    if n_examples is not None and n_examples < ROBUSTBENCH_N_EXAMPLES:
-        info["n_examples"] = int(n_examples)
     return info
 
 
@@ -318,8 +326,10 @@ def _zoo_item(entry_text: str) -> str:
     return entry_text.split(" list:\n", 1)[1].strip().rstrip(",")
 
 
-def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoint_url: str = "<URL>") -> str:
-    """The RobustBench "[New Model]" issue template (.github/ISSUE_TEMPLATE/new-model.md), filled in."""
+def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoint_url: str = "<URL>",
+                    n_examples: int = ROBUSTBENCH_N_EXAMPLES) -> str:
+    """The RobustBench "[New Model]" issue template (.github/ISSUE_TEMPLATE/new-model.md), filled in (with a
+    warning when ``n_examples`` is fewer than the full test set)."""
     yes = "x"  # export is for the Model Zoo, under the MIT license
     return (
         f"Title: [New Model] {name}\n\n"
@@ -336,8 +346,8 @@ def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoi
         f"- **Checkpoint and code**: {checkpoint_url} (code: https://github.com/Trusted-AI/"
         "adversarial-robustness-toolbox + art-adr)\n"
         + (f"- **Footnote**: {info['footnote']}\n" if info.get("footnote") else "")
-        + (f"- **Warning**: partial evaluation, {info['n_examples']} of the {ROBUSTBENCH_N_EXAMPLES} test images "
-           "(not RobustBench's protocol)\n" if info.get("n_examples") else "")
+        + (f"- **Warning**: partial evaluation, {n_examples} of the {ROBUSTBENCH_N_EXAMPLES} test images "
+           "(not RobustBench's protocol)\n" if n_examples < ROBUSTBENCH_N_EXAMPLES else "")
         + "\n# Model Zoo:\n\n"
         f"- [{yes}] I want to add my models to the Model Zoo (check if true)\n"
         "- [ ] I use an architecture that is **not** included among those in "
@@ -436,8 +446,8 @@ def export_robustbench(
 
     The accuracies come from ``report`` (an ``art-adr evaluate`` report; its ``n_examples``) or from
     ``clean_acc``/``autoattack_acc`` measured on ``n_examples`` test images (default: all 10 000). Fewer than
-    ``ROBUSTBENCH_N_EXAMPLES`` raises ``ExportError`` unless ``allow_partial``; then ``model_info`` gets
-    ``n_examples`` and a footnote saying so. ``paper_name`` and extra ``info`` keys (``link``, ``authors``,
+    ``ROBUSTBENCH_N_EXAMPLES`` raises ``ExportError`` unless ``allow_partial``; then ``model_info``'s footnote
+    and the issue text say so. ``paper_name`` and extra ``info`` keys (``link``, ``authors``,
     ``venue``, ``number_forward_passes``, ``external``, ``unreliable``) go to ``model_info``; their defaults are
     the ADR paper's, or, for a run trained without ADR (config ``adr: false``), a neutral name such as
     "PGD-AT (art-adr)" with ``PLACEHOLDERS`` for link, authors and venue.
@@ -487,7 +497,7 @@ def export_robustbench(
     meta = model_info(dataset=dataset, architecture=ARCH_NAMES.get(desc["arch"], desc["arch"]),
                       clean_acc=clean_acc, autoattack_acc=autoattack_acc, reported=reported, eps=eps,
                       additional_data=additional_data, footnote=" ".join(n for n in notes if n) or None,
-                      n_examples=n_used, **fields)
+                      **fields)
     ctor = _rb_constructor(spec)
     state = _export_state_dict(model.state_dict(), ctor)
     rel = {
@@ -504,11 +514,11 @@ def export_robustbench(
     with _staging(out) as tmp:
         for p in rel.values():
             (tmp / p).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": state}, tmp / rel["weights"])
+        torch_save({"state_dict": state}, tmp / rel["weights"])
         _verify_weights(tmp / rel["weights"], ctor, model, spec["input_shape"])
         (tmp / rel["model_info"]).write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / rel["model_zoo"]).write_text(entry)
-        (tmp / rel["issue"]).write_text(new_model_issue(name, meta, eval_note=eval_note))
+        (tmp / rel["issue"]).write_text(new_model_issue(name, meta, eval_note=eval_note, n_examples=n_used))
         for p in rel.values():
             (out / p).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / p, out / p)
@@ -594,19 +604,23 @@ def leaderboard_table(dataset: str, threat_model: str = "Linf", ours: dict[str, 
 
 
 def format_leaderboard(rows: list[dict[str, Any]], context: int = 3) -> str:
-    """Markdown excerpt: the top ``context`` rows and the rows around ours, with the snapshot source."""
+    """Markdown excerpt: the top ``context`` rows and the rows around ours, with the snapshot source; the
+    "ranked by" column is the score the rank follows (``external`` where an entry has a lower one)."""
     mine = [r["rank"] for r in rows if r["ours"]]
     keep = {r["rank"] for r in rows if r["rank"] <= context or any(abs(r["rank"] - m) <= context for m in mine)}
-    lines = ["| rank | model | clean | AutoAttack | architecture | extra data |", "|---|---|---|---|---|---|"]
+    lines = ["| rank | model | clean | AutoAttack | ranked by | architecture | extra data |",
+             "|---|---|---|---|---|---|---|"]
     last = 0
     for r in rows:
         if r["rank"] not in keep:
             continue
         if r["rank"] > last + 1:
-            lines.append("| … | | | | | |")
+            lines.append("| … | | | | | | |")
         mark = "**" if r["ours"] else ""
+        ranked = f"{r['score']:.2f}" + (" (external)" if r["score"] != r["autoattack_acc"] else "")
         lines.append(f"| {r['rank']} | {mark}{r['model_id']}{mark} | {r['clean_acc']:.2f} | "
-                     f"{r['autoattack_acc']:.2f} | {r['architecture']} | {'yes' if r['additional_data'] else 'no'} |")
+                     f"{r['autoattack_acc']:.2f} | {ranked} | {r['architecture']} | "
+                     f"{'yes' if r['additional_data'] else 'no'} |")
         last = r["rank"]
     src = rows[0]["source"] if rows else ""
     where = f"Placement: rank {mine[0]} of {len(rows)}. " if mine else ""

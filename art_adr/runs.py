@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -55,10 +58,12 @@ class RunInterrupted(Exception):
 
 
 def resume_hint(out: str | os.PathLike) -> str:
-    """How to go on with an interrupted run (naming ``last.pt`` only when it exists)."""
+    """How to go on with an interrupted run (``--resume`` only where there is something to resume)."""
     last = Path(out) / "checkpoints" / "last.pt"
     if last.is_file():
         return f"the last finished epoch is in {last}; continue with: art-adr train --out {out} --resume"
+    if not (Path(out) / CONFIG_FILE).is_file():
+        return f"the run had not started ({out} holds no {CONFIG_FILE}); run the same command again"
     return (f"no epoch had finished, so there is no checkpoint yet; start the run again (from scratch, same "
             f"options) with: art-adr train --out {out} --resume")
 
@@ -75,11 +80,35 @@ class RunLock:
         self.dir = Path(directory)
         self.path = self.dir / self.NAME
         self.fd: int | None = None
-        self.created = not self.dir.exists()
+        # the folders this lock creates (the run directory and missing parents such as a benchmark's runs/)
+        self.created = [d for d in (self.dir, *self.dir.parents) if not d.exists()]
         self.dir.mkdir(parents=True, exist_ok=True)
         me = f"{os.getpid()} {socket.gethostname()}"
+        try:
+            self._take(me, what)
+        except BaseException:
+            self._remove_created()
+            raise
+
+    def _open(self) -> int:
+        """The lock file, opened without following a symbolic link and without blocking on
+        a FIFO; anything but a regular file is refused (``RunError``), never written through."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or os.path.islink(self.path):
+                raise RunError(f"{self.path} is a symbolic link; art-adr does not write through it: remove it "
+                               f"(or choose another --out)") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunError(f"{self.path} is not a regular file; remove it (or choose another --out)")
+        return fd
+
+    def _take(self, me: str, what: str) -> None:
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = self._open()
             try:
                 owner = os.read(fd, 512).decode(errors="replace").strip()
                 if not self._exclusive(fd, owner):
@@ -92,14 +121,26 @@ class RunLock:
                 except FileNotFoundError:
                     same = False
                 if same:
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, (me + "\n").encode(), 0)
+                    try:
+                        os.ftruncate(fd, 0)
+                        os.pwrite(fd, (me + "\n").encode(), 0)
+                    except OSError:  # disk full: leave no empty lock file behind
+                        os.unlink(self.path)
+                        raise
                     self.fd, fd = fd, -1
                     return
             finally:
                 if fd >= 0:
                     os.close(fd)
         raise RunError(f"could not lock {self.dir}: {self.path} keeps changing")
+
+    def _remove_created(self) -> None:
+        """Remove the folders this lock created that are still empty (innermost first)."""
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
 
     @staticmethod
     def _exclusive(fd: int, owner: str) -> bool:
@@ -125,8 +166,8 @@ class RunLock:
             return False
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent); a directory the lock created and nothing else
-        filled is removed too."""
+        """Remove the lock file and drop the lock (idempotent); the folders the lock created and nothing else
+        filled are removed too."""
         if self.fd is None:
             return
         try:
@@ -136,11 +177,7 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
-        if self.created:
-            try:
-                self.dir.rmdir()
-            except OSError:
-                pass
+        self._remove_created()
 
     def __enter__(self) -> RunLock:
         return self
@@ -149,16 +186,20 @@ class RunLock:
         self.release()
 
 
-def holding_lock(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def holding_lock(what: str, outputs: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator for ``fn(x, out, ...)``: runs it holding ``RunLock(out, what)``, after removing the temp files
-    a killed predecessor left in ``out`` (``art-adr benchmark``: one benchmark per output directory)."""
+    a killed predecessor left while writing one of ``outputs`` (the command's own files) in ``out`` — only when
+    ``out`` is ours (it holds ``runs/`` or one of ``outputs``; ``art-adr benchmark``: one benchmark per output
+    directory)."""
     import functools
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def locked(first: Any, out: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
             with RunLock(out, what):
-                remove_leftover_tmp(Path(out))
+                folder = Path(out)
+                if (folder / "runs").is_dir() or any((folder / name).exists() for name in outputs):
+                    remove_leftover_tmp(folder, outputs)
                 return fn(first, out, *args, **kwargs)
 
         return locked
@@ -166,12 +207,24 @@ def holding_lock(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
     return decorate
 
 
-def remove_leftover_tmp(*folders: Path) -> None:
-    """Delete the ``.<name>.*.tmp`` files a killed atomic write left in ``folders`` (call with the lock held)."""
-    for folder in folders:
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
+# the temp-file name of checkpoint.atomic_write: .<name>.<pid>.<8 hex digits>.tmp
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.[0-9a-f]{8}\.tmp$")
+RUN_OUTPUTS = (CONFIG_FILE, "metrics.jsonl", "metrics.csv", "curves.png")
+CHECKPOINT_FILES = ("last.pt", "best.pt", "final.pt")
+
+
+def remove_leftover_tmp(folder: Path, outputs: tuple[str, ...]) -> list[Path]:
+    """Delete the temp files a killed atomic write of one of ``outputs`` left in ``folder`` (call with the lock
+    held): only names ``.<output>.<pid>.<hex>.tmp`` that :func:`art_adr.checkpoint.atomic_write` makes, only
+    regular files; anything else there is the user's and stays. Returns what was removed."""
+    removed = []
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            match = _TMP_NAME.match(tmp.name)
+            if match and match["name"] in outputs and tmp.is_file() and not tmp.is_symlink():
                 tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 KILL_ENV = "ART_ADR_KILL_AT"
@@ -408,30 +461,46 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     write_csv(out / "metrics.csv", history)
 
 
-def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """Clean/PGD accuracy of student and teacher per epoch (the robust-overfitting picture), plus loss, τ, λ."""
+def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: str = "", attack: str = "pgd",
+                attack_label: str = "PGD-10") -> None:
+    """Clean and robust (validation ``attack``, e.g. ``"apgd"``, named ``attack_label``) accuracy in % of student
+    and teacher per epoch (the robust-overfitting picture), plus loss, τ, λ (:func:`curves_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, title, attack, attack_label)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def curves_figure(history: list[dict[str, Any]], title: str = "", attack: str = "pgd",
+                  attack_label: str = "PGD-10") -> Any:
+    """The figure of :func:`plot_curves`: accuracy in % (as the tables), whole-epoch ticks, the validation attack
+    named with its step count (``attack_label``, e.g. ``"APGD-CE+T-10"``), both panels titled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label, style in (("clean_acc", "student clean", "C0-"), ("pgd_acc", "student PGD", "C1-"),
+    for key, label, style in (("clean_acc", "student clean", "C0-"),
+                              (f"{attack}_acc", f"student {attack_label}", "C1-"),
                               ("teacher_clean_acc", "teacher (WA) clean", "C0--"),
-                              ("teacher_pgd_acc", "teacher (WA) PGD", "C1--")):
-        pts = [(r["epoch"], r[key]) for r in history if key in r]
+                              (f"teacher_{attack}_acc", f"teacher (WA) {attack_label}", "C1--")):
+        pts = [(r["epoch"], 100 * r[key]) for r in history if key in r]
         if pts:
             ax.plot(*zip(*pts), style, marker="o", ms=3, label=label)
-    ax.plot(epochs, [r["train_robust_acc"] for r in history], "C2:", label="train adversarial")
+    ax.plot(epochs, [100 * r["train_robust_acc"] for r in history], "C2:", label="train adversarial")
     best = [r.get("best_epoch") for r in history if r.get("best_epoch")]
     if best:
         ax.axvline(best[-1], color="grey", lw=0.8, ls=":", label=f"best epoch {best[-1]}")
-    ax.set(xlabel="epoch", ylabel="accuracy", title=title or "accuracy")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=(title + ": " if title else "") + "validation accuracy")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    ax2.plot(epochs, [r["loss"] for r in history], "k-", label="train loss")
-    ax2.set(xlabel="epoch", ylabel="loss")
+    ax2.plot(epochs, [r["loss"] for r in history], "k-", marker="o", ms=3, label="train loss")
+    ax2.set(xlabel="epoch", ylabel="loss", title="training loss" + (" and ADR schedules" if all(
+        "tau" in r for r in history) else ""))
     handles, labels = ax2.get_legend_handles_labels()
     if all("tau" in r for r in history):  # ADR runs: the annealing schedules
         ax3 = ax2.twinx()
@@ -441,9 +510,20 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: s
         h2, l2 = ax3.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     ax2.legend(handles, labels, fontsize=8)
+    for a in (ax, ax2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    return fig
+
+
+def _plot_run(out: Path, history: list[dict[str, Any]], config: RunConfig) -> None:
+    """A run's ``curves.png``: its validation attack, named with its steps."""
+    from .attacks import AttackSpec
+    from .validation import get_val_attack
+
+    label = get_val_attack(config.val_attack, config.val_targets).describe(AttackSpec(steps=config.eval_max_iter))
+    plot_curves(history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}",
+                attack=config.val_attack, attack_label=label)
 
 
 def _load_data(config: RunConfig):
@@ -458,6 +538,10 @@ def _load_data(config: RunConfig):
         train, val = train.split(config.val_size, seed=config.seed)
     else:  # the whole test set, as the ADR authors validate (val_size sizes the hold-out only)
         val = test
+    if config.subset is not None and config.subset > len(train):
+        held = f" after the {len(val)}-image hold-out" if config.val_split == "holdout" else ""
+        raise RunError(f"subset {config.subset} is larger than the training set ({len(train)} images{held}); "
+                       f"pass at most --subset {len(train)}, or leave it out to use them all")
     if config.subset is not None and config.subset < len(train):
         idx = np.sort(np.random.default_rng(config.seed + 1).permutation(len(train))[: config.subset])
         train = train.subset(idx)
@@ -624,7 +708,7 @@ def _rebuild_outputs(out: Path, config: RunConfig, last: Path, state: dict[str, 
     kill between ``last.pt`` and ``best.pt`` or before the metrics loses nothing)."""
     history = state["history"]
     _write_metrics(out, history)
-    plot_curves(history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
+    _plot_run(out, history, config)
     key = resolve_best_metric(config.best_metric, config.val_attack)
     scored = [r for r in history if r.get(key) is not None]
     if scored and max(scored, key=lambda r: r[key])["epoch"] == state["epoch"]:
@@ -652,6 +736,9 @@ def train_run(
     """
     from .distributed import together
 
+    if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int)
+                                          or stop_after_epochs < 1):
+        raise RunError(f"stop_after_epochs must be an integer >= 1 (or None), got {stop_after_epochs!r}")
     out = Path(out_dir)
     dist = init_distributed(config.device)
     if loggers:
@@ -677,8 +764,9 @@ def _check_run_dir(config: RunConfig, out: Path, dist: DistInfo, resume: bool, v
     (rank 0 also looks at a run stopped before its first checkpoint and removes a killed write's temp files)."""
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
-    if dist.is_main:
-        remove_leftover_tmp(out, ckpt_dir)
+    if dist.is_main and (out / CONFIG_FILE).is_file():  # only in a run directory, only our own temp files
+        remove_leftover_tmp(out, RUN_OUTPUTS)
+        remove_leftover_tmp(ckpt_dir, CHECKPOINT_FILES)
     have_ckpt = last.is_file()
     if have_ckpt and not resume:
         raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -718,8 +806,17 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
     # every step before the first collective (the DDP constructor in build_trainer) agrees on errors
-    have_ckpt, (train, val, _test, extra) = together(
-        lambda: (_check_run_dir(config, out, dist, resume, verbose), _run_data(config)), dist.world_size, RunError)
+    have_ckpt = together(lambda: _check_run_dir(config, out, dist, resume, verbose), dist.world_size, RunError)
+    if have_ckpt and (ckpt_dir / "final.pt").is_file() and _resume_state(last, config)["epoch"] == config.epochs:
+        if verbose and dist.is_main:  # finished: its files (and their hashes, which caches key on) stay as they are
+            print(f"{out} is a finished run ({config.epochs} epochs); nothing to do")
+        return out
+    if verbose and dist.is_main:
+        print(f"loading {config.dataset} ...", flush=True)
+    train, val, _test, extra = together(lambda: _run_data(config), dist.world_size, RunError)
+    if verbose and dist.is_main:
+        print(f"training {config.recipe or config.dataset + ' ' + config.method}: {config.arch} on {device}, "
+              f"{len(train)} training and {len(val)} validation images, {config.epochs} epochs -> {out}", flush=True)
     trainer = build_trainer(config, train.num_classes, train.shape, device, verbose=verbose)
     desc = _model_desc(config, train.num_classes, train.shape)
 
@@ -795,9 +892,9 @@ def _train_locked(config: RunConfig, out: Path, dist: DistInfo, device: torch.de
             if view is not None:
                 view.log_history(tr.history)
             hook("after-metrics", tr.epoch)
-            plot_curves(tr.history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}")
+            _plot_run(out, tr.history, config)
             hook("after-plot", tr.epoch)
-        if stop.at_epoch_end() and tr.epoch < config.epochs:
+        if stop.at_epoch_end():  # also in the last epoch: the signal is honoured, --resume writes final.pt
             raise RunInterrupted(out, stop.signum or signal.SIGTERM)
         if stop_after_epochs is not None and tr.epoch - started_at >= stop_after_epochs and tr.epoch < config.epochs:
             raise RunStopped

@@ -166,7 +166,18 @@ def select_cell(cells: list[dict[str, Any]], attack: str = "val") -> int:
 
 def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     """τ (rows) × λ (columns) heat map of hold-out PGD accuracy (and AutoAttack when evaluated), selected cell
-    framed; the numbers are written in the cells."""
+    framed; the numbers are written in the cells (:func:`heatmap_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(summary)
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out
+
+
+def heatmap_figure(summary: dict[str, Any]) -> Any:
+    """The figure of :func:`plot_heatmap`: one panel per score, sized so titles, tick labels and colour bars
+    never overlap (constrained layout), even for 1 × 2 or 2 × 2 grids; a constant score gets a ±0.5 pp bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,30 +189,34 @@ def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     aa_name = f"AutoAttack ({summary['selection']['aa_version']})"
     keys = [("val_robust", _metric_label(cells[0]["val_metric"]))] + (
         [("val_aa", aa_name)] if "val_aa" in cells[0] else [])
-    fig, axes = plt.subplots(1, len(keys), figsize=(1.6 + 1.3 * len(lams) * len(keys) + 1.2 * len(keys),
-                                                    1.2 + 0.8 * len(taus)), squeeze=False)
+    panel_w, height = max(3.6, 1.9 + 1.1 * len(lams)), max(3.0, 1.9 + 0.7 * len(taus))
+    fig, axes = plt.subplots(1, len(keys), figsize=(panel_w * len(keys), height), squeeze=False,
+                             layout="constrained")
     sel = summary["selected"]["index"]
     for ax, (key, name) in zip(axes[0], keys):
         grid = np.array([c[key] for c in cells], dtype=float).reshape(len(taus), len(lams))
-        im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
+        if hi - lo < 1.0:  # (nearly) constant: a readable bar around the value, not matplotlib's ±0.1
+            lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
+        im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower", vmin=lo, vmax=hi)
         for k, c in enumerate(cells):
             r, q = divmod(k, len(lams))
             text = f"{c[key]:.1f}" + (f"\n±{c[key + '_std']:.1f}" if len(c["seeds"]) > 1 else "")
             ax.text(q, r, text, ha="center", va="center", fontsize=8,
-                    color="white" if c[key] < np.nanmean(grid) else "black")
+                    color="white" if c[key] < (lo + hi) / 2 else "black")
         r, q = divmod(sel, len(lams))
         ax.add_patch(plt.Rectangle((q - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
         ax.set_xticks(range(len(lams)), [f"{v:g}→{cells[i]['interpolation'][1]:g}" for i, v in enumerate(lams)])
         ax.set_yticks(range(len(taus)), [f"{v:g}→{cells[i * len(lams)]['temperature'][1]:g}"
                                          for i, v in enumerate(taus)])
-        ax.set(xlabel="λ (interpolation) start→end", ylabel="τ (temperature) start→end",
-               title=f"hold-out {name} accuracy (%), {summary['selection']['model']} @ {summary['selection']['epoch']}")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"{summary['recipe']}: ADR τ × λ sweep (n seeds = {len(summary['seeds'])})", fontsize=10)
-    fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return out
+        ax.set_xlabel("λ (interpolation) start→end", fontsize=9)
+        ax.set_ylabel("τ (temperature) start→end", fontsize=9)
+        ax.set_title(f"hold-out {name}\n{summary['selection']['model']} @ {summary['selection']['epoch']} "
+                     "(red: selected)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.08, pad=0.03).set_label("accuracy (%)", fontsize=8)
+    fig.suptitle(f"{summary['recipe']}: ADR τ × λ sweep ({len(summary['seeds'])} seed"
+                 f"{'s' if len(summary['seeds']) > 1 else ''})", fontsize=10)
+    return fig
 
 
 def _metric_label(key: str) -> str:
@@ -240,7 +255,7 @@ def format_sweep(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@holding_lock("sweep")  # one sweep per output directory
+@holding_lock("sweep", ("sweep.json", "sweep.md", "sweep.png"))  # one sweep per output directory
 def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[float],
               interpolations: Sequence[float], ends: str = "gap", temperature_end: float | None = None,
               interpolation_end: float | None = None, seeds: Sequence[int] = (0,), model: str | None = None,

@@ -206,7 +206,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"augment must be True, False or a callable (x, generator) -> x, got {augment!r}")
         attack_bn_mode = self.method.default_bn_mode if attack_bn_mode is None else attack_bn_mode
         bn_mode_flag(attack_bn_mode, True)
-        if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+        if bn_momentum is not None and not 0.0 < finite_number(bn_momentum, "bn_momentum") <= 1.0:
             raise ValueError(f"bn_momentum must be in (0, 1] or None, got {bn_momentum}")
         self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
         self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
@@ -229,6 +229,11 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.input_shape = tuple(classifier.input_shape)
         self.optimizer: torch.optim.Optimizer = classifier.optimizer
         raw, forward = classifier_module(classifier)
+        odd = sorted({str(p.dtype).replace("torch.", "") for p in raw.parameters()
+                      if p.is_floating_point() and p.dtype != torch.float32})
+        if odd:
+            raise ValueError(f"classifier: the model's parameters are {', '.join(odd)}; the trainers train float32 "
+                             f"models (amp='bf16'/'fp16' for mixed precision): pass model.float()")
         raw.to(self.device)
         if self.channels_last:
             raw.to(memory_format=torch.channels_last)
@@ -524,6 +529,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     ) -> list[dict[str, Any]]:
         """Train ``nb_epochs`` more epochs from an ART ``DataGenerator`` or a ``torch.utils.data.DataLoader`` of
         ``(x, y)`` batches (keywords as :meth:`fit`)."""
+        if isinstance(nb_epochs, (tuple, list)) and len(nb_epochs) == 2:
+            raise ValueError("nb_epochs must be an integer, got an (x, y) pair: here the order is "
+                             "fit_generator(generator, nb_epochs, validation_data, ...); pass validation_data=(x, y) "
+                             "by keyword (ART's AWP trainer puts validation_data second)")
         with self._fit_keywords(kwargs, "fit_generator", ("verbose",)):  # the generator makes the batches
             nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
             if steps_per_epoch is not None:
@@ -560,7 +569,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
 
     # ------------------------------------------------------------------ outputs
     def predict(self, x: np.ndarray, batch_size: int = 256, teacher: bool = False, **kwargs: Any) -> np.ndarray:
-        """Logits of the student (or the EMA teacher) for ``x``, as a numpy array."""
+        """Logits of the student (or the EMA teacher) for ``x``, as a numpy array (uint8 images are divided by
+        255, as in :meth:`fit`); other keywords (ART's ``training_mode`` ...) are ignored with a warning."""
+        if kwargs:
+            warnings.warn(f"predict() ignores the keyword(s) {sorted(kwargs)} (it uses batch_size, teacher)",
+                          UserWarning, stacklevel=2)
+        batch_size = integer(batch_size, "batch_size", 1)
         arr = self._check_x(x)
         forward, model = (self._teacher_forward, self.teacher.module) if teacher else (self._forward, self._raw)
         outs = []

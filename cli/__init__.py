@@ -46,18 +46,34 @@ class LazyGroup(click.Group):
         debug = bool(ctx.params.get("debug"))
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C: one line and 130 in every command (click's "Aborted!" is exit 1)
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
         except click.ClickException as exc:
             if debug and exc.__context__ is not None:
                 traceback.print_exception(exc.__context__, file=sys.stderr)
-            if exc.exit_code == 1:
-                exc.exit_code = 2
-            raise
+            raise one_line_click_error(exc) from None
         except Exception as exc:
+            if type(exc).__name__ == "RunInterrupted" and not debug:  # SIGTERM: stopped at a checkpoint
+                click.echo(f"\n{exc}", err=True)
+                sys.exit(128 + int(getattr(exc, "signum", 15)))
             if debug or not expected_error(exc):
                 raise
             error = click.ClickException(one_line(exc))
             error.exit_code = 2
             raise error from None
+
+
+def one_line_click_error(exc: click.ClickException) -> click.ClickException:
+    """Any click error as one ``Error: ...`` line, exit code 2: a usage error names the command's ``--help``
+    instead of click's three-line usage header, and a message with line breaks is joined."""
+    text = " ".join(exc.format_message().split())
+    if isinstance(exc, click.UsageError):
+        path = exc.ctx.command_path if exc.ctx is not None else "art-adr"
+        text += f" (see: {path} --help)"
+    error = click.ClickException(text)
+    error.exit_code = 2 if exc.exit_code in (1, 2) else exc.exit_code
+    return error
 
 
 def expected_error(exc: BaseException) -> bool:

@@ -193,20 +193,34 @@ def analyze_command(
     _report(summary, out, figures)
 
 
-def _report(summary: dict[str, Any], out: Path, figures: list[Path]) -> None:
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """One aligned row per model under a header naming every column (accuracies as fractions, ECE of clean and
+    of adversarial outputs, mean JS divergence, mean OOD entropy, weight-landscape loss range)."""
+    head = ["model", "clean", "PGD", "ECE clean", "ECE adv", "JS", "H_ood", "weight loss"]
+    rows = []
     for name, m in summary["models"].items():
-        parts = [name]
+        row = [name] + [""] * (len(head) - 1)
         if "accuracy" in m:
-            ent = m["entropy"]
-            parts.append(f"clean {m['accuracy']:.3f} pgd {m['adv_accuracy']:.3f}")
-            parts.append(f"ECE {m['ece_clean']:.3f}/{m['ece_adv']:.3f}")
-            parts.append(f"JS {m['js']['mean']:.3f}")
-            if "ood" in ent:
-                parts.append(f"H_ood {ent['ood']['mean']:.2f}")
+            row[1:6] = [f"{m['accuracy']:.3f}", f"{m['adv_accuracy']:.3f}", f"{m['ece_clean']:.3f}",
+                        f"{m['ece_adv']:.3f}", f"{m['js']['mean']:.3f}"]
+            if "ood" in m["entropy"]:
+                row[6] = f"{m['entropy']['ood']['mean']:.2f}"
         if "weight_landscape" in m:
             losses = m["weight_landscape"][0]["losses"]
-            parts.append(f"weight loss {min(losses):.2f}..{max(losses):.2f}")
-        click.echo("  ".join(parts))
+            row[7] = f"{min(losses):.2f}..{max(losses):.2f}"
+        rows.append(row)
+    used = [i for i in range(len(head)) if i == 0 or any(r[i] for r in rows)]
+    widths = {i: max(len(head[i]), *(len(r[i]) for r in rows)) for i in used}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(cells[i].ljust(widths[i]) if i == 0 else cells[i].rjust(widths[i]) for i in used).rstrip()
+
+    return [fmt(head)] + [fmt(r) for r in rows]
+
+
+def _report(summary: dict[str, Any], out: Path, figures: list[Path]) -> None:
+    for line in summary_lines(summary):
+        click.echo(line)
     for p in figures:
         click.echo(f"wrote {p}")
     click.echo(f"wrote {out / 'analysis.json'}")

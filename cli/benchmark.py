@@ -47,6 +47,8 @@ from art_adr.methods import METHOD_NAMES
 @click.option("--models", default="student,teacher", show_default=True,
               help="Which models of every run to evaluate: student and/or teacher (the EMA model).")
 @click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
+@click.option("--download/--no-download", default=None, show_default="the recipe's",
+              help="Download the dataset if missing (needs internet).")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda or cuda:N (training and evaluation).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), show_default="the recipe's",
@@ -61,8 +63,8 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
                       recipe_names: str | None, out: str | None, methods: str, wa: bool, awp: bool,
                       runs: tuple[str, ...], epochs: int | None, subset: int | None, n_examples: int | None,
                       n_eval: int | None, attack: str, aa_version: str, models: str, data_dir: str | None,
-                      device: str, amp: str | None, seed: int, seeds: str | None, sets: tuple[str, ...],
-                      quiet: bool, **launch: Any) -> None:
+                      download: bool | None, device: str, amp: str | None, seed: int, seeds: str | None,
+                      sets: tuple[str, ...], quiet: bool, **launch: Any) -> None:
     """Train each method with the dataset's recipe, keep best (PGD-10 selected) and final checkpoints, evaluate
     both (student and EMA teacher) in the runs' threat model, and write table1.{md,csv,json} (per-seed rows and
     mean ± std) and curves.png. Re-running reuses finished runs and cached evaluations and resumes broken runs.
@@ -102,7 +104,8 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     overrides: dict[str, Any] = {"seed": seed_list[0]}
     for key, value in (("epochs", epochs if epochs is not None else defaults.get("epochs")),
                        ("subset", subset if subset is not None else defaults.get("subset")),
-                       ("val_size", defaults.get("val_size")), ("data_dir", data_dir), ("amp", amp),
+                       ("val_size", defaults.get("val_size")), ("data_dir", data_dir), ("download", download),
+                       ("amp", amp),
                        ("device", device)):
         if value is not None:
             overrides[key] = value

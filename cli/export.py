@@ -15,7 +15,6 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
 @click.option("--which", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="Student or EMA teacher (the \"+WA\" model).")
-@click.option("--dataset", default=None, show_default="the checkpoint's dataset", help="cifar10 or cifar100.")
 @click.option("--eps", default="8/255", show_default=True, help="L∞ radius of the evaluation.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, show_default="none",
               help="evaluation.json from `art-adr evaluate` (supplies clean and AutoAttack accuracy and the "
@@ -48,8 +47,8 @@ import click
               help="Device of the logits check: auto (GPU if any), cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, default=False, show_default=True,
               help="Replace an existing bundle of the same name.")
-def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, which: str, dataset: str | None,
-                   eps: str, report: Path | None, clean_acc: float | None, autoattack_acc: float | None,
+def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, which: str, eps: str,
+                   report: Path | None, clean_acc: float | None, autoattack_acc: float | None,
                    n_examples: int | None, allow_partial: bool, reported: float | None,
                    additional_data: bool | None, footnote: str | None, paper_name: str | None, link: str | None,
                    authors: str | None, venue: str | None, number_forward_passes: int | None, device: str,
@@ -57,8 +56,10 @@ def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, whic
     """Export RUN_OR_CHECKPOINT as a RobustBench submission into --out.
 
     RobustBench evaluates on all 10 000 test images: a smaller evaluation is refused unless --allow-partial.
+    The dataset is the checkpoint's (cifar10 or cifar100).
     """
     import json
+    import re
 
     from art_adr.estimator import resolve_device
     from art_adr.evaluation import parse_eps
@@ -76,7 +77,7 @@ def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, whic
         raise click.UsageError("give --report evaluation.json, or both --clean-acc and --autoattack-acc")
     try:
         paths = export_robustbench(
-            run_or_checkpoint, out, name, which=which, dataset=dataset, eps=eps_value, clean_acc=clean_acc,
+            run_or_checkpoint, out, name, which=which, eps=eps_value, clean_acc=clean_acc,
             autoattack_acc=autoattack_acc, reported=reported, report=report, additional_data=additional_data,
             footnote=footnote, paper_name=paper_name, overwrite=overwrite, link=link, authors=authors,
             venue=venue, number_forward_passes=number_forward_passes, n_examples=n_examples,
@@ -87,10 +88,10 @@ def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, whic
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
     info = json.loads(paths["model_info"].read_text())
-    if "n_examples" in info:
-        click.echo(f"warning: partial evaluation on {info['n_examples']} of the {ROBUSTBENCH_N_EXAMPLES} test "
-                   "images, marked in model_info (n_examples, footnote); not a RobustBench leaderboard result",
-                   err=True)
+    partial = re.match(r"Partial evaluation: (\d+) of", info.get("footnote") or "")
+    if partial:
+        click.echo(f"warning: partial evaluation on {partial[1]} of the {ROBUSTBENCH_N_EXAMPLES} test images, "
+                   "marked in model_info's footnote; not a RobustBench leaderboard result", err=True)
     blanks = [k for k, v in PLACEHOLDERS.items() if info.get(k) == v]
     if blanks:
         click.echo(f"note: trained without ADR, so model_info is not the ADR paper's: name {info['name']!r}, "

@@ -54,6 +54,8 @@ def _floats(text: str | None, name: str) -> list[float]:
 @click.option("--subset", type=int, show_default="the recipe's", help="Budget: training examples per run.")
 @click.option("--val-size", type=int, show_default="the recipe's", help="Hold-out size (taken from the training set).")
 @click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
+@click.option("--download/--no-download", default=None, show_default="the recipe's",
+              help="Download the dataset if missing (needs internet).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (training and scoring).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), show_default="the recipe's",
               help="Mixed precision of training.")
@@ -66,8 +68,8 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
                   temperature_end: float | None, interpolation_end: float | None, model: str | None, epoch: str,
                   attack: str, n_examples: int | None, n_val: int | None, aa_version: str, seeds: str,
                   epochs: int | None,
-                  subset: int | None, val_size: int | None, data_dir: str | None, device: str, amp: str | None,
-                  sets: tuple[str, ...], out: str | None, quiet: bool, **launch: Any) -> None:
+                  subset: int | None, val_size: int | None, data_dir: str | None, download: bool | None, device: str,
+                  amp: str | None, sets: tuple[str, ...], out: str | None, quiet: bool, **launch: Any) -> None:
     """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
@@ -86,7 +88,7 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
         raise click.BadParameter(str(exc), param_hint="--seeds") from None
     overrides: dict[str, Any] = {}
     for key, value in (("epochs", epochs), ("subset", subset), ("val_size", val_size), ("data_dir", data_dir),
-                       ("amp", amp), ("device", device)):
+                       ("download", download), ("amp", amp), ("device", device)):
         if value is not None:
             overrides[key] = value
     overrides.update(parse_sets(sets))

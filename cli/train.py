@@ -85,7 +85,7 @@ def _schedule_text(value: Any) -> str:
 @click.option("--compile/--no-compile", "compile", default=None,
               help="torch.compile the forward." + _default("compile"))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
-@click.option("--stop-after-epochs", type=int,
+@click.option("--stop-after-epochs", type=click.IntRange(min=1),
               help="Stop cleanly after N epochs of this invocation (preemptible jobs) [default: run to the end].")
 @click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none",
               help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
@@ -102,6 +102,8 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
 
 def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
            stop_after_epochs: int | None, quiet: bool, logger: str | None = None, **flags: Any) -> None:
+    if not quiet and os.environ.get("RANK", "0") == "0":  # the imports and the data take seconds: say so first
+        click.echo("art-adr train: importing torch and ART ...", err=True)
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError, resolve_config
     from art_adr.data import DatasetError
@@ -142,8 +144,9 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     except TrainingDivergedError as exc:
-        kept = (f"{Path(out) / 'checkpoints' / 'last.pt'} holds the last finished epoch"
-                if out is not None and (Path(out) / "checkpoints" / "last.pt").is_file() else "no epoch had finished")
+        last = Path(out) / "checkpoints" / "last.pt" if out is not None else None
+        kept = (f"{last} holds the last finished epoch, with finite weights" if last is not None and last.is_file()
+                else "no finite epoch was saved")
         raise click.ClickException(
             f"{exc.reason or exc} ({kept}; --resume repeats the same options and would likely diverge again: "
             f"start a new run with other options, e.g. a lower --lr, and another --out)") from None

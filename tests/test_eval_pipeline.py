@@ -50,11 +50,15 @@ def test_attack_spec_rejects_bad_fields_naming_them(kwargs, field):
         AttackSpec(**kwargs)
 
 
-def test_attack_spec_from_config_keeps_the_runs_step_only_at_its_eps():
+def test_attack_spec_from_config_keeps_the_runs_step_only_at_its_eps_and_steps():
     cfg = {"norm": "2", "eps": "0.5", "eps_step": 0.2, "max_iter": 3}
     spec = AttackSpec.from_config(cfg)
     assert (spec.norm, spec.eps, spec.step_size, spec.steps) == ("2", 0.5, 0.2, 3)
-    assert AttackSpec.from_config(cfg, steps=10, eps=None).step_size == 0.2  # None changes are ignored
+    assert AttackSpec.from_config(cfg, steps=3, eps=None).step_size == 0.2  # None changes are ignored
+    # the evaluation's step count decides the step (issue 17: PGD-10 of a one-step run stepped α = ε ten times)
+    assert AttackSpec.from_config(cfg, steps=10).step_size == pytest.approx(default_eps_step(0.5, 10))
+    one_step = {"eps": 0.1, "eps_step": 0.1, "max_iter": 1}
+    assert AttackSpec.from_config(one_step, steps=10).step_size == pytest.approx(0.025)
     assert AttackSpec.from_config(cfg, eps=0.25).step_size == pytest.approx(default_eps_step(0.25, 3))
     assert AttackSpec.from_config({}) == AttackSpec()
     with pytest.raises(ValueError, match="needs its own eps"):

@@ -121,11 +121,12 @@ SCENARIOS = [
     ("after-final:3", -9, "resume"),     # final.pt saved, lock still there
     ("step:2:TERM", 143, "resume"),      # SIGTERM mid-epoch: stops after the step, last.pt = epoch 1
     ("validation:2:TERM", 143, "resume"),  # SIGTERM during validation: stops after epoch 2's checkpoint
+    ("validation:3:TERM", 143, "resume"),  # ... also in the last epoch (--resume then writes final.pt)
     ("validation:1:INT", 130, "rerun"),  # Ctrl-C before the first checkpoint
 ]
 
 
-FAST = {"validation:1:INT", "after-last:1", "last-tmp:2", "step:2:TERM"}
+FAST = {"validation:1:INT", "after-last:1", "last-tmp:2", "step:2:TERM", "validation:3:TERM"}
 
 
 def test_the_kill_harness_covers_every_point():
@@ -154,6 +155,8 @@ def test_kill_harness_every_interruption_resumes_bit_identical(tmp_path, subset)
         assert load_checkpoint(ck["step:2:TERM"] / "last.pt")["epoch"] == 1
         term_log = dirs["step:2:TERM"].with_suffix(".log").read_text()
         assert "stopped by SIGTERM" in term_log and "--resume" in term_log and "Traceback" not in term_log
+        assert load_checkpoint(ck["validation:3:TERM"] / "last.pt")["epoch"] == 3
+        assert not (ck["validation:3:TERM"] / "final.pt").exists()
         int_log = dirs["validation:1:INT"].with_suffix(".log").read_text()
         assert "interrupted" in int_log and "last.pt" not in int_log and "no checkpoint yet" in int_log
     else:
@@ -258,7 +261,7 @@ def test_divergence_and_disk_full_are_one_line_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(AdversarialTrainerADR, "train_step", nan_step)
     out = _fails_cleanly(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "nan")], "non-finite",
-                         "lower --lr", "no epoch had finished")
+                         "lower --lr", "no finite epoch was saved")
     assert "fit()" not in out  # the API's restore note is not shown on the command line
 
 

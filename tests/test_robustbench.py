@@ -128,7 +128,7 @@ def test_export_bundle_and_robustbench_round_trip(tmp_path, rn18_checkpoint):
     assert info["reported"] == "50.38" and info["dataset"] == "cifar10" and info["architecture"] == "ResNet-18"
     assert info["venue"] == "ICLR 2024" and info["footnote"].startswith("+WA") and info["additional_data"] is False
     assert info["name"] == ADR_PAPER["name"] and info["link"] == ADR_PAPER["link"]
-    assert info["unreliable"] is False and info["external"] == "50.38" and "n_examples" not in info
+    assert info["unreliable"] is False and "external" not in info and "n_examples" not in info
     assert list(info)[:3] == ["link", "name", "authors"]
     sd = torch.load(paths["weights"], weights_only=True)["state_dict"]
     assert all(v.device.type == "cpu" for v in sd.values())
@@ -157,16 +157,22 @@ def test_model_info_has_every_field_of_the_shipped_schema():
     snap = load_leaderboard()
     entries = snap["entries"]["cifar10/Linf"] + snap["entries"]["cifar100/Linf"]
     schema = {k for e in entries for k in e} - {"model_id"}  # model_id: the file name, not a field
-    info = model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=82.4, autoattack_acc=50.38)
+    info = model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=82.4, autoattack_acc=50.38,
+                      external=49.9)
     assert set(info) == schema
     for key, value in info.items():
         types = {type(e[key]) for e in entries if e.get(key) is not None}
         assert value is None and key == "footnote" or type(value) in types, (key, value, types)
-    assert info["unreliable"] is False and info["footnote"] is None and info["external"] == "50.38"
-    assert model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=82.4, autoattack_acc=50.38,
-                      external=49.9, unreliable=True)["external"] == "49.90"
+    assert info["unreliable"] is False and info["footnote"] is None and info["external"] == "49.90"
+    # external only when an adaptive-attack number is given (as in RobustBench's own entries)
+    assert "external" not in model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=82.4,
+                                        autoattack_acc=50.38)
     with pytest.raises(ExportError, match="external must be a percentage"):
         model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=1, autoattack_acc=1, external=120)
+    with pytest.raises(ExportError, match="external 51.00 is above autoattack_acc"):
+        model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=80, autoattack_acc=50, external=51)
+    with pytest.raises(ExportError, match="cannot exceed clean"):
+        model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=30, autoattack_acc=60)
 
 
 def _report(n: int, **extra) -> dict:
@@ -194,7 +200,7 @@ def test_export_refuses_partial_evaluation_unless_allowed(tmp_path, rn18_checkpo
 
     paths = export_robustbench(path, out, "X2024Y", which="teacher", report=_report(500), allow_partial=True)
     info = json.loads(paths["model_info"].read_text())
-    assert info["n_examples"] == 500 and info["clean_acc"] == "82.00" and info["autoattack_acc"] == "50.00"
+    assert "n_examples" not in info and info["clean_acc"] == "82.00" and info["autoattack_acc"] == "50.00"
     assert info["footnote"].startswith("Partial evaluation: 500 of the 10000 test images") and "+WA" in info["footnote"]
     issue = paths["issue"].read_text()
     assert "partial evaluation, 500 of the 10000 test images" in issue and "first 500 cifar10 test images" in issue
@@ -280,6 +286,11 @@ def test_leaderboard_ranking_and_placement():
     assert mine["date"] == "2025-03-31"
     text = format_leaderboard(placed)
     assert f"rank {mine['rank']} of {len(placed)}" in text and "**ADR**" in text
+    # an entry ranked by a lower external number shows it (the table ranks by it)
+    ext = next(e for e in snap["entries"]["cifar10/Linf"]
+               if e.get("external") and float(e["external"]) != float(e["autoattack_acc"]))
+    text = format_leaderboard(placed, context=len(placed))
+    assert "| ranked by |" in text and f"{float(ext['external']):.2f} (external)" in text
     assert leaderboard_table("cifar100", ours=ours)[0]["source"] == snap["source"]
     with pytest.raises(ValueError, match="no imagenet/Linf"):
         leaderboard_table("imagenet")
