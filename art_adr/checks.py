@@ -129,7 +129,7 @@ def call_with_options(build: Any, what: str, args: Sequence[Any], options: dict[
     try:
         return build(*args, **options)
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        if isinstance(exc, error) and not options:
+        if isinstance(exc, error):  # the builder's own user-facing error: as it is
             raise
         text = " ".join(str(exc).split())[:300]
         raise error(f"{what} with options {options}: {type(exc).__name__}: {text}") from None

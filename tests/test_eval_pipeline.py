@@ -99,9 +99,10 @@ def test_l2_run_is_evaluated_in_l2_end_to_end_with_checkpoint_identity(l2_run, t
     report = json.loads((out / "evaluation.json").read_text())
     validate_report(report)
     assert report["norm"] == "L2" and report["eps"] == pytest.approx(L2_EPS)
-    assert report["settings"]["eps_step"] == pytest.approx(L2_STEP) and report["settings"]["spec"]["norm"] == "2"
+    # PGD-10 of a run trained with PGD-2: the one step rule for 10 steps (ε/4), not the run's α (issue 17)
+    assert report["settings"]["eps_step"] == pytest.approx(L2_EPS / 4) and report["settings"]["spec"]["norm"] == "2"
     entry = report["models"]["student"]
-    assert entry["autoattack"]["norm"] == "L2" and entry["attacks"]["pgd"] == "PGD-10 L2 ε=0.1 α=0.05"
+    assert entry["autoattack"]["norm"] == "L2" and entry["attacks"]["pgd"] == "PGD-10 L2 ε=0.1 α=0.025"
     assert "L2 ε = 0.1" in res.output and "CW-L2-10" in res.output and "L∞" not in res.output.split("|")[0]
     # the checkpoint file, its epoch and its hash
     best = l2_run / "checkpoints" / "best.pt"
@@ -112,7 +113,7 @@ def test_l2_run_is_evaluated_in_l2_end_to_end_with_checkpoint_identity(l2_run, t
     assert f"`{best}`, epoch {ckpt['epoch']}, sha256 {info['sha256'][:16]}" in format_table(report)
     # the PGD number is L2 PGD; L∞ PGD at the same radius (what the run used to be evaluated with) is far lower
     x, y = _test_tensors(l2_run, 16)
-    l2 = pgd_flags(model, x, y, spec=AttackSpec(norm="2", eps=L2_EPS, eps_step=L2_STEP, steps=10))
+    l2 = pgd_flags(model, x, y, spec=AttackSpec(norm="2", eps=L2_EPS, eps_step=L2_EPS / 4, steps=10))
     linf = pgd_flags(model, x, y, spec=AttackSpec(norm="inf", eps=L2_EPS, steps=10))
     assert entry["results"]["pgd"] == pytest.approx(100 * l2.float().mean().item())
     assert l2.sum() > linf.sum()
