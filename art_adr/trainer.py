@@ -9,6 +9,7 @@ step, and the teacher takes one EMA step. The loop, validation, history and chec
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import check_images, check_labels, finite_number, integer, number_pair
+from .compiling import Compiled, compile_mode, uses_cudagraphs
 from .distributed import all_reduce_sum, ddp_world, wrap_ddp
 from .ema import EMATeacher
 from .estimator import (
@@ -88,7 +90,13 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         augment: ``True`` for random crop (``crop_padding`` px) + flip on the device, a callable
             ``(x, generator) -> x``, or ``False`` (default).
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
-        channels_last: NHWC memory format for model and batches. compile: ``torch.compile`` the forward.
+        channels_last: NHWC memory format for model and batches.
+        compile: ``torch.compile`` the student's forward (attack, loss, validation; under DDP the DDP-wrapped
+            training forward too) and the teacher's: ``False`` (default), ``True``/``"default"`` (Inductor),
+            ``"reduce-overhead"`` (+ CUDA graphs), ``"max-autotune"`` (autotuned kernels + CUDA graphs) or
+            ``"max-autotune-no-cudagraphs"``. Static batch shapes keep the graphs few (``stats``:
+            :meth:`compile_stats`); a function that recompiles past ``art_adr.compiling.RECOMPILE_LIMIT``
+            raises :class:`art_adr.compiling.RecompileLimitError` instead of running eager silently.
         eval_max_iter: iterations k of the validation attacks (default 10; step ``default_eps_step``).
             eval_every: validate every k epochs. eval_batch_size: validation batch size (default 256).
         val_attack: the validation attack that selects (:mod:`art_adr.validation`): ``"apgd"`` (default:
@@ -137,7 +145,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         crop_padding: int = 4,
         amp: str | None = None,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         eval_max_iter: int = defaults.EVAL_MAX_ITER,
         eval_every: int = 1,
         eval_batch_size: int | None = None,
@@ -205,7 +213,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
         self._bn_momentum_now: float | None = None
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
-        self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
         self.eval_spec = AttackSpec(norm=_norm_name(norm), eps=self.eps, steps=eval_max_iter)
         self.eval_max_iter, self.eval_every = int(eval_max_iter), int(eval_every)
         self.eval_batch_size = eval_batch_size
@@ -223,21 +231,24 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raw.to(memory_format=torch.channels_last)
         self._raw = raw
         self._forward = forward.to(self.device)
-        check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device)
+        check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device,
+                            channels_last=self.channels_last)
         self.teacher = EMATeacher(raw, decay=self.ema_decay)
         self._teacher_forward = (
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
             else self.teacher.module
         ).to(self.device)
         self.precision = Precision(amp, self.device)
-        # forwards: local (this process; the attack and AWP's proxy gradient) and train (DDP-wrapped when run
-        # under torchrun, so the applied gradient is all-reduced); both compiled when compile=True
-        self._local_forward: nn.Module | Callable[[Tensor], Tensor] = (
-            torch.compile(self._forward) if self.compile else self._forward)
-        self._train_forward = self._local_forward
+        # forwards: local (this process; the attack, AWP's proxy gradient, validation) and train (DDP-wrapped
+        # when run under torchrun, so the applied gradient is all-reduced); each compiled when compile is on
         self.rank, self.world_size = ddp_world()
-        if self.world_size > 1:
-            self._train_forward = wrap_ddp(self._forward, self.device)
+        train_forward = wrap_ddp(self._forward, self.device) if self.world_size > 1 else self._forward
+        self._eager_forwards = (self._forward, train_forward)
+        self._compiled: dict[str, Compiled] = {}
+        self._local_forward = self._compile(self._forward, "student forward")
+        self._train_forward = (self._compile(train_forward, "DDP student forward") if self.world_size > 1
+                               else self._local_forward)
+        self._teacher_eval = self._compile(self._teacher_forward, "teacher forward")
         self._awp = AWP(raw, self.awp_rho, self.awp_variant)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed + self.rank)  # attack starts differ between DDP ranks
@@ -245,6 +256,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             forward=self._local_forward, model=raw, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
             norm=_norm_name(norm), clip_values=self.clip_values, bn_mode=attack_bn_mode, generator=self.generator,
             autocast=self.precision.autocast_factory)
+        self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
         self.scheduler: Any = None
         self._teacher_classifier: Any = None
         self._init_loop()
@@ -266,6 +278,24 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             "training attack must see ADR's rectified label (a probability row; ART's loss gradients reduce it "
             "to its argmax), follow the training method (TRADES attacks its KL term) and stay on the device. "
             "Pass eps=, eps_step=, max_iter=, norm= (or a SoftLabelPGD) instead")
+
+    # ------------------------------------------------------------------ torch.compile
+    def _compile(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        """``fn`` compiled as :class:`art_adr.compiling.Compiled` when ``compile`` is on, else ``fn``."""
+        if self.compile is None:
+            return fn
+        self._compiled[name] = Compiled(fn, self.compile, name)
+        return self._compiled[name]
+
+    def compile_stats(self) -> dict[str, dict[str, Any]]:
+        """Per compiled function (``"student forward"``, ``"teacher forward"``, ``"DDP student forward"``): the
+        mode and the graphs and compilations so far (``{}`` when ``compile`` is off)."""
+        return {name: c.stats() for name, c in self._compiled.items()}
+
+    def _mark_cudagraph_step(self) -> None:
+        """With CUDA graphs, a new step begins: outputs of the last one may be overwritten."""
+        if uses_cudagraphs(self.compile) and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
 
     # ------------------------------------------------------------------ compatibility views
     @property
@@ -296,12 +326,18 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             return one_hot(y, self.nb_classes)
         tau, lam = self.schedule()
         with torch.no_grad(), self.precision.autocast():
-            teacher_logits = self._teacher_forward(x)
+            teacher_logits = self._teacher_eval(x)
         return rectify_labels(teacher_logits, y, tau, lam)
 
     def _attack(self, x: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
         """The method's training attack on ``x`` against ``target`` (hard labels ``y`` default to its argmax)."""
-        return self.method.attack(self._attack_ctx, x, target, target.argmax(1) if y is None else y)
+        ctx = self._eager_attack_ctx if self._eager_step() else self._attack_ctx
+        return self.method.attack(ctx, x, target, target.argmax(1) if y is None else y)
+
+    def _eager_step(self) -> bool:
+        """The first iteration of a ``bn_momentum`` run (BatchNorm momentum 1.0) runs eager, so the compiled
+        forwards only ever see the one momentum of every later iteration (no recompile when it changes)."""
+        return self.compile is not None and self.bn_momentum is not None and self.step == 0
 
     def _apply_bn_momentum(self) -> None:
         """BatchNorm momentum 1.0 at iteration 0, then ``bn_momentum`` (authors' ``set_bn_momentum``)."""
@@ -317,22 +353,24 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One ADR iteration on a device batch; returns ``(loss, #correct on adversarial inputs)`` as tensors."""
+        self._mark_cudagraph_step()
         self._apply_bn_momentum()
         guard = self.precision.buffer_guard(self._raw)
         target = self._targets(x, y)
         x_adv = self._attack(x, target, y)
         autocast = self.precision.autocast_factory
+        local, train = self._eager_forwards if self._eager_step() else (self._local_forward, self._train_forward)
 
         def loss_at(forward: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-            return self.method.loss(forward, x, x_adv, target, y, autocast)
+            loss, logits_adv = self.method.loss(forward, x, x_adv, target, y, autocast)
+            return loss, (logits_adv.detach().argmax(1) == y).sum()  # now: a CUDA graph may reuse the logits
 
         with module_mode(self._raw, True):
             self.optimizer.zero_grad(set_to_none=True)
             if self._awp_active():
-                loss, logits_adv = awp_backward(self._awp, loss_at, self._local_forward, self._train_forward,
-                                                self.precision.scaler, self._raw)
+                loss, correct = awp_backward(self._awp, loss_at, local, train, self.precision.scaler, self._raw)
             else:
-                loss, logits_adv = loss_at(self._train_forward)
+                loss, correct = loss_at(train)
                 self.precision.backward(loss)
             self.precision.step(self.optimizer, guard)
         decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
@@ -340,7 +378,6 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.step += 1
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
-        correct = (logits_adv.detach().argmax(1) == y).sum()
         return loss.detach(), correct
 
     # ------------------------------------------------------------------ evaluation
@@ -348,6 +385,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def _accuracy(self, forward: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor, y: Tensor,
                   adversarial: bool, generator: torch.Generator) -> Tensor:
         spec = self.eval_spec
+        self._mark_cudagraph_step()
         with module_mode(model, False):
             if adversarial:
                 x = pgd(forward, x, y, eps=spec.eps, eps_step=spec.step_size, max_iter=spec.steps, norm=spec.norm,
@@ -378,7 +416,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         val_gen.manual_seed(54321)
         extra = adversarial and self.val_attack.name != "pgd"
         kinds = ["clean"] + (["pgd"] if adversarial else []) + ([self.val_attack.name] if extra else [])
-        models = {"student": (self._forward, self._raw), "teacher": (self._teacher_forward, self.teacher.module)}
+        models = {"student": (self._local_forward, self._raw), "teacher": (self._teacher_eval, self.teacher.module)}
         counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
                   for m in models for k in kinds}
         n = xs.shape[0]
