@@ -91,8 +91,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             ``(x, generator) -> x``, or ``False`` (default).
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
         channels_last: NHWC memory format for model and batches.
-        compile: ``torch.compile`` the student's forward (attack, loss, validation; under DDP the DDP-wrapped
-            training forward too) and the teacher's: ``False`` (default), ``True``/``"default"`` (Inductor),
+        compile: ``torch.compile`` the student's forward (attack, loss, clean and PGD validation; under DDP the
+            DDP-wrapped training forward too) and the teacher's (the selecting ``val_attack`` runs eager: its
+            forwards see the still-robust subsets, data-dependent shapes): ``False`` (default), ``True``/``"default"`` (Inductor),
             ``"reduce-overhead"`` (+ CUDA graphs), ``"max-autotune"`` (autotuned kernels + CUDA graphs) or
             ``"max-autotune-no-cudagraphs"``. Static batch shapes keep the graphs few (``stats``:
             :meth:`compile_stats`); a function that recompiles past ``art_adr.compiling.RECOMPILE_LIMIT``
@@ -417,6 +418,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         extra = adversarial and self.val_attack.name != "pgd"
         kinds = ["clean"] + (["pgd"] if adversarial else []) + ([self.val_attack.name] if extra else [])
         models = {"student": (self._local_forward, self._raw), "teacher": (self._teacher_eval, self.teacher.module)}
+        # the selecting attack runs its forwards on the subsets still robust (data-dependent shapes): eager
+        eager = {"student": self._forward, "teacher": self._teacher_forward}
         counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
                   for m in models for k in kinds}
         n = xs.shape[0]
@@ -429,7 +432,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                     counts[metric_name("pgd", name)] += self._accuracy(fwd, mod, xb, yb, True, gen)
                 if extra:
                     counts[metric_name(self.val_attack.name, name)] += self._val_attack_correct(
-                        fwd, mod, xb, yb, val_gen)
+                        eager[name], mod, xb, yb, val_gen)
         totals = all_reduce_sum(torch.stack(list(counts.values())), self.world_size)
         return {k: float(v.item()) / n for k, v in zip(counts, totals)}
 

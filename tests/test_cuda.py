@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.cuda,
 
 SYNTH = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 1088, shape: [3, 32, 32], num_classes: 10}",
          "--val-size", "64", "--max-iter", "3", "--batch-size", "128", "--eps", "8/255", "--eps-step", "2/255",
-         "--set", "eval_max_iter=3", "--device", "cuda", "-q"]
+         "--set", "eval_max_iter=3", "--val-attack", "margin", "--device", "cuda", "-q"]
+# (margin: the selecting validation attack of art-adr itself; the GPU suite carries no pyautoattack, 40 MiB)
 DEVICE = "cuda"
 
 CYCLES = {
@@ -132,7 +133,8 @@ def _cuda_trainer(amp=None, fused=True, **kwargs):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=fused or None)
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=(3, 32, 32),
                             nb_classes=10, clip_values=(0.0, 1.0), device_type="gpu")
-    return AdversarialTrainerADR(clf, eps=8 / 255, eps_step=2 / 255, max_iter=3, amp=amp, verbose=False, **kwargs)
+    return AdversarialTrainerADR(clf, eps=8 / 255, eps_step=2 / 255, max_iter=3, amp=amp, val_attack="margin",
+                                 verbose=False, **kwargs)
 
 
 SYNC_CASES = {
