@@ -9,8 +9,9 @@ Variants (``AWP_VARIANTS``):
 
 * ``"official"`` (default): all parameters with a gradient (BatchNorm γ/β and biases too); the first,
   unperturbed pass is an ordinary train-mode pass (it updates the BatchNorm running statistics), and the
-  perturbed pass runs under :func:`frozen_bn_stats` (BatchNorm momentum 0, as the authors'
-  ``disable_running_stats``), so the running statistics are updated exactly once per iteration.
+  perturbed pass runs under :func:`frozen_bn_stats` (the running statistics saved and put back: the
+  effect of the authors' ``disable_running_stats``, momentum 0, without changing ``momentum``, which would
+  recompile a compiled forward), so the running statistics are updated exactly once per iteration.
 * ``"weights-only"`` (art-adr ≤ 0.x): only weight tensors with ``ndim > 1``; the proxy pass leaves the
   BatchNorm buffers as they were (:func:`kept_buffers`) and the perturbed pass updates them.
 
@@ -27,7 +28,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from .snapshot import TensorSnapshot, bn_stat_buffers
 
 __all__ = ["AWP", "AWP_VARIANTS", "awp_backward", "frozen_bn_stats", "kept_buffers", "scale_of"]
 
@@ -74,7 +76,9 @@ class AWP:
     def perturb(self, loss: Tensor, scaler: Any = None) -> list[tuple[Tensor, Tensor]]:
         """Add ``e(w)`` from the gradient of ``loss``; returns ``(param, original)`` pairs for :meth:`restore`.
 
-        Parameters the loss does not reach (no gradient) stay put, as in the authors' ``p.grad is None``.
+        Parameters the loss does not reach (no gradient) stay put, as in the authors' ``p.grad is None``. The
+        gradients are gathered into one flat vector and the originals copied into buffers allocated once, so
+        the whole perturbation is ~20 kernels (``torch._foreach_*``), not ~10 per parameter tensor.
         """
         params = self.params()
         scaled = scaler.scale(loss) if scaler is not None and scaler.is_enabled() else loss
@@ -84,26 +88,38 @@ class AWP:
         if not pairs:
             return []
         ps = [p for p, _ in pairs]
-        gs = [g.float() for _, g in pairs]
+        saved, sizes, repeats = self._buffers(ps)
         with torch.no_grad():
+            flat = torch.cat([_flat_view(g) for _, g in pairs]).float()
             if scale is not None:
-                gs = torch._foreach_mul(gs, scale.double().reciprocal().float())
-            g_norms = torch._foreach_norm(gs)
-            w_norms = torch._foreach_norm([p.detach().float() for p in ps])
-            finite = torch.stack(g_norms).isfinite().all()  # one overflow anywhere: no perturbation at all
-            saved = []
-            for p, g, wn, gn in zip(ps, gs, w_norms, g_norms):
-                coef = torch.where(finite, self.rho * wn / (gn + self.eps), torch.zeros_like(gn))
-                saved.append((p, p.detach().clone()))
-                p.add_((torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) * coef).to(p.dtype))
-        return saved
+                flat.mul_(scale.double().reciprocal().float())
+            pieces = flat.split(sizes)
+            g_norms = torch.stack(torch._foreach_norm(list(pieces)))
+            w_norms = torch.stack(torch._foreach_norm([p.detach() for p in ps])).float()
+            finite = g_norms.isfinite().all()  # one overflow anywhere: no perturbation at all
+            coef = torch.where(finite, self.rho * w_norms / (g_norms + self.eps), torch.zeros_like(g_norms))
+            flat.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            flat.mul_(coef.repeat_interleave(repeats, output_size=flat.numel()))
+            torch._foreach_copy_(saved, ps)
+            torch._foreach_add_(ps, [_unflat(piece, g) for piece, (_, g) in zip(flat.split(sizes), pairs)])
+        return list(zip(ps, saved))
+
+    def _buffers(self, ps: list[Tensor]) -> tuple[list[Tensor], list[int], Tensor]:
+        """Copies of ``ps`` and their sizes (a device tensor too), allocated once per set of parameters."""
+        key = tuple(id(p) for p in ps)
+        if getattr(self, "_key", None) != key:
+            sizes = [p.numel() for p in ps]
+            self._key = key
+            self._cache = ([torch.empty_like(p) for p in ps], sizes,
+                           torch.tensor(sizes, device=ps[0].device, dtype=torch.long))
+        return self._cache
 
     @staticmethod
     def restore(saved: Sequence[tuple[Tensor, Tensor]]) -> None:
         """Put the parameters back to the values :meth:`perturb` saved."""
-        with torch.no_grad():
-            for p, original in saved:
-                p.copy_(original)
+        if saved:
+            with torch.no_grad():
+                torch._foreach_copy_([p for p, _ in saved], [o for _, o in saved])
 
     @contextlib.contextmanager
     def perturbed(self, loss: Tensor, scaler: Any = None) -> Iterator[None]:
@@ -114,46 +130,74 @@ class AWP:
         finally:
             self.restore(saved)
 
+    def bn_stats(self) -> TensorSnapshot:
+        """The snapshot :func:`frozen_bn_stats` uses for this model (allocated once)."""
+        if getattr(self, "_bn_snapshot", None) is None:
+            self._bn_snapshot = TensorSnapshot(bn_stat_buffers(self.model))
+        return self._bn_snapshot
+
+    def all_buffers(self) -> TensorSnapshot:
+        """The snapshot :func:`kept_buffers` uses for this model (allocated once)."""
+        if getattr(self, "_buffer_snapshot", None) is None:
+            self._buffer_snapshot = TensorSnapshot(self.model.buffers())
+        return self._buffer_snapshot
+
+
+def _memory_order(t: Tensor) -> list[int]:
+    """The dimensions of ``t`` from the largest stride to the smallest (its memory order)."""
+    return sorted(range(t.dim()), key=lambda d: -t.stride(d))
+
+
+def _flat_view(t: Tensor) -> Tensor:
+    """``t``'s elements as a 1-D tensor in memory order (a view for dense tensors, e.g. channels_last ones)."""
+    return t.view(-1) if t.is_contiguous() else t.permute(_memory_order(t)).reshape(-1)
+
+
+def _unflat(piece: Tensor, like: Tensor) -> Tensor:
+    """The inverse of :func:`_flat_view` of ``like`` (the same memory order), in ``like``'s dtype."""
+    piece = piece.to(like.dtype)
+    if like.is_contiguous():
+        return piece.view(like.shape)
+    perm = _memory_order(like)
+    inverse = sorted(range(like.dim()), key=lambda d: perm[d])
+    return piece.view([like.shape[d] for d in perm]).permute(inverse)
+
 
 @contextlib.contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """BatchNorm layers keep their running statistics during the block (momentum 0, the authors'
-    ``disable_running_stats``); ``num_batches_tracked`` is put back too, so the block leaves no trace."""
-    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    saved = [(m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in layers]
-    for m in layers:
-        m.momentum = 0.0
+def frozen_bn_stats(model: nn.Module, snapshot: TensorSnapshot | None = None) -> Iterator[None]:
+    """BatchNorm layers keep their running statistics (and ``num_batches_tracked``) through the block, as the
+    authors' ``disable_running_stats`` (momentum 0) does — by saving them and putting them back, never by
+    changing ``momentum``: a compiled forward then sees the same module attributes and is not recompiled.
+    ``snapshot``: a :class:`TensorSnapshot` of :func:`bn_stat_buffers` to reuse (``AWP.bn_stats()``)."""
+    snap = snapshot if snapshot is not None else TensorSnapshot(bn_stat_buffers(model))
+    snap.save()
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m, momentum, tracked in saved:
-                m.momentum = momentum
-                if tracked is not None:
-                    m.num_batches_tracked.copy_(tracked)
+        snap.restore()
 
 
 @contextlib.contextmanager
-def kept_buffers(model: nn.Module) -> Iterator[None]:
-    """Every buffer of ``model`` is restored to its value at entry when the block ends."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
+def kept_buffers(model: nn.Module, snapshot: TensorSnapshot | None = None) -> Iterator[None]:
+    """Every buffer of ``model`` is restored to its value at entry when the block ends (``snapshot``: a
+    :class:`TensorSnapshot` of ``model.buffers()`` to reuse)."""
+    snap = snapshot if snapshot is not None else TensorSnapshot(model.buffers())
+    snap.save()
     try:
         yield
     finally:
-        with torch.no_grad():
-            for b, original in saved:
-                b.copy_(original)
+        snap.restore()
 
 
 def awp_backward(awp: AWP, loss_at: Any, local_forward: Any, train_forward: Any, scaler: Any,
-                 model: nn.Module, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                 model: nn.Module, weight: Tensor | None = None) -> tuple[Tensor, Any]:
     """One AWP iteration's forward/backward passes; leaves the gradient of the loss at the perturbed weights in
-    ``.grad`` and the weights back at ``w``. Returns ``(loss, adversarial logits)`` for the records.
+    ``.grad`` and the weights back at ``w``. Returns ``(loss, record)`` as ``loss_at`` gave them.
 
     Args:
         awp: the perturbation (its ``variant`` decides the passes).
-        loss_at: ``forward -> (loss, adversarial logits)``: the method's loss through the given forward.
+        loss_at: ``forward -> (loss, record)``: the method's loss through the given forward (and what the
+            caller records of it, e.g. the adversarial logits or the number of correct ones).
         local_forward: the forward of this process only (no DDP gradient reduction) for the proxy gradient.
         train_forward: the training forward (DDP-wrapped under ``torchrun``) for the gradient that is applied.
         scaler: the ``GradScaler`` (fp16) or a disabled one.
@@ -163,20 +207,20 @@ def awp_backward(awp: AWP, loss_at: Any, local_forward: Any, train_forward: Any,
             (the perturbation only uses its direction); the returned loss too.
 
     ``official``: pass 1 at ``w`` (train mode, updates BatchNorm statistics, local gradient), pass 2 at
-    ``w + e(w)`` through ``train_forward`` with BatchNorm momentum 0; the reported loss/logits are pass 1's, as in
-    the authors' code. ``weights-only``: the proxy pass leaves the buffers alone and the perturbed pass is the
-    reported one.
+    ``w + e(w)`` through ``train_forward`` with the BatchNorm statistics frozen; the reported loss/record are
+    pass 1's, as in the authors' code. ``weights-only``: the proxy pass leaves the buffers alone and the
+    perturbed pass is the reported one.
     """
     def weighted(loss: Tensor) -> Tensor:
         return loss if weight is None else loss * weight
 
     if awp.variant == "official":
         loss, logits_adv = loss_at(local_forward)
-        with awp.perturbed(loss, scaler), frozen_bn_stats(model):
+        with awp.perturbed(loss, scaler), frozen_bn_stats(model, awp.bn_stats()):
             perturbed, _ = loss_at(train_forward)
             scaler.scale(weighted(perturbed)).backward()
         return loss, logits_adv
-    with kept_buffers(model):  # restored after the proxy's backward (which saved the buffers)
+    with kept_buffers(model, awp.all_buffers()):  # restored after the proxy's backward (which saved the buffers)
         proxy, _ = loss_at(local_forward)
         saved = awp.perturb(proxy, scaler)
     try:

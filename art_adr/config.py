@@ -99,7 +99,7 @@ class RunConfig:
     device: str = "auto"
     amp: str | None = None
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # False, True (= "default") or a mode: art_adr.compiling.COMPILE_MODES
     sync_bn: bool = False  # DDP: SyncBatchNorm (normalise over the global batch, not each GPU's shard); CUDA only
     # bookkeeping
     recipe: str | None = None
@@ -150,6 +150,8 @@ class RunConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         need(self.amp in (None, "bf16", "fp16"), "amp must be bf16, fp16 or none")
+        need(self.compile in (False, True) or self.compile in _compile_modes(),
+             f"compile must be true, false or one of {', '.join(_compile_modes())}, got {self.compile!r}")
         need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
         need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
         need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
@@ -193,6 +195,12 @@ class RunConfig:
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
+
+
+def _compile_modes() -> tuple[str, ...]:
+    from .compiling import COMPILE_MODES
+
+    return COMPILE_MODES
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -239,6 +247,14 @@ def coerce(key: str, value: Any) -> Any:
         return "inf" if str(value).lower() in ("inf", "linf", "np.inf") else str(value).lower().lstrip("l")
     if key == "amp" and str(value).lower() == "none":
         return None
+    if key == "compile":
+        from .compiling import compile_mode
+
+        try:
+            mode = compile_mode(value.lower() if isinstance(value, str) else value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return mode is not None and (mode == "default" or mode)
     default = FIELDS[key].default
     if isinstance(default, bool):
         return _boolean(key, value)

@@ -59,16 +59,24 @@ def check_classifier(classifier: Any) -> None:
 
 
 def check_model_outputs(forward: Any, model: nn.Module, input_shape: tuple[int, ...], nb_classes: int,
-                        device: torch.device) -> None:
-    """Run ``forward`` once on two zero images (eval mode, no grad) and require logits ``[2, nb_classes]``."""
+                        device: torch.device, channels_last: bool = False) -> None:
+    """Run ``forward`` once on two zero images (eval mode, no grad; NHWC with ``channels_last``) and require
+    logits ``[2, nb_classes]``. A model whose ``.view`` fails on NHWC activations is named as such."""
     from .modes import module_mode
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.zeros((2, *input_shape), device=device, dtype=dtype)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     try:
         with torch.no_grad(), module_mode(model, False):
             out = forward(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        if channels_last and "view size is not compatible with input tensor's size and stride" in str(exc):
+            raise ValueError(
+                "channels_last=True: the model calls .view() on an activation that is not contiguous in NHWC "
+                "memory format; use .reshape() or .flatten() in the model's forward, or channels_last=False "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
         raise ValueError(f"classifier.input_shape {tuple(input_shape)} does not fit its model "
                          f"({type(exc).__name__}: {exc})") from None
     shape = tuple(getattr(out, "shape", ()))

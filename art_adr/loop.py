@@ -18,6 +18,18 @@ from torch import Tensor
 from .checkpoint import non_finite_tensors
 from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .functional import cosine_schedule
+from .snapshot import HostStateCopies
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy of a state dict with every tensor cloned to the CPU (``load_state_dict``'s undo copy)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 __all__ = ["Callback", "EpochLoop", "TrainingDivergedError"]
 
@@ -28,17 +40,6 @@ class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite (``.reason``: what happened, without the restore note)."""
 
     reason: str | None = None
-
-
-def _cpu_copy(obj: Any) -> Any:
-    """A deep copy of a state dict with every tensor cloned to the CPU."""
-    if isinstance(obj, Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
 
 
 class EpochLoop:
@@ -75,7 +76,7 @@ class EpochLoop:
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.best_value = -1.0
-        self._last_finite: dict[str, Any] | None = None
+        self._host_copies = HostStateCopies()  # the last finite state (buffers reused across epochs and calls)
 
     # ------------------------------------------------------------------ the τ/λ plan
     def set_plan(self, first_step: int, total_steps: int) -> None:
@@ -110,10 +111,11 @@ class EpochLoop:
         """Train ``nb_epochs`` more epochs; ``epoch_batches(epoch)`` yields device batches ``(x in [0,1], y)``.
 
         On :class:`TrainingDivergedError` the student, teacher, optimizer, scheduler, scaler, counters and RNG
-        states are first restored to the start of the last epoch whose weights were finite (a CPU copy taken at
-        every epoch start), so the caller can lower the learning rate and call ``fit`` again.
+        states are first restored to the start of the last epoch whose weights were finite (a host copy taken at
+        every epoch start, asynchronously into reused pinned buffers on CUDA), so the caller can lower the
+        learning rate and call ``fit`` again.
         """
-        self._last_finite = None
+        self._host_copies.clear()
         try:
             return self._fit_epochs(epoch_batches, steps_per_epoch, nb_epochs, validation_data, scheduler,
                                     callbacks)
@@ -122,20 +124,21 @@ class EpochLoop:
             error.reason = str(exc)  # without the API's restore note (art-adr train words its own)
             raise error from None
         finally:
-            self._last_finite = None
+            self._host_copies.clear()
 
     def _snapshot_if_finite(self) -> None:
-        """Keep a CPU copy of the training state when the student's and teacher's tensors are all finite."""
-        state = _cpu_copy(self.state_dict())
+        """Copy the training state to the host; it is the one a divergence restores when the student's and
+        teacher's tensors are all finite (checked on the device: no host synchronisation but the previous
+        epoch's flag, and no synchronous device-to-host copy)."""
+        state = self.state_dict()
+        state["rng"]["attack_rank"] = self.rank  # this rank's own generator state (no rank-0 fallback)
         tensors = [t for part in ("student", "teacher") for t in state[part].values()
                    if isinstance(t, Tensor) and t.is_floating_point()]
-        if all(bool(torch.isfinite(t).all()) for t in tensors):
-            state["rng"]["attack_rank"] = self.rank  # this rank's own generator state (no rank-0 fallback)
-            self._last_finite = state
+        self._host_copies.take(state, tensors)
 
     def _restore_last_finite(self) -> str:
         """Load the last finite snapshot into the live model/teacher/optimizer; say what was done."""
-        state = self._last_finite
+        state = self._host_copies.latest()
         if state is None:
             return ("The model was NOT restored (no finite state was seen in this call); rebuild the classifier "
                     "or load_state_dict() a checkpoint before training again")

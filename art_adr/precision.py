@@ -10,10 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from .awp import scale_of
+from .snapshot import TensorSnapshot
 
 __all__ = ["Precision", "amp_dtype"]
 
-Guard = list[tuple[Tensor, Tensor]]
+Guard = TensorSnapshot
 
 
 def amp_dtype(amp: str | None) -> torch.dtype | None:
@@ -36,6 +37,7 @@ class Precision:
         self.dtype = amp_dtype(amp)
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self._guard: TensorSnapshot | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of the forward passes (a no-op in float32)."""
@@ -53,10 +55,16 @@ class Precision:
 
     def buffer_guard(self, model: nn.Module) -> Guard | None:
         """With fp16 loss scaling, a copy of ``model``'s buffers (BatchNorm statistics) taken before the
-        iteration's train-mode forwards, so :meth:`step` can undo what an overflowing step wrote."""
+        iteration's train-mode forwards, so :meth:`step` can undo what an overflowing step wrote (one copy
+        into buffers allocated once, :class:`art_adr.snapshot.TensorSnapshot`)."""
         if not self.scaler.is_enabled():
             return None
-        return [(b, b.detach().clone()) for b in model.buffers()]
+        buffers = list(model.buffers())
+        if self._guard is None or len(self._guard.tensors) != len(buffers) or any(
+                a is not b for a, b in zip(self._guard.tensors, buffers)):
+            self._guard = TensorSnapshot(buffers)
+        self._guard.save()
+        return self._guard
 
     def step(self, optimizer: torch.optim.Optimizer, guard: Guard | None) -> None:
         """``scaler.step`` + ``scaler.update``; when the scaler skips the step (inf/NaN gradients: its scale
@@ -67,10 +75,7 @@ class Precision:
         self.scaler.update()
         if guard is None or before is None:
             return
-        skipped = scale_of(self.scaler) < before
-        with torch.no_grad():
-            for b, original in guard:
-                b.copy_(torch.where(skipped, original, b))
+        guard.restore_where(scale_of(self.scaler) < before)
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict()

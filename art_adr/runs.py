@@ -587,6 +587,16 @@ def parameter_groups(model: torch.nn.Module, bn_weight_decay: bool = True) -> li
             {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
 
 
+def fused_sgd_supported(device: torch.device) -> bool:
+    """Whether ``torch.optim.SGD(fused=True)`` runs on ``device`` (then an fp16 step needs no host sync: the
+    gradient scaler hands its inf check to the optimizer instead of reading it with ``.item()``)."""
+    try:
+        torch.optim.SGD([torch.zeros(1, device=device, requires_grad=True)], lr=0.1, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
 # RunConfig fields the run layer uses itself (data, model, optimiser, LR schedule, bookkeeping); every other field
 # is an argument of the trainer or of the training method, passed by name (tests/test_runs.py checks the split)
 RUN_FIELDS = frozenset({
@@ -624,10 +634,12 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
 
     torch.manual_seed(config.seed)
     model = create_model(config.arch, num_classes, dataset=config.dataset, **_arch_kwargs(config, tuple(shape)))
-    opt = torch.optim.SGD(parameter_groups(model, config.bn_weight_decay), lr=config.lr, momentum=config.momentum,
-                          nesterov=config.sgd_nesterov(), weight_decay=config.weight_decay)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    model.to(device)  # fused SGD checks the parameters' device
+    opt = torch.optim.SGD(parameter_groups(model, config.bn_weight_decay), lr=config.lr, momentum=config.momentum,
+                          nesterov=config.sgd_nesterov(), weight_decay=config.weight_decay,
+                          fused=fused_sgd_supported(device) or None)
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=tuple(shape),
                             nb_classes=num_classes, clip_values=(0.0, 1.0),
                             device_type="gpu" if device.type == "cuda" else "cpu")

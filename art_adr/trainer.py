@@ -9,6 +9,7 @@ step, and the teacher takes one EMA step. The loop, validation, history and chec
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import check_images, check_labels, finite_number, integer, number_pair
+from .compiling import Compiled, compile_mode, uses_cudagraphs
 from .distributed import all_reduce_sum, convert_sync_bn, ddp_world, shard_weight, wrap_ddp
 from .ema import EMATeacher
 from .estimator import (
@@ -92,7 +94,15 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             shard on every DDP rank). ``False`` trains on it too (small sets); ``fit(..., drop_last=)`` overrides
             it for one call.
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with gradient scaling).
-        channels_last: NHWC memory format for model and batches. compile: ``torch.compile`` the forward.
+        channels_last: NHWC memory format for model and batches.
+        compile: ``torch.compile`` the student's forward (attack, loss, clean and PGD validation; under DDP the
+            DDP-wrapped training forward too) and the teacher's (the selecting ``val_attack`` runs eager: its
+            forwards see the still-robust subsets, data-dependent shapes): ``False`` (default),
+            ``True``/``"default"`` (Inductor), ``"reduce-overhead"`` (+ CUDA graphs), ``"max-autotune"``
+            (autotuned kernels + CUDA graphs) or ``"max-autotune-no-cudagraphs"``. Static batch shapes keep the
+            graphs few (``stats``: :meth:`compile_stats`); a function that recompiles past
+            ``art_adr.compiling.RECOMPILE_LIMIT`` raises :class:`art_adr.compiling.RecompileLimitError` instead of
+            running eager silently.
         sync_bn: under DDP (``torchrun``), convert the student's BatchNorm layers to ``SyncBatchNorm``, so that
             train-mode forwards normalise over the global batch (what one GPU does with the recipe's batch)
             instead of each rank's shard (batch / ranks images); CUDA only (``ValueError`` otherwise); no effect
@@ -146,7 +156,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         drop_last: bool = True,
         amp: str | None = None,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         sync_bn: bool = False,
         eval_max_iter: int = defaults.EVAL_MAX_ITER,
         eval_every: int = 1,
@@ -216,7 +226,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self._bn_momentum_now: float | None = None
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
         self.drop_last = bool(drop_last)
-        self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
         self.eval_spec = AttackSpec(norm=_norm_name(norm), eps=self.eps, steps=eval_max_iter)
         self.eval_max_iter, self.eval_every = int(eval_max_iter), int(eval_every)
         self.eval_batch_size = eval_batch_size
@@ -239,7 +249,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raw.to(memory_format=torch.channels_last)
         self._raw = raw
         self._forward = forward.to(self.device)
-        check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device)
+        check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device,
+                            channels_last=self.channels_last)
         self.rank, self.world_size = ddp_world()
         self.sync_bn = bool(sync_bn)
         if self.sync_bn and self.world_size > 1:  # in place: the classifier's forward and optimizer keep working
@@ -250,13 +261,15 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             else self.teacher.module
         ).to(self.device)
         self.precision = Precision(amp, self.device)
-        # forwards: local (this process; the attack and AWP's proxy gradient) and train (DDP-wrapped when run
-        # under torchrun, so the applied gradient is all-reduced); both compiled when compile=True
-        self._local_forward: nn.Module | Callable[[Tensor], Tensor] = (
-            torch.compile(self._forward) if self.compile else self._forward)
-        self._train_forward = self._local_forward
-        if self.world_size > 1:
-            self._train_forward = wrap_ddp(self._forward, self.device)
+        # forwards: local (this process; the attack, AWP's proxy gradient, validation) and train (DDP-wrapped
+        # when run under torchrun, so the applied gradient is all-reduced); each compiled when compile is on
+        train_forward = wrap_ddp(self._forward, self.device) if self.world_size > 1 else self._forward
+        self._eager_forwards = (self._forward, train_forward)
+        self._compiled: dict[str, Compiled] = {}
+        self._local_forward = self._compile(self._forward, "student forward")
+        self._train_forward = (self._compile(train_forward, "DDP student forward") if self.world_size > 1
+                               else self._local_forward)
+        self._teacher_eval = self._compile(self._teacher_forward, "teacher forward")
         self._awp = AWP(raw, self.awp_rho, self.awp_variant)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed + self.rank)  # attack starts differ between DDP ranks
@@ -264,6 +277,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             forward=self._local_forward, model=raw, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
             norm=_norm_name(norm), clip_values=self.clip_values, bn_mode=attack_bn_mode, generator=self.generator,
             autocast=self.precision.autocast_factory)
+        self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
         self.scheduler: Any = None
         self._teacher_classifier: Any = None
         self._init_loop()
@@ -285,6 +299,24 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             "training attack must see ADR's rectified label (a probability row; ART's loss gradients reduce it "
             "to its argmax), follow the training method (TRADES attacks its KL term) and stay on the device. "
             "Pass eps=, eps_step=, max_iter=, norm= (or a SoftLabelPGD) instead")
+
+    # ------------------------------------------------------------------ torch.compile
+    def _compile(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        """``fn`` compiled as :class:`art_adr.compiling.Compiled` when ``compile`` is on, else ``fn``."""
+        if self.compile is None:
+            return fn
+        self._compiled[name] = Compiled(fn, self.compile, name)
+        return self._compiled[name]
+
+    def compile_stats(self) -> dict[str, dict[str, Any]]:
+        """Per compiled function (``"student forward"``, ``"teacher forward"``, ``"DDP student forward"``): the
+        mode and the graphs and compilations so far (``{}`` when ``compile`` is off)."""
+        return {name: c.stats() for name, c in self._compiled.items()}
+
+    def _mark_cudagraph_step(self) -> None:
+        """With CUDA graphs, a new step begins: outputs of the last one may be overwritten."""
+        if uses_cudagraphs(self.compile) and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
 
     # ------------------------------------------------------------------ compatibility views
     @property
@@ -315,12 +347,18 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             return one_hot(y, self.nb_classes)
         tau, lam = self.schedule()
         with torch.no_grad(), self.precision.autocast():
-            teacher_logits = self._teacher_forward(x)
+            teacher_logits = self._teacher_eval(x)
         return rectify_labels(teacher_logits, y, tau, lam)
 
     def _attack(self, x: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
         """The method's training attack on ``x`` against ``target`` (hard labels ``y`` default to its argmax)."""
-        return self.method.attack(self._attack_ctx, x, target, target.argmax(1) if y is None else y)
+        ctx = self._eager_attack_ctx if self._eager_step() else self._attack_ctx
+        return self.method.attack(ctx, x, target, target.argmax(1) if y is None else y)
+
+    def _eager_step(self) -> bool:
+        """The first iteration of a ``bn_momentum`` run (BatchNorm momentum 1.0) runs eager, so the compiled
+        forwards only ever see the one momentum of every later iteration (no recompile when it changes)."""
+        return self.compile is not None and self.bn_momentum is not None and self.step == 0
 
     def _apply_bn_momentum(self) -> None:
         """BatchNorm momentum 1.0 at iteration 0, then ``bn_momentum`` (authors' ``set_bn_momentum``)."""
@@ -341,26 +379,28 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         (:func:`art_adr.distributed.shard_weight`), so a ragged last batch (``drop_last=False``) gives the
         gradient one process computes on it, and a rank whose shard is empty contributes a zero loss; the
         returned loss is the shard's own mean (0 for an empty shard)."""
+        self._mark_cudagraph_step()
         self._apply_bn_momentum()
         guard = self.precision.buffer_guard(self._raw)
         target = self._targets(x, y)
         x_adv = self._attack(x, target, y)
         autocast = self.precision.autocast_factory
         weight = shard_weight(y.shape[0], self.device, self.world_size)  # DDP: this shard's share of the batch
+        local, train = self._eager_forwards if self._eager_step() else (self._local_forward, self._train_forward)
 
         def loss_at(forward: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
             loss, logits_adv = self.method.loss(forward, x, x_adv, target, y, autocast)
             if y.shape[0] == 0:  # an empty DDP shard (drop_last off): a zero loss, so that DDP's backward runs
                 loss = logits_adv.float().sum() * 0.0
-            return loss, logits_adv
+            return loss, (logits_adv.detach().argmax(1) == y).sum()  # now: a CUDA graph may reuse the logits
 
         with module_mode(self._raw, True):
             self.optimizer.zero_grad(set_to_none=True)
             if self._awp_active():
-                loss, logits_adv = awp_backward(self._awp, loss_at, self._local_forward, self._train_forward,
-                                                self.precision.scaler, self._raw, weight)
+                loss, correct = awp_backward(self._awp, loss_at, local, train, self.precision.scaler, self._raw,
+                                             weight)
             else:
-                loss, logits_adv = loss_at(self._train_forward)
+                loss, correct = loss_at(train)
                 self.precision.backward(loss if weight is None else loss * weight)
             self.precision.step(self.optimizer, guard)
         decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
@@ -368,7 +408,6 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.step += 1
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
-        correct = (logits_adv.detach().argmax(1) == y).sum()
         return loss.detach(), correct
 
     # ------------------------------------------------------------------ evaluation
@@ -376,6 +415,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def _accuracy(self, forward: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor, y: Tensor,
                   adversarial: bool, generator: torch.Generator) -> Tensor:
         spec = self.eval_spec
+        self._mark_cudagraph_step()
         with module_mode(model, False):
             if adversarial:
                 x = pgd(forward, x, y, eps=spec.eps, eps_step=spec.step_size, max_iter=spec.steps, norm=spec.norm,
@@ -406,7 +446,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         val_gen.manual_seed(54321)
         extra = adversarial and self.val_attack.name != "pgd"
         kinds = ["clean"] + (["pgd"] if adversarial else []) + ([self.val_attack.name] if extra else [])
-        models = {"student": (self._forward, self._raw), "teacher": (self._teacher_forward, self.teacher.module)}
+        models = {"student": (self._local_forward, self._raw), "teacher": (self._teacher_eval, self.teacher.module)}
+        # the selecting attack runs its forwards on the subsets still robust (data-dependent shapes): eager
+        eager = {"student": self._forward, "teacher": self._teacher_forward}
         counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
                   for m in models for k in kinds}
         n = xs.shape[0]
@@ -419,7 +461,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                     counts[metric_name("pgd", name)] += self._accuracy(fwd, mod, xb, yb, True, gen)
                 if extra:
                     counts[metric_name(self.val_attack.name, name)] += self._val_attack_correct(
-                        fwd, mod, xb, yb, val_gen)
+                        eager[name], mod, xb, yb, val_gen)
         totals = all_reduce_sum(torch.stack(list(counts.values())), self.world_size)
         return {k: float(v.item()) / n for k, v in zip(counts, totals)}
 

@@ -1,93 +1,141 @@
 #!/usr/bin/env bash
-# One command for the GPU checks of art-adr (issue 10 §1): the `pytest -m cuda` train/resume/evaluate cycles
-# (bf16, fp16+AWP, channels_last + streamed batches, compile) and the GPU benchmark presets, each written as
-# JSON under the output folder ($OUT if set, else --out, else ./gpu-suite-out). See benchmarks/README.md.
+# The GPU checks of art-adr in one command, sized for one H100/H200 for <= 8 minutes (issue 15 §5), on a machine with
+# Python 3.12, torch, numpy and scipy and nothing else, offline. See benchmarks/README.md ("GPU suite").
 #
-#   bash benchmarks/gpu_suite.sh [--out DIR] [--data-dir DIR] [--steps tests,throughput,speed,equivalence]
+#   bash benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--steps tests,throughput] [--budget SECONDS]
+#                                [--data-dir DIR] [--dry-run]
 #
-# Offline machines: wheels in ./.whl are installed first (--no-deps --no-index), then art-adr itself.
-# --data-dir: a folder with the Fashion-MNIST IDX .gz files (equivalence.py; default: the system copy, else
-# the synthetic task). Every step runs even when an earlier one fails; the exit code is 1 if any failed.
+# 1. installs the wheels of --wheels (default .whl/, made by benchmarks/gpu_wheels.sh) with pip --no-deps --no-index
+#    into a private folder ($GPU_SUITE_SITE, default /tmp/art-adr-site), then art-adr itself from this tree;
+# 2. runs the steps (default tests,throughput; also speed, equivalence), each under a share of --budget seconds
+#    (default 450): tests = `pytest -m cuda tests/test_cuda.py` (train -> resume -> evaluate cycles, training steps
+#    under torch.cuda.set_sync_debug_mode("error"), compiled graph counts); throughput = the ResNet-18 rows of
+#    `throughput.py --preset suite`;
+# 3. writes everything into one JSON, DIR/suite.json ($OUT if set, else --out, else ./gpu-suite-out).
+# Every step runs even when an earlier one fails; the exit code is 1 if any failed.
+# --dry-run: check that every step resolves (files exist, modules import or come from a wheel, commands parse);
+# nothing needs CUDA or installs anything.
 set -uo pipefail
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-}
+WHEELS=.whl
+STEPS="tests,throughput"
+BUDGET=450
 DATA_DIR=""
-STEPS="tests,throughput,speed,equivalence"
+DRY=0
+REQS=${GPU_SUITE_REQUIREMENTS:-benchmarks/gpu_requirements.txt}
+SITE=${GPU_SUITE_SITE:-/tmp/art-adr-site}
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT_DIR=$2; shift 2 ;;
-    --data-dir) DATA_DIR=$2; shift 2 ;;
+    --wheels) WHEELS=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --budget) BUDGET=$2; shift 2 ;;
+    --data-dir) DATA_DIR=$2; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    -h|--help) sed -n '2,20p' "$SCRIPT"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 OUT_DIR=${OUT_DIR:-gpu-suite-out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
+export PYTHONUNBUFFERED=1
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  echo "== installing carried wheels from .whl/"
-  $PY -m pip install -q --no-deps --no-index .whl/*.whl || echo "some wheels failed to install" >&2
-fi
-if ! $PY -c "import art_adr.cli" 2>/dev/null; then
-  echo "== installing art-adr (no deps, no build isolation)"
-  $PY -m pip install -q --no-deps --no-build-isolation -e . || $PY -m pip install -q --no-deps --no-build-isolation .
-fi
-$PY -c "import art_adr.cli, torch; assert torch.cuda.is_available(), 'no CUDA GPU'" || {
-  echo "art-adr does not import or torch sees no GPU; see benchmarks/README.md (GPU suite)" >&2; exit 2; }
-
-declare -A RC SECS
-run_step() {  # name, command...
-  local name=$1; shift
-  echo "== $name: $*"
-  local t0=$SECONDS
-  "$@" 2>&1 | tee "$OUT_DIR/$name.log"
-  RC[$name]=${PIPESTATUS[0]}
-  SECS[$name]=$((SECONDS - t0))
-  echo "== $name: exit ${RC[$name]} after ${SECS[$name]} s"
-}
-want() { [[ ",$STEPS," == *",$1,"* ]]; }
-
+# ---------------------------------------------------------------- the steps: name, seconds at most, command
+declare -A CAP=([tests]=270 [throughput]=210 [speed]=300 [equivalence]=240)
 DATA_ARGS=()
 [ -n "$DATA_DIR" ] && DATA_ARGS=(--data-dir "$DATA_DIR")
-want tests && run_step cuda-tests env ART_ADR_GPU_OUT="$OUT_DIR" $PY -m pytest -q -m cuda tests/test_cuda.py \
-  -p no:cacheprovider --junitxml="$OUT_DIR/cuda-tests.xml"
-want throughput && run_step throughput $PY benchmarks/throughput.py --preset h100 --out "$OUT_DIR/h100.json"
-want speed && run_step speed $PY benchmarks/speed_options.py --preset h100 --compile \
-  --out "$OUT_DIR/speed-h100.json"
-want equivalence && run_step equivalence $PY benchmarks/equivalence.py --device cuda "${DATA_ARGS[@]}" \
-  --out "$OUT_DIR/equivalence-h100.json"
+step_command() {  # the command line of a step, one word per line
+  case "$1" in
+    tests) printf '%s\n' env "ART_ADR_GPU_OUT=$OUT_DIR" "$PY" -P -m pytest -q -m cuda tests/test_cuda.py \
+             -p no:cacheprovider "--junitxml=$OUT_DIR/cuda-tests.xml" ;;
+    throughput) printf '%s\n' "$PY" benchmarks/throughput.py --preset suite --out "$OUT_DIR/throughput.json" ;;
+    speed) printf '%s\n' "$PY" benchmarks/speed_options.py --preset h100 --compile --out "$OUT_DIR/speed.json" ;;
+    equivalence) printf '%s\n' "$PY" benchmarks/equivalence.py --device cuda "${DATA_ARGS[@]}" \
+                   --out "$OUT_DIR/equivalence.json" ;;
+    *) return 1 ;;
+  esac
+}
+step_files() {
+  case "$1" in
+    tests) echo tests/test_cuda.py tests/conftest.py pyproject.toml ;;
+    throughput) echo benchmarks/throughput.py benchmarks/bench_utils.py ;;
+    speed) echo benchmarks/speed_options.py benchmarks/throughput.py benchmarks/bench_utils.py ;;
+    equivalence) echo benchmarks/equivalence.py benchmarks/bench_utils.py ;;
+  esac
+}
+IFS=, read -r -a STEP_LIST <<< "$STEPS"
+for name in "${STEP_LIST[@]}"; do
+  step_command "$name" >/dev/null || { echo "unknown step: $name (tests, throughput, speed, equivalence)" >&2; exit 2; }
+done
 
+# ---------------------------------------------------------------- --dry-run
+if [ "$DRY" = 1 ]; then
+  FAILED=0
+  if bash -n "$SCRIPT"; then echo "ok    this script parses (bash -n)"; else echo "FAIL  this script parses"; FAILED=1; fi
+  if "$PY" -P -c "import sys; assert sys.version_info >= (3, 11)" 2>/dev/null; then
+    echo "ok    python: $PY (>= 3.11, for -P)"
+  else echo "FAIL  python: $PY must be Python >= 3.11"; FAILED=1; fi
+  STEP_ARGS=()
+  for name in "${STEP_LIST[@]}"; do
+    mapfile -t cmd < <(step_command "$name")
+    echo "      step $name (at most ${CAP[$name]} s): ${cmd[*]}"
+    STEP_ARGS+=("$name|$(step_files "$name")")
+  done
+  "$PY" -P benchmarks/gpu_suite_check.py "$WHEELS" "$REQS" "${STEP_ARGS[@]}" || FAILED=1
+  if [ "$FAILED" -ne 0 ]; then echo "dry run: some checks failed"; exit 1; fi
+  echo "dry run: every step resolves"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- install (offline, private folder)
+T_START=$SECONDS
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  echo "== installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE (--no-deps --no-index)"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    "$WHEELS"/*.whl || echo "some wheels failed to install" >&2
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# python -P: the working directory is not on sys.path, so art_adr is the installed package, not ./art_adr (whose
+# art_adr.cli lives in cli/); the scripts put only their own folder on sys.path
+if ! "$PY" -P -c "import art_adr.cli" 2>/dev/null; then
+  echo "== installing art-adr from this tree into $SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" . || echo "art-adr did not install" >&2
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" -P -c "import art_adr.cli, torch; assert torch.cuda.is_available(), 'no CUDA GPU'" || {
+  echo "art-adr does not import or torch sees no GPU; see benchmarks/README.md (GPU suite)" >&2; exit 2; }
+
+# ---------------------------------------------------------------- run
 STATUS_JSON="{"
 sep=""
-for name in "${!RC[@]}"; do
-  STATUS_JSON+="$sep\"$name\": {\"exit_code\": ${RC[$name]}, \"seconds\": ${SECS[$name]}}"
+ANY_FAILED=0
+for name in "${STEP_LIST[@]}"; do
+  left=$((BUDGET - (SECONDS - T_START) - 15))  # 15 s for the summary
+  limit=${CAP[$name]}
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -le 10 ]; then
+    echo "== $name: skipped (the suite's $BUDGET s budget is spent)"
+    STATUS_JSON+="$sep\"$name\": {\"exit_code\": null, \"seconds\": 0, \"timed_out\": false, \"skipped\": true}"
+    sep=", "; ANY_FAILED=1; continue
+  fi
+  mapfile -t cmd < <(step_command "$name")
+  echo "== $name (at most $limit s): ${cmd[*]}"
+  t0=$SECONDS
+  timeout --kill-after=10 "$limit" "${cmd[@]}" 2>&1 | tee "$OUT_DIR/$name.log"
+  rc=${PIPESTATUS[0]}
+  timed_out=false
+  [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && timed_out=true
+  echo "== $name: exit $rc after $((SECONDS - t0)) s"
+  [ "$rc" -eq 0 ] || ANY_FAILED=1
+  STATUS_JSON+="$sep\"$name\": {\"exit_code\": $rc, \"seconds\": $((SECONDS - t0)), \"timed_out\": $timed_out, \"limit_s\": $limit}"
   sep=", "
 done
 STATUS_JSON+="}"
-$PY - "$OUT_DIR" "$STATUS_JSON" <<'EOF'
-import json, platform, subprocess, sys, time
-import torch
-out, steps = sys.argv[1], json.loads(sys.argv[2])
-try:
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=30).stdout.strip()
-except (OSError, subprocess.SubprocessError):
-    smi = None
-try:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-except OSError:
-    commit = None
-summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gpu": torch.cuda.get_device_name(), "nvidia_smi": smi,
-           "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-           "git_commit": commit or None, "steps": steps}
-with open(f"{out}/suite.json", "w") as f:
-    json.dump(summary, f, indent=2)
-print(json.dumps(summary, indent=2))
-EOF
-for name in "${!RC[@]}"; do
-  [ "${RC[$name]}" -eq 0 ] || exit 1
-done
-exit 0
+"$PY" benchmarks/gpu_summary.py "$OUT_DIR" "$STATUS_JSON"
+echo "== suite: $((SECONDS - T_START)) s; everything in $OUT_DIR/suite.json"
+exit $ANY_FAILED

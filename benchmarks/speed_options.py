@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bf16+channels_last": {"amp": "bf16", "channels_last": True, "compile": False},
     "compile": {"amp": None, "channels_last": False, "compile": True},
     "bf16+channels_last+compile": {"amp": "bf16", "channels_last": True, "compile": True},
+    "bf16+channels_last+reduce-overhead": {"amp": "bf16", "channels_last": True, "compile": "reduce-overhead"},
 }
 
 
@@ -78,15 +79,17 @@ def time_variant(model: nn.Module, cfg: BenchConfig, device: torch.device, name:
     """Median ``train_step`` time of AT+ADR under variant ``name``."""
     vcfg = replace(cfg, **VARIANTS[name])
     reset_peak_memory(device)
+    torch._dynamo.reset()  # every compiled variant starts from an empty Dynamo cache (no shared recompile limit)
+    compiled: dict[str, Any] = {}
     try:
-        times = time_ours_step(copy.deepcopy(model), vcfg, device, "ours-at-adr")
+        times = time_ours_step(copy.deepcopy(model), vcfg, device, "ours-at-adr", compiled)
     except Exception as exc:  # an option unsupported on this device/build is reported, not fatal
         return {"variant": name, "error": f"{type(exc).__name__}: {exc}"[:300]}
     synchronize(device)
     sec = median(times)
     mem, kind = peak_memory_mb(device)
     return {"variant": name, **VARIANTS[name], "ms_per_batch": 1000 * sec, "images_per_s": cfg.batch_size / sec,
-            "peak_mem_mb": mem, "peak_mem_kind": kind, "seconds_all": times}
+            "peak_mem_mb": mem, "peak_mem_kind": kind, "seconds_all": times, "compile_stats": compiled}
 
 
 def run_config(cfg: BenchConfig, device: torch.device, variants: Sequence[str]) -> dict[str, Any]:
@@ -123,11 +126,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    variants = [v for v in VARIANTS if (args.compile or "compile" not in v) and not (args.no_fp16 and v == "fp16")]
+    variants = [v for v in VARIANTS if (args.compile or not VARIANTS[v]["compile"])
+                and not (args.no_fp16 and v == "fp16")]
     result: dict[str, Any] = {"benchmark": "speed_options", "environment": environment(device), "configs": []}
     for cfg in PRESETS[args.preset]:
         over = {k: v for k, v in (("iters", args.iters), ("warmup", args.warmup)) if v is not None}
         cfg = replace(cfg, **over)
+        torch._dynamo.reset()  # between configurations too
         print(f"config {cfg.name} on {device}", file=sys.stderr, flush=True)
         result["configs"].append(run_config(cfg, device, variants))
         write_json(args.out, result)

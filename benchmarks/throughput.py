@@ -78,7 +78,7 @@ class BenchConfig:
     awp_rho: float = 0.005
     amp: str | None = None
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False
     warmup: int = 2
     iters: int = 5
     art_batches: int = 2
@@ -110,6 +110,17 @@ PRESETS: dict[str, list[BenchConfig]] = {
     ],
 }
 PRESETS["gpu"] = PRESETS["h100"]
+# benchmarks/gpu_suite.sh: ResNet-18 CIFAR shape, bf16 + channels_last, eager and compiled (with and without CUDA
+# graphs), ours against ART's trainers and the plain loop, sized for a few minutes of an H100/H200
+SUITE_ROWS = ("ours-at", "ours-at-adr", "ours-trades-adr", "art-madry-bs", "art-trades", "plain-pgd-at")
+PRESETS["suite"] = [
+    BenchConfig("resnet18-32px-bf16-cl", arch="resnet18", amp="bf16", channels_last=True, warmup=5, iters=20,
+                art_batches=2, art_reps=2, rows=SUITE_ROWS),
+    BenchConfig("resnet18-32px-bf16-cl-compile", arch="resnet18", amp="bf16", channels_last=True, compile=True,
+                warmup=5, iters=20, rows=("ours-at-adr", "plain-pgd-at")),
+    BenchConfig("resnet18-32px-bf16-cl-reduce-overhead", arch="resnet18", amp="bf16", channels_last=True,
+                compile="reduce-overhead", warmup=5, iters=20, rows=("ours-at-adr",)),
+]
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -166,8 +177,10 @@ def make_trainer(model: nn.Module, cfg: BenchConfig, device: torch.device, key: 
                                  **(spec["kwargs"] | extra))
 
 
-def time_ours_step(model: nn.Module, cfg: BenchConfig, device: torch.device, key: str) -> list[float]:
-    """Per-iteration seconds of ``train_step`` on 4 pre-made device batches (warm-up excluded)."""
+def time_ours_step(model: nn.Module, cfg: BenchConfig, device: torch.device, key: str,
+                   compile_stats: dict[str, Any] | None = None) -> list[float]:
+    """Per-iteration seconds of ``train_step`` on 4 pre-made device batches (warm-up excluded); with ``compile``,
+    the trainer's graph counts are written into ``compile_stats``."""
     trainer = make_trainer(model, cfg, device, key)
     trainer.set_plan(0, cfg.warmup + cfg.iters)  # the τ/λ schedules span the timed run
     fmt = torch.channels_last if trainer.channels_last else torch.contiguous_format
@@ -177,7 +190,10 @@ def time_ours_step(model: nn.Module, cfg: BenchConfig, device: torch.device, key
     def step(i: int) -> None:
         trainer.train_step(*batches[i % len(batches)])
 
-    return time_calls(step, device, cfg.warmup, cfg.iters)
+    times = time_calls(step, device, cfg.warmup, cfg.iters)
+    if compile_stats is not None:
+        compile_stats.update(trainer.compile_stats())
+    return times
 
 
 def time_ours_fit(model: nn.Module, cfg: BenchConfig, device: torch.device) -> list[float]:
@@ -260,11 +276,14 @@ def plain_pgd_at_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Ten
 
 
 def time_plain(model: nn.Module, cfg: BenchConfig, device: torch.device) -> list[float]:
-    """Per-iteration seconds of :func:`plain_pgd_at_step` (same AMP / channels_last as our rows)."""
+    """Per-iteration seconds of :func:`plain_pgd_at_step` (same AMP / channels_last / compile as our rows)."""
     model = model.to(device).train()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    if cfg.compile:
+        mode = None if cfg.compile is True or cfg.compile == "default" else cfg.compile
+        model = torch.compile(model, mode=mode)
     amp = _amp_dtype(cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     batches = [(x.contiguous(memory_format=fmt), y)
@@ -302,11 +321,13 @@ ROW_INFO: dict[str, tuple[str, str, bool, bool]] = {
 }
 
 
-def time_row(key: str, model: nn.Module, cfg: BenchConfig, device: torch.device) -> list[float]:
-    """Seconds per training batch for row ``key`` (a fresh copy of ``model`` each time)."""
+def time_row(key: str, model: nn.Module, cfg: BenchConfig, device: torch.device,
+             compile_stats: dict[str, Any] | None = None) -> list[float]:
+    """Seconds per training batch for row ``key`` (a fresh copy of ``model`` each time; an empty Dynamo cache)."""
     model = copy.deepcopy(model)
+    torch._dynamo.reset()
     if key in OURS_ROWS or key == "ours-at-fp32":
-        return time_ours_step(model, cfg, device, key)
+        return time_ours_step(model, cfg, device, key, compile_stats)
     if key == "ours-at-adr-fit":
         return time_ours_fit(model, cfg, device)
     if key.startswith("art-"):
@@ -322,7 +343,8 @@ def measure_row(key: str, model: nn.Module, cfg: BenchConfig, device: torch.devi
     are pooled with this round's (the median is taken over all of them)."""
     _free(device)
     reset_peak_memory(device)
-    times = list(times or []) + time_row(key, model, cfg, device)
+    compiled: dict[str, Any] = {}
+    times = list(times or []) + time_row(key, model, cfg, device, compiled)
     synchronize(device)
     mem, mem_kind = peak_memory_mb(device)
     desc, method, adr, awp = ROW_INFO[key]
@@ -338,6 +360,8 @@ def measure_row(key: str, model: nn.Module, cfg: BenchConfig, device: torch.devi
         "tflops": ips * fwd * flops / 1e12, "tflops_min_count": ips * fwd_min * flops / 1e12,
         "peak_mem_mb": mem, "peak_mem_kind": mem_kind,
     }
+    if compiled:
+        row["compile_stats"] = compiled
     _free(device)
     return row
 
@@ -476,7 +500,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="interleaved sweeps over the rows (pooled median)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", nargs="?", const=True, default=None,
+                   help="compile our trainers and the plain loop; optional mode: reduce-overhead, max-autotune")
+    p.add_argument("--list", action="store_true", help="print the configs and rows that would run, and exit")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of {','.join(ALL_ROWS)}")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None,
@@ -528,6 +554,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def _run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     configs = configs_from_args(args)
+    if args.list:
+        for cfg in configs:
+            print(f"{cfg.name}: {cfg.arch} {cfg.shape} batch {cfg.batch_size} amp={cfg.amp} "
+                  f"channels_last={cfg.channels_last} compile={cfg.compile} rows={','.join(cfg.rows)}")
+        return {"configs": [asdict(c) for c in configs]}
     result: dict[str, Any] = {
         "benchmark": "throughput", "environment": environment(device),
         "timing": {"method": "median of per-iteration wall times after warm-up, device synchronised around "

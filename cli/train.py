@@ -82,8 +82,11 @@ def _schedule_text(value: Any) -> str:
 @click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), help="Mixed precision." + _default("amp"))
 @click.option("--channels-last/--no-channels-last", default=None,
               help="NHWC memory format." + _default("channels_last"))
-@click.option("--compile/--no-compile", "compile", default=None,
-              help="torch.compile the forward." + _default("compile"))
+@click.option("--compile", "compile", is_flag=False, flag_value="default", default=None, metavar="[MODE]",
+              help="torch.compile the student's and teacher's forwards; MODE: default (the flag alone), "
+                   "reduce-overhead (+ CUDA graphs), max-autotune (+ CUDA graphs), max-autotune-no-cudagraphs."
+                   + _default("compile"))
+@click.option("--no-compile", "no_compile", is_flag=True, default=False, help="Eager forwards (overrides a recipe).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
 @click.option("--stop-after-epochs", type=click.IntRange(min=1),
               help="Stop cleanly after N epochs of this invocation (preemptible jobs) [default: run to the end].")
@@ -112,6 +115,8 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     from art_adr.trainer import TrainingDivergedError
 
     given = {k: v for k, v in flags.items() if v is not None}  # every flag is named after its RunConfig field
+    if given.pop("no_compile", False):
+        given["compile"] = False
     for key in ("temperature", "interpolation"):
         if key in given:
             given[key] = _pair(given[key])

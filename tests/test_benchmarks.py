@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -115,3 +116,111 @@ def test_throughput_rows_flag_and_unknown_row() -> None:
     assert all(c.rows == ("ours-at", "plain-pgd-at") and c.amp is None for c in configs)
     with pytest.raises(SystemExit):
         throughput.configs_from_args(throughput.parse_args(["--rows", "nope"]))
+
+
+def test_speed_options_resets_dynamo_before_every_variant(monkeypatch) -> None:
+    """The fast check: every timed variant starts after a ``torch._dynamo.reset()`` and records its graphs."""
+    import speed_options
+
+    events = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: events.append("reset"))
+
+    def fake_step(model, cfg, device, key, compiled):
+        events.append(cfg.compile)
+        compiled.update({"student forward": {"graphs": 1}} if cfg.compile else {})
+        return [0.01]
+
+    monkeypatch.setattr(speed_options, "time_ours_step", fake_step)
+    monkeypatch.setattr(speed_options, "time_ema", lambda *a, **k: {"fused_us": 1.0, "naive_us": 1.0, "speedup": 1.0,
+                                                                  "max_abs_diff": 0.0, "tensors": 0})
+    result = speed_options.main(["--preset", "tiny", "--device", "cpu", "--compile", "--no-fp16"])
+    timed = [e for e in events if e != "reset"]
+    assert timed and all(events[events.index(e, i) - 1] == "reset" for i, e in enumerate(events) if e != "reset")
+    assert events.count("reset") >= 1 + len(timed)  # per configuration and per variant
+    rows = result["configs"][0]["variants"]
+    assert {r["variant"]: bool(r["compile_stats"]) for r in rows}["bf16+channels_last+reduce-overhead"]
+
+
+@pytest.mark.slow
+def test_speed_options_resets_dynamo_between_variants_and_counts_graphs(monkeypatch) -> None:
+    """Each compiled variant starts from an empty Dynamo cache (issue 15: from its third configuration
+    ``--compile`` used to time eager code labelled "compile"), and its graphs are recorded."""
+    import speed_options
+
+    import art_adr.compiling as compiling
+
+    monkeypatch.setattr(compiling, "BACKEND", "eager")
+    resets = []
+    original = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: (resets.append(1), original())[1])
+    monkeypatch.setattr(speed_options, "time_ema", lambda *a, **k: {"fused_us": 1.0, "naive_us": 1.0, "speedup": 1.0,
+                                                                  "max_abs_diff": 0.0, "tensors": 0})
+    monkeypatch.setattr(speed_options, "VARIANTS", {k: v for k, v in speed_options.VARIANTS.items()
+                                                    if k in ("fp32", "compile")})
+    result = speed_options.main(["--preset", "tiny", "--device", "cpu", "--iters", "1", "--warmup", "1",
+                                 "--compile", "--no-fp16"])
+    rows = {r["variant"]: r for r in result["configs"][0]["variants"]}
+    assert len(resets) >= 1 + len(rows)  # per configuration and per variant
+    assert rows["fp32"]["compile_stats"] == {}
+    assert "error" not in rows["compile"], rows["compile"]
+    assert rows["compile"]["compile_stats"]["student forward"]["graphs"] > 0  # compiled, not eager
+
+
+def test_throughput_suite_preset_lists_the_resnet18_rows(capsys) -> None:
+    result = throughput.main(["--preset", "suite", "--list", "--device", "cpu"])
+    configs = result["configs"]
+    assert [c["compile"] for c in configs] == [False, True, "reduce-overhead"]
+    assert all(c["arch"] == "resnet18" and c["amp"] == "bf16" and c["channels_last"] for c in configs)
+    assert {"ours-at-adr", "art-madry-bs", "art-trades", "plain-pgd-at"} <= set(configs[0]["rows"])
+    assert "resnet18-32px-bf16-cl-compile" in capsys.readouterr().out
+
+
+REPO = BENCH_DIR.parent
+
+
+def _dry_run(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(["bash", str(BENCH_DIR / "gpu_suite.sh"), "--dry-run", "--out", str(tmp_path / "o"),
+                           *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
+
+
+def test_gpu_suite_dry_run_resolves_every_step_without_cuda(tmp_path: Path) -> None:
+    proc = _dry_run(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "dry run: every step resolves" in out and "FAIL" not in out
+    for needed in ("module art ", "module click ", "module yaml ", "module pytest ", "module matplotlib ",
+                   "module sklearn ", "step tests: pytest collects the cuda tests",
+                   "step throughput: --preset suite resolves", "summary writer runs without a GPU"):
+        assert needed in out, needed
+    assert not (tmp_path / "o" / "suite.json").exists()  # a dry run runs nothing
+
+
+@pytest.mark.slow
+def test_gpu_suite_dry_run_names_what_does_not_resolve(tmp_path: Path) -> None:
+    reqs = tmp_path / "reqs.txt"
+    reqs.write_text("click==8.0  click\nnot-a-package==1.0  not_a_module_xyz\n")
+    proc = _dry_run(tmp_path, "--wheels", str(tmp_path / "empty"), "--steps", "throughput",
+                    env={"GPU_SUITE_REQUIREMENTS": str(reqs)})
+    assert proc.returncode == 1
+    assert "FAIL  module not_a_module_xyz: not importable and no wheel for not-a-package==1.0" in proc.stdout
+    assert "ok    module click imports here" in proc.stdout and "dry run: some checks failed" in proc.stdout
+    assert _dry_run(tmp_path, "--steps", "nope").returncode == 2
+
+
+def test_gpu_wheels_list_is_pinned_and_documented() -> None:
+    """gpu_wheels.sh downloads exactly benchmarks/gpu_requirements.txt; the README lists each wheel."""
+    pins = [line.split()[0] for line in (BENCH_DIR / "gpu_requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert pins and all(p.count("==") == 1 for p in pins)
+    names = [p.split("==")[0].lower() for p in pins]
+    assert len(set(names)) == len(names)
+    assert not {"torch", "numpy", "scipy", "pyautoattack"} & set(names)  # preinstalled, or not needed (40 MiB)
+    readme = (BENCH_DIR / "README.md").read_text().lower()
+    for p in pins:
+        stem = p.split("==")[0].lower().replace("-", "_").replace(".", "_")
+        assert f"{stem}-{p.split('==')[1]}".lower() in readme, p
+    script = (BENCH_DIR / "gpu_wheels.sh").read_text()
+    assert "--no-deps" in script and "--only-binary=:all:" in script and "--python-version 3.12" in script

@@ -1,6 +1,8 @@
-"""CUDA path (``pytest -m cuda``; skipped without a GPU): one train → resume → evaluate cycle per speed option.
+"""CUDA path (``pytest -m cuda``; skipped without a GPU): one train → resume → evaluate cycle per speed option,
+training steps under ``torch.cuda.set_sync_debug_mode("error")`` and the compiled graphs per mode.
 
-``benchmarks/gpu_suite.sh`` runs these and collects their JSON (``$ART_ADR_GPU_OUT/cuda-<name>.json``).
+``benchmarks/gpu_suite.sh`` runs these and collects their JSON (``$ART_ADR_GPU_OUT/cuda-<name>.json``) into its one
+``suite.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ pytestmark = [pytest.mark.cuda,
 
 SYNTH = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 1088, shape: [3, 32, 32], num_classes: 10}",
          "--val-size", "64", "--max-iter", "3", "--batch-size", "128", "--eps", "8/255", "--eps-step", "2/255",
-         "--set", "eval_max_iter=3", "--device", "cuda", "-q"]
+         "--set", "eval_max_iter=3", "--val-attack", "margin", "--device", "cuda", "-q"]
+# (margin: the selecting validation attack of art-adr itself; the GPU suite carries no pyautoattack, 40 MiB)
 DEVICE = "cuda"
 
 CYCLES = {
@@ -31,7 +34,16 @@ CYCLES = {
     "channels-last-streamed": ["--channels-last", "--amp", "bf16"],  # + host-streamed batches (budget 0)
     "compile": ["--compile", "--amp", "bf16"],
     "trades-fp16-awp": ["--method", "trades", "--amp", "fp16", "--awp-rho", "0.005"],
+    "compile-reduce-overhead": ["--compile", "reduce-overhead", "--amp", "bf16", "--channels-last"],
+    "ragged-last-batch": ["--amp", "bf16", "--batch-size", "100"],  # 1024 training images: a batch of 24 last
 }
+
+
+def _ragged_args(name: str) -> list[str]:
+    """The ragged cycle keeps its last partial batch (``drop_last`` off, where the option exists)."""
+    from art_adr.config import FIELDS
+
+    return ["--set", "drop_last=false"] if name.startswith("ragged") and "drop_last" in FIELDS else []
 
 
 def _record(name: str, payload: dict) -> None:
@@ -57,7 +69,8 @@ def test_train_resume_evaluate_cycle(name, tmp_path, monkeypatch):
         monkeypatch.setenv(BUDGET_ENV, "0")
     out = tmp_path / name
     t0 = time.perf_counter()
-    _invoke(["train", *SYNTH, *CYCLES[name], "--epochs", "2", "--stop-after-epochs", "1", "--out", str(out)])
+    _invoke(["train", *SYNTH, *CYCLES[name], *_ragged_args(name), "--epochs", "2", "--stop-after-epochs", "1",
+             "--out", str(out)])
     t1 = time.perf_counter()
     _invoke(["train", "--out", str(out), "--resume", "--device", DEVICE, "-q"])
     t2 = time.perf_counter()
@@ -106,3 +119,71 @@ def test_art_preprocessing_and_streaming_on_cuda(monkeypatch):
     assert len(on_host) == len(streamed) == 4
     for (xa, ya), (xb, yb) in zip(on_host, streamed):
         assert xb.is_cuda and torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu())
+
+
+# ---------------------------------------------------------------- host syncs and compiled graphs on the GPU
+def _cuda_trainer(amp=None, fused=True, **kwargs):
+    from art.estimators.classification import PyTorchClassifier
+
+    from art_adr import AdversarialTrainerADR
+    from art_adr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn", 10, None, in_channels=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=fused or None)
+    clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=(3, 32, 32),
+                            nb_classes=10, clip_values=(0.0, 1.0), device_type="gpu")
+    return AdversarialTrainerADR(clf, eps=8 / 255, eps_step=2 / 255, max_iter=3, amp=amp, val_attack="margin",
+                                 verbose=False, **kwargs)
+
+
+SYNC_CASES = {
+    "fp32": {}, "bf16": {"amp": "bf16"}, "bf16-awp-bn-momentum": {"amp": "bf16", "awp_rho": 0.005, "bn_momentum": 0.01},
+    "bf16-channels-last": {"amp": "bf16", "channels_last": True}, "fp16-fused-awp": {"amp": "fp16", "awp_rho": 0.005},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SYNC_CASES))
+def test_training_steps_run_under_sync_debug_mode_error(name):
+    """No training step waits for the GPU: torch raises on any synchronising call inside the steps."""
+    trainer = _cuda_trainer(**SYNC_CASES[name])
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.rand(128, 3, 32, 32, device=DEVICE, generator=g)
+    if trainer.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,), device=DEVICE, generator=g)
+    for _ in range(2):  # buffers allocated, scaler initialised
+        trainer.train_step(x, y)
+    torch.cuda.synchronize()
+    error = None
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            trainer.train_step(x, y)
+    except RuntimeError as exc:
+        error = str(exc).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    _record(f"sync-{name}", {"case": SYNC_CASES[name], "steps": 3, "error": error})
+    assert error is None, error
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_graphs_are_counted_and_fixed(mode):
+    """Static shapes: the same graphs as Dynamo's eager backend counts on CPU, none recompiled in epoch 2."""
+    trainer = _cuda_trainer(amp="bf16", compile=mode, channels_last=True, eval_batch_size=128)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (512, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 10, 512)
+    t0 = time.perf_counter()
+    trainer.fit(x, y, batch_size=128, nb_epochs=1, validation_data=(x[:256], y[:256]))
+    t1 = time.perf_counter()
+    first = trainer.compile_stats()
+    trainer.fit(x, y, batch_size=128, nb_epochs=1, validation_data=(x[:256], y[:256]))
+    t2 = time.perf_counter()
+    stats = trainer.compile_stats()
+    _record(f"compile-{mode}", {"mode": mode, "stats": stats, "first_epoch_s": t1 - t0, "second_epoch_s": t2 - t1,
+                                "history": trainer.history})
+    assert stats == first
+    assert stats["student forward"]["graphs"] == 4 and stats["teacher forward"]["graphs"] == 2, stats
+    assert all(math.isfinite(r["loss"]) for r in trainer.history)
