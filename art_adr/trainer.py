@@ -93,8 +93,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         channels_last: NHWC memory format for model and batches.
         compile: ``torch.compile`` the student's forward (attack, loss, clean and PGD validation; under DDP the
             DDP-wrapped training forward too) and the teacher's (the selecting ``val_attack`` runs eager: its
-            forwards see the still-robust subsets, data-dependent shapes): ``False`` (default), ``True``/``"default"`` (Inductor),
-            ``"reduce-overhead"`` (+ CUDA graphs), ``"max-autotune"`` (autotuned kernels + CUDA graphs) or
+            forwards see the still-robust subsets, data-dependent shapes): ``False`` (default),
+            ``True``/``"default"`` (Inductor), ``"reduce-overhead"`` (+ CUDA graphs), ``"max-autotune"``
+            (autotuned kernels + CUDA graphs) or
             ``"max-autotune-no-cudagraphs"``. Static batch shapes keep the graphs few (``stats``:
             :meth:`compile_stats`); a function that recompiles past ``art_adr.compiling.RECOMPILE_LIMIT``
             raises :class:`art_adr.compiling.RecompileLimitError` instead of running eager silently.
