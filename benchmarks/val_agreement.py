@@ -1,9 +1,9 @@
 """Which validation attack ranks checkpoints as standard AutoAttack does? (issue: "ADR that helps by default").
 
-For every checkpoint of the given run directories (``checkpoints/epoch-*.pt`` written with ``save_every``, plus
-``best.pt``), on the first ``--n-examples`` images of the run's own validation hold-out (never test images), this
-measures the student's accuracy under each candidate of :mod:`art_adr.validation` (``pgd``, ``margin``, ``apgd``
-and APGD-CE alone) and under standard AutoAttack, with the cost of each candidate (forward+backward passes per
+For every checkpoint of the given run directories (``checkpoints/epoch-*.pt`` written with ``save_every``, the
+last of which is ``final.pt``, plus ``best.pt`` when it is another epoch), on the first ``--n-examples`` images
+of the run's own validation hold-out (never test images), this measures the student's accuracy under each
+candidate of :mod:`art_adr.validation` (``pgd``, ``margin``, ``apgd`` and APGD-CE alone) and under standard AutoAttack, with the cost of each candidate (forward+backward passes per
 image, counted, and seconds). Then: Kendall τ-b between each candidate and AutoAttack over all checkpoints pooled
 and within each run (mean over runs), the mean |candidate − AA| for ADR and non-ADR runs, and the checkpoint each
 would select per run (and what AA says of it). Writes ``<out>.json``, ``<out>.md`` and ``<out>.png`` (candidate
@@ -129,20 +129,26 @@ def checkpoints_of(run_dir: Path) -> list[Path]:
     return files + ([ck / "best.pt"] if (ck / "best.pt").is_file() else [])
 
 
+def distinct(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's checkpoints once each: ``best.pt`` only when its epoch is not one of the kept ``epoch-`` files."""
+    kept = {p["epoch"] for p in points if p["file"] != "best.pt"}
+    return [p for p in points if p["file"] != "best.pt" or p["epoch"] not in kept]
+
+
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Kendall τ-b (pooled and within runs), gaps to AA by ADR / non-ADR, costs and per-run selections."""
-    points = [dict(p, run=r) for r, ps in runs.items() for p in ps if p["file"] != "best.pt"]
+    runs = {r: distinct(ps) for r, ps in runs.items()}
+    points = [dict(p, run=r) for r, ps in runs.items() for p in ps]
     aa = [p["aa"]["acc"] for p in points]
     out: dict[str, Any] = {"n_checkpoints": len(points), "n_runs": len(runs), "candidates": {}}
     for c in CANDIDATES:
-        within = [kendall_tau_b([p[c]["acc"] for p in ps if p["file"] != "best.pt"],
-                                [p["aa"]["acc"] for p in ps if p["file"] != "best.pt"]) for ps in runs.values()]
+        within = [kendall_tau_b([p[c]["acc"] for p in ps], [p["aa"]["acc"] for p in ps]) for ps in runs.values()]
         within = [t for t in within if not math.isnan(t)]
         gaps = {kind: [p[c]["acc"] - p["aa"]["acc"] for p in points if p["adr"] == flag]
                 for kind, flag in (("adr", True), ("baseline", False))}
         sel_loss = []
         for ps in runs.values():
-            cand = [p for p in ps if p["file"] != "best.pt"]
+            cand = ps
             if not cand:
                 continue
             chosen = max(cand, key=lambda p: (p[c]["acc"], p["epoch"]))
@@ -177,7 +183,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(CANDIDATES), figsize=(4.2 * len(CANDIDATES), 4.2), sharey=True)
-    points = [p for ps in runs.values() for p in ps if p["file"] != "best.pt"]
+    points = [p for ps in runs.values() for p in distinct(ps)]
     lo = min(min(p["aa"]["acc"] for p in points), 0) if points else 0
     for ax, c in zip(axes, CANDIDATES):
         for flag, colour, label in ((False, "tab:blue", "without ADR"), (True, "tab:red", "with ADR")):

@@ -115,7 +115,8 @@ def test_stop_after_epochs_must_be_positive(tmp_path, value):
 def test_temperature_given_as_one_number_trains_constant(tmp_path):
     res = _cli("train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4}",
                "--val-size", "16", "--max-iter", "1", "--set", "eval_max_iter=1", "--set", "arch_kwargs={width: 4}",
-               "--epochs", "1", "--temperature", "2", "--interpolation", "0.5", "--out", tmp_path / "r", "-q")
+               "--epochs", "1", "--temperature", "2", "--interpolation", "0.5", "--batch-size", "32",
+               "--out", tmp_path / "r", "-q")
     assert res.exit_code == 0, res.output
     import yaml
 
@@ -157,7 +158,7 @@ def test_signals_during_benchmark_and_sweep_training(tmp_path, monkeypatch, comm
 
 
 SYN = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4}",
-       "--val-size", "16", "--epochs", "1", "--max-iter", "1", "-q"]
+       "--val-size", "16", "--epochs", "1", "--max-iter", "1", "--batch-size", "32", "-q"]
 
 
 @pytest.mark.parametrize("sets,text", [

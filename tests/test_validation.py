@@ -227,3 +227,6 @@ def test_agreement_summary_on_made_up_points():
     assert s["gap_adr"] == pytest.approx((5 + 10 + 3) / 3) and s["gap_baseline"] == pytest.approx(1.0)
     assert s["kendall_within"] == [pytest.approx(1 / 3), 1.0]
     assert s["selection_aa_loss_mean"] == pytest.approx((52 - 50) / 2)  # run a picks epoch 2, AA prefers 3
+    best = dict(point(2, 60, 50, True), file="best.pt")
+    assert va.distinct(runs["a"] + [best]) == runs["a"]  # the best epoch counted once
+    assert va.distinct(runs["a"] + [dict(best, epoch=7)])[-1]["epoch"] == 7
