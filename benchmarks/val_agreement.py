@@ -1,14 +1,14 @@
 """Which validation attack ranks checkpoints as standard AutoAttack does? (issue: "ADR that helps by default").
 
-For every checkpoint of the given run directories (``checkpoints/epoch-*.pt`` written with ``save_every``, the
-last of which is ``final.pt``, plus ``best.pt`` when it is another epoch), on the first ``--n-examples`` images
-of the run's own validation hold-out (never test images), this measures the student's accuracy under each
-candidate of :mod:`art_adr.validation` (``pgd``, ``margin``, ``apgd`` and APGD-CE alone) and under standard AutoAttack, with the cost of each candidate (forward+backward passes per
-image, counted, and seconds). Then: Kendall τ-b between each candidate and AutoAttack over all checkpoints pooled
-and within each run (mean over runs), the mean |candidate − AA| for ADR and non-ADR runs, and the checkpoint each
-would select per run (and what AA says of it). Writes ``<out>.json``, ``<out>.md`` and ``<out>.png`` (candidate
-vs AA accuracy, one point per checkpoint). Every checkpoint's numbers are cached beside it (keyed by its
-SHA-256), so an interrupted study resumes.
+For every checkpoint of the given run directories (``checkpoints/epoch-*.pt`` written with ``save_every``, the last
+of which is ``final.pt``, plus ``best.pt`` when it is another epoch), on the first ``--n-examples`` images of the
+run's own validation hold-out (never test images), this measures the student's accuracy under each candidate of
+:mod:`art_adr.validation` (``pgd``, ``margin``, ``apgd`` and APGD-CE alone) and under standard AutoAttack, with the
+cost of each candidate (forward+backward passes per image, counted, and seconds). Then: Kendall τ-b between each
+candidate and AutoAttack over all checkpoints pooled and within each run (mean over runs), the mean |candidate − AA|
+for ADR and non-ADR runs, and the checkpoint each would select per run (and what AA says of it). Writes
+``<out>.json``, ``<out>.md`` and ``<out>.png`` (candidate vs AA accuracy, one point per checkpoint). Every
+checkpoint's numbers are cached beside it (keyed by its SHA-256), so an interrupted study resumes.
 
     python benchmarks/val_agreement.py RUN_DIR [RUN_DIR ...] --n-examples 200 --out benchmarks/results/val-agreement
 """
