@@ -156,7 +156,7 @@ def test_missing_logger_packages_and_bad_names_are_one_error_line(tmp_path, monk
                         else real(name, *a))
     for name, needle in (("wandb", "pip install wandb"), ("tensorboard", 'pip install "art-adr[tensorboard]"')):
         r = CliRunner().invoke(main, ["train", "--recipe", "fashion-mnist-at", "--out", str(tmp_path / "r"),
-                                      "--logger", name])
+                                      "--logger", name, "-q"])  # -q: no status lines before the error
         assert r.exit_code == 2 and r.output.startswith("Error: ") and needle in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     assert parse_loggers("tensorboard,none,tensorboard") == ("tensorboard",) and parse_loggers(None) == ()
