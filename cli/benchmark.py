@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from art_adr.cli import parse_sets, resolve_cli_device
-from art_adr.cli.launch_options import echo_unfinished, launch_options, launcher_from_options
+from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 from art_adr.methods import METHOD_NAMES
 
 
@@ -78,7 +77,6 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
-    from art_adr.launch import LaunchInterrupted
     from art_adr.runs import RunError
 
     if more_runs and not runs:
@@ -115,19 +113,15 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     launcher, loggers = launcher_from_options(launch)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"
     try:
-        result = run_benchmark(
+        result = run_launched(lambda: run_benchmark(
             dataset, out, methods=[m.strip() for m in methods.split(",") if m.strip()], wa=wa or awp, awp=awp,
             runs=runs, overrides=overrides, n_eval=n_eval, attacks=("clean", *attack_list),
             version=aa_version, device=eval_device, seed=seed_list[0], seeds=seed_list, recipes=recipes,
             recipe_prefix=recipe_prefix, models=model_list, verbose=not quiet, launcher=launcher, loggers=loggers,
-        )
+        ))
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
-    except LaunchInterrupted as exc:
-        click.echo(f"\n{exc}", err=True)
-        sys.exit(128 + exc.signum)
-    if result["unfinished"]:
-        echo_unfinished(result["unfinished"])
+    if result is None:
         return
     click.echo(result["markdown"])
     click.echo("written: " + ", ".join(str(p) for p in result["files"].values()))

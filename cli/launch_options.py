@@ -68,6 +68,24 @@ def launcher_from_options(options: dict[str, Any]) -> tuple[Any, tuple[str, ...]
     return (None if launcher.in_process else launcher), loggers
 
 
+def run_launched(run: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """``run()`` (a benchmark or sweep that launches runs): a stop signal to its jobs exits 128 + signal after one
+    line; a ``--no-wait`` result that left runs unfinished is reported and gives ``None``; else the result."""
+    import sys
+
+    from art_adr.launch import LaunchInterrupted
+
+    try:
+        result = run()
+    except LaunchInterrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(128 + exc.signum)
+    if result["unfinished"]:
+        echo_unfinished(result["unfinished"])
+        return None
+    return result
+
+
 def echo_unfinished(unfinished: list[Any]) -> None:
     """What a ``--no-wait`` invocation left running."""
     click.echo(f"{len(unfinished)} run(s) not finished yet (their jobs are queued or running): "

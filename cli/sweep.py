@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from art_adr.cli import parse_sets, resolve_cli_device
-from art_adr.cli.launch_options import echo_unfinished, launch_options, launcher_from_options
+from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 
 
 def _floats(text: str | None, name: str) -> list[float]:
@@ -76,7 +75,6 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
     sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attack aa)."""
     from art_adr.benchmark import parse_seeds
     from art_adr.config import ConfigError, resolve_config
-    from art_adr.launch import LaunchInterrupted
     from art_adr.sweep import run_sweep
 
     eval_device = resolve_cli_device(device)
@@ -100,18 +98,15 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
         base = resolve_config(recipe, overrides)
         taus = _floats(temperatures, "--temperature") or [base.temperature[0]]
         lams = _floats(interpolations, "--interpolation") or [base.interpolation[0]]
-        result = run_sweep(recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
+        result = run_launched(lambda: run_sweep(
+                           recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
                            temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,
                            model=model, epoch=epoch, attack=attack, n_val=n_val, aa_version=aa_version,
                            overrides=overrides, device=eval_device, verbose=not quiet, launcher=launcher,
-                           loggers=loggers)
+                           loggers=loggers))
     except ValueError as exc:  # ConfigError, RunError, DatasetError, CheckpointError
         raise click.ClickException(str(exc)) from None
-    except LaunchInterrupted as exc:
-        click.echo(f"\n{exc}", err=True)
-        sys.exit(128 + exc.signum)
-    if result["unfinished"]:
-        echo_unfinished(result["unfinished"])
+    if result is None:
         return
     click.echo(result["markdown"])
     sel = result["selected"]
