@@ -271,7 +271,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequen
     return out
 
 
-ROBUST_ATTACKS = ("pgd", "cw", "aa")
+ROBUST_ATTACKS = ("pgd", "cw", "apgd", "aa")
 _METRICS = ("best", "final", "diff")
 
 
@@ -356,7 +356,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     """
     if rows and any(r.get("kind", "seed") == "seed" for r in rows):
         rows = aggregate_rows(rows)
-    names = {"pgd": "PGD-10", "cw": "CW-∞-10", "aa": "AutoAttack" + ("" if version == "standard" else f" ({version})")}
+    names = {"pgd": "PGD-10", "cw": "CW-∞-10", "apgd": "APGD-CE+T-10",
+             "aa": "AutoAttack" + ("" if version == "standard" else f" ({version})")}
     robust = [a for a in ROBUST_ATTACKS if rows and f"{a}_best" in rows[0]]
     if rows and not robust:  # rows of an older layout: only robust_*
         robust = [rows[0]["robust_attack"]]

@@ -62,7 +62,7 @@ __all__ = [
     "write_sanity_plots",
 ]
 
-ATTACKS = ("clean", "pgd", "cw", "aa")
+ATTACKS = ("clean", "pgd", "cw", "apgd", "aa")  # apgd: the default validation attack (validation.py)
 AA_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr"),
               "paper": ("apgd-ce", "apgd-t", "fab-t", "square")}
 # The ADR paper's protocol: its code (yuyuwu5/ADR, src/robust_eval.py) evaluates with torchattacks 3.3.0's
@@ -161,6 +161,30 @@ def pgd_flags(
                     loss=spec.loss, restarts=spec.restarts, generator=gen, bn_mode=None)
         with torch.no_grad():
             flags[rows] = (model(x_adv).argmax(1) == yb).cpu()
+    return flags
+
+
+def val_attack_flags(
+    model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, spec: AttackSpec, name: str = "apgd",
+    targets: int | None = None, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
+    start_flags: Tensor | None = None, progress: bool = False,
+) -> Tensor:
+    """Boolean ``[N]`` (CPU): is each example still correct after the trainer's validation attack ``name``
+    (:mod:`art_adr.validation`; ``k`` = ``spec.steps``)? The attack ``best.pt`` is selected by, run on other
+    images; seeded from ``seed``, the global RNG untouched."""
+    from .validation import DEFAULT_APGD_TARGETS, get_val_attack
+
+    attack = get_val_attack(name, DEFAULT_APGD_TARGETS if targets is None else targets)
+    flags = correct_flags(model, x, y, batch_size=batch_size, device=device) if start_flags is None \
+        else start_flags.clone()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    idx = torch.nonzero(flags).flatten()
+    for sl in _progress(_spans(len(idx), batch_size), progress, attack.describe(spec),
+                        math.ceil(len(idx) / batch_size)):
+        rows = idx[sl]
+        xb, yb = _to_float(x[rows], device), y[rows].to(device)
+        flags[rows] = attack.flags(model, xb, yb, spec, clip_values=(0.0, 1.0), generator=gen).cpu()
     return flags
 
 
@@ -328,7 +352,7 @@ def evaluate_model(
     Args:
         model: maps ``[N, C, H, W]`` images in ``[0, 1]`` to logits ``[N, K]``.
         x: images ``[N, C, H, W]`` (float in ``[0, 1]`` or uint8). y: int labels ``[N]``.
-        attacks: subset of ``ATTACKS`` = clean, pgd, cw, aa (default all).
+        attacks: subset of ``ATTACKS`` = clean, pgd, cw, apgd (the validation attack), aa (default all).
         spec: the PGD attack (default ``AttackSpec()``: PGD-10 L∞ ε = 8/255, α = 2/255); CW uses it with the CW
             margin loss, AutoAttack its norm and ε.
         cw_steps: CW steps (default ``spec.steps``). aa_version: ``standard`` (default), ``rand`` or ``paper``.
@@ -366,6 +390,13 @@ def evaluate_model(
         flags = pgd_flags(model, x, y, spec=cw, **common)
         results["cw"], times["cw"] = _pct(flags, n), time.perf_counter() - t0
         described["cw"] = cw.describe()
+    if "apgd" in attacks:
+        t0 = time.perf_counter()
+        flags = val_attack_flags(model, x, y, spec=spec, **common)
+        results["apgd"], times["apgd"] = _pct(flags, n), time.perf_counter() - t0
+        from .validation import get_val_attack
+
+        described["apgd"] = get_val_attack("apgd").describe(spec)
     entry: dict[str, Any] = {"results": results, "time_s": times, "attacks": described}
     if "aa" in attacks:
         t0 = time.perf_counter()
@@ -647,7 +678,7 @@ def format_table(report: dict[str, Any]) -> str:
     sym = "L∞" if report.get("norm", "Linf") == "Linf" else "L2"
     cw_sym = "∞" if sym == "L∞" else "L2"
     names = {"clean": "Clean", "pgd": f"PGD-{s['pgd_steps']}", "cw": f"CW-{cw_sym}-{s['cw_steps']}",
-             "aa": f"AutoAttack ({s['aa_version']})"}
+             "apgd": f"APGD-CE+T-{s['pgd_steps']}", "aa": f"AutoAttack ({s['aa_version']})"}
     cols = [a for a in ATTACKS if any(a in m["results"] for m in report["models"].values())]
     info = report.get("checkpoint_info") or {}
     lines = [f"# Evaluation of {report['checkpoint']}", ""]

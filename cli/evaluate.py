@@ -42,7 +42,8 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, show_default="the run's",
               help="Dataset root folder.")
 @click.option("--attacks", default="clean,pgd,cw,aa", show_default=True,
-              help="Comma list from clean, pgd, cw (CW: PGD on the CW margin), aa (AutoAttack).")
+              help="Comma list from clean, pgd, cw (CW: PGD on the CW margin), apgd (the trainers' validation "
+                   "attack: APGD-CE then APGD-T, --steps iterations, 3 targets), aa (AutoAttack).")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None,
               show_default="all; 10 000 with --robustbench", help="Evaluate the first N test examples in order.")
 @click.option("--n-eval", "n_eval", type=click.IntRange(min=1), default=None, hidden=True,
