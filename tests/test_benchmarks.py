@@ -224,3 +224,21 @@ def test_gpu_wheels_list_is_pinned_and_documented() -> None:
         assert f"{stem}-{p.split('==')[1]}".lower() in readme, p
     script = (BENCH_DIR / "gpu_wheels.sh").read_text()
     assert "--no-deps" in script and "--only-binary=:all:" in script and "--python-version 3.12" in script
+
+
+def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:
+    import ro_verdicts
+
+    def row(method: str, seed: int, best: float, final: float) -> dict:
+        return {"kind": "seed", "method": method, "which": "student", "seed": seed, "aa_best": best,
+                "aa_final": final, "aa_diff": best - final}
+
+    rows = [row("AT", 0, 55, 50), row("AT", 1, 56, 52), row("AT + ADR", 0, 55, 54), row("AT + ADR", 1, 56, 55.5),
+            row("MART", 0, 56, 56), row("MART + ADR", 0, 56.5, 56.4), row("TRADES", 3, 50, 50)]
+    (tmp_path / "t.json").write_text(json.dumps({"rows": rows}))
+    at, mart = ro_verdicts.compare(ro_verdicts._seed_rows([str(tmp_path / "t.json")]))
+    assert at["seeds"] == [0, 1] and at["final_gain"] == (3.75, 0.25) and at["raised_final"] == "yes"
+    assert at["gap_reduction"] == (3.75, 0.25) and at["reduced_gap"] == "yes"
+    assert mart["raised_final"] == "within noise"  # +0.4 pp: under 1 pp
+    ro_verdicts.main([str(tmp_path / "t.json"), "--out", str(tmp_path / "v")])
+    assert (tmp_path / "v.md").read_text().count("\n") == 4  # header, rule, AT, MART (TRADES has no ADR pair)

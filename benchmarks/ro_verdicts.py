@@ -1,0 +1,95 @@
+"""Per method, does ADR reduce robust overfitting and raise the final AutoAttack accuracy? Paired by seed.
+
+Reads the ``table1.json`` that ``art-adr benchmark`` writes (one or more files: rows are pooled), pairs every
+``<method>`` run with its ``<method> + ADR`` run of the same seed (same data subset, hold-out split and
+initialisation), and prints, for students and teachers: final AutoAttack of each, the best − final AutoAttack
+gap of each, and the paired differences (mean ± population std over seeds), with a plain verdict. A difference
+counts as "within noise" when its mean is smaller than its std over seeds or smaller than 1 pp.
+
+    python benchmarks/ro_verdicts.py OUT/table1.json [MORE.json ...] --out benchmarks/results/NAME-verdicts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def _seed_rows(paths: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        rows += [r for r in json.loads(Path(path).read_text())["rows"] if r.get("kind") == "seed"]
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values)
+
+
+def _verdict(mean: float, std: float, better: str, worse: str) -> str:
+    if abs(mean) < max(std, 1.0):
+        return "within noise"
+    return better if mean > 0 else worse
+
+
+def compare(rows: list[dict[str, Any]], attack: str = "aa") -> list[dict[str, Any]]:
+    """One entry per (base method, model) that has both a baseline and an ADR run for some seed."""
+    by_key = {(r["method"], r["which"], r["seed"]): r for r in rows}
+    out = []
+    for method, which in dict.fromkeys((r["method"], r["which"]) for r in rows):
+        if method.endswith(" + ADR"):
+            continue
+        seeds = sorted(s for (m, w, s) in by_key if m == method and w == which
+                       and (f"{method} + ADR", which, s) in by_key)
+        if not seeds:
+            continue
+        base = [by_key[(method, which, s)] for s in seeds]
+        adr = [by_key[(f"{method} + ADR", which, s)] for s in seeds]
+        final_gain = [a[f"{attack}_final"] - b[f"{attack}_final"] for a, b in zip(adr, base)]
+        gap_cut = [b[f"{attack}_diff"] - a[f"{attack}_diff"] for a, b in zip(adr, base)]
+        entry: dict[str, Any] = {"method": method, "which": which, "seeds": seeds, "attack": attack}
+        for name, group in (("base", base), ("adr", adr)):
+            entry[f"{name}_final"] = _mean_std([r[f"{attack}_final"] for r in group])
+            entry[f"{name}_gap"] = _mean_std([r[f"{attack}_diff"] for r in group])
+        entry["final_gain"], entry["gap_reduction"] = _mean_std(final_gain), _mean_std(gap_cut)
+        entry["raised_final"] = _verdict(*entry["final_gain"], "yes", "no, lowered it")
+        entry["reduced_gap"] = _verdict(*entry["gap_reduction"], "yes", "no, widened it")
+        out.append(entry)
+    return out
+
+
+def _pm(pair: tuple[float, float]) -> str:
+    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+
+def to_markdown(entries: list[dict[str, Any]]) -> str:
+    head = ("| method | model | seeds | final AA | + ADR final AA | paired gain (pp) | raised final AA? | "
+            "best − final AA gap | + ADR gap | paired reduction (pp) | reduced the gap? |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for e in entries:
+        lines.append(f"| {e['method']} | {e['which']} | {','.join(map(str, e['seeds']))} | {_pm(e['base_final'])} | "
+                     f"{_pm(e['adr_final'])} | {_pm(e['final_gain'])} | {e['raised_final']} | "
+                     f"{_pm(e['base_gap'])} | {_pm(e['adr_gap'])} | {_pm(e['gap_reduction'])} | "
+                     f"{e['reduced_gap']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tables", nargs="+", help="table1.json files written by art-adr benchmark")
+    parser.add_argument("--attack", default="aa", help="the robust column to judge by (default aa)")
+    parser.add_argument("--out", help="write OUT.md and OUT.json")
+    args = parser.parse_args(argv)
+    entries = compare(_seed_rows(args.tables), args.attack)
+    text = to_markdown(entries)
+    print(text, end="")
+    if args.out:
+        Path(f"{args.out}.md").write_text(text)
+        Path(f"{args.out}.json").write_text(json.dumps({"tables": args.tables, "entries": entries}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
