@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .attacks import AttackSpec, default_eps_step, format_eps, pgd, threat_model
-from .checkpoint import atomic_write
-from .loader import to_unit_float
+from ..attacks import AttackSpec, default_eps_step, format_eps, pgd, threat_model
+from ..checkpoint import atomic_write
+from ..loader import to_unit_float
 
 __all__ = [
     "ATTACKS",
@@ -82,7 +82,7 @@ DEFAULT_SANITY_STEPS = (1, 2, 4, 8, 16, 32, 64, 100)
 # ----------------------------------------------------------------------------------------------- ε parsing
 def parse_eps(value: str | float) -> float:
     """ε from ``"8/255"``, ``"0.031"`` or a number; ``ValueError`` unless ``0 < ε ≤ 1`` (images in [0, 1])."""
-    from .config import parse_number
+    from ..config import parse_number
 
     try:
         eps = parse_number(value)
@@ -172,7 +172,7 @@ def val_attack_flags(
     """Boolean ``[N]`` (CPU): is each example still correct after the trainer's validation attack ``name``
     (:mod:`art_adr.validation`; ``k`` = ``spec.steps``)? The attack ``best.pt`` is selected by, run on other
     images; seeded from ``seed``, the global RNG untouched."""
-    from .validation import DEFAULT_APGD_TARGETS, get_val_attack
+    from ..validation import DEFAULT_APGD_TARGETS, get_val_attack
 
     attack = get_val_attack(name, DEFAULT_APGD_TARGETS if targets is None else targets)
     flags = correct_flags(model, x, y, batch_size=batch_size, device=device) if start_flags is None \
@@ -394,7 +394,7 @@ def evaluate_model(
         t0 = time.perf_counter()
         flags = val_attack_flags(model, x, y, spec=spec, **common)
         results["apgd"], times["apgd"] = _pct(flags, n), time.perf_counter() - t0
-        from .validation import get_val_attack
+        from ..validation import get_val_attack
 
         described["apgd"] = get_val_attack("apgd").describe(spec)
     entry: dict[str, Any] = {"results": results, "time_s": times, "attacks": described}
@@ -422,7 +422,7 @@ def checkpoint_info(path: str | os.PathLike, ckpt: Mapping[str, Any] | None = No
                     prefer: str = "best") -> dict[str, Any]:
     """``{"file", "epoch", "sha256"}`` of a checkpoint (a run directory resolves to ``checkpoints/<prefer>.pt``);
     ``epoch`` is ``None`` when the checkpoint does not record one. ``ckpt``: the already loaded dict."""
-    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from ..checkpoint import load_checkpoint, resolve_checkpoint
 
     file = resolve_checkpoint(path, prefer)
     ckpt = ckpt if ckpt is not None else load_checkpoint(file)
@@ -438,14 +438,14 @@ def load_split(ckpt: Mapping[str, Any], split: str = "test", dataset: str | None
     """An ``ArrayDataset`` for evaluating the checkpoint dict ``ckpt``: the ``test`` split of ``dataset``
     (default the checkpoint's; the run's ``data_dir`` / ``dataset_kwargs`` apply when it is the run's dataset),
     or the run's validation ``holdout`` of its training set. ``ValueError`` when the classes do not match."""
-    from .data import DATASETS, load_dataset
+    from ..data import DATASETS, load_dataset
 
     config = dict(ckpt.get("config") or {})
     desc = ckpt["model"]
     num_classes = int(desc["num_classes"])
     if split == "holdout":
-        from .config import resolve_config
-        from .runs import _load_data  # the very split the run validated on
+        from ..config import resolve_config
+        from ..runs import _load_data  # the very split the run validated on
 
         run_config = resolve_config(None, {**config, **({"data_dir": str(data_dir)} if data_dir else {})})
         if run_config.val_split != "holdout" or run_config.val_size <= 0:
@@ -502,8 +502,8 @@ def evaluate_checkpoint(
         >>> report = evaluate_checkpoint("runs/fm-adr", which="both", attacks=("clean", "pgd"), n_examples=100)
         >>> print(format_table(report))
     """
-    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-    from .estimator import resolve_device
+    from ..checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from ..estimator import resolve_device
 
     if which not in ("student", "teacher", "both"):
         raise ValueError(f"which must be 'student', 'teacher' or 'both', got {which!r}")
