@@ -13,6 +13,7 @@ from typing import Any
 from .attacks import format_eps
 from .checkpoint import atomic_write
 from .config import ConfigError, RunConfig, recipe_path, resolve_config, selected_model
+from .evaluation import get_eval_attack, robust_attack_names
 from .methods import METHOD_NAMES, get_method
 from .runs import RunError, config_diff, holding_lock, load_run_config, train_run, write_csv
 
@@ -186,36 +187,10 @@ def log_table(out: Path, loggers: Sequence[str], name: str, markdown: str, rows:
         view.log_table(name, markdown, rows)
 
 
-def _test_set(config: RunConfig, n_eval: int | None):
-    from .data import load_dataset
-
-    test = load_dataset(config.dataset, "test", config.data_dir, config.download, **config.dataset_kwargs)
-    return test.subset(n_eval) if n_eval and n_eval < len(test) else test
-
-
-def _eval_cache_key(which: str, n_eval: int | None, attack: str | None, version: str, seed: int) -> str:
-    """Cache file of one model × one robust attack (``None``: clean only) of a run; the single-attack names of
-    earlier versions (``eval-student-n100-clean-aa-standard-s0.json``) are kept, so old caches still count.
-    The AutoAttack version names only AutoAttack's files (PGD and CW do not depend on it)."""
-    parts = ["clean"] + ([attack] if attack else [])
-    return f"eval-{which}-n{n_eval or 'all'}-{'-'.join(parts)}-{version if attack == 'aa' else 'standard'}-s{seed}.json"
-
-
 def reported_model(config: RunConfig) -> str:
     """The model a run reports in the paper's tables: the EMA teacher for +WA (a ``teacher_…`` best_metric), else
     the student."""
     return selected_model(config)
-
-
-def _cache_valid(ev: dict[str, Any], run_dir: Path) -> bool:
-    """A cached evaluation still describes the checkpoints: same SHA-256 (caches without one are trusted)."""
-    from .evaluation import file_sha256
-
-    for tag in ("best", "final"):
-        digest = ev.get(tag, {}).get("sha256")
-        if digest is not None and digest != file_sha256(run_dir / "checkpoints" / f"{tag}.pt"):
-            return False
-    return True
 
 
 def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequence[str] = ("clean", "aa"),
@@ -236,42 +211,14 @@ def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequen
     Each (model, attack) pair is cached as JSON in the run directory, with the checkpoints' epochs, SHA-256,
     norm and ε, so adding an attack later evaluates only that attack and a changed checkpoint is re-evaluated.
     """
-    from .evaluation import evaluate_checkpoint
+    from .evaluation import cached_evaluation
 
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    which = which or reported_model(config)
-    robust = [a for a in dict.fromkeys(attacks) if a != "clean"]
-    out: dict[str, Any] = {"which": which, "attacks": ["clean", *robust], "version": version, "seed": int(seed),
-                           "best": {}, "final": {}}
-    test = None
-    for attack in robust or [None]:
-        cache = run_dir / _eval_cache_key(which, n_eval, attack, version, seed)
-        ev = json.loads(cache.read_text()) if cache.is_file() else None
-        if ev is None or not _cache_valid(ev, run_dir):
-            if test is None:
-                test = _test_set(config, n_eval)
-            sub = ["clean"] + ([attack] if attack else [])
-            ev = {"which": which, "n_examples": len(test), "attacks": sub,
-                  "version": version if attack == "aa" else "standard"}
-            for tag in ("best", "final"):
-                report = evaluate_checkpoint(run_dir / "checkpoints" / f"{tag}.pt", which=which, attacks=sub,
-                                             aa_version=version, seed=seed, batch_size=batch_size, device=device,
-                                             progress=progress, data=test)
-                entry, info = report["models"][which], report["checkpoint_info"]
-                ev[tag] = {"epoch": info["epoch"], **entry["results"], "sha256": info["sha256"],
-                           "norm": report["norm"], "eps": report["eps"]}
-                if "autoattack" in entry:
-                    ev[tag]["autoattack_warnings"] = entry["autoattack"]["warnings"]
-                    ev[tag]["autoattack_cumulative"] = entry["autoattack"]["cumulative"]
-            atomic_write(cache, lambda tmp, ev=ev: Path(tmp).write_text(json.dumps(ev, indent=1)))
-        out["n_examples"] = ev["n_examples"]
-        for tag in ("best", "final"):
-            out[tag].update(ev[tag])
-    return out
+    which = which or reported_model(load_run_config(run_dir))
+    return cached_evaluation(run_dir, which=which, attacks=attacks, n=n_eval, version=version, seed=seed,
+                             device=device, batch_size=batch_size, progress=progress)
 
 
-ROBUST_ATTACKS = ("pgd", "cw", "apgd", "aa")
+ROBUST_ATTACKS = robust_attack_names()  # the registered evaluation attacks but clean (art_adr.evaluation)
 _METRICS = ("best", "final", "diff")
 
 
@@ -356,8 +303,10 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     """
     if rows and any(r.get("kind", "seed") == "seed" for r in rows):
         rows = aggregate_rows(rows)
-    names = {"pgd": "PGD-10", "cw": "CW-∞-10", "apgd": "APGD-CE+T-10",
-             "aa": "AutoAttack" + ("" if version == "standard" else f" ({version})")}
+    norms = {r["norm"] for r in rows if "norm" in r}
+    settings = {"pgd_steps": 10, "cw_steps": 10, "norm": norms.pop() if len(norms) == 1 else "Linf",
+                "aa_version": None if version == "standard" else version}
+    names = {a: get_eval_attack(a).column(settings) for a in ROBUST_ATTACKS}
     robust = [a for a in ROBUST_ATTACKS if rows and f"{a}_best" in rows[0]]
     if rows and not robust:  # rows of an older layout: only robust_*
         robust = [rows[0]["robust_attack"]]

@@ -526,7 +526,9 @@ def _plot_run(out: Path, history: list[dict[str, Any]], config: RunConfig) -> No
                 attack=config.val_attack, attack_label=label)
 
 
-def _load_data(config: RunConfig):
+def load_data(config: RunConfig):
+    """A run's ``(train, val, test, extra)`` sets: ``val`` is the seeded hold-out of the training set
+    (``val_split: holdout``) or the test set; ``extra`` the extra-data set or ``None``."""
     from .data import load_dataset, load_extra_npz
 
     kw = dict(config.dataset_kwargs)
@@ -553,6 +555,9 @@ def _load_data(config: RunConfig):
         if extra.shape != train.shape:
             raise RunError(f"extra data images are {extra.shape}, the dataset's are {train.shape}")
     return train, val, test, extra
+
+
+_load_data = load_data  # its former name
 
 
 def _model_desc(config: RunConfig, num_classes: int, shape: tuple[int, ...] | None = None) -> dict[str, Any]:

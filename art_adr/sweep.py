@@ -87,13 +87,6 @@ def cell_name(temperature: tuple[float, float], interpolation: tuple[float, floa
     return f"tau{temperature[0]:g}-{temperature[1]:g}_lam{interpolation[0]:g}-{interpolation[1]:g}_s{seed}"
 
 
-def _holdout(config: RunConfig, n_val: int | None):
-    from .runs import _load_data  # the very split the run validated on
-
-    val = _load_data(config)[1]
-    return val.subset(n_val) if n_val and n_val < len(val) else val
-
-
 def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "best", attack: str = "val",
               n_val: int | None = None, aa_version: str = "standard", device: str = "cpu",
               progress: bool = False) -> dict[str, Any]:
@@ -124,22 +117,11 @@ def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "be
                            "val_clean": pct(rec, prefix + "clean_acc"), "val_robust_final": pct(hist[-1], key),
                            "val_robust_best": 100.0 * float(max((r[key] for r in scored), default=float("nan")))}
     if attack == "aa":
-        cache = run_dir / f"sweep-aa-{which}-{epoch}-n{n_val or 'all'}-{aa_version}.json"
-        from .evaluation import evaluate_checkpoint, file_sha256
+        from .evaluation import cached_evaluation
 
-        aa = json.loads(cache.read_text()) if cache.is_file() else None
-        if aa is not None and aa.get("sha256") not in (None, file_sha256(run_dir / "checkpoints" / f"{epoch}.pt")):
-            aa = None  # the checkpoint changed since: evaluate again
-        if aa is None:
-            report = evaluate_checkpoint(run_dir / "checkpoints" / f"{epoch}.pt", which=which,
-                                         attacks=("clean", "aa"), aa_version=aa_version, seed=config.seed,
-                                         device=device, progress=progress, split="holdout",
-                                         data=_holdout(config, n_val))
-            entry, info = report["models"][which], report["checkpoint_info"]
-            aa = {"epoch": info["epoch"], "n_val": report["n_examples"], "version": aa_version,
-                  "clean": entry["results"]["clean"], "aa": entry["results"]["aa"], "sha256": info["sha256"],
-                  "norm": report["norm"], "eps": report["eps"]}
-            atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(aa, indent=1)))
+        ev = cached_evaluation(run_dir, which=which, attacks=("clean", "aa"), n=n_val, version=aa_version,
+                               seed=config.seed, split="holdout", tags=(epoch,), device=device, progress=progress)
+        aa = {**ev[epoch], "n_val": ev["n_examples"]}
         out.update(val_aa=aa["aa"], val_aa_clean=aa["clean"], n_val=aa["n_val"], aa_epoch=aa["epoch"])
     return out
 

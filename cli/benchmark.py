@@ -8,6 +8,7 @@ import click
 
 from art_adr.cli import parse_sets, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
+from art_adr.evaluation import attacks_help, robust_attack_names
 from art_adr.methods import METHOD_NAMES
 
 
@@ -38,8 +39,7 @@ from art_adr.methods import METHOD_NAMES
               help="Evaluate the first N test images (RobustBench order).")
 @click.option("--n-eval", "n_eval", type=click.IntRange(min=1), hidden=True, help="Deprecated alias of --n-examples.")
 @click.option("--attack", default="aa", show_default=True,
-              help="Comma list of robust attacks from pgd (PGD-10), cw (CW-∞-10), apgd (the validation attack: "
-                   "APGD-CE+APGD-T, 10 iterations, 3 targets), aa (AutoAttack, pyautoattack); "
+              help=f"Comma list of robust attacks from {attacks_help(robust_attack_names())}, k = 10; "
                    "e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
               show_default=True, help="AutoAttack version; 'paper': the ADR code's protocol (10-iteration APGD-CE, "
@@ -89,8 +89,9 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     if not dataset and not runs and not recipes and not recipe_prefix:
         raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
     attack_list = [a.strip() for a in attack.split(",") if a.strip()]
-    if not attack_list or any(a not in ("pgd", "cw", "apgd", "aa") for a in attack_list):
-        raise click.BadParameter(f"{attack!r}: a comma list of pgd, cw, apgd, aa", param_hint="--attack")
+    if not attack_list or any(a not in robust_attack_names() for a in attack_list):
+        raise click.BadParameter(f"{attack!r}: a comma list of {', '.join(robust_attack_names())}",
+                                 param_hint="--attack")
     model_list = [m.strip() for m in models.split(",") if m.strip()]
     if not model_list or any(m not in ("student", "teacher") for m in model_list):
         raise click.BadParameter(f"{models!r}: student and/or teacher", param_hint="--models")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from art_adr.evaluation import attacks_help
+
 ROBUSTBENCH_N = 10_000  # RobustBench: the first 10 000 test images
 
 
@@ -42,8 +44,7 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, show_default="the run's",
               help="Dataset root folder.")
 @click.option("--attacks", default="clean,pgd,cw,aa", show_default=True,
-              help="Comma list from clean, pgd, cw (CW: PGD on the CW margin), apgd (the trainers' validation "
-                   "attack: APGD-CE then APGD-T, --steps iterations, 3 targets), aa (AutoAttack).")
+              help=f"Comma list from {attacks_help()}; k: the PGD steps.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None,
               show_default="all; 10 000 with --robustbench", help="Evaluate the first N test examples in order.")
 @click.option("--n-eval", "n_eval", type=click.IntRange(min=1), default=None, hidden=True,
@@ -92,7 +93,7 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
     JSON report + Markdown table in --out, naming the checkpoint file, its epoch and its SHA-256."""
     from art_adr.cli import resolve_cli_device
     from art_adr.data import DATASETS
-    from art_adr.evaluation import ATTACKS, evaluate_checkpoint, format_table, parse_eps
+    from art_adr.evaluation import attack_names, evaluate_checkpoint, format_table, parse_eps
 
     try:
         eps_value = parse_eps(eps) if eps is not None else None
@@ -100,9 +101,10 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--eps/--eps-step") from None
     attack_list = _split_list(attacks)
-    bad = [a for a in attack_list if a not in ATTACKS]
+    bad = [a for a in attack_list if a not in attack_names()]
     if bad or not attack_list:
-        raise click.BadParameter(f"unknown attack(s) {bad}; choose from {','.join(ATTACKS)}", param_hint="--attacks")
+        raise click.BadParameter(f"unknown attack(s) {bad}; choose from {','.join(attack_names())}",
+                                 param_hint="--attacks")
     try:
         steps_list = _split_list(sanity_steps, int)
     except ValueError:

@@ -110,7 +110,8 @@ def test_evaluate_model_all_attacks_report_schema_and_files(tmp_path):
     assert "| student | 75.00 |" in table and "+APGD-CE" in table
     assert "Checkpoint `c.pt`, epoch 3, sha256 0000000000000000" in table and "L∞ ε = 64/255" in table
     assert loaded["checkpoint_info"] == INFO and loaded["norm"] == "Linf"
-    assert entry["attacks"] == {"pgd": "PGD-3 L∞ ε=0.25 α=0.208333", "cw": "CW-3 L∞ ε=0.25 α=0.208333"}
+    assert entry["attacks"] == {"pgd": "PGD-3 L∞ ε=0.25 α=0.208333", "cw": "CW-3 L∞ ε=0.25 α=0.208333",
+                                "apgd": "APGD-CE-3+APGD-T-3×3"}
     assert format_table(loaded) == table
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["evaluation.json", "evaluation.md"]
 

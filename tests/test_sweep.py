@@ -69,7 +69,7 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["tau1.5-1_lam0.7-1_s0", "tau2.5-2_lam0.7-1_s0"]
 
     # again with AutoAttack on the hold-out: the runs are reused, and the attacked images are hold-out images
-    import art_adr.evaluation as ev
+    import art_adr.evaluation.pipeline as ev
     from art_adr.runs import _load_data, load_run_config
 
     finals = [out / "runs" / d / "checkpoints" / "final.pt" for d in ("tau1.5-1_lam0.7-1_s0", "tau2.5-2_lam0.7-1_s0")]

@@ -1,0 +1,173 @@
+"""Checkpoint identity (file, epoch, SHA-256) and the one cache of evaluation results of a run's checkpoints.
+
+:func:`cached_evaluation` is how ``art-adr benchmark`` (the test set) and ``art-adr sweep`` (hold-out AutoAttack)
+evaluate a run's ``checkpoints/<tag>.pt``: one JSON file per model × attack × settings in the run directory,
+named by :func:`cache_name` (``eval-student-n100-clean-aa-standard-s0.json``: the names of earlier versions, so
+their caches still count), holding one entry per checkpoint tag with its SHA-256. An entry whose checkpoint
+changed since is evaluated again; an entry without a SHA-256 (earlier versions) is trusted. The sweep's former
+files (``sweep-aa-<which>-<tag>-n<N>-<version>.json``) are read when no entry of the new name exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import atomic_write
+
+__all__ = ["file_sha256", "checkpoint_info", "cache_name", "cached_evaluation"]
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_info(path: str | os.PathLike, ckpt: Mapping[str, Any] | None = None,
+                    prefer: str = "best") -> dict[str, Any]:
+    """``{"file", "epoch", "sha256"}`` of a checkpoint (a run directory resolves to ``checkpoints/<prefer>.pt``);
+    ``epoch`` is ``None`` when the checkpoint does not record one. ``ckpt``: the already loaded dict."""
+    from ..checkpoint import load_checkpoint, resolve_checkpoint
+
+    file = resolve_checkpoint(path, prefer)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(file)
+    epoch = ckpt.get("epoch")
+    return {"file": str(file), "epoch": int(epoch) if epoch is not None else None, "sha256": file_sha256(file)}
+
+
+def cache_name(which: str, n: int | None, attack: str | None, version: str = "standard", seed: int = 0,
+               split: str = "test", spec: Mapping[str, Any] | None = None) -> str:
+    """Cache file of one model × one robust attack (``None``: clean only) of a run, e.g.
+    ``eval-student-n100-clean-aa-standard-s0.json``. The AutoAttack version names only AutoAttack's files (PGD
+    and CW do not depend on it); the hold-out split and changes to the run's attack (``spec``) add a part."""
+    parts = ["clean"] + ([attack] if attack else [])
+    where = "" if split == "test" else f"-{split}"
+    changes = ""
+    if spec:
+        text = json.dumps(dict(spec), sort_keys=True, default=str)
+        changes = "-spec" + hashlib.sha256(text.encode()).hexdigest()[:10]
+    return (f"eval-{which}{where}-n{n or 'all'}-{'-'.join(parts)}-{version if attack == 'aa' else 'standard'}"
+            f"{changes}-s{seed}.json")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _legacy_sweep(run_dir: Path, which: str, tag: str, n: int | None, version: str) -> dict[str, Any] | None:
+    """An entry of the sweep's former cache (``sweep-aa-...json``, hold-out AutoAttack at the run's seed)."""
+    old = _read(run_dir / f"sweep-aa-{which}-{tag}-n{n or 'all'}-{version}.json")
+    if old is None:
+        return None
+    entry = {k: old[k] for k in ("epoch", "clean", "aa", "sha256", "norm", "eps") if k in old}
+    return {"n_examples": old["n_val"], "entry": entry}
+
+
+def _current(entry: Mapping[str, Any] | None, checkpoint: Path) -> bool:
+    """A cached entry still describes ``checkpoint``: same SHA-256 (entries without one are trusted)."""
+    if entry is None:
+        return False
+    return entry.get("sha256") is None or entry["sha256"] == file_sha256(checkpoint)
+
+
+def _entry(report: dict[str, Any], which: str) -> dict[str, Any]:
+    """What the cache keeps of an evaluation report of one checkpoint."""
+    model, info = report["models"][which], report["checkpoint_info"]
+    entry = {"epoch": info["epoch"], **model["results"], "sha256": info["sha256"], "norm": report["norm"],
+             "eps": report["eps"]}
+    if "autoattack" in model:
+        entry["autoattack_warnings"] = model["autoattack"]["warnings"]
+        entry["autoattack_cumulative"] = model["autoattack"]["cumulative"]
+    return entry
+
+
+def _evaluate(run_dir: Path, tag: str, which: str, attack: str | None, data: Any, settings: Mapping[str, Any],
+              **kw: Any) -> dict[str, Any]:
+    from .pipeline import evaluate_checkpoint
+
+    report = evaluate_checkpoint(run_dir / "checkpoints" / f"{tag}.pt", which=which,
+                                 attacks=("clean", attack) if attack else ("clean",), data=data,
+                                 aa_version=settings["version"], seed=settings["seed"], split=settings["split"],
+                                 spec=settings["spec"], **kw)
+    return _entry(report, which)
+
+
+def _one_attack(run_dir: Path, attack: str | None, tags: Sequence[str], load: Any, settings: dict[str, Any],
+                **kw: Any) -> dict[str, Any]:
+    """The cache file of one attack, brought up to date for ``tags`` (written only when something ran)."""
+    s = settings
+    path = run_dir / cache_name(s["which"], s["n"], attack, s["version"], s["seed"], s["split"], s["spec"])
+    cached = _read(path) or {"which": s["which"], "attacks": ["clean", *([attack] if attack else [])],
+                             "version": s["version"] if attack == "aa" else "standard"}
+    changed = False
+    for tag in tags:
+        checkpoint = run_dir / "checkpoints" / f"{tag}.pt"
+        if _current(cached.get(tag), checkpoint):
+            continue
+        legacy = _legacy_sweep(run_dir, s["which"], tag, s["n"], s["version"]) \
+            if attack == "aa" and s["split"] == "holdout" and not s["spec"] and s["seed"] == s["run_seed"] else None
+        if legacy is not None and _current(legacy["entry"], checkpoint):
+            cached.setdefault("n_examples", legacy["n_examples"])
+            cached[tag] = legacy["entry"]
+            continue
+        data = load()
+        cached["n_examples"] = len(data.y)
+        cached[tag] = _evaluate(run_dir, tag, s["which"], attack, data, s, **kw)
+        changed = True
+    if changed:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(cached, indent=1)))
+    return cached
+
+
+def cached_evaluation(
+    run_dir: str | os.PathLike, *, which: str, attacks: Sequence[str] = ("clean",), n: int | None = None,
+    version: str = "standard", seed: int = 0, split: str = "test", tags: Sequence[str] = ("best", "final"),
+    spec: Mapping[str, Any] | None = None, device: str = "auto", batch_size: int = 256, progress: bool = True,
+) -> dict[str, Any]:
+    """Clean and robust accuracy (%) of a run's checkpoints ``tags`` under each of ``attacks``, evaluated through
+    :func:`~art_adr.evaluation.evaluate_checkpoint` only where the cache has no current entry.
+
+    Args:
+        run_dir: a run directory (``config.yaml``, ``checkpoints/<tag>.pt``).
+        which: ``"student"`` or ``"teacher"``. attacks: registered evaluation attacks (``clean`` always runs).
+        n: the first N images of ``split`` (``None``: all). version: AutoAttack version. seed: attack seed.
+        split: ``"test"`` or ``"holdout"`` (the run's validation hold-out). tags: checkpoints (default best, final).
+        spec: changes to the run's attack (as :func:`evaluate_checkpoint`'s ``spec`` dict; default none).
+        device, batch_size, progress: as :func:`evaluate_checkpoint`.
+
+    Returns:
+        ``{"which", "attacks": ["clean", ...], "version", "seed", "split", "n_examples", <tag>: {"epoch", "clean",
+        <attack>: %, "sha256", "norm", "eps", ...}}``; each model × attack file is the cache.
+    """
+    from ..runs import load_run_config
+    from .testset import run_split
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    robust = [a for a in dict.fromkeys(attacks) if a != "clean"]
+    data: list[Any] = []
+
+    def load() -> Any:  # the images, loaded once and only when something is evaluated
+        if not data:
+            data.append(run_split(config, split, n))
+        return data[0]
+
+    settings = {"which": which, "n": n, "version": version, "seed": int(seed), "split": split,
+                "spec": dict(spec or {}), "run_seed": config.seed}
+    out: dict[str, Any] = {"which": which, "attacks": ["clean", *robust], "version": version, "seed": int(seed),
+                           "split": split, **{tag: {} for tag in tags}}
+    for attack in robust or [None]:
+        cached = _one_attack(run_dir, attack, tags, load, settings, device=device, batch_size=batch_size,
+                             progress=progress)
+        out["n_examples"] = cached["n_examples"]
+        for tag in tags:
+            out[tag].update(cached[tag])
+    return out
