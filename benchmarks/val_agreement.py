@@ -29,7 +29,7 @@ import torch
 
 from art_adr.attacks import AttackSpec
 from art_adr.checkpoint import load_checkpoint, model_from_checkpoint
-from art_adr.evaluation import autoattack_eval, file_sha256, load_split
+from art_adr.evaluation import autoattack_eval, file_sha256, first_n, load_split
 from art_adr.loader import to_unit_float
 from art_adr.validation import get_val_attack
 
@@ -101,7 +101,7 @@ def evaluate_file(path: Path, n_examples: int, seed: int = 0) -> dict[str, Any]:
             return saved
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, which="student", device="cpu").eval()
-    data = load_split(ckpt, "holdout").subset(n_examples)
+    data = first_n(load_split(ckpt, "holdout"), n_examples)
     x, y = to_unit_float(torch.as_tensor(data.x)), torch.as_tensor(data.y).long()
     config = ckpt["config"]
     spec = AttackSpec.from_config(config, steps=int(config.get("eval_max_iter", 10)))

@@ -6,7 +6,8 @@ appendix-E checks, as one pipeline with a registry of evaluation attacks.
 - :mod:`~art_adr.evaluation.flags`: the clean / PGD / CW / validation-attack loops (which points stay correct).
 - :mod:`~art_adr.evaluation.autoattack`: AutoAttack through pyautoattack, its versions and the paper's protocol.
 - :mod:`~art_adr.evaluation.testset`: the images of a run (test set or hold-out), first N in order.
-- :mod:`~art_adr.evaluation.cache`: checkpoint identity (SHA-256) and the cache of a run's evaluations.
+- :mod:`~art_adr.evaluation.identity`: which checkpoint was evaluated (file, epoch, SHA-256).
+- :mod:`~art_adr.evaluation.cache`: the cache of a run's evaluations, keyed by checkpoint SHA-256 and settings.
 - :mod:`~art_adr.evaluation.pipeline`: :func:`evaluate_model`, :func:`evaluate_checkpoint`.
 - :mod:`~art_adr.evaluation.report`: the report's schema, Markdown and files.
 - :mod:`~art_adr.evaluation.sanity`: accuracy against ε and against PGD steps, and their plots.
@@ -31,7 +32,8 @@ _LAZY = {
                                       "autoattack_eval", "autoattack_settings", "capture_autoattack_warnings",
                                       "configure_paper_protocol", "describe_autoattack"),
     "art_adr.evaluation.testset": ("SPLITS", "first_n", "load_split", "run_split", "test_set"),
-    "art_adr.evaluation.cache": ("cache_name", "cached_evaluation", "checkpoint_info", "file_sha256"),
+    "art_adr.evaluation.identity": ("checkpoint_info", "file_sha256"),
+    "art_adr.evaluation.cache": ("cache_name", "cached_evaluation"),
     "art_adr.evaluation.pipeline": ("evaluate_checkpoint", "evaluate_model"),
     "art_adr.evaluation.report": ("REPORT_FORMAT", "REPORT_VERSION", "SCHEMA", "build_report", "column_names",
                                   "format_table", "validate_report", "write_report"),

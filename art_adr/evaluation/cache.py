@@ -1,4 +1,4 @@
-"""Checkpoint identity (file, epoch, SHA-256) and the one cache of evaluation results of a run's checkpoints.
+"""The one cache of evaluation results of a run's checkpoints, keyed by their SHA-256 and the attack settings.
 
 :func:`cached_evaluation` is how ``art-adr benchmark`` (the test set) and ``art-adr sweep`` (hold-out AutoAttack)
 evaluate a run's ``checkpoints/<tag>.pt``: one JSON file per model × attack × settings in the run directory,
@@ -18,29 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write
+from .identity import file_sha256
 
-__all__ = ["file_sha256", "checkpoint_info", "cache_name", "cached_evaluation"]
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def checkpoint_info(path: str | os.PathLike, ckpt: Mapping[str, Any] | None = None,
-                    prefer: str = "best") -> dict[str, Any]:
-    """``{"file", "epoch", "sha256"}`` of a checkpoint (a run directory resolves to ``checkpoints/<prefer>.pt``);
-    ``epoch`` is ``None`` when the checkpoint does not record one. ``ckpt``: the already loaded dict."""
-    from ..checkpoint import load_checkpoint, resolve_checkpoint
-
-    file = resolve_checkpoint(path, prefer)
-    ckpt = ckpt if ckpt is not None else load_checkpoint(file)
-    epoch = ckpt.get("epoch")
-    return {"file": str(file), "epoch": int(epoch) if epoch is not None else None, "sha256": file_sha256(file)}
+__all__ = ["cache_name", "cached_evaluation"]
 
 
 def cache_name(which: str, n: int | None, attack: str | None, version: str = "standard", seed: int = 0,

@@ -29,8 +29,8 @@ from ..attacks import AttackSpec
 from ..loader import to_unit_float
 from .attacks import EVAL_ATTACKS, attack_names, get_eval_attack
 from .autoattack import AA_ATTACKS
-from .cache import checkpoint_info
 from .flags import percent
+from .identity import checkpoint_info
 from .report import build_report
 from .sanity import sanity_checks
 from .testset import SPLITS, first_n, load_split
