@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from art_adr.cli import Command, deprecated_option, quiet_option
+
 ANALYSES = ("outputs", "weights", "inputs")
 
 
@@ -70,14 +72,14 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
     return adapt_images(x, shape).to(device)
 
 
-@click.command("analyze")
+@click.command("analyze", cls=Command)
 @click.argument("run_or_checkpoint", type=click.Path(exists=True))
 @click.option("--vs", "others", multiple=True, type=click.Path(exists=True),
               help="Further run directories / checkpoints to compare side by side (repeatable).")
 @click.option("--label", "labels", multiple=True, help="Legend name per model, in order (repeatable).")
 @click.option("--which", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="Weights to analyse: the student or the EMA teacher.")
-@click.option("--dataset", default=None, show_default="the first checkpoint's dataset", help="Test set.")
+@click.option("--dataset", "-d", default=None, show_default="the first checkpoint's dataset", help="Test set.")
 @click.option("--data-dir", type=click.Path(), default=None, show_default="the run's", help="Where the dataset lives.")
 @click.option("--ood", default="digits", show_default=True,
               help="OOD set: 'digits' (scikit-learn 8×8, resized), a dataset name, or 'none'.")
@@ -88,9 +90,10 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
               help="Threat model of the PGD attack: L∞ (inf) or L2 (2).")
 @click.option("--eps", default=None, show_default="the first run's training ε, else 8/255",
               help="Radius, e.g. 0.1 or 8/255.")
-@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/steps)",
+@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD step size α.")
-@click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
+@click.option("--eval-max-iter", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
+@deprecated_option("--steps", "eval_max_iter")
 @click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
 @click.option("--directions", type=click.IntRange(1), default=1, show_default=True,
               help="Random weight directions for the weight loss landscape.")
@@ -112,17 +115,17 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Examples per batch.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the example sample, PGD starts and landscape directions.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="analysis", show_default=True,
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="analysis", show_default=True,
               help="Folder for the PNGs and analysis.json.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@quiet_option("No progress bars.")
 def analyze_command(
     run_or_checkpoint: str, others: tuple[str, ...], labels: tuple[str, ...], which: str, dataset: str | None,
     data_dir: str | None, ood: str, n_examples: int, n_ood: int, norm: str | None, eps: str | None,
-    eps_step: str | None,
-    steps: int, bins: int, directions: int, magnitude: float, points: int, weight_examples: int,
+    eps_step: str | None, eval_max_iter: int, bins: int, directions: int, magnitude: float, points: int,
+    weight_examples: int,
     input_examples: int, grid: int, radius: str | None, style: str, skip: tuple[str, ...], batch_size: int,
-    seed: int, out_dir: str, device: str, quiet: bool,
+    seed: int, out: str, device: str, quiet: bool,
 ) -> None:
     """Entropy / JS / calibration histograms and weight & input loss landscapes of one or more models.
 
@@ -162,7 +165,7 @@ def analyze_command(
         if int(ckpt["model"]["num_classes"]) != num_classes:
             raise click.ClickException(
                 f"{name} has {ckpt['model']['num_classes']} classes, {dataset} has {num_classes}")
-    changes: dict[str, Any] = {"norm": norm, "eps": _parse_eps(eps), "steps": steps}
+    changes: dict[str, Any] = {"norm": norm, "eps": _parse_eps(eps), "steps": eval_max_iter}
     if eps_step is not None:
         changes["eps_step"] = _parse_eps(eps_step)
     try:  # the first run's own attack (norm, ε, step), as `art-adr evaluate` uses it
@@ -185,12 +188,12 @@ def analyze_command(
     results["settings"].update({"dataset": dataset, "ood": ood if x_ood is not None else None, "which": which,
                                 "models": dict(zip(names, paths)),
                                 "checkpoints": {n: checkpoint_info(p, c) for n, p, c in zip(names, paths, ckpts)}})
-    out = Path(out_dir)
-    figures = plot_all(results, out, style=style)
+    out_dir = Path(out)
+    figures = plot_all(results, out_dir, style=style)
     summary = summarize(results)
     summary["figures"] = [p.name for p in figures]
-    (out / "analysis.json").write_text(json.dumps(summary, indent=1))
-    _report(summary, out, figures)
+    (out_dir / "analysis.json").write_text(json.dumps(summary, indent=1))
+    _report(summary, out_dir, figures)
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

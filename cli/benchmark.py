@@ -6,13 +6,21 @@ from typing import Any
 
 import click
 
-from art_adr.cli import parse_sets, resolve_cli_device
+from art_adr.cli import Command, deprecated_option, parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 from art_adr.evaluation import attacks_help, robust_attack_names
 from art_adr.methods import METHOD_NAMES
 
 
-@click.command("benchmark")
+def which_from_models(text: str) -> str:
+    """The old ``--models`` comma list (``student,teacher``, ``teacher``) as a ``--which`` value."""
+    names = {m.strip() for m in text.split(",") if m.strip()}
+    if not names or names - {"student", "teacher"}:
+        raise click.BadParameter(f"{text!r}: student and/or teacher", param_hint="--models")
+    return "both" if len(names) == 2 else names.pop()
+
+
+@click.command("benchmark", cls=Command)
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
 @click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
               help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "
@@ -33,19 +41,25 @@ from art_adr.methods import METHOD_NAMES
 @click.option("--awp", is_flag=True, help="Add AWP (implies --wa), as in the paper's Table 2.")
 @click.option("--runs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR [DIR ...]",
               help="Finished run directories: only evaluate and tabulate them (--runs A B, or --runs A --runs B).")
-@click.option("--epochs", type=int, show_default="the recipe's", help="Budget: epochs per method.")
-@click.option("--subset", type=int, show_default="the recipe's", help="Budget: training examples per method.")
-@click.option("--n-examples", type=click.IntRange(min=1), show_default="all; fashion-mnist: 100",
+@click.option("--epochs", type=int, show_default="the recipe's; --dataset fashion-mnist: 4",
+              help="Budget: epochs per method.")
+@click.option("--subset", type=int, show_default="the recipe's; --dataset fashion-mnist: 8000",
+              help="Budget: training examples per method.")
+@click.option("--n-examples", type=click.IntRange(min=1), show_default="all; --dataset fashion-mnist: 100",
               help="Evaluate the first N test images (RobustBench order).")
-@click.option("--n-eval", "n_eval", type=click.IntRange(min=1), hidden=True, help="Deprecated alias of --n-examples.")
-@click.option("--attack", default="aa", show_default=True,
-              help=f"Comma list of robust attacks from {attacks_help(robust_attack_names())}, k = 10; "
-                   "e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
+@deprecated_option("--n-eval", "n_examples")
+@click.option("--val-size", type=click.IntRange(min=0), show_default="the recipe's; --dataset fashion-mnist: 500",
+              help="Budget: images of each run's validation hold-out (taken from the training set).")
+@click.option("--attacks", default="aa", show_default=True,
+              help=f"Comma list of robust attacks from {attacks_help(robust_attack_names())}, k = 10; clean "
+                   "accuracy is always measured: e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
+@deprecated_option("--attack", "attacks")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
               show_default=True, help="AutoAttack version; 'paper': the ADR code's protocol (10-iteration APGD-CE, "
                                       "APGD-T, FAB-T + Square 5000; see `art-adr evaluate --help`).")
-@click.option("--models", default="student,teacher", show_default=True,
-              help="Which models of every run to evaluate: student and/or teacher (the EMA model).")
+@click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True,
+              help="Models of every run to evaluate: the student, the EMA teacher (\"+WA\") or both.")
+@deprecated_option("--models", "which", type=str, convert=which_from_models)
 @click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
 @click.option("--download/--no-download", default=None, show_default="the recipe's",
               help="Download the dataset if missing (needs internet).")
@@ -58,11 +72,11 @@ from art_adr.methods import METHOD_NAMES
               "trained under runs/<recipe>-s<seed>; the table shows mean ± std over seeds.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other training option, for all methods.")
 @launch_options
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option()
 def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_prefix: str | None,
                       recipe_names: str | None, out: str | None, methods: str, wa: bool, awp: bool,
                       runs: tuple[str, ...], epochs: int | None, subset: int | None, n_examples: int | None,
-                      n_eval: int | None, attack: str, aa_version: str, models: str, data_dir: str | None,
+                      val_size: int | None, attacks: str, aa_version: str, which: str, data_dir: str | None,
                       download: bool | None, device: str, amp: str | None, seed: int, seeds: str | None,
                       sets: tuple[str, ...], quiet: bool, **launch: Any) -> None:
     """Train each method with the dataset's recipe, keep best (PGD-10 selected) and final checkpoints, evaluate
@@ -84,17 +98,14 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
         raise click.UsageError(f"unexpected argument {more_runs[0]!r}: run directories follow --runs "
                                "(--runs A B)")
     runs = (*runs, *more_runs)
-    n_eval = n_examples if n_examples is not None else n_eval
     recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
     if not dataset and not runs and not recipes and not recipe_prefix:
         raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
-    attack_list = [a.strip() for a in attack.split(",") if a.strip()]
+    attack_list = [a for a in dict.fromkeys(a.strip() for a in attacks.split(",")) if a and a != "clean"]
     if not attack_list or any(a not in robust_attack_names() for a in attack_list):
-        raise click.BadParameter(f"{attack!r}: a comma list of {', '.join(robust_attack_names())}",
-                                 param_hint="--attack")
-    model_list = [m.strip() for m in models.split(",") if m.strip()]
-    if not model_list or any(m not in ("student", "teacher") for m in model_list):
-        raise click.BadParameter(f"{models!r}: student and/or teacher", param_hint="--models")
+        raise click.BadParameter(f"{attacks!r}: a comma list of {', '.join(robust_attack_names())}",
+                                 param_hint="--attacks")
+    model_list = ["student", "teacher"] if which == "both" else [which]
     try:
         seed_list = parse_seeds(seeds) if seeds else [seed]
     except ConfigError as exc:
@@ -104,13 +115,14 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     overrides: dict[str, Any] = {"seed": seed_list[0]}
     for key, value in (("epochs", epochs if epochs is not None else defaults.get("epochs")),
                        ("subset", subset if subset is not None else defaults.get("subset")),
-                       ("val_size", defaults.get("val_size")), ("data_dir", data_dir), ("download", download),
+                       ("val_size", val_size if val_size is not None else defaults.get("val_size")),
+                       ("data_dir", data_dir), ("download", download),
                        ("amp", amp),
                        ("device", device)):
         if value is not None:
             overrides[key] = value
     overrides.update(parse_sets(sets))
-    n_eval = n_eval if n_eval is not None else defaults.get("n_eval")
+    n_eval = n_examples if n_examples is not None else defaults.get("n_eval")
     eval_device = resolve_cli_device(device)
     launcher, loggers = launcher_from_options(launch)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"

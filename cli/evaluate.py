@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from art_adr.cli import Command, deprecated_option, quiet_option
 from art_adr.evaluation import attacks_help
 
 ROBUSTBENCH_N = 10_000  # RobustBench: the first 10 000 test images
@@ -36,27 +37,29 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
             "protocol": n >= ROBUSTBENCH_N, "table": format_leaderboard(rows)}
 
 
-@click.command("evaluate")
+@click.command("evaluate", cls=Command)
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
 @click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="student", show_default=True,
               help="Student, EMA teacher (\"+WA\") or both.")
-@click.option("--dataset", default=None, show_default="the checkpoint's dataset", help="Test set.")
+@click.option("--dataset", "-d", default=None, show_default="the checkpoint's dataset", help="Test set.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, show_default="the run's",
               help="Dataset root folder.")
 @click.option("--attacks", default="clean,pgd,cw,aa", show_default=True,
-              help=f"Comma list from {attacks_help()}; k: the PGD steps.")
+              help=f"Comma list from {attacks_help()}; k: --eval-max-iter.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None,
               show_default="all; 10 000 with --robustbench", help="Evaluate the first N test examples in order.")
-@click.option("--n-eval", "n_eval", type=click.IntRange(min=1), default=None, hidden=True,
-              help="Deprecated alias of --n-examples.")
+@deprecated_option("--n-eval", "n_examples")
 @click.option("--norm", type=click.Choice(["inf", "2"]), default=None, show_default="the run's norm",
               help="Threat model of PGD, CW and AutoAttack: L∞ (inf) or L2 (2; AutoAttack norm='L2').")
 @click.option("--eps", default=None, show_default="the run's training ε, else 8/255",
               help="Radius, a number or fraction in (0, 1].")
-@click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True, help="PGD iterations.")
-@click.option("--cw-steps", type=click.IntRange(min=1), default=None, show_default="--pgd-steps",
+@click.option("--eval-max-iter", type=click.IntRange(min=1), default=10, show_default=True,
+              help="PGD iterations of the evaluation attacks (as the runs' eval_max_iter validates).")
+@deprecated_option("--pgd-steps", "eval_max_iter")
+@click.option("--cw-max-iter", type=click.IntRange(min=1), default=None, show_default="--eval-max-iter",
               help="CW iterations.")
-@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/steps)",
+@deprecated_option("--cw-steps", "cw_max_iter")
+@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD/CW step size α.")
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="PGD/CW restarts.")
 @click.option("--aa-version", "aa_version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
@@ -65,30 +68,31 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
                    "code's protocol (torchattacks 3.3 AutoAttack defaults, run through pyautoattack): APGD-CE, "
                    "APGD-T, FAB-T at 10 iterations and 1 restart, n_classes−1 targets, Square 5000 queries. "
                    "Weaker than 'standard'; the report names the settings.")
-@click.option("--version", "old_aa_version", type=click.Choice(["standard", "rand", "paper"]), default=None,
-              hidden=True, help="Deprecated alias of --aa-version.")
+@deprecated_option("--version", "aa_version")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of PGD starts and AutoAttack.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               show_default="<run>/evaluation, or evaluation-<checkpoint> beside a .pt file", help="Output folder.")
 @click.option("--sanity", is_flag=True, help="Appendix-E checks: accuracy vs ε (to the unbounded ε) and vs PGD steps.")
-@click.option("--sanity-steps", default="1,2,4,8,16,32,64,100", show_default=True,
-              help="PGD steps for the convergence curve.")
-@click.option("--sanity-eps-steps", type=click.IntRange(min=1), default=100, show_default=True,
-              help="PGD steps for the accuracy-vs-ε curve.")
+@click.option("--sanity-max-iter", default="1,2,4,8,16,32,64,100", show_default=True,
+              help="Comma list of PGD iterations for the convergence curve.")
+@deprecated_option("--sanity-steps", "sanity_max_iter")
+@click.option("--sanity-eps-max-iter", type=click.IntRange(min=1), default=100, show_default=True,
+              help="PGD iterations of the accuracy-vs-ε curve.")
+@deprecated_option("--sanity-eps-steps", "sanity_eps_max_iter")
 @click.option("--sanity-tolerance", type=float, default=1.0, show_default=True,
-              help="Max change (percentage points) between the last two points of the steps curve.")
+              help="Max change (percentage points) between the last two points of the convergence curve.")
 @click.option("--robustbench", "robustbench", is_flag=True,
               help="RobustBench protocol (first 10 000 test images, AutoAttack standard, L∞ ε=8/255) + placement.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--progress/--no-progress", default=True, hidden=True, help="Deprecated: use --quiet.")
+@quiet_option("No progress bars.")
+@deprecated_option("--progress/--no-progress", "quiet", convert=lambda progress: not progress)
 def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, data_dir: Path | None,
-                     attacks: str, n_examples: int | None, n_eval: int | None, norm: str | None, eps: str | None,
-                     pgd_steps: int, cw_steps: int | None, eps_step: str | None, restarts: int,
-                     aa_version: str, old_aa_version: str | None, seed: int, batch_size: int, device: str,
-                     out: Path | None, sanity: bool, sanity_steps: str, sanity_eps_steps: int,
-                     sanity_tolerance: float, robustbench: bool, quiet: bool, progress: bool) -> None:
+                     attacks: str, n_examples: int | None, norm: str | None, eps: str | None,
+                     eval_max_iter: int, cw_max_iter: int | None, eps_step: str | None, restarts: int,
+                     aa_version: str, seed: int, batch_size: int, device: str,
+                     out: Path | None, sanity: bool, sanity_max_iter: str, sanity_eps_max_iter: int,
+                     sanity_tolerance: float, robustbench: bool, quiet: bool) -> None:
     """Evaluate RUN_OR_CHECKPOINT (a run folder or .pt file) in the run's own threat model (L∞ or L2):
     JSON report + Markdown table in --out, naming the checkpoint file, its epoch and its SHA-256."""
     from art_adr.cli import resolve_cli_device
@@ -106,31 +110,28 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
         raise click.BadParameter(f"unknown attack(s) {bad}; choose from {','.join(attack_names())}",
                                  param_hint="--attacks")
     try:
-        steps_list = _split_list(sanity_steps, int)
+        steps_list = _split_list(sanity_max_iter, int)
     except ValueError:
-        raise click.BadParameter("must be a comma list of integers", param_hint="--sanity-steps") from None
+        raise click.BadParameter("must be a comma list of integers", param_hint="--sanity-max-iter") from None
     if dataset is not None and dataset not in DATASETS:
         raise click.BadParameter(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}",
                                  param_hint="--dataset")
-    n_examples = n_examples if n_examples is not None else n_eval
-    if old_aa_version is not None and aa_version == "standard":  # the deprecated --version spelling
-        aa_version = old_aa_version
     device = resolve_cli_device(device)
-    changes: dict[str, Any] = {"norm": norm, "eps": eps_value, "steps": pgd_steps, "restarts": restarts}
+    changes: dict[str, Any] = {"norm": norm, "eps": eps_value, "steps": eval_max_iter, "restarts": restarts}
     if step_value is not None:
         changes["eps_step"] = step_value
     if robustbench:
         attack_list, aa_version, n_examples = _robustbench_settings(run_or_checkpoint, dataset, norm, eps_value,
                                                                     attack_list, aa_version, n_examples)
         changes.update(norm="inf", eps=8 / 255)
-    sanity_kw = dict(steps_values=steps_list, eps_curve_steps=sanity_eps_steps, tolerance=sanity_tolerance)
+    sanity_kw = dict(steps_values=steps_list, eps_curve_steps=sanity_eps_max_iter, tolerance=sanity_tolerance)
     try:
         whom = "student and teacher" if which == "both" else f"the {which}"
         click.echo(f"evaluating {whom} of {run_or_checkpoint} ...", err=True)
         report = evaluate_checkpoint(
-            run_or_checkpoint, which=which, attacks=attack_list, spec=changes, cw_steps=cw_steps,
+            run_or_checkpoint, which=which, attacks=attack_list, spec=changes, cw_steps=cw_max_iter,
             n_examples=n_examples, aa_version=aa_version, seed=seed, batch_size=batch_size, device=device,
-            progress=progress and not quiet, dataset=dataset, data_dir=data_dir,
+            progress=not quiet, dataset=dataset, data_dir=data_dir,
             sanity=sanity_kw if sanity else None)
         if which == "both" and "teacher" not in report["models"]:
             click.echo("note: checkpoint has no teacher weights; evaluated the student only", err=True)

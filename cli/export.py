@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
+from art_adr.cli import Command, quiet_option
 
-@click.command("export")
+
+@click.command("export", cls=Command)
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["robustbench"]), default="robustbench", show_default=True,
               help="Bundle format.")
 @click.option("--name", required=True, help="RobustBench model name, e.g. Wu2024Annealing_RN18.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
 @click.option("--which", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="Student or EMA teacher (the \"+WA\" model).")
 @click.option("--eps", default="8/255", show_default=True, help="L∞ radius of the evaluation.")
@@ -47,12 +49,13 @@ import click
               help="Device of the logits check: auto (GPU if any), cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, default=False, show_default=True,
               help="Replace an existing bundle of the same name.")
+@quiet_option("Do not list the written files (warnings and notes still go to stderr).")
 def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, which: str, eps: str,
                    report: Path | None, clean_acc: float | None, autoattack_acc: float | None,
                    n_examples: int | None, allow_partial: bool, reported: float | None,
                    additional_data: bool | None, footnote: str | None, paper_name: str | None, link: str | None,
                    authors: str | None, venue: str | None, number_forward_passes: int | None, device: str,
-                   overwrite: bool) -> None:
+                   overwrite: bool, quiet: bool) -> None:
     """Export RUN_OR_CHECKPOINT as a RobustBench submission into --out.
 
     RobustBench evaluates on all 10 000 test images: a smaller evaluation is refused unless --allow-partial.
@@ -85,8 +88,9 @@ def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, whic
         )
     except (ValueError, ImportError, OSError) as exc:  # CheckpointError, ExportError are ValueErrors
         raise click.ClickException(str(exc)) from None
-    for kind, path in paths.items():
-        click.echo(f"{kind}: {path}")
+    if not quiet:
+        for kind, path in paths.items():
+            click.echo(f"{kind}: {path}")
     info = json.loads(paths["model_info"].read_text())
     partial = re.match(r"Partial evaluation: (\d+) of", info.get("footnote") or "")
     if partial:

@@ -6,8 +6,10 @@ from typing import Any
 
 import click
 
-from art_adr.cli import parse_sets, resolve_cli_device
+from art_adr.cli import Command, deprecated_option, parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
+
+SCORE_ATTACKS = ("val", "aa", "pgd")
 
 
 def _floats(text: str | None, name: str) -> list[float]:
@@ -22,12 +24,24 @@ def _floats(text: str | None, name: str) -> list[float]:
         raise click.BadParameter(f"{text!r}: a comma list of numbers", param_hint=name) from None
 
 
-@click.command("sweep")
+def _score_attack(text: str) -> str:
+    """``--attacks`` → the attack that scores the cells: ``aa`` when listed, else ``val`` (the runs' own
+    validation score, always there; ``pgd`` is its old name)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or any(n not in SCORE_ATTACKS for n in names):
+        raise click.BadParameter(f"{text!r}: a comma list of val, aa", param_hint="--attacks")
+    return "aa" if "aa" in names else "val"
+
+
+@click.command("sweep", cls=Command)
 @click.option("--recipe", "-r", required=True, help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced.")
-@click.option("--temperature", "temperatures", default=None, show_default="the recipe's",
-              help="Comma list of τ start values, e.g. 1.5,2.0,2.5.")
-@click.option("--interpolation", "interpolations", default=None, show_default="the recipe's",
-              help="Comma list of λ start values, e.g. 0.5,0.7,0.9.")
+@click.option("--temperatures", default=None, show_default="the recipe's τ start",
+              help="The grid's τ start values, a comma list, e.g. 1.5,2.0,2.5 (train's --temperature is one "
+                   "start,end pair).")
+@deprecated_option("--temperature", "temperatures")
+@click.option("--interpolations", default=None, show_default="the recipe's λ start",
+              help="The grid's λ start values, a comma list, e.g. 0.5,0.7,0.9.")
+@deprecated_option("--interpolation", "interpolations")
 @click.option("--ends", type=click.Choice(["gap", "constant"]), default="gap", show_default=True,
               help="End values of the cosine schedules: 'gap' keeps the recipe's end − start (τ_end ≥ 0.1, λ_end "
                    "clipped to [0, 1]); 'constant' uses end = start (no annealing, the paper's Fig. 5).")
@@ -35,23 +49,26 @@ def _floats(text: str | None, name: str) -> list[float]:
               help="Fix τ_end for every cell (overrides --ends).")
 @click.option("--interpolation-end", type=float, default=None, show_default="from --ends",
               help="Fix λ_end for every cell (overrides --ends).")
-@click.option("--model", type=click.Choice(["student", "teacher"]), default=None, show_default="the recipe's",
+@click.option("--which", type=click.Choice(["student", "teacher"]), default=None, show_default="the recipe's",
               help="Model scored and selected on (sets best_metric).")
+@deprecated_option("--model", "which")
 @click.option("--epoch", type=click.Choice(["best", "final"]), default="best", show_default=True,
               help="Score the best validation epoch (best.pt) or the last one (final.pt).")
-@click.option("--attack", type=click.Choice(["val", "aa", "pgd"]), default="val", show_default=True,
-              help="val: the runs' per-epoch hold-out accuracy under their validation attack (--set val_attack=..., "
-                   "default apgd); aa: AutoAttack on --n-examples hold-out images; pgd: old name of val.")
+@click.option("--attacks", default="val", show_default=True,
+              help="Hold-out scores, a comma list: val (always: the runs' per-epoch hold-out accuracy under their "
+                   "validation attack, --set val_attack=..., default apgd; pgd is its old name) and aa (AutoAttack "
+                   "on --n-examples hold-out images). The cells are selected by aa when it is listed, else by val.")
+@deprecated_option("--attack", "attacks")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None, show_default="the whole hold-out",
-              help="With --attack aa: first N hold-out images.")
-@click.option("--n-val", "n_val", type=click.IntRange(min=1), default=None, hidden=True,
-              help="Deprecated alias of --n-examples.")
+              help="With --attacks aa: first N hold-out images.")
+@deprecated_option("--n-val", "n_examples")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard", show_default=True,
-              help="AutoAttack version of --attack aa (see `art-adr evaluate --help`).")
+              help="AutoAttack version of --attacks aa (see `art-adr evaluate --help`).")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds per cell, e.g. 0,1,2 (scores averaged).")
 @click.option("--epochs", type=int, show_default="the recipe's", help="Budget: epochs per run.")
 @click.option("--subset", type=int, show_default="the recipe's", help="Budget: training examples per run.")
-@click.option("--val-size", type=int, show_default="the recipe's", help="Hold-out size (taken from the training set).")
+@click.option("--val-size", type=click.IntRange(min=0), show_default="the recipe's",
+              help="Budget: images of each run's validation hold-out (taken from the training set).")
 @click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
 @click.option("--download/--no-download", default=None, show_default="the recipe's",
               help="Download the dataset if missing (needs internet).")
@@ -62,24 +79,23 @@ def _floats(text: str | None, name: str) -> list[float]:
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="sweeps-out/<recipe>",
               help="Output folder.")
 @launch_options
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option()
 def sweep_command(recipe: str, temperatures: str | None, interpolations: str | None, ends: str,
-                  temperature_end: float | None, interpolation_end: float | None, model: str | None, epoch: str,
-                  attack: str, n_examples: int | None, n_val: int | None, aa_version: str, seeds: str,
-                  epochs: int | None,
+                  temperature_end: float | None, interpolation_end: float | None, which: str | None, epoch: str,
+                  attacks: str, n_examples: int | None, aa_version: str, seeds: str, epochs: int | None,
                   subset: int | None, val_size: int | None, data_dir: str | None, download: bool | None, device: str,
                   amp: str | None, sets: tuple[str, ...], out: str | None, quiet: bool, **launch: Any) -> None:
     """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
-    sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attack aa)."""
+    sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attacks aa)."""
     from art_adr.benchmark import parse_seeds
     from art_adr.config import ConfigError, resolve_config
     from art_adr.sweep import run_sweep
 
     eval_device = resolve_cli_device(device)
     launcher, loggers = launcher_from_options(launch)
-    n_val = n_examples if n_examples is not None else n_val
+    attack = _score_attack(attacks)
     try:
         seed_list = parse_seeds(seeds)
     except ConfigError as exc:
@@ -92,16 +108,16 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
     overrides.update(parse_sets(sets))
     bad = sorted({"temperature", "interpolation", "seed"} & set(overrides))
     if bad:
-        raise click.UsageError(f"--set {bad[0]}=... is what the sweep varies; use --temperature/--interpolation/"
+        raise click.UsageError(f"--set {bad[0]}=... is what the sweep varies; use --temperatures/--interpolations/"
                                "--seeds")
     try:
         base = resolve_config(recipe, overrides)
-        taus = _floats(temperatures, "--temperature") or [base.temperature[0]]
-        lams = _floats(interpolations, "--interpolation") or [base.interpolation[0]]
+        taus = _floats(temperatures, "--temperatures") or [base.temperature[0]]
+        lams = _floats(interpolations, "--interpolations") or [base.interpolation[0]]
         result = run_launched(lambda: run_sweep(
                            recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
                            temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,
-                           model=model, epoch=epoch, attack=attack, n_val=n_val, aa_version=aa_version,
+                           model=which, epoch=epoch, attack=attack, n_val=n_examples, aa_version=aa_version,
                            overrides=overrides, device=eval_device, verbose=not quiet, launcher=launcher,
                            loggers=loggers))
     except ValueError as exc:  # ConfigError, RunError, DatasetError, CheckpointError

@@ -11,12 +11,13 @@ from typing import Any
 
 import click
 
-from art_adr.cli import parse_sets
+from art_adr.cli import Command, parse_sets, quiet_option
 from art_adr.methods import METHOD_NAMES
 
 
 def _default(field: str) -> str:
-    """Help suffix: flags override the recipe, which overrides RunConfig's default (art_adr.defaults)."""
+    """``show_default`` of a flag: flags override the recipe, which overrides RunConfig's default
+    (art_adr.defaults)."""
     from art_adr.config import FIELDS
 
     value = FIELDS[field].default
@@ -24,7 +25,7 @@ def _default(field: str) -> str:
         value = FIELDS[field].default_factory()
     if isinstance(value, tuple):
         value = ",".join(map(str, value))
-    return f" [default: the recipe's, else {value}]"
+    return f"the recipe's, else {value}"
 
 
 def _pair(text: str | None) -> list[str] | str | None:
@@ -38,62 +39,71 @@ def _schedule_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
-@click.command("train")
-@click.option("--recipe", "-r", help="Recipe name (see `art-adr recipes`) or a YAML file.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory (default runs/<recipe>-<time>).")
+@click.command("train", cls=Command)
+@click.option("--recipe", "-r", show_default="none: RunConfig's defaults",
+              help="Recipe name (see `art-adr recipes`) or a YAML file.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), show_default="runs/<recipe>-<time>",
+              help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
-@click.option("--dataset", help="cifar10, cifar100, tinyimagenet, fashion-mnist or synthetic." + _default("dataset"))
-@click.option("--data-dir", type=click.Path(), help="Where the dataset lives [default: the usual places].")
-@click.option("--download/--no-download", default=None,
-              help="Download the dataset if missing (needs internet)." + _default("download"))
-@click.option("--arch", help="small-cnn, resnet18, preact-resnet18, dm-wrn-34-10, wrn-34-10, ..." + _default("arch"))
-@click.option("--method", type=click.Choice(METHOD_NAMES),
-              help="Training method (art_adr.methods)." + _default("method"))
-@click.option("--adr/--no-adr", default=None, help="Rectify labels with the EMA teacher (ADR)." + _default("adr"))
-@click.option("--epochs", type=int, help="Epochs of the run." + _default("epochs"))
-@click.option("--batch-size", type=int, help="Batch size (all processes)." + _default("batch_size"))
-@click.option("--lr", type=str, help="Peak SGD learning rate." + _default("lr"))
-@click.option("--eps", type=str, help="Attack radius, e.g. 8/255." + _default("eps"))
-@click.option("--eps-step", type=str,
-              help="Attack step, e.g. 2/255 [default: the recipe's, else min(eps, 2.5*eps/max_iter)].")
-@click.option("--max-iter", type=int, help="PGD steps during training." + _default("max_iter"))
-@click.option("--temperature", help="ADR temperature τ start,end, or auto (calibrated on the hold-out under attack)."
-              + _default("temperature"))
-@click.option("--interpolation", help="ADR interpolation λ start,end, or auto (the teacher's hold-out robust "
-              "accuracy)." + _default("interpolation"))
-@click.option("--val-attack", type=click.Choice(["apgd", "margin", "pgd"]),
-              help="Validation attack that selects best.pt (apgd: APGD-CE+T; margin: CW-margin PGD; pgd: CE PGD)."
-              + _default("val_attack"))
-@click.option("--ema-decay", type=str, help="EMA teacher decay γ." + _default("ema_decay"))
-@click.option("--beta", type=str, help="TRADES / MART β." + _default("beta"))
-@click.option("--awp-rho", type=str, help="AWP radius ρ (0 = off)." + _default("awp_rho"))
-@click.option("--subset", type=int, help="Train on this many (seeded random) training examples [default: all].")
-@click.option("--val-split", type=click.Choice(["holdout", "test"]),
+@click.option("--dataset", "-d", show_default=_default("dataset"),
+              help="cifar10, cifar100, tinyimagenet, fashion-mnist or synthetic.")
+@click.option("--data-dir", type=click.Path(), show_default="the usual places", help="Where the dataset lives.")
+@click.option("--download/--no-download", default=None, show_default=_default("download"),
+              help="Download the dataset if missing (needs internet).")
+@click.option("--arch", show_default=_default("arch"),
+              help="small-cnn, resnet18, preact-resnet18, dm-wrn-34-10, wrn-34-10, ...")
+@click.option("--method", type=click.Choice(METHOD_NAMES), show_default=_default("method"),
+              help="Training method (art_adr.methods).")
+@click.option("--adr/--no-adr", default=None, show_default=_default("adr"),
+              help="Rectify labels with the EMA teacher (ADR).")
+@click.option("--epochs", type=int, show_default=_default("epochs"), help="Epochs of the run.")
+@click.option("--batch-size", type=int, show_default=_default("batch_size"), help="Batch size (all processes).")
+@click.option("--lr", type=str, show_default=_default("lr"), help="Peak SGD learning rate.")
+@click.option("--eps", type=str, show_default=_default("eps"), help="Attack radius, e.g. 8/255.")
+@click.option("--eps-step", type=str, show_default="the recipe's, else min(eps, 2.5*eps/max_iter)",
+              help="Attack step, e.g. 2/255.")
+@click.option("--max-iter", type=int, show_default=_default("max_iter"), help="PGD steps of the training attack.")
+@click.option("--temperature", show_default=_default("temperature"),
+              help="ADR temperature τ start,end, or auto (calibrated on the hold-out under attack).")
+@click.option("--interpolation", show_default=_default("interpolation"),
+              help="ADR interpolation λ start,end, or auto (the teacher's hold-out robust accuracy).")
+@click.option("--val-attack", type=click.Choice(["apgd", "margin", "pgd"]), show_default=_default("val_attack"),
+              help="Validation attack that selects best.pt (apgd: APGD-CE+T; margin: CW-margin PGD; pgd: CE PGD).")
+@click.option("--eval-max-iter", type=int, show_default=_default("eval_max_iter"),
+              help="PGD iterations of the validation attack.")
+@click.option("--ema-decay", type=str, show_default=_default("ema_decay"), help="EMA teacher decay γ.")
+@click.option("--beta", type=str, show_default=_default("beta"), help="TRADES / MART β.")
+@click.option("--awp-rho", type=str, show_default=_default("awp_rho"), help="AWP radius ρ (0 = off).")
+@click.option("--subset", type=int, show_default="the recipe's, else all",
+              help="Train on this many (seeded random) training examples.")
+@click.option("--val-split", type=click.Choice(["holdout", "test"]), show_default=_default("val_split"),
               help="Validation images: a seeded hold-out of the training set, or the whole test set (as the "
-                   "ADR authors)." + _default("val_split"))
-@click.option("--val-size", type=int, help="Images of the hold-out (--val-split holdout; test is the whole "
-                                           "test set)." + _default("val_size"))
-@click.option("--eval-every", type=int, help="Validate every k epochs." + _default("eval_every"))
-@click.option("--extra-data", type=click.Path(), help=".npz with image/label arrays (DDPM data) [default: none].")
-@click.option("--extra-fraction", type=str,
-              help="Fraction of each batch from --extra-data." + _default("extra_fraction"))
-@click.option("--seed", type=int, help="Seed of init, batch order, augmentation and attacks." + _default("seed"))
-@click.option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N." + _default("device"))
-@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), help="Mixed precision." + _default("amp"))
-@click.option("--channels-last/--no-channels-last", default=None,
-              help="NHWC memory format." + _default("channels_last"))
+                   "ADR authors).")
+@click.option("--val-size", type=int, show_default=_default("val_size"),
+              help="Images of the hold-out (--val-split holdout; test is the whole test set).")
+@click.option("--eval-every", type=int, show_default=_default("eval_every"), help="Validate every k epochs.")
+@click.option("--extra-data", type=click.Path(), show_default="none", help=".npz with image/label arrays (DDPM data).")
+@click.option("--extra-fraction", type=str, show_default=_default("extra_fraction"),
+              help="Fraction of each batch from --extra-data.")
+@click.option("--seed", type=int, show_default=_default("seed"),
+              help="Seed of init, batch order, augmentation and attacks.")
+@click.option("--device", show_default=_default("device"), help="auto (a GPU when there is one), cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), show_default=_default("amp"),
+              help="Mixed precision.")
+@click.option("--channels-last/--no-channels-last", default=None, show_default=_default("channels_last"),
+              help="NHWC memory format.")
 @click.option("--compile", "compile", is_flag=False, flag_value="default", default=None, metavar="[MODE]",
+              show_default=_default("compile"),
               help="torch.compile the student's and teacher's forwards; MODE: default (the flag alone), "
-                   "reduce-overhead (+ CUDA graphs), max-autotune (+ CUDA graphs), max-autotune-no-cudagraphs."
-                   + _default("compile"))
+                   "reduce-overhead (+ CUDA graphs), max-autotune (+ CUDA graphs), max-autotune-no-cudagraphs.")
 @click.option("--no-compile", "no_compile", is_flag=True, default=False, help="Eager forwards (overrides a recipe).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
-@click.option("--stop-after-epochs", type=click.IntRange(min=1),
-              help="Stop cleanly after N epochs of this invocation (preemptible jobs) [default: run to the end].")
+@click.option("--stop-after-epochs", type=click.IntRange(min=1), show_default="run to the end",
+              help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
 @click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none",
               help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
                    "every epoch of metrics.jsonl is written once, resumes included. Allowed with --resume.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@quiet_option("No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
                   stop_after_epochs: int | None, logger: str | None, quiet: bool, **flags: Any) -> None:
     """Train a model with a paper recipe; flags override the recipe; the resolved config is saved."""
@@ -180,11 +190,13 @@ def _leave_process_group() -> None:
 
 
 
-@click.command("recipes")
-@click.option("--show", metavar="NAME", help="Print one recipe's resolved options.")
-@click.option("--match", metavar="TEXT", help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")
+@click.command("recipes", cls=Command)
+@click.option("--show", metavar="NAME", show_default="none", help="Print one recipe's resolved options.")
+@click.option("--match", metavar="TEXT", show_default="all recipes",
+              help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")
 @click.option("--long", "long_", is_flag=True, help="Full descriptions instead of one line per recipe.")
-def recipes_command(show: str | None, match: str | None, long_: bool) -> None:
+@quiet_option("Only the names, one per line (for scripts).")
+def recipes_command(show: str | None, match: str | None, long_: bool, quiet: bool) -> None:
     """List the shipped recipes, grouped by dataset: method, epochs, τ/λ of ADR runs, description (or show one
     resolved with --show)."""
     import shutil
@@ -202,6 +214,10 @@ def recipes_command(show: str | None, match: str | None, long_: bool) -> None:
     recipes = {k: v for k, v in list_recipes().items() if match is None or match in k}
     if not recipes:
         raise click.ClickException(f"no recipe name contains {match!r}; `art-adr recipes` lists them all")
+    if quiet:
+        for name in recipes:
+            click.echo(name)
+        return
     rows = []
     for name, desc in recipes.items():
         cfg = resolve_config(name)

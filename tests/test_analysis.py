@@ -213,7 +213,7 @@ def test_cli_writes_figures_and_json(tmp_path) -> None:
     args = [
         "analyze", str(paths[0]), "--vs", str(paths[1]), "--label", "A", "--label", "B", "--which", "teacher",
         "--n-examples", "16", "--n-ood", "8", "--directions", "2", "--points", "3", "--weight-examples", "8",
-        "--input-examples", "2", "--grid", "3", "--steps", "2", "--out", str(out), "--quiet",
+        "--input-examples", "2", "--grid", "3", "--eval-max-iter", "2", "--out", str(out), "--quiet",
         "--data-dir", str(tmp_path),
     ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)

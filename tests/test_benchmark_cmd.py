@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from art_adr.benchmark import PAPER_TABLE1, aggregate_rows, format_markdown, method_label, parse_seeds, plan_runs
 from art_adr.cli import main
 
-TINY = ["--epochs", "1", "--subset", "192", "--n-eval", "24", "--set", "max_iter=2", "--set", "val_size=64",
+TINY = ["--epochs", "1", "--subset", "192", "--n-examples", "24", "--set", "max_iter=2", "--set", "val_size=64",
         "--set", "eval_max_iter=2", "-q", "--set", "arch_kwargs={width: 4}"]
 
 
@@ -31,7 +31,7 @@ def test_plan_runs_uses_recipes_and_labels():
 
 def test_fashion_mnist_benchmark_writes_tables_and_plot_then_reuses_runs(tmp_path):
     out = tmp_path / "bm"
-    result = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--attack", "pgd",
+    result = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--attacks", "pgd",
                                        "--out", str(out), *TINY], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "| TRADES + ADR |" in result.output
@@ -46,11 +46,13 @@ def test_fashion_mnist_benchmark_writes_tables_and_plot_then_reuses_runs(tmp_pat
     data = json.loads((out / "table1.json").read_text())
     assert data["dataset"] == "fashion-mnist" and len(data["rows"]) == 8 and len(data["aggregate"]) == 8
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and (out / "table1.md").is_file()
-    # a second call reuses the finished runs and cached evaluations (and --runs only tabulates)
+    # a second call reuses the finished runs and cached evaluations (and --runs only tabulates); the old
+    # spellings --attack and --n-eval still work, with a deprecation warning each
     runs = sorted(str(p) for p in (out / "runs").iterdir())
     again = CliRunner().invoke(main, ["benchmark", "--runs", runs[0], "--runs", runs[1], "--attack", "pgd",
                                       "--n-eval", "24", "--out", str(tmp_path / "t"), "-q"])
     assert again.exit_code == 0, again.output
+    assert "warning: --attack is deprecated" in again.output and "use --n-examples" in again.output
     assert len(json.loads((tmp_path / "t" / "table1.json").read_text())["rows"]) == 4
 
 
@@ -89,7 +91,7 @@ def test_aggregate_rows_mean_population_std_and_markdown():
 def test_benchmark_seeds_per_seed_rows_aggregate_and_single_seed_layout_reuse(tmp_path):
     out = tmp_path / "bm"
     args = ["benchmark", "--dataset", "fashion-mnist", "--methods", "at-adr", "--out", str(out), *TINY]
-    r = CliRunner().invoke(main, [*args, "--seeds", "0,1", "--attack", "pgd"], catch_exceptions=False)
+    r = CliRunner().invoke(main, [*args, "--seeds", "0,1", "--attacks", "pgd"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["fashion-mnist-at-adr-s0", "fashion-mnist-at-adr-s1"]
     data = json.loads((out / "table1.json").read_text())
@@ -107,7 +109,7 @@ def test_benchmark_seeds_per_seed_rows_aggregate_and_single_seed_layout_reuse(tm
     legacy = out / "runs" / "fashion-mnist-at-adr"
     final, pgd_cache = legacy / "checkpoints" / "final.pt", legacy / "eval-teacher-n24-clean-pgd-standard-s0.json"
     stamps = final.stat().st_mtime_ns, pgd_cache.stat().st_mtime_ns
-    r = CliRunner().invoke(main, [*args, "--seed", "0", "--attack", "pgd,cw", "--models", "teacher"],
+    r = CliRunner().invoke(main, [*args, "--seed", "0", "--attacks", "pgd,cw", "--which", "teacher"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     data = json.loads((out / "table1.json").read_text())
@@ -115,8 +117,8 @@ def test_benchmark_seeds_per_seed_rows_aggregate_and_single_seed_layout_reuse(tm
     assert not (out / "runs" / "fashion-mnist-at-adr-s0").exists()
     assert [x["which"] for x in data["rows"]] == ["teacher"] and data["rows"][0]["robust_attack"] == "pgd"
     assert {"pgd_best", "cw_best", "clean_best"} <= set(data["rows"][0]) and "CW-∞-10 best" in r.output
-    r = CliRunner().invoke(main, [*args, "--attack", "pgd,xx"])
-    assert r.exit_code != 0 and "--attack" in r.output
+    r = CliRunner().invoke(main, [*args, "--attacks", "pgd,xx"])
+    assert r.exit_code != 0 and "--attacks" in r.output
 
 
 def _easy_run(run_dir, seed=0):
@@ -151,8 +153,8 @@ def _easy_run(run_dir, seed=0):
 def test_benchmark_runs_with_paper_autoattack_and_two_seeds(tmp_path):
     runs = [_easy_run(tmp_path / f"r{s}", seed=s) for s in (0, 1)]
     out = tmp_path / "t"
-    r = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), "--runs", str(runs[1]), "--attack", "aa",
-                                  "--aa-version", "paper", "--n-eval", "6", "--out", str(out), "-q"],
+    r = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), "--runs", str(runs[1]), "--attacks", "aa",
+                                  "--aa-version", "paper", "--n-examples", "6", "--out", str(out), "-q"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     data = json.loads((out / "table1.json").read_text())
@@ -177,7 +179,7 @@ def test_benchmark_bad_input_is_a_clear_error(tmp_path):
 def test_benchmark_with_autoattack_on_a_handful_of_points(tmp_path):
     out = tmp_path / "aa"
     result = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "at-adr",
-                                       "--out", str(out), *TINY[:4], "--n-eval", "8", *TINY[6:]],
+                                       "--out", str(out), *TINY[:4], "--n-examples", "8", *TINY[6:]],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     row = json.loads((out / "table1.json").read_text())["rows"][0]
@@ -188,7 +190,7 @@ def test_mart_and_mart_adr_benchmark_through_the_registry(tmp_path):
     """MART / MART+ADR: recipes from the registry's generator, trained, evaluated and tabled by `benchmark`."""
     out = tmp_path / "mart"
     r = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "mart,mart-adr",
-                                  "--out", str(out), *TINY, "--attack", "pgd", "--models", "student"],
+                                  "--out", str(out), *TINY, "--attacks", "pgd", "--which", "student"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     data = json.loads((out / "table1.json").read_text())

@@ -42,8 +42,8 @@ def _invoke(*args):
 def test_evaluate_run_dir_both_models_with_aa_and_sanity(tmp_path, ckpt):
     out = tmp_path / "eval"
     res = _invoke("evaluate", ckpt.parent.parent, "--which", "both", "--n-examples", 4, "--eps", "64/255",
-                  "--pgd-steps", 2, "--batch-size", 4, "--out", out, "--sanity", "--sanity-steps", "1,2",
-                  "--sanity-eps-steps", 4, "-q")
+                  "--eval-max-iter", 2, "--batch-size", 4, "--out", out, "--sanity", "--sanity-max-iter", "1,2",
+                  "--sanity-eps-max-iter", 4, "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
     from art_adr.evaluation import validate_report
@@ -74,7 +74,7 @@ def test_evaluate_paper_autoattack_protocol(tmp_path, ckpt):
 
 
 def test_evaluate_checkpoint_file_default_out(tmp_path, ckpt):
-    res = _invoke("evaluate", ckpt, "--attacks", "clean,pgd", "--n-examples", 3, "--pgd-steps", 1,
+    res = _invoke("evaluate", ckpt, "--attacks", "clean,pgd", "--n-examples", 3, "--eval-max-iter", 1,
                   "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((ckpt.parent / "evaluation-best" / "evaluation.json").read_text())
@@ -211,6 +211,9 @@ def test_export_without_adr_gets_a_neutral_name(tmp_path):
     info = json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Y.json").read_text())
     assert info["name"] == "PGD-AT (art-adr)" and "arxiv.org/abs/2305.12118" not in json.dumps(info)
     assert "trained without ADR" in res.output and "--link" in res.output
+    res = _invoke("export", ck, "--name", "X2024Y", "-o", out, "--clean-acc", 80, "--autoattack-acc", 45,
+                  "--overwrite", "-q")  # quiet: no list of written files, the note stays
+    assert res.exit_code == 0 and "model_info:" not in res.output and "trained without ADR" in res.output
 
 
 def test_export_device_and_option_defaults(tmp_path, ckpt):

@@ -74,7 +74,7 @@ def test_train_resume_evaluate_cycle(name, tmp_path, monkeypatch):
     t1 = time.perf_counter()
     _invoke(["train", "--out", str(out), "--resume", "--device", DEVICE, "-q"])
     t2 = time.perf_counter()
-    _invoke(["evaluate", str(out), "--attacks", "clean,pgd", "--n-examples", "64", "--pgd-steps", "5",
+    _invoke(["evaluate", str(out), "--attacks", "clean,pgd", "--n-examples", "64", "--eval-max-iter", "5",
              "--which", "both", "--device", DEVICE, "--out", str(tmp_path / "ev"), "-q"])
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2]

@@ -134,7 +134,7 @@ def test_subset_larger_than_the_training_set_is_an_error(tmp_path):
 BENCH = ["--recipes", "fashion-mnist-at", "--set", "dataset=synthetic", "--set",
          "dataset_kwargs={n: 160, shape: [1, 8, 8], num_classes: 4}", "--set", "val_size=32", "--set", "max_iter=1",
          "--set", "eval_max_iter=1", "--set", "arch_kwargs={width: 4}", "--set", "batch_size=32", "--epochs", "2",
-         "--attack", "pgd", "--n-examples", "8", "--device", "cpu", "-q"]
+         "--attacks", "pgd", "--n-examples", "8", "--device", "cpu", "-q"]
 
 
 @pytest.mark.parametrize("command", ["benchmark", "sweep"])
@@ -142,8 +142,8 @@ BENCH = ["--recipes", "fashion-mnist-at", "--set", "dataset=synthetic", "--set",
 def test_signals_during_benchmark_and_sweep_training(tmp_path, monkeypatch, command, signal_name, code):
     monkeypatch.setenv("ART_ADR_KILL_AT", f"step:2:{signal_name}")
     args = BENCH if command == "benchmark" else [
-        "--recipe", "fashion-mnist-at-adr", "--temperature", "2", "--interpolation", "0.5",
-        *[a for a in BENCH[2:] if a not in ("--attack", "pgd", "--n-examples", "8")]]
+        "--recipe", "fashion-mnist-at-adr", "--temperatures", "2", "--interpolations", "0.5",
+        *[a for a in BENCH[2:] if a not in ("--attacks", "pgd", "--n-examples", "8")]]
     res = _cli(command, *args, "--out", tmp_path / "out")
     assert res.exit_code == code, res.output
     assert "Traceback" not in res.output and "Aborted" not in res.output
@@ -192,7 +192,7 @@ def test_evaluate_of_a_checkpoint_with_bad_options_or_other_classes_is_one_line(
 
 def test_usage_errors_and_bad_recipe_yaml_are_one_line(tmp_path):
     _one_line_error(_cli("train", "--bogus"), "No such option '--bogus'", "train --help")
-    _one_line_error(_cli("benchmark", "--attack", "xyz", "--dataset", "synthetic"), "--attack", "--help")
+    _one_line_error(_cli("benchmark", "--attacks", "xyz", "--dataset", "synthetic"), "--attacks", "--help")
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: [1\nlr: 2\n")
     for command in (["train", "--recipe", bad], ["benchmark", "--recipes", bad, "--out", tmp_path / "b"]):

@@ -22,7 +22,7 @@ from art_adr.runs import RunLock, config_diff, load_run_config
 pytest.importorskip("submitit")
 
 TINY = ["--epochs", "1", "--subset", "192", "--n-examples", "24", "--set", "max_iter=2", "--set", "val_size=64",
-        "--set", "eval_max_iter=2", "--set", "arch_kwargs={width: 4}", "--attack", "pgd", "--models", "student",
+        "--set", "eval_max_iter=2", "--set", "arch_kwargs={width: 4}", "--attacks", "pgd", "--which", "student",
         "--device", "cpu", "-q"]
 OVERRIDES = {"epochs": 1, "subset": 192, "max_iter": 2, "val_size": 64, "eval_max_iter": 2, "arch_kwargs": {"width": 4},
              "device": "cpu", "seed": 0}

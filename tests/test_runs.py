@@ -176,7 +176,7 @@ def test_evaluate_uses_the_runs_epsilon_and_dataset_options(tmp_path):
     out = tmp_path / "r"
     _train(*SYNTH, "--epochs", "1", "--out", str(out))
     result = CliRunner().invoke(main, ["evaluate", str(out), "--attacks", "clean,pgd", "--n-examples", "16",
-                                       "--out", str(tmp_path / "ev"), "--no-progress"])
+                                       "--out", str(tmp_path / "ev"), "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert report["eps"] == pytest.approx(0.1) and report["n_examples"] == 16

@@ -49,7 +49,7 @@ def test_select_cell_highest_score_then_clean_then_grid_order():
 
 def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_path, monkeypatch):
     out = tmp_path / "sw"
-    args = ["sweep", "--recipe", "fashion-mnist-at-adr", "--temperature", "1.5,2.5", "--interpolation", "0.7",
+    args = ["sweep", "--recipe", "fashion-mnist-at-adr", "--temperatures", "1.5,2.5", "--interpolations", "0.7",
             "--out", str(out), *TINY]
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -81,7 +81,7 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
         return {"results": {"clean": 50.0, "aa": 10.0 * len(seen)}}
 
     monkeypatch.setattr(ev, "evaluate_model", fake_evaluate_model)
-    r = CliRunner().invoke(main, [*args, "--attack", "aa", "--n-val", "16", "--aa-version", "paper"],
+    r = CliRunner().invoke(main, [*args, "--attacks", "aa", "--n-examples", "16", "--aa-version", "paper"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert [f.stat().st_mtime_ns for f in finals] == stamps
@@ -95,18 +95,19 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
                                                                        run_config.eps_step)
     assert np.allclose(seen[0][0].numpy(), val.x[:16].astype(np.float32) / 255)
     assert "hold-out AutoAttack" in r.output
-    # cached: a third call attacks nothing
+    # cached: a third call attacks nothing (in the old spellings --attack and --n-val, which still work and warn)
     r = CliRunner().invoke(main, [*args, "--attack", "aa", "--n-val", "16", "--aa-version", "paper"])
     assert r.exit_code == 0 and len(seen) == 2
+    assert "warning: --attack is deprecated" in r.output and "warning: --n-val is deprecated" in r.output
 
 
 def test_sweep_bad_input_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["sweep", "--recipe", "fashion-mnist-at", "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "does not use ADR" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(main, ["sweep", "--recipe", "fashion-mnist-at-adr", "--temperature", "a,b"])
-    assert r.exit_code != 0 and "--temperature" in r.output
+    r = CliRunner().invoke(main, ["sweep", "--recipe", "fashion-mnist-at-adr", "--temperatures", "a,b"])
+    assert r.exit_code != 0 and "--temperatures" in r.output
     r = CliRunner().invoke(main, ["sweep", "--recipe", "fashion-mnist-at-adr", "--set", "temperature=2"])
-    assert r.exit_code != 0 and "--temperature" in r.output
+    assert r.exit_code != 0 and "--temperatures" in r.output
 
 
 def test_heatmap_and_markdown_with_seeds_and_autoattack(tmp_path):
