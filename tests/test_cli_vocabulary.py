@@ -4,6 +4,9 @@ and ``-q``, shows its defaults one way, and keeps its old spellings only as hidd
 from __future__ import annotations
 
 import copy
+import re
+import shlex
+from pathlib import Path
 from typing import Any
 
 import click
@@ -248,3 +251,36 @@ def test_recipes_quiet_lists_only_the_names():
     names = result.output.split()
     assert result.exit_code == 0 and names and all(n.startswith("fashion-mnist-ro-") for n in names)
     assert "fashion-mnist-ro-at-adr" in names and len(names) == len(set(names))
+
+
+def _command_lines(text: str) -> list[str]:
+    """The ``art-adr <command> ...`` lines of a shell text (continuations joined, comments dropped)."""
+    lines = re.sub(r"\\\n\s*", " ", text).splitlines()
+    return [re.split(r"\s#\s|\s\s+#", line[line.index("art-adr "):])[0] for line in lines if "art-adr " in line]
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    found = [("README.md", line) for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+             for line in _command_lines(block)]
+    found += [("README.md", span) for span in re.findall(r"`(art-adr [^`]+)`", readme)]
+    for path in [root / "Makefile", *sorted((root / "benchmarks").glob("*.sh"))]:
+        found += [(path.name, line) for line in _command_lines(path.read_text())]
+    return found
+
+
+def test_readme_makefile_and_scripts_use_only_the_current_spellings():
+    commands = _commands()
+    checked = 0
+    for source, line in _documented_commands():
+        if len(line.split()) < 2 or line.split()[1] not in commands:  # prose such as "art-adr did not install"
+            continue
+        words = shlex.split(line.replace("...", ""))
+        visible = {o for option in _options(commands[words[1]]) for o in option.opts + option.secondary_opts}
+        for word in words[2:]:
+            flag = word.split("=")[0]
+            if re.fullmatch(r"--?[a-z][a-z0-9-]*", flag):
+                assert flag in visible | {"--help", "-h"}, f"{source}: {flag} is not an option of {words[1]}: {line}"
+        checked += 1
+    assert checked >= 30  # README, Makefile and benchmarks/fashion_mnist_ro.sh hold dozens
