@@ -62,7 +62,7 @@ def _schedule_text(value: Any) -> str:
 @click.option("--eps", type=str, show_default=_default("eps"), help="Attack radius, e.g. 8/255.")
 @click.option("--eps-step", type=str, show_default="the recipe's, else min(eps, 2.5*eps/max_iter)",
               help="Attack step, e.g. 2/255.")
-@click.option("--max-iter", type=int, show_default=_default("max_iter"), help="PGD steps of the training attack.")
+@click.option("--max-iter", type=int, show_default=_default("max_iter"), help="PGD iterations of the training attack.")
 @click.option("--temperature", show_default=_default("temperature"),
               help="ADR temperature τ start,end, or auto (calibrated on the hold-out under attack).")
 @click.option("--interpolation", show_default=_default("interpolation"),
