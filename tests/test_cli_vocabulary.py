@@ -261,16 +261,18 @@ def _command_lines(text: str) -> list[str]:
 
 def _documented_commands() -> list[tuple[str, str]]:
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    found = [("README.md", line) for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
-             for line in _command_lines(block)]
-    found += [("README.md", span) for span in re.findall(r"`(art-adr [^`]+)`", readme)]
+    found = []
+    for path in (root / "README.md", root / "docs" / "DESIGN.md"):
+        text = path.read_text()
+        found += [(path.name, line) for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+                  for line in _command_lines(block)]
+        found += [(path.name, span) for span in re.findall(r"`(art-adr [^`]+)`", text)]
     for path in [root / "Makefile", *sorted((root / "benchmarks").glob("*.sh"))]:
         found += [(path.name, line) for line in _command_lines(path.read_text())]
     return found
 
 
-def test_readme_makefile_and_scripts_use_only_the_current_spellings():
+def test_readme_design_makefile_and_scripts_use_only_the_current_spellings():
     commands = _commands()
     checked = 0
     for source, line in _documented_commands():
