@@ -1,6 +1,6 @@
 """Evaluation attacks as registered pieces: one class per attack, added to :data:`EVAL_ATTACKS` at its definition.
 
-An evaluation attack has a ``name`` (what ``art-adr evaluate --attacks`` and ``art-adr benchmark --attack`` take),
+An evaluation attack has a ``name`` (what ``art-adr evaluate --attacks`` and ``art-adr benchmark --attacks`` take),
 a ``help`` phrase for those options, a table ``column`` (``"PGD-10"``, ``"AutoAttack (paper)"``), a ``describe``
 text of what ran, and ``run(model, x, y, *, spec, seed, batch_size, device, start_flags, progress)``, which
 returns the boolean ``[N]`` flags of the points still correct (or, for AutoAttack, its details with
@@ -196,7 +196,7 @@ def attack_names() -> tuple[str, ...]:
 
 
 def robust_attack_names() -> tuple[str, ...]:
-    """The registered attacks other than ``clean`` (``art-adr benchmark --attack``)."""
+    """The registered attacks other than ``clean`` (``art-adr benchmark --attacks``)."""
     return tuple(name for name in EVAL_ATTACKS if name != "clean")
 
 
