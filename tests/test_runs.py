@@ -225,3 +225,11 @@ def test_save_every_keeps_per_epoch_checkpoints_equal_to_last(tmp_path):
     assert any(not torch.equal(ck["student"][k], final["student"][k]) for k in final["student"])
     with pytest.raises(ConfigError, match="save_every"):
         resolve_config(None, {"save_every": -1})
+
+
+def test_config_diff_ignores_the_description_text() -> None:
+    from art_adr.runs import config_diff
+
+    saved = {"description": "old words", "epochs": 3, "device": "cpu"}
+    assert config_diff(saved, {**saved, "description": "new words", "device": "cuda"}) == []
+    assert config_diff(saved, {**saved, "epochs": 4}) == ["epochs"]
