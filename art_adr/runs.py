@@ -685,7 +685,8 @@ def config_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Options that differ between two resolved configs, ignoring what cannot change the run: the device (it may
     change between invocations), the recipe's ``description`` (text) and, when neither trains with ADR, τ/λ (so
     a new default does not orphan them)."""
-    ignored = {"device", "description"} | (set(ADR_ONLY_FIELDS) if not saved.get("adr", True) and not now.get("adr", True) else set())
+    no_adr = not saved.get("adr", True) and not now.get("adr", True)
+    ignored = {"device", "description"} | (set(ADR_ONLY_FIELDS) if no_adr else set())
     saved, now = with_legacy_defaults(saved), with_legacy_defaults(now)
     return sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
 
