@@ -19,9 +19,12 @@ from typing import Any
 
 
 def _seed_rows(paths: list[str]) -> list[dict[str, Any]]:
+    """Per-seed rows of the tables, the method label without its parenthesis ("AT + ADR (τ 2→1.5, ...)" → "AT +
+    ADR": the benchmark names options that differ from the recipe there)."""
     rows: list[dict[str, Any]] = []
     for path in paths:
-        rows += [r for r in json.loads(Path(path).read_text())["rows"] if r.get("kind") == "seed"]
+        rows += [{**r, "method": r["method"].split(" (")[0]} for r in json.loads(Path(path).read_text())["rows"]
+                 if r.get("kind") == "seed"]
     return rows
 
 
