@@ -233,7 +233,8 @@ def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:
         return {"kind": "seed", "method": method, "which": "student", "seed": seed, "aa_best": best,
                 "aa_final": final, "aa_diff": best - final}
 
-    rows = [row("AT", 0, 55, 50), row("AT", 1, 56, 52), row("AT + ADR (τ 2→1.5)", 0, 55, 54), row("AT + ADR", 1, 56, 55.5),
+    rows = [row("AT", 0, 55, 50), row("AT", 1, 56, 52), row("AT + ADR (τ 2→1.5)", 0, 55, 54),
+            row("AT + ADR", 1, 56, 55.5),
             row("MART", 0, 56, 56), row("MART + ADR", 0, 56.5, 56.4), row("TRADES", 3, 50, 50)]
     (tmp_path / "t.json").write_text(json.dumps({"rows": rows}))
     at, mart = ro_verdicts.compare(ro_verdicts._seed_rows([str(tmp_path / "t.json")]))
