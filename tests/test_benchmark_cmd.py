@@ -122,28 +122,10 @@ def test_benchmark_seeds_per_seed_rows_aggregate_and_single_seed_layout_reuse(tm
 
 
 def _easy_run(run_dir, seed=0):
-    """A finished 'run' on synthetic data without training: a small-cnn with weights scaled up (easy to attack)."""
-    import torch
-    import yaml
+    """conftest.easy_run as an AT+ADR recipe's run, with a two-epoch metrics.jsonl."""
+    from conftest import easy_run
 
-    from art_adr.checkpoint import save_checkpoint
-    from art_adr.config import RunConfig
-    from art_adr.models import create_model
-
-    config = RunConfig(dataset="synthetic", arch="small-cnn", arch_kwargs={"in_channels": 3, "width": 4},
-                       eps=64 / 255, eps_step=16 / 255, epochs=2, seed=seed, recipe="easy-at-adr")
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
-    torch.manual_seed(seed)
-    nets = [create_model("small-cnn", 10, dataset="synthetic", in_channels=3, width=4) for _ in range(2)]
-    for net in nets:
-        with torch.no_grad():
-            net.net.fc.weight.mul_(200)
-    for tag, epoch in (("best", 1), ("final", 2)):
-        save_checkpoint(run_dir / "checkpoints" / f"{tag}.pt", {
-            "model": {"arch": "small-cnn", "num_classes": 10, "dataset": "synthetic",
-                      "kwargs": {"in_channels": 3, "width": 4}}, "config": config.to_dict(),
-            "student": nets[0].state_dict(), "teacher": nets[1].state_dict(), "epoch": epoch})
+    easy_run(run_dir, seed, recipe="easy-at-adr")
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "pgd_acc": 0.1 * e, "clean_acc": 0.5,
                                                                 "teacher_pgd_acc": 0.2}) + "\n" for e in (1, 2)))
     return run_dir

@@ -13,37 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 
 from art_adr.cli import main
 from art_adr.evaluation import EVAL_ATTACKS, attack_names, get_eval_attack, register_attack
+from conftest import easy_run as _easy_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _easy_run(run_dir: Path, seed: int = 0, **config_changes) -> Path:
-    """A finished 'run' on synthetic data without training: a small-cnn with weights scaled up (easy to attack)."""
-    from art_adr.checkpoint import save_checkpoint
-    from art_adr.config import RunConfig
-    from art_adr.models import create_model
-
-    config = RunConfig(dataset="synthetic", arch="small-cnn", arch_kwargs={"in_channels": 3, "width": 4},
-                       eps=64 / 255, eps_step=16 / 255, epochs=2, seed=seed, **config_changes)
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
-    torch.manual_seed(seed)
-    nets = [create_model("small-cnn", 10, dataset="synthetic", in_channels=3, width=4) for _ in range(2)]
-    for net in nets:
-        with torch.no_grad():
-            net.net.fc.weight.mul_(200)
-    for tag, epoch in (("best", 1), ("final", 2)):
-        save_checkpoint(run_dir / "checkpoints" / f"{tag}.pt", {
-            "model": {"arch": "small-cnn", "num_classes": 10, "dataset": "synthetic",
-                      "kwargs": {"in_channels": 3, "width": 4}}, "config": config.to_dict(),
-            "student": nets[0].state_dict(), "teacher": nets[1].state_dict(), "epoch": epoch})
-    return run_dir
 
 
 def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
