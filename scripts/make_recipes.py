@@ -145,6 +145,20 @@ def main() -> None:
             write(f"fashion-mnist-ro-{method}{'-adr' if adr else ''}",
                   {"description": desc, **ro, "method": method, "adr": adr, **(ro_adr if adr else {})})
 
+    # The second robust-overfitting regime (issue 14 §5; benchmarks/README.md, "A second regime"): a deeper MLP on
+    # half the images, smaller batches and longer training; calibrated on plain PGD-AT only, the ADR recipes keep
+    # the first regime's tau/lambda (no re-tuning). save_every keeps the checkpoints of the agreement check.
+    ro2 = {**ro, "arch_kwargs": {"hidden": 512, "depth": 3}, "subset": 500, "batch_size": 32, "epochs": 200,
+           "eval_every": 4, "save_every": 40}
+    what2 = ("Fashion-MNIST second robust-overfitting regime: MLP 3x512, 500 images, batch 32, no augmentation, "
+             "200 epochs, eps 0.1, checkpoints selected by the default validation attack (apgd), every 40th kept")
+    for method, cls in METHODS.items():
+        for adr in (False, True):
+            desc = f"{what2}, {cls.label}{'+ADR' if adr else ''}" + (
+                " (tau/lambda of the first regime's AT+ADR, not re-tuned here)" if adr else "")
+            write(f"fashion-mnist-ro2-{method}{'-adr' if adr else ''}",
+                  {"description": desc, **ro2, "method": method, "adr": adr, **(ro_adr if adr else {})})
+
 
 # τ, λ of the Fashion-MNIST regime's ADR recipes, and where they come from
 RO_ADR = ((2.0, 1.5), (0.5, 0.8))
