@@ -25,6 +25,7 @@ from torch import nn
 __all__ = [
     "ARCHITECTURES",
     "Normalized",
+    "channel_tensor",
     "SmallCNN",
     "ConvFC",
     "MLP",
@@ -48,8 +49,8 @@ class Normalized(nn.Module):
     def __init__(self, net: nn.Module, mean: Any, std: Any, persistent: bool = True) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", _channel_tensor(mean), persistent=persistent)
-        self.register_buffer("std", _channel_tensor(std), persistent=persistent)
+        self.register_buffer("mean", channel_tensor(mean), persistent=persistent)
+        self.register_buffer("std", channel_tensor(std), persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
@@ -63,7 +64,7 @@ class Normalized(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _channel_tensor(v: Any) -> torch.Tensor:
+def channel_tensor(v: Any) -> torch.Tensor:
     """Per-channel ``[1, C, 1, 1]`` (or scalar) float32 tensor on the CPU from numbers, arrays or tensors.
 
     Tensors (e.g. another ``Normalized``'s buffers, already moved to CUDA) are copied with ``.detach().cpu()``:
@@ -75,6 +76,9 @@ def _channel_tensor(v: Any) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(v, dtype=np.float32))
     t = t.flatten()
     return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
+
+
+_channel_tensor = channel_tensor  # its former name
 
 
 class SmallCNN(nn.Module):
