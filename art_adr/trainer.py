@@ -328,6 +328,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def amp_dtype(self) -> torch.dtype | None:
         return self.precision.dtype
 
+    @property
+    def student_module(self) -> nn.Module:
+        """The student network itself: no DDP wrapper, no classifier standardisation, not compiled (its parameters
+        are the ones the optimizer steps)."""
+        return self._raw
+
     # ------------------------------------------------------------------ input checks
     def _check_x(self, x: Any, name: str = "x") -> np.ndarray | Tensor:
         return check_images(x, self.input_shape, self.clip_values, name)
