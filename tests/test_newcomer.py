@@ -197,11 +197,11 @@ def test_analysis_histograms_have_no_unlabelled_overlap_colour():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from art_adr.analysis import _hist
+    from art_adr.analysis import step_histogram
 
     fig, ax = plt.subplots()
-    _hist(ax, np.array([0.1, 0.2, 0.3]), "a", (0, 1))
-    _hist(ax, np.array([0.2, 0.3, 0.4]), "b", (0, 1))
+    step_histogram(ax, np.array([0.1, 0.2, 0.3]), "a", (0, 1))
+    step_histogram(ax, np.array([0.2, 0.3, 0.4]), "b", (0, 1))
     assert all(not p.get_fill() for p in ax.patches)  # outlines: no translucent blend outside the legend
     plt.close(fig)
 
