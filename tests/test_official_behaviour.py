@@ -384,7 +384,7 @@ def test_dm_wrn_is_the_official_network_with_its_default_initialisation():
 
 def test_wrn34_recipes_train_the_official_network_and_export_as_robustbench_dm_wide_resnet():
     from art_adr.config import list_recipes
-    from art_adr.models import robustbench_spec
+    from art_adr.robustbench import robustbench_spec
 
     wrn = [name for name in list_recipes() if name.endswith("-wrn34")]
     assert len(wrn) == 36 and {resolve_config(name).arch for name in wrn} == {"dm-wrn-34-10"}
