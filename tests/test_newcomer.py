@@ -37,8 +37,7 @@ def test_help_texts_name_only_options_that_exist():
 
 
 def test_benchmark_and_sweep_pass_download_on(tmp_path, monkeypatch):
-    import art_adr.benchmark
-    import art_adr.sweep
+    import art_adr.experiments
 
     seen = {}
 
@@ -50,8 +49,8 @@ def test_benchmark_and_sweep_pass_download_on(tmp_path, monkeypatch):
         seen["sweep"] = kw["overrides"].get("download")
         raise ValueError("stop here")
 
-    monkeypatch.setattr(art_adr.benchmark, "run_benchmark", fake_benchmark)
-    monkeypatch.setattr(art_adr.sweep, "run_sweep", fake_sweep)
+    monkeypatch.setattr(art_adr.experiments, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(art_adr.experiments, "run_sweep", fake_sweep)
     _cli("benchmark", "--dataset", "cifar10", "--download", "--device", "cpu", "--out", tmp_path / "b")
     _cli("sweep", "--recipe", "cifar10-at-adr", "--download", "--device", "cpu", "--out", tmp_path / "s")
     assert seen == {"benchmark": True, "sweep": True}
