@@ -6,13 +6,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import RunConfig
 from ..distributed import DistInfo
 from .files import RunError
+
+if TYPE_CHECKING:
+    from ..trainer import AdversarialTrainerADR
 
 __all__ = ["pick_device", "WARMUP_LR_INIT", "WarmupCosineLR", "build_scheduler", "upgrade_scheduler_state",
            "model_desc", "arch_kwargs", "parameter_groups", "fused_sgd_supported", "RUN_FIELDS", "TRAINER_ONLY_ARGS",
@@ -189,7 +192,7 @@ def trainer_arguments(config: RunConfig) -> tuple[Any, dict[str, Any]]:
 
 
 def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], device: torch.device,
-                  verbose: bool = True):
+                  verbose: bool = True) -> AdversarialTrainerADR:
     """Model, SGD optimizer, ART classifier and the configured trainer (before data or resume)."""
     from art.estimators.classification import PyTorchClassifier
 

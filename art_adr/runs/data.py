@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -10,10 +10,15 @@ import torch
 from ..config import RunConfig
 from .files import RunError
 
+if TYPE_CHECKING:
+    from ..data import ArrayDataset
+
+Sets = tuple["ArrayDataset", "ArrayDataset", "ArrayDataset", "ArrayDataset | None"]  # train, val, test, extra
+
 __all__ = ["load_data", "run_data", "place_data", "placed_tensors"]
 
 
-def load_data(config: RunConfig):
+def load_data(config: RunConfig) -> Sets:
     """A run's ``(train, val, test, extra)`` sets: ``val`` is the seeded hold-out of the training set
     (``val_split: holdout``) or the test set; ``extra`` the extra-data set or ``None``."""
     from ..data import load_dataset, load_extra_npz
@@ -44,7 +49,7 @@ def load_data(config: RunConfig):
     return train, val, test, extra
 
 
-def run_data(config: RunConfig):
+def run_data(config: RunConfig) -> Sets:
     """:func:`load_data`, and ``RunError`` when ``drop_last`` would leave no batch of the training set."""
     train, val, test, extra = load_data(config)
     if config.drop_last and len(train) < config.batch_size:
