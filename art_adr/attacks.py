@@ -17,6 +17,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from torch import Tensor, nn
 
+from .budget import default_eps_step, format_eps, parse_number
 from .checks import finite_number, integer
 from .functional import (
     clip_to_range,
@@ -47,33 +48,12 @@ def norm_name(norm: Any) -> str:
     raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
 
 
-_norm_name = norm_name  # the name trainer.py imports
+_norm_name = norm_name  # its former name
 
 
 def threat_model(norm: Any) -> str:
     """RobustBench / AutoAttack name of a norm: ``"Linf"`` or ``"L2"``."""
     return "Linf" if _norm_name(norm) == "inf" else "L2"
-
-
-def format_eps(eps: float) -> str:
-    """``8/255``-style text when ε is a whole number of 255ths (RobustBench's ``eps`` field), else decimal."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"
-
-
-def default_eps_step(eps: float, steps: int) -> float:
-    """The one PGD step-size default of art-adr: ``α = min(ε, 2.5·ε/k)`` for ``k`` steps.
-
-    The rule of Madry et al. (2018; MadryLab's ``robustness`` library): ``k`` steps of ``2.5·ε/k`` can cross the
-    ball from any start. For the usual 10 steps it is ε/4 — 2/255 at ε = 8/255, the step of ADR's and TRADES'
-    training attacks — and it is used by training (when no ``eps_step`` is given), validation, ``evaluate``,
-    ``benchmark``, ``analyze`` and ``sweep``. ``k ≤ 0`` gives ε.
-
-    Example:
-        >>> default_eps_step(8 / 255, 10) * 255
-        2.0
-    """
-    return float(eps) if steps <= 0 else min(float(eps), 2.5 * float(eps) / int(steps))
 
 
 def _is_int(value: Any) -> bool:
@@ -165,8 +145,6 @@ class AttackSpec:
         are the config's: a new ``eps`` or ``steps`` without a new ``eps_step`` gets the default rule (PGD-10 of a
         run trained with one step of α = ε steps ε/4, not ε). Changes that are ``None`` are ignored
         (except ``eps_step=None``: the default rule); another ``norm`` needs its own ``eps``."""
-        from .config import parse_number
-
         get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
         eps, eps_step, steps = get("eps"), get("eps_step"), get("max_iter")
         base = cls(norm=get("norm") or "inf", eps=parse_number(eps) if eps is not None else 8 / 255,

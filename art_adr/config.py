@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,10 @@ from typing import Any
 import yaml
 
 from . import defaults
+from .budget import ConfigError, parse_number  # re-exported: their former home
 from .defaults import AUTO, is_auto
 
 __all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
-
-
-class ConfigError(ValueError):
-    """An unknown key, a bad value or an unknown recipe."""
-
-
-def parse_number(value: Any) -> float:
-    """``0.03``, ``"8/255"`` or ``"0.1"`` → float (ε and α are usually written as fractions of 255)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"not a number: {value!r}") from None
 
 
 @dataclass
@@ -107,7 +93,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check ranges and choices (``ConfigError`` naming the field); fill ``eps_step`` when it is ``None``."""
-        from .attacks import default_eps_step
+        from .budget import default_eps_step
         from .methods import METHOD_NAMES
 
         def need(cond: bool, msg: str) -> None:

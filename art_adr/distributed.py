@@ -3,8 +3,10 @@ Every function is a no-op (or the identity) for one process, so the same loop ru
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -12,8 +14,35 @@ from torch import Tensor, nn
 
 T = TypeVar("T")
 
-__all__ = ["ddp_world", "wrap_ddp", "sync_buffers", "all_reduce_sum", "all_reduce_max", "shard_weight",
-           "convert_sync_bn", "together"]
+__all__ = ["DistInfo", "init_distributed", "ddp_world", "wrap_ddp", "sync_buffers", "all_reduce_sum", "all_reduce_max",
+           "shard_weight", "convert_sync_bn", "together", "leave_together", "replicas_in_sync"]
+
+
+@dataclass
+class DistInfo:
+    """Rank facts of a ``torchrun`` process (or of a single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not torch.distributed.is_initialized():
+        use_cuda = device != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(info.local_rank)
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return info
 
 
 def ddp_world() -> tuple[int, int]:
@@ -104,6 +133,25 @@ def together(fn: Callable[[], T], world_size: int, fallback: type[Exception] = R
     if failed[0] == torch.distributed.get_rank() and error is not None:
         raise error  # this rank's own exception, with its traceback
     raise errors[failed[0]]  # type: ignore[misc]
+
+
+def leave_together(world_size: int) -> None:
+    """DDP: wait until rank 0 has written its files, so no rank tears the process group down (and exits) while
+    another still uses it — a rank leaving early made gloo abort the other ("terminate called without an active
+    exception")."""
+    if world_size > 1:
+        torch.distributed.barrier()
+
+
+def replicas_in_sync(model: nn.Module) -> None:
+    """Check that every DDP rank holds rank 0's parameters exactly (``RuntimeError`` otherwise)."""
+    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()])
+    ref = flat.clone()
+    torch.distributed.broadcast(ref, src=0)
+    mismatch = torch.tensor([float((ref != flat).any())], device=flat.device)
+    torch.distributed.all_reduce(mismatch)
+    if mismatch.item():
+        raise RuntimeError("DDP replicas diverged: parameters differ between ranks")
 
 
 def _portable(exc: Exception | None, fallback: type[Exception]) -> Exception | None:

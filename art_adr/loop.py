@@ -77,6 +77,8 @@ class EpochLoop:
         self.best_epoch: int | None = None
         self.best_value = -1.0
         self._host_copies = HostStateCopies()  # the last finite state (buffers reused across epochs and calls)
+        # fn(trainer) called as each validation starts (after the epoch's training; art-adr train's kill hook)
+        self.before_validation: list[Callable[[Any], None]] = []
 
     # ------------------------------------------------------------------ the τ/λ plan
     def set_plan(self, first_step: int, total_steps: int) -> None:
@@ -216,6 +218,8 @@ class EpochLoop:
             record["train_seconds"] = time.perf_counter() - t0
             record["images_per_s"] = seen / record["train_seconds"]
             if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == end_epoch):
+                for hook in self.before_validation:
+                    hook(self)
                 record.update(self._evaluate_tensors(val[0], val[1], None, True))
                 self._consider_best(record)
                 record["best_epoch"] = self.best_epoch

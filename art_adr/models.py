@@ -3,7 +3,8 @@
 ResNet-18, PreAct ResNet-18 and WideResNets are RobustBench's own classes (robustbench==1.1.1,
 ``model_zoo/architectures``), so their parameters carry RobustBench's key names under ``Normalized.net``.
 ``dm-wrn-34-10`` (the paper recipes' WRN) is RobustBench's ``DMWideResNet``, the network of the ADR authors'
-``src/model/wideresnet.py``; ``wrn-34-10`` is RobustBench's TRADES ``WideResNet``, a different network.
+``src/model/wideresnet.py``; ``wrn-34-10`` is RobustBench's TRADES ``WideResNet``, a different network. The Python
+source that rebuilds these networks from RobustBench's classes, for an export, is :mod:`art_adr.robustbench.zoo`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from torch import nn
 __all__ = [
     "ARCHITECTURES",
     "Normalized",
+    "channel_tensor",
     "SmallCNN",
     "ConvFC",
     "MLP",
+    "LOCAL_ARCHITECTURES",
+    "activation_class",
     "count_flops",
     "create_model",
-    "robustbench_spec",
-    "robustbench_state_dict",
+    "dataset_stats",
+    "input_channels",
 ]
 
 
@@ -48,8 +52,8 @@ class Normalized(nn.Module):
     def __init__(self, net: nn.Module, mean: Any, std: Any, persistent: bool = True) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", _channel_tensor(mean), persistent=persistent)
-        self.register_buffer("std", _channel_tensor(std), persistent=persistent)
+        self.register_buffer("mean", channel_tensor(mean), persistent=persistent)
+        self.register_buffer("std", channel_tensor(std), persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
@@ -63,7 +67,7 @@ class Normalized(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _channel_tensor(v: Any) -> torch.Tensor:
+def channel_tensor(v: Any) -> torch.Tensor:
     """Per-channel ``[1, C, 1, 1]`` (or scalar) float32 tensor on the CPU from numbers, arrays or tensors.
 
     Tensors (e.g. another ``Normalized``'s buffers, already moved to CUDA) are copied with ``.detach().cpu()``:
@@ -75,6 +79,9 @@ def _channel_tensor(v: Any) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(v, dtype=np.float32))
     t = t.flatten()
     return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
+
+
+_channel_tensor = channel_tensor  # its former name
 
 
 class SmallCNN(nn.Module):
@@ -149,7 +156,7 @@ class MLP(nn.Module):
         return self.fc(self.body(x))
 
 
-def _dataset_stats(dataset: str | None, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def dataset_stats(dataset: str | None, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std of ``dataset`` (identity when ``None`` or unknown); one value broadcasts."""
     from .data import DATASETS
 
@@ -161,7 +168,7 @@ def _dataset_stats(dataset: str | None, in_channels: int) -> tuple[tuple[float, 
     return (0.0,) * in_channels, (1.0,) * in_channels
 
 
-def _in_channels(dataset: str | None, in_channels: int | None) -> int:
+def input_channels(dataset: str | None, in_channels: int | None) -> int:
     """Explicit ``in_channels``, else the dataset's channel count, else 3 (RGB)."""
     from .data import DATASETS
 
@@ -171,7 +178,7 @@ def _in_channels(dataset: str | None, in_channels: int | None) -> int:
 
 
 def _small_cnn(num_classes: int, dataset: str | None, in_channels: int = 1, width: int = 32) -> nn.Module:
-    mean, std = _dataset_stats(dataset, in_channels)
+    mean, std = dataset_stats(dataset, in_channels)
     return Normalized(SmallCNN(in_channels, num_classes, width), mean, std)
 
 
@@ -179,16 +186,16 @@ def _conv_fc(num_classes: int, dataset: str | None, in_channels: int | None = No
              hidden: int = 256) -> nn.Module:
     from .data import DATASETS
 
-    c = _in_channels(dataset, in_channels) if dataset in DATASETS or in_channels is not None else 1
+    c = input_channels(dataset, in_channels) if dataset in DATASETS or in_channels is not None else 1
     size = DATASETS[dataset].shape[-1] if dataset in DATASETS else 28
-    return Normalized(ConvFC(c, num_classes, width, hidden, size), *_dataset_stats(dataset, c))
+    return Normalized(ConvFC(c, num_classes, width, hidden, size), *dataset_stats(dataset, c))
 
 
 def _mlp(num_classes: int, dataset: str | None, hidden: int = 256, depth: int = 2) -> nn.Module:
     from .data import DATASETS
 
     shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
-    return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *_dataset_stats(dataset, shape[0]))
+    return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *dataset_stats(dataset, shape[0]))
 
 
 # ---------------------------------------------------------------- RobustBench's own architecture classes
@@ -295,7 +302,8 @@ def _rb_classes() -> SimpleNamespace:
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "swish": nn.SiLU}
 
 
-def _activation(name: str) -> type[nn.Module]:
+def activation_class(name: str) -> type[nn.Module]:
+    """The ``nn.Module`` class of an activation name (``relu``, ``silu``; ``swish`` is SiLU)."""
     if name not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name]
@@ -303,18 +311,18 @@ def _activation(name: str) -> type[nn.Module]:
 
 def _resnet18(num_classes: int, dataset: str | None, in_channels: int | None = None) -> nn.Module:
     """ResNet-18 (He et al. 2016, CIFAR variant) from RobustBench's ``resnet.ResNet``."""
-    c = _in_channels(dataset, in_channels)
+    c = input_channels(dataset, in_channels)
     net = _rb_classes().ResNet([2, 2, 2, 2], num_classes, in_channels=c)
-    return Normalized(net, *_dataset_stats(dataset, c))
+    return Normalized(net, *dataset_stats(dataset, c))
 
 
 def _preact_resnet18(
     num_classes: int, dataset: str | None, activation: str = "relu", in_channels: int | None = None
 ) -> nn.Module:
     """PreAct ResNet-18 (He et al. 2016b; DeepMind variant of Gowal et al. 2020/Rebuffi et al. 2021)."""
-    c = _in_channels(dataset, in_channels)
-    net = _rb_classes().DMPreActResNet(num_classes, _activation(activation), in_channels=c)
-    return Normalized(net, *_dataset_stats(dataset, c))
+    c = input_channels(dataset, in_channels)
+    net = _rb_classes().DMPreActResNet(num_classes, activation_class(activation), in_channels=c)
+    return Normalized(net, *dataset_stats(dataset, c))
 
 
 def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False) -> Callable[..., nn.Module]:
@@ -331,13 +339,13 @@ def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False)
               in_channels: int | None = None) -> nn.Module:
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
-        c, act = _in_channels(dataset, in_channels), _activation(activation)
+        c, act = input_channels(dataset, in_channels), activation_class(activation)
         classes = _rb_classes()
         if act is nn.ReLU and not deepmind:
             net = classes.WideResNet(depth, widen_factor, num_classes, in_channels=c)
         else:
             net = classes.DMWideResNet(depth, widen_factor, num_classes, act, in_channels=c)
-        return Normalized(net, *_dataset_stats(dataset, c))
+        return Normalized(net, *dataset_stats(dataset, c))
 
     return build
 
@@ -365,98 +373,6 @@ def create_model(arch: str, num_classes: int, dataset: str | None = None, **kwar
     from .checks import call_with_options
 
     return call_with_options(ARCHITECTURES[arch], f"architecture {arch!r}", (num_classes, dataset), kwargs)
-
-
-# ---------------------------------------------------------------- RobustBench export description
-
-
-def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs: Any) -> dict[str, Any]:
-    """How to rebuild ``create_model(arch, num_classes, dataset, **kwargs)`` from RobustBench's own classes.
-
-    Keys: ``import_line`` and ``constructor`` (Python source: ``eval(constructor)`` after
-    ``exec(import_line)`` builds a module taking ``[0, 1]`` inputs); ``prefix`` and ``normalizer`` (how
-    our ``Normalized`` keys map, see :func:`robustbench_state_dict`); ``mean``, ``std``, ``input_shape``.
-
-    ReLU ResNet/WRN become ``normalize_model(net, mean, std)`` from RobustBench's
-    ``utils_architectures`` (keys ``normalize.mean``, ``normalize.std``, ``model.*``). DM nets (``dm-wrn-*``,
-    ``preact-resnet18``, SiLU WRNs) take
-    mean/std as constructor arguments (non-persistent buffers, as RobustBench's ``Rebuffi2021Fixing_*``
-    entries), with ``nn.SiLU`` for RobustBench's ``Swish`` (same function; ``Swish.backward`` uses
-    ``ctx.saved_variables``, gone from torch 2). Only 3×32×32 inputs are exact: RobustBench's forwards
-    hard-code ``avg_pool2d(4)`` / ``avg_pool2d(8)``.
-    """
-    from .data import DATASETS
-
-    if arch not in ARCHITECTURES or arch in LOCAL_ARCHITECTURES:
-        exportable = sorted(set(ARCHITECTURES) - LOCAL_ARCHITECTURES)
-        raise ValueError(f"{arch!r} has no RobustBench class; exportable: {exportable}")
-    shape = DATASETS[dataset].shape if dataset in DATASETS else (3, 32, 32)
-    if shape != (3, 32, 32) or _in_channels(dataset, kwargs.get("in_channels")) != 3:
-        raise ValueError(f"RobustBench's {arch} forward is fixed to 3×32×32 inputs; {dataset!r} is {shape}")
-    mean, std = _dataset_stats(dataset, 3)
-    mean, std = _fmt(mean, 3), _fmt(std, 3)
-    act = kwargs.get("activation", "relu")
-    arch_mod = "robustbench.model_zoo.architectures"
-    norm_import = f"from {arch_mod}.utils_architectures import normalize_model"
-    spec: dict[str, Any] = {"mean": mean, "std": std, "input_shape": (3, 32, 32)}
-    if arch == "resnet18":
-        return spec | {
-            "import_line": f"from {arch_mod}.resnet import BasicBlock, ResNet\n{norm_import}",
-            "constructor": f"normalize_model(ResNet(BasicBlock, [2, 2, 2, 2], num_classes={num_classes}), "
-            f"{mean}, {std})",
-            "prefix": "model.", "normalizer": "normalize.",
-        }
-    dm_import = f"import torch.nn as nn\nfrom {arch_mod}.dm_wide_resnet import "
-    act_src = f"nn.{_activation(act).__name__}"
-    if arch == "preact-resnet18":
-        return spec | {
-            "import_line": dm_import + "DMPreActResNet",
-            "constructor": f"DMPreActResNet(num_classes={num_classes}, depth=18, width=0, "
-            f"activation_fn={act_src}, mean={mean}, std={std})",
-            "prefix": "", "normalizer": None,
-        }
-    depth = int(kwargs.get("depth", 34 if arch.endswith("wrn-34-10") else 28))
-    width = int(kwargs.get("widen_factor", 10))
-    if _activation(act) is nn.ReLU and not arch.startswith("dm-"):
-        return spec | {
-            "import_line": f"from {arch_mod}.wide_resnet import WideResNet\n{norm_import}",
-            "constructor": f"normalize_model(WideResNet(depth={depth}, num_classes={num_classes}, "
-            f"widen_factor={width}), {mean}, {std})",
-            "prefix": "model.", "normalizer": "normalize.",
-        }
-    return spec | {
-        "import_line": dm_import + "DMWideResNet",
-        "constructor": f"DMWideResNet(num_classes={num_classes}, depth={depth}, width={width}, "
-        f"activation_fn={act_src}, mean={mean}, std={std})",
-        "prefix": "", "normalizer": None,
-    }
-
-
-def _fmt(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
-    """Expand a one-value statistic to ``channels`` values (RobustBench wants one per channel)."""
-    return tuple(float(v) for v in (values * channels if len(values) == 1 else values))
-
-
-def robustbench_state_dict(
-    state_dict: dict[str, torch.Tensor], spec: dict[str, Any]
-) -> dict[str, torch.Tensor]:
-    """Rename a ``Normalized`` state dict (``net.*``, ``mean``, ``std``) to ``spec["constructor"]``'s keys.
-
-    DM constructors carry mean/std themselves: the stored ones must then equal ``spec["mean"/"std"]``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith("net."):
-            out[spec["prefix"] + key[4:]] = value
-        elif key in ("mean", "std"):
-            if spec["normalizer"] is not None:
-                out[spec["normalizer"] + key] = value.reshape(1, -1, 1, 1).expand(1, 3, 1, 1).clone()
-            elif not torch.allclose(value.flatten().expand(3).float(), torch.tensor(spec[key])):
-                stored = value.flatten().tolist()
-                raise ValueError(f"stored {key} {stored} differs from the spec's {spec[key]}")
-        else:
-            raise KeyError(f"unexpected key {key!r}: expected a Normalized state dict (net.*, mean, std)")
-    return out
 
 
 # ---------------------------------------------------------------- cost
@@ -492,3 +408,13 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         for h in handles:
             h.remove()
     return int(total)
+
+
+def __getattr__(name: str) -> Any:
+    """``robustbench_spec`` and ``robustbench_state_dict`` (the model-zoo source of an export) moved to
+    :mod:`art_adr.robustbench`; they are still found here."""
+    if name in ("robustbench_spec", "robustbench_state_dict"):
+        from .robustbench import zoo
+
+        return getattr(zoo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,7 @@ from art.defences.trainer import Trainer
 from torch import Tensor, nn
 
 from . import defaults
-from .attacks import AttackSpec, _norm_name, default_eps_step, pgd
+from .attacks import AttackSpec, default_eps_step, norm_name, pgd
 from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
@@ -227,7 +227,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
         self.drop_last = bool(drop_last)
         self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
-        self.eval_spec = AttackSpec(norm=_norm_name(norm), eps=self.eps, steps=eval_max_iter)
+        self.eval_spec = AttackSpec(norm=norm_name(norm), eps=self.eps, steps=eval_max_iter)
         self.eval_max_iter, self.eval_every = int(eval_max_iter), int(eval_every)
         self.eval_batch_size = eval_batch_size
         self.best_metric = best_metric
@@ -275,7 +275,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.generator.manual_seed(self.seed + self.rank)  # attack starts differ between DDP ranks
         self._attack_ctx = AttackContext(
             forward=self._local_forward, model=raw, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
-            norm=_norm_name(norm), clip_values=self.clip_values, bn_mode=attack_bn_mode, generator=self.generator,
+            norm=norm_name(norm), clip_values=self.clip_values, bn_mode=attack_bn_mode, generator=self.generator,
             autocast=self.precision.autocast_factory)
         self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
         self.scheduler: Any = None
@@ -327,6 +327,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     @property
     def amp_dtype(self) -> torch.dtype | None:
         return self.precision.dtype
+
+    @property
+    def student_module(self) -> nn.Module:
+        """The student network itself: no DDP wrapper, no classifier standardisation, not compiled (its parameters
+        are the ones the optimizer steps)."""
+        return self._raw
 
     # ------------------------------------------------------------------ input checks
     def _check_x(self, x: Any, name: str = "x") -> np.ndarray | Tensor:

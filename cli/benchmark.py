@@ -88,10 +88,10 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
       art-adr benchmark --dataset fashion-mnist
       art-adr benchmark --runs runs/a runs/b --out tables/     # only evaluate + tabulate
       art-adr benchmark --dataset cifar100 --seeds 0,1,2 --launcher slurm --slurm-partition gpu --logger tensorboard"""
-    from art_adr.benchmark import CPU_DEFAULTS, parse_seeds, run_benchmark
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
+    from art_adr.experiments import CPU_DEFAULTS, parse_seeds, run_benchmark
     from art_adr.runs import RunError
 
     if more_runs and not runs:

@@ -89,9 +89,8 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
     sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attacks aa)."""
-    from art_adr.benchmark import parse_seeds
     from art_adr.config import ConfigError, resolve_config
-    from art_adr.sweep import run_sweep
+    from art_adr.experiments import parse_seeds, run_sweep
 
     eval_device = resolve_cli_device(device)
     launcher, loggers = launcher_from_options(launch)

@@ -214,12 +214,11 @@ def _stopped(seen: dict[str, Any], key: str):
 
 
 def test_old_spellings_reach_benchmark_and_sweep_as_the_new_ones(tmp_path, monkeypatch):
-    import art_adr.benchmark
-    import art_adr.sweep
+    import art_adr.experiments
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(art_adr.benchmark, "run_benchmark", _stopped(seen, "benchmark"))
-    monkeypatch.setattr(art_adr.sweep, "run_sweep", _stopped(seen, "sweep"))
+    monkeypatch.setattr(art_adr.experiments, "run_benchmark", _stopped(seen, "benchmark"))
+    monkeypatch.setattr(art_adr.experiments, "run_sweep", _stopped(seen, "sweep"))
     runner = CliRunner()
     base = ["benchmark", "--dataset", "fashion-mnist", "--device", "cpu", "--out", str(tmp_path / "b")]
     for args in (["--attack", "pgd,aa", "--models", "teacher", "--n-eval", "7"],

@@ -16,7 +16,7 @@ from art_adr import AdversarialTrainerADR, AdversarialTrainerTRADESADR
 from art_adr.attacks import pgd
 from art_adr.awp import AWP, frozen_bn_stats
 from art_adr.config import RunConfig
-from art_adr.estimator import Normalize, _channel_tensor
+from art_adr.estimator import Normalize, channel_tensor
 from art_adr.loader import BUDGET_ENV, DeviceBatches, MixedBatches
 from art_adr.trainer import TrainingDivergedError
 from conftest import TinyNet
@@ -40,7 +40,7 @@ def test_normalize_takes_buffers_that_refuse_numpy():
     norm = Normalize(torch.nn.Identity(), mean, std)
     assert type(norm.mean) is torch.Tensor and norm.mean.shape == (1, 3, 1, 1) and norm.std.shape == ()
     assert torch.equal(norm.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
-    assert _channel_tensor(np.array([[[0.4]], [[0.5]]])).shape == (1, 2, 1, 1)  # (C, 1, 1) arrays too
+    assert channel_tensor(np.array([[[0.4]], [[0.5]]])).shape == (1, 2, 1, 1)  # (C, 1, 1) arrays too
 
 
 def test_trainer_builds_teacher_normalize_from_device_buffers(monkeypatch, make_classifier):

@@ -16,9 +16,8 @@ from art_adr.models import (
     _rb_module,
     count_flops,
     create_model,
-    robustbench_spec,
-    robustbench_state_dict,
 )
+from art_adr.robustbench import robustbench_spec, robustbench_state_dict
 
 SMALL_WRN = {"depth": 10, "widen_factor": 1}
 

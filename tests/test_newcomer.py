@@ -37,8 +37,7 @@ def test_help_texts_name_only_options_that_exist():
 
 
 def test_benchmark_and_sweep_pass_download_on(tmp_path, monkeypatch):
-    import art_adr.benchmark
-    import art_adr.sweep
+    import art_adr.experiments
 
     seen = {}
 
@@ -50,8 +49,8 @@ def test_benchmark_and_sweep_pass_download_on(tmp_path, monkeypatch):
         seen["sweep"] = kw["overrides"].get("download")
         raise ValueError("stop here")
 
-    monkeypatch.setattr(art_adr.benchmark, "run_benchmark", fake_benchmark)
-    monkeypatch.setattr(art_adr.sweep, "run_sweep", fake_sweep)
+    monkeypatch.setattr(art_adr.experiments, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(art_adr.experiments, "run_sweep", fake_sweep)
     _cli("benchmark", "--dataset", "cifar10", "--download", "--device", "cpu", "--out", tmp_path / "b")
     _cli("sweep", "--recipe", "cifar10-at-adr", "--download", "--device", "cpu", "--out", tmp_path / "s")
     assert seen == {"benchmark": True, "sweep": True}
@@ -197,11 +196,11 @@ def test_analysis_histograms_have_no_unlabelled_overlap_colour():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from art_adr.analysis import _hist
+    from art_adr.analysis import step_histogram
 
     fig, ax = plt.subplots()
-    _hist(ax, np.array([0.1, 0.2, 0.3]), "a", (0, 1))
-    _hist(ax, np.array([0.2, 0.3, 0.4]), "b", (0, 1))
+    step_histogram(ax, np.array([0.1, 0.2, 0.3]), "a", (0, 1))
+    step_histogram(ax, np.array([0.2, 0.3, 0.4]), "b", (0, 1))
     assert all(not p.get_fill() for p in ax.patches)  # outlines: no translucent blend outside the legend
     plt.close(fig)
 

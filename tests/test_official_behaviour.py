@@ -384,7 +384,7 @@ def test_dm_wrn_is_the_official_network_with_its_default_initialisation():
 
 def test_wrn34_recipes_train_the_official_network_and_export_as_robustbench_dm_wide_resnet():
     from art_adr.config import list_recipes
-    from art_adr.models import robustbench_spec
+    from art_adr.robustbench import robustbench_spec
 
     wrn = [name for name in list_recipes() if name.endswith("-wrn34")]
     assert len(wrn) == 36 and {resolve_config(name).arch for name in wrn} == {"dm-wrn-34-10"}
@@ -429,13 +429,13 @@ def test_val_split_test_validates_on_the_whole_test_set_as_the_authors():
     from click.testing import CliRunner
 
     from art_adr.cli import main
-    from art_adr.runs import _load_data
+    from art_adr.runs import load_data
 
     kw = {"dataset": "synthetic", "dataset_kwargs": {"n": 300, "shape": [1, 4, 4], "num_classes": 4}}
     for val_size in (1000, 10, 0):  # val_size sizes the hold-out only
-        train, val, test, _ = _load_data(resolve_config(None, {**kw, "val_split": "test", "val_size": val_size}))
+        train, val, test, _ = load_data(resolve_config(None, {**kw, "val_split": "test", "val_size": val_size}))
         assert len(val) == len(test) > 10 and len(train) == 300
-    train, val, _, _ = _load_data(resolve_config(None, {**kw, "val_size": 50}))
+    train, val, _, _ = load_data(resolve_config(None, {**kw, "val_size": 50}))
     assert (len(train), len(val)) == (250, 50)
     helptext = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert "or the whole test set" in helptext and "(--val-split holdout; test is the whole test set)" in helptext

@@ -244,7 +244,7 @@ def test_broken_run_files_are_one_line_errors_and_resume_survives_a_device_chang
 
 
 def test_divergence_and_disk_full_are_one_line_errors(tmp_path, monkeypatch):
-    import art_adr.runs
+    import art_adr.runs.train
     from art_adr.trainer import AdversarialTrainerADR
 
     def full(path: Any, *args: Any, **kwargs: Any) -> None:
@@ -252,7 +252,7 @@ def test_divergence_and_disk_full_are_one_line_errors(tmp_path, monkeypatch):
 
     out = tmp_path / "full"
     with monkeypatch.context() as m:
-        m.setattr(art_adr.runs, "save_checkpoint", full)
+        m.setattr(art_adr.runs.train, "save_checkpoint", full)
         _fails_cleanly(["train", *TINY, "--epochs", "1", "--out", str(out)], "disk full", "--resume")
     assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()
     result = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "-q"])  # space freed: goes on

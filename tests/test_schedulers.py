@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from art_adr.checkpoint import load_checkpoint
 from art_adr.cli import main
 from art_adr.config import RunConfig, resolve_config
-from art_adr.runs import _upgrade_scheduler_state, build_scheduler
+from art_adr.runs import build_scheduler, upgrade_scheduler_state
 
 LR = 0.4
 
@@ -190,9 +190,9 @@ def test_old_lambdalr_checkpoint_states_are_upgraded(kw):
     sched = build_scheduler(opt2, config, steps)
     if config.lr_schedule == "cosine":  # the former cosine was another schedule: it goes on as the authors'
         with pytest.warns(RuntimeWarning, match=r"replaced by the ADR authors' timm schedule .* from iteration 30 on"):
-            state = _upgrade_scheduler_state(saved_sched, config, steps, opt2)
+            state = upgrade_scheduler_state(saved_sched, config, steps, opt2)
     else:
-        state = _upgrade_scheduler_state(saved_sched, config, steps, opt2)
+        state = upgrade_scheduler_state(saved_sched, config, steps, opt2)
     assert "lr_lambdas" not in state
     opt2.load_state_dict(saved_opt)
     sched.load_state_dict(state)
@@ -202,8 +202,8 @@ def test_old_lambdalr_checkpoint_states_are_upgraded(kw):
         assert _lrs(opt2) == pytest.approx(_want(config, steps, step), rel=1e-9, abs=1e-15), step
         opt2.step()
         sched.step()
-    assert _upgrade_scheduler_state(sched.state_dict(), config, steps, opt2) == sched.state_dict()
-    assert _upgrade_scheduler_state(None, config, steps, opt2) is None
+    assert upgrade_scheduler_state(sched.state_dict(), config, steps, opt2) == sched.state_dict()
+    assert upgrade_scheduler_state(None, config, steps, opt2) is None
 
 
 def test_bad_arguments_are_clear_errors():

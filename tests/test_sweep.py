@@ -70,7 +70,7 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
 
     # again with AutoAttack on the hold-out: the runs are reused, and the attacked images are hold-out images
     import art_adr.evaluation.pipeline as ev
-    from art_adr.runs import _load_data, load_run_config
+    from art_adr.runs import load_data, load_run_config
 
     finals = [out / "runs" / d / "checkpoints" / "final.pt" for d in ("tau1.5-1_lam0.7-1_s0", "tau2.5-2_lam0.7-1_s0")]
     stamps = [f.stat().st_mtime_ns for f in finals]
@@ -88,7 +88,7 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
     data = json.loads((out / "sweep.json").read_text())
     assert [c["val_aa"] for c in data["cells"]] == [10.0, 20.0] and data["selected"]["index"] == 1
     assert data["selection"]["attack"] == "aa" and data["selection"]["aa_version"] == "paper"
-    val = _load_data(load_run_config(finals[0].parent.parent))[1]
+    val = load_data(load_run_config(finals[0].parent.parent))[1]
     assert len(seen) == 2 and seen[0][1] == ("clean", "aa") and seen[0][2] == "paper"
     run_config = load_run_config(finals[0].parent.parent)  # the run's own threat model
     assert (seen[0][3].norm, seen[0][3].eps, seen[0][3].step_size) == (run_config.norm, run_config.eps,

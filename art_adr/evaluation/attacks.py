@@ -218,7 +218,7 @@ def attacks_help(names: Sequence[str] | None = None) -> str:
 
 def parse_eps(value: str | float) -> float:
     """ε from ``"8/255"``, ``"0.031"`` or a number; ``ValueError`` unless ``0 < ε ≤ 1`` (images in [0, 1])."""
-    from ..config import parse_number
+    from ..budget import parse_number
 
     try:
         eps = parse_number(value)

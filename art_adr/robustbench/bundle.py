@@ -1,0 +1,194 @@
+"""What a RobustBench submission says: the ``model_info`` json (every field of RobustBench's schema), the filled
+"[New Model]" issue, the paper fields, and the accuracies it reports (from an evaluation report or given)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ..budget import format_eps
+
+__all__ = ["ROBUSTBENCH_DATASETS", "THREAT_MODELS", "ROBUSTBENCH_N_EXAMPLES", "ADR_PAPER", "PLACEHOLDERS",
+           "ARCH_NAMES", "NAME_RE", "FORBIDDEN_KEY_PARTS", "ExportError", "model_info", "new_model_issue",
+           "paper_fields", "default_footnote", "accuracies_from_report", "check_n_examples"]
+
+
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")
+
+
+THREAT_MODELS = ("Linf",)
+
+
+ROBUSTBENCH_N_EXAMPLES = 10_000  # RobustBench evaluates on the first 10 000 test images (the whole test set)
+
+
+ADR_PAPER = {
+    "name": "Annealing Self-Distillation Rectification Improves Adversarial Training",
+    "link": "https://arxiv.org/abs/2305.12118",
+    "authors": "Yu-Yu Wu, Hung-Jui Wang, Shang-Tse Chen",
+    "venue": "ICLR 2024",
+}
+
+
+PLACEHOLDERS = {"link": "<PAPER URL>", "authors": "<AUTHORS>", "venue": "<VENUE>"}  # not the ADR paper's
+
+
+ARCH_NAMES = {"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18",
+              "wrn-28-10": "WideResNet-28-10", "wrn-34-10": "WideResNet-34-10",
+              "dm-wrn-28-10": "WideResNet-28-10", "dm-wrn-34-10": "WideResNet-34-10"}
+
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+FORBIDDEN_KEY_PARTS = ("model.", "module.")  # robustbench.utils.load_model strips these from every key
+
+
+class ExportError(ValueError):
+    """The checkpoint or arguments cannot make a valid RobustBench submission."""
+
+
+# -------------------------------------------------------------------------------------------- export
+def _fmt_acc(value: float | str | None, field: str) -> str:
+    if value is None:
+        raise ExportError(f"{field} is required (pass it, or an evaluation report with AutoAttack results)")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ExportError(f"{field} must be a number (percent), got {value!r}") from None
+    if not 0.0 <= v <= 100.0:
+        raise ExportError(f"{field} must be a percentage in [0, 100], got {value!r}")
+    return f"{v:.2f}"
+
+
+def model_info(
+    *, dataset: str, architecture: str, clean_acc: float | str, autoattack_acc: float | str,
+    reported: float | str | None = None, eps: float = 8 / 255, additional_data: bool = False,
+    number_forward_passes: int = 1, footnote: str | None = None, name: str = ADR_PAPER["name"],
+    link: str = ADR_PAPER["link"], authors: str = ADR_PAPER["authors"], venue: str = ADR_PAPER["venue"],
+    external: float | str | None = None, unreliable: bool = False,
+) -> dict[str, Any]:
+    """RobustBench's ``model_info/<dataset>/Linf/<Name>.json``: every field of the schema of the shipped
+    entries (robustbench ``model_info`` at commit 78fcc9e), in their order, accuracies as 2-decimal strings.
+
+    ``external`` (an adaptive attack's robust accuracy, at most AutoAttack's) is written only when given, as
+    in RobustBench's own entries (RobustBench ranks by ``autoattack_acc`` when it is absent). ``footnote`` is
+    ``null`` when there is none; ``unreliable`` (RobustBench's flag for a potentially unreliable evaluation)
+    is ``false`` by default. Only schema fields are written: a partial evaluation (``n_examples`` fewer than
+    ``ROBUSTBENCH_N_EXAMPLES``) is marked in the footnote by the caller. Robust accuracy above clean accuracy
+    (or ``external`` above ``autoattack_acc``) is an ``ExportError``.
+    """
+    aa = _fmt_acc(autoattack_acc, "autoattack_acc")
+    clean = _fmt_acc(clean_acc, "clean_acc")
+    if float(aa) > float(clean):
+        raise ExportError(f"autoattack_acc {aa} is above clean_acc {clean}: robust accuracy cannot exceed clean "
+                          "accuracy (swapped values?)")
+    if external is not None and float(_fmt_acc(external, "external")) > float(aa):
+        raise ExportError(f"external {_fmt_acc(external, 'external')} is above autoattack_acc {aa}: it is the "
+                          "lower accuracy of a stronger (adaptive) attack")
+    info: dict[str, Any] = {
+        "link": link, "name": name, "authors": authors, "additional_data": bool(additional_data),
+        "number_forward_passes": int(number_forward_passes), "dataset": dataset, "venue": venue,
+        "architecture": architecture, "eps": format_eps(eps),
+        "clean_acc": clean,
+        "reported": _fmt_acc(reported, "reported") if reported is not None else aa,
+        "autoattack_acc": aa,
+        **({"external": _fmt_acc(external, "external")} if external is not None else {}),
+        "footnote": footnote or None,
+        "unreliable": bool(unreliable),
+    }
+    return info
+
+
+def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoint_url: str = "<URL>",
+                    n_examples: int = ROBUSTBENCH_N_EXAMPLES) -> str:
+    """The RobustBench "[New Model]" issue template (.github/ISSUE_TEMPLATE/new-model.md), filled in (with a
+    warning when ``n_examples`` is fewer than the full test set)."""
+    yes = "x"  # export is for the Model Zoo, under the MIT license
+    return (
+        f"Title: [New Model] {name}\n\n"
+        "# Paper Information\n\n"
+        f"- **Paper Title**: {info['name']}\n- **Paper URL**: {info['link']}\n"
+        f"- **Paper authors**: {info['authors']}\n- **Venue**: {info['venue']}\n\n"
+        "# Leaderboard Claim(s)\n\n## Model 1\n\n"
+        f"- **Model name**: {name}\n- **Dataset**: {info['dataset']}\n"
+        f"- **Architecture**: {info['architecture']}\n- **Threat Model**: Linf\n- **eps**: {info['eps']}\n"
+        f"- **Clean accuracy**: {info['clean_acc']}%\n- **Robust accuracy**: {info['autoattack_acc']}%"
+        f" (reported: {info['reported']}%)\n"
+        f"- **Additional data**: {str(info['additional_data']).lower()}\n"
+        f"- **Evaluation method**: {eval_note}\n"
+        f"- **Checkpoint and code**: {checkpoint_url} (code: https://github.com/Trusted-AI/"
+        "adversarial-robustness-toolbox + art-adr)\n"
+        + (f"- **Footnote**: {info['footnote']}\n" if info.get("footnote") else "")
+        + (f"- **Warning**: partial evaluation, {n_examples} of the {ROBUSTBENCH_N_EXAMPLES} test images "
+           "(not RobustBench's protocol)\n" if n_examples < ROBUSTBENCH_N_EXAMPLES else "")
+        + "\n# Model Zoo:\n\n"
+        f"- [{yes}] I want to add my models to the Model Zoo (check if true)\n"
+        "- [ ] I use an architecture that is **not** included among those in "
+        "robustbench/model_zoo/architectures (check if true).\n"
+        f"- [{yes}] I agree to release my model(s) under MIT license (check if true) **OR**\n"
+        "- [ ] I want my models to be released under a custom license, located here: (custom license URL here)\n"
+    )
+
+
+def accuracies_from_report(report: dict[str, Any] | str | Path, which: str, dataset: str,
+                            eps: float) -> tuple[float, float, str, int]:
+    """``(clean, autoattack, evaluation note, number of test images)`` of an ``art-adr evaluate`` report."""
+    if not isinstance(report, dict):
+        try:
+            report = json.loads(Path(report).read_text())
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot read evaluation report {report}: {exc}") from None
+    entry = report.get("models", {}).get(which, {})
+    res = entry.get("results", {})
+    if "aa" not in res:
+        raise ExportError(f"evaluation report has no AutoAttack result for the {which}")
+    if report.get("norm", "Linf") != "Linf":
+        raise ExportError(f"evaluation report is for the {report.get('norm')} norm; the export is for L∞ (Linf)")
+    if report.get("dataset") != dataset or abs(float(report.get("eps", -1)) - eps) > 1e-9:
+        raise ExportError(f"evaluation report is for {report.get('dataset')} at ε={report.get('eps')}, "
+                          f"not {dataset} at ε={eps}")
+    n = report.get("n_examples")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ExportError(f"evaluation report does not say how many test images were evaluated "
+                          f"(n_examples = {n!r})")
+    aa = entry.get("autoattack", {})
+    note = (f"AutoAttack {aa.get('version', 'standard')} (pyautoattack, seed {aa.get('seed')}) on the first "
+            f"{n} {dataset} test images")
+    return float(res["clean"]), float(res["aa"]), note, n
+
+
+def default_footnote(which: str, decay: float = 0.995) -> str | None:
+    """The "+WA" note for an exported EMA teacher, with the run's decay."""
+    return f"+WA: weights of the EMA teacher (weight averaging, decay {decay:g})." if which == "teacher" else None
+
+
+def paper_fields(cfg: dict[str, Any]) -> dict[str, str]:
+    """``name``/``link``/``authors``/``venue`` defaults: the ADR paper for an ADR run (``adr`` true or absent
+    from the run's config); for a run trained without ADR a neutral name ("PGD-AT (art-adr)", "TRADES
+    (art-adr)", ...) and ``PLACEHOLDERS`` to fill in: such a model is not the ADR paper's."""
+    if cfg.get("adr", True):
+        return {k: ADR_PAPER[k] for k in ("name", "link", "authors", "venue")}
+    from ..methods import METHOD_NAMES, get_method
+
+    method = str(cfg.get("method") or "at")
+    title = get_method(method).display_name() if method in METHOD_NAMES else method.upper()
+    return {"name": f"{title} (art-adr)", **PLACEHOLDERS}
+
+
+def check_n_examples(n: int | None, dataset: str, allow_partial: bool) -> int:
+    """The number of test images behind the accuracies (``None``: the full test set); ``ExportError`` for a
+    partial evaluation unless ``allow_partial``."""
+    full = ROBUSTBENCH_N_EXAMPLES
+    if n is None:
+        return full
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= full:
+        raise ExportError(f"n_examples must be an integer in [1, {full}] ({dataset} has {full} test images), "
+                          f"got {n!r}")
+    if n < full and not allow_partial:
+        raise ExportError(f"the accuracies come from {n} of the {full} {dataset} test images; RobustBench's "
+                          f"protocol evaluates all {full} (`art-adr evaluate --robustbench`). Pass --allow-partial "
+                          "(allow_partial=True) to export anyway, marked as partial in model_info")
+    return n
