@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@mkdir -p .make && touch $(STAMP)
 
 demo: install
-	art-adr benchmark --recipe-prefix fashion-mnist-ro --methods at,at-adr --seeds 0 --attacks pgd,apgd,aa \
+	art-adr benchmark --recipe-prefix fashion-mnist-ro --methods at,at-adr --seeds 0 --attacks pgd,apgd,aa --jobs 2 \
 	  --n-examples 200 --out benchmarks-out/fashion-mnist-ro
 
 test: install

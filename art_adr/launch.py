@@ -1,6 +1,7 @@
 """Many runs at once: the runs of ``art-adr benchmark`` and ``art-adr sweep`` as ``art-adr train --out RUN_DIR
---resume`` jobs, one run per local GPU (subprocesses with ``CUDA_VISIBLE_DEVICES``) or one SLURM job per run
-through submitit (requeued with ``--resume`` after preemption or its time limit: :mod:`art_adr.submitit_job`).
+--resume`` jobs, one run per local GPU (subprocesses with ``CUDA_VISIBLE_DEVICES``), ``jobs`` CPU subprocesses at
+a time (the cores shared out between them) or one SLURM job per run through submitit (requeued with ``--resume``
+after preemption or its time limit: :mod:`art_adr.submitit_job`).
 
 Every run directory gets its resolved ``config.yaml`` first (under the run's lock), so the job trains exactly the
 run the in-process benchmark would, and its directory, lock, checkpoints and resume are a single run's. The parent
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .config import RunConfig
 from .runs import CONFIG_FILE, RunError, RunLock, config_diff, load_run_config, write_config
 
 __all__ = ["LAUNCHERS", "Launcher", "LaunchError", "LaunchInterrupted", "launch_runs", "prepare_run", "train_args",
-           "make_executor", "TRAIN_COMMAND", "parse_gpus"]
+           "make_executor", "TRAIN_COMMAND", "parse_gpus", "job_threads"]
 
 LAUNCHERS = ("local", "slurm")
 # how a job runs `art-adr train` (the interpreter of this process; tests may wrap it)
@@ -52,7 +53,9 @@ class Launcher:
     """Where the runs of a benchmark or sweep train.
 
     ``kind="local"`` without ``gpus``: in this process, one after another (the default, today's behaviour); with
-    ``gpus`` (device ids for ``CUDA_VISIBLE_DEVICES``): one ``art-adr train`` subprocess per device at a time.
+    ``gpus`` (device ids for ``CUDA_VISIBLE_DEVICES``): one ``art-adr train`` subprocess per device at a time; with
+    ``jobs`` (N ≥ 1): N ``art-adr train`` subprocesses at a time on the CPU (no CUDA device visible), each with
+    :func:`job_threads` threads, and the evaluations of a benchmark N at a time too.
     ``kind="slurm"``: one job per run through ``submitit.AutoExecutor(cluster=cluster)`` (``"slurm"``; ``"local"``
     runs the same jobs as local processes, e.g. to try a setup), ``gpus_per_run`` GPUs and ``timeout_min`` minutes
     each (requeued at the limit), at most ``array_parallelism`` at once, ``slurm`` any other submitit/SLURM
@@ -62,6 +65,7 @@ class Launcher:
 
     kind: str = "local"
     gpus: tuple[str, ...] = ()
+    jobs: int = 0
     cluster: str = "slurm"
     partition: str | None = None
     gpus_per_run: int = 1
@@ -76,6 +80,9 @@ class Launcher:
             raise LaunchError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.kind!r}")
         if self.kind == "slurm" and self.gpus:
             raise LaunchError("--gpus is for --launcher local; SLURM assigns the GPUs of a job (--gpus-per-run)")
+        if self.jobs < 0 or (self.jobs and (self.kind == "slurm" or self.gpus)):
+            raise LaunchError("--jobs N (N >= 1) is for --launcher local without --gpus: N CPU jobs at a time "
+                              "(with --gpus: one job per device; SLURM: --slurm-array-parallelism)")
         if self.kind == "local" and (self.partition or self.slurm or self.array_parallelism is not None):
             raise LaunchError("--slurm-partition, --slurm-array-parallelism and --set-slurm need --launcher slurm")
         if self.kind == "local" and not self.wait:
@@ -86,8 +93,8 @@ class Launcher:
 
     @property
     def in_process(self) -> bool:
-        """Train in this process, one run after another (``local`` without ``gpus``)."""
-        return self.kind == "local" and not self.gpus
+        """Train in this process, one run after another (``local`` without ``gpus`` or ``jobs``)."""
+        return self.kind == "local" and not self.gpus and not self.jobs
 
 
 def parse_gpus(text: str | None) -> tuple[str, ...]:
@@ -96,6 +103,15 @@ def parse_gpus(text: str | None) -> tuple[str, ...]:
     if text is not None and not gpus:
         raise LaunchError(f"--gpus takes a comma list of device ids, e.g. 0,1, got {text!r}")
     return gpus
+
+
+def job_threads(jobs: int) -> int:
+    """Threads of each of ``jobs`` CPU jobs: ``OMP_NUM_THREADS`` when set, else this machine's cores / ``jobs``
+    (at least 1), so parallel jobs do not oversubscribe the cores."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, jobs))
 
 
 def train_args(loggers: Sequence[str] = (), quiet: bool = False) -> list[str]:
@@ -140,11 +156,13 @@ def _busy(run_dir: Path) -> bool:
 
 
 class _LocalPool:
-    """``art-adr train`` subprocesses, one per device at a time (``CUDA_VISIBLE_DEVICES``), logs in
-    ``<out>/logs/<run>.log``."""
+    """``art-adr train`` subprocesses, one per slot at a time (a slot is a device for ``CUDA_VISIBLE_DEVICES``; ``""``
+    hides every GPU), logs in ``<out>/logs/<run>.log``; ``env``: more variables for every job."""
 
-    def __init__(self, devices: Sequence[str], out: Path, args: Sequence[str]) -> None:
+    def __init__(self, devices: Sequence[str], out: Path, args: Sequence[str],
+                 env: dict[str, str] | None = None) -> None:
         self.free = list(devices)
+        self.env = dict(env or {})
         self.logs = out / "logs"
         self.args = list(args)
         self.queue: list[Path] = []
@@ -170,7 +188,7 @@ class _LocalPool:
 
     def _start(self, run_dir: Path, device: str) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+        env = {**os.environ, **self.env, "CUDA_VISIBLE_DEVICES": device}
         with open(self.logs / f"{run_dir.name}.log", "ab") as log:
             proc = subprocess.Popen([*TRAIN_COMMAND, "--out", str(run_dir), "--resume", *self.args], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
@@ -282,6 +300,8 @@ class _Submitit:
 def _backend(launcher: Launcher, out: Path, args: Sequence[str], name: str) -> Any:
     if launcher.kind == "slurm":
         return _Submitit(launcher, out, args, name)
+    if launcher.jobs:
+        return _LocalPool([""] * launcher.jobs, out, args, {"OMP_NUM_THREADS": str(job_threads(launcher.jobs))})
     return _LocalPool(launcher.gpus, out, args)
 
 
@@ -297,42 +317,18 @@ def launch_runs(runs: Sequence[tuple[Path, RunConfig]], launcher: Launcher, out:
     launcher.validate()
     out = Path(out)
     configs = {Path(r): c for r, c in runs}
-    if launcher.gpus and any(c.device.startswith("cuda:") for c in configs.values()):
-        raise LaunchError("with --gpus every run takes its GPU from CUDA_VISIBLE_DEVICES: use --device auto or "
-                          "cuda, not cuda:N")
+    _check_devices(launcher, configs.values())
     backend = _backend(launcher, out, train_args(loggers, quiet=not verbose), name)
+    follow = _Follow(configs, backend, command)
+    if verbose and follow.handles:
+        print(f"== waiting for {len(follow.handles)} job(s) of an earlier invocation")
     poll_s = launcher.poll_s if launcher.poll_s is not None else (30.0 if launcher.kind == "slurm" else 1.0)
-    handles: dict[Path, Any] = backend.adopt(list(configs))
-    if verbose and handles:
-        print(f"== waiting for {len(handles)} job(s) of an earlier invocation")
-    tried: set[Path] = set()
-    failures: dict[Path, str] = {}
     bar = _progress(len(configs), verbose)
     local = launcher.kind == "local" and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if local else None
     try:
         while True:
-            start, remaining = [], []
-            for run_dir in configs:
-                if run_dir in failures or _finished(run_dir):
-                    continue
-                handle = handles.get(run_dir)
-                if handle is not None and backend.alive(handle):
-                    remaining.append(run_dir)
-                elif _busy(run_dir):  # another process trains it (a job left by an earlier invocation)
-                    remaining.append(run_dir)
-                elif run_dir in tried:
-                    failures[run_dir] = backend.failure(handle)
-                elif prepare_run(run_dir, configs[run_dir], command):
-                    start.append(run_dir)
-                    remaining.append(run_dir)
-            if start:
-                handles.update(backend.submit(start))
-                tried.update(start)
-                if verbose:
-                    print(f"== started {len(start)} job(s) ({launcher.kind}"
-                          f"{': devices ' + ','.join(launcher.gpus) if launcher.gpus else ''}): "
-                          + ", ".join(r.name for r in start))
+            remaining = follow.step(launcher, verbose)
             finished = sum(_finished(r) for r in configs)
             if bar is not None and finished > bar.n:
                 bar.update(finished - bar.n)
@@ -350,11 +346,59 @@ def launch_runs(runs: Sequence[tuple[Path, RunConfig]], launcher: Launcher, out:
             signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()
-    if failures:
-        lines = "; ".join(f"{r}: {text}" for r, text in failures.items())
-        raise RunError(f"{len(failures)} run(s) did not finish: {lines}. Rerun the same command to retry them "
-                       f"(finished runs are kept)")
+    follow.raise_failures()
     return remaining
+
+
+def _check_devices(launcher: Launcher, configs: Iterable[RunConfig]) -> None:
+    devices = [c.device for c in configs]
+    if launcher.gpus and any(d.startswith("cuda:") for d in devices):
+        raise LaunchError("with --gpus every run takes its GPU from CUDA_VISIBLE_DEVICES: use --device auto or "
+                          "cuda, not cuda:N")
+    if launcher.jobs and any(d.startswith("cuda") for d in devices):
+        raise LaunchError("--jobs trains on the CPU (no GPU visible to its jobs): use --device auto or cpu, or "
+                          "--gpus for one job per GPU")
+
+
+class _Follow:
+    """The runs of one :func:`launch_runs` call: which to start, which are running, which failed."""
+
+    def __init__(self, configs: dict[Path, RunConfig], backend: Any, command: str) -> None:
+        self.configs, self.backend, self.command = configs, backend, command
+        self.handles: dict[Path, Any] = backend.adopt(list(configs))
+        self.tried: set[Path] = set()
+        self.failures: dict[Path, str] = {}
+
+    def step(self, launcher: Launcher, verbose: bool) -> list[Path]:
+        """Start the runs that can start, note the failed ones; the runs not finished yet."""
+        start, remaining = [], []
+        for run_dir in self.configs:
+            if run_dir in self.failures or _finished(run_dir):
+                continue
+            handle = self.handles.get(run_dir)
+            if handle is not None and self.backend.alive(handle):
+                remaining.append(run_dir)
+            elif _busy(run_dir):  # another process trains it (a job left by an earlier invocation)
+                remaining.append(run_dir)
+            elif run_dir in self.tried:
+                self.failures[run_dir] = self.backend.failure(handle)
+            elif prepare_run(run_dir, self.configs[run_dir], self.command):
+                start.append(run_dir)
+                remaining.append(run_dir)
+        if start:
+            self.handles.update(self.backend.submit(start))
+            self.tried.update(start)
+            if verbose:
+                where = (f": devices {','.join(launcher.gpus)}" if launcher.gpus
+                         else f": {launcher.jobs} CPU jobs at a time" if launcher.jobs else "")
+                print(f"== started {len(start)} job(s) ({launcher.kind}{where}): " + ", ".join(r.name for r in start))
+        return remaining
+
+    def raise_failures(self) -> None:
+        if self.failures:
+            lines = "; ".join(f"{r}: {text}" for r, text in self.failures.items())
+            raise RunError(f"{len(self.failures)} run(s) did not finish: {lines}. Rerun the same command to retry "
+                           f"them (finished runs are kept)")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

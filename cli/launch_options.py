@@ -11,8 +11,8 @@ import click
 
 from art_adr.cli import parse_sets
 
-LAUNCH_OPTIONS = ("launcher", "gpus", "slurm_partition", "gpus_per_run", "timeout_min", "slurm_array_parallelism",
-                  "set_slurm", "no_wait", "logger")
+LAUNCH_OPTIONS = ("launcher", "gpus", "jobs", "slurm_partition", "gpus_per_run", "timeout_min",
+                  "slurm_array_parallelism", "set_slurm", "no_wait", "logger")
 
 
 def launch_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -20,11 +20,16 @@ def launch_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
                      help="local: train the runs in this process one after another (with --gpus: one run per GPU "
-                          "in parallel); slurm: one SLURM job per run through submitit (art-adr train --out RUN_DIR "
-                          "--resume, requeued with --resume after preemption or the time limit)."),
+                          "in parallel; with --jobs N: N CPU jobs at a time); slurm: one SLURM job per run through "
+                          "submitit (art-adr train --out RUN_DIR --resume, requeued with --resume after preemption "
+                          "or the time limit)."),
         click.option("--gpus", metavar="ID[,ID]", show_default="none: in this process",
                      help="--launcher local: device ids for CUDA_VISIBLE_DEVICES, one run per device at a time "
                           "(e.g. 0,1,2,3)."),
+        click.option("--jobs", "-j", type=click.IntRange(min=1), show_default="none: in this process",
+                     help="--launcher local without --gpus: train N runs at a time as CPU jobs (no GPU visible to "
+                          "them), each with cores/N threads (OMP_NUM_THREADS when set), and evaluate N at a time; "
+                          "the numbers are those of the in-process runs."),
         click.option("--slurm-partition", show_default="the cluster's default", help="SLURM partition."),
         click.option("--gpus-per-run", type=click.IntRange(min=0), default=1, show_default=True,
                      help="SLURM: GPUs of each run's job."),
@@ -58,6 +63,7 @@ def launcher_from_options(options: dict[str, Any]) -> tuple[Any, tuple[str, ...]
         loggers = parse_loggers(values["logger"])
         check_loggers(loggers)
         launcher = Launcher(kind=values["launcher"], gpus=parse_gpus(values["gpus"]),
+                            jobs=values["jobs"] or 0,
                             partition=values["slurm_partition"], gpus_per_run=values["gpus_per_run"],
                             timeout_min=values["timeout_min"], array_parallelism=values["slurm_array_parallelism"],
                             slurm=parse_sets(values["set_slurm"]), wait=not values["no_wait"]).validate()

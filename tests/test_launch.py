@@ -125,7 +125,9 @@ def test_launcher_option_errors_are_one_line(tmp_path):
                           (["--slurm-partition", "gpu"], "need --launcher slurm"),
                           (["--no-wait"], "--no-wait needs --launcher slurm"),
                           (["--gpus", ","], "--gpus takes a comma list"),
-                          (["--logger", "visdom"], "logger must be a comma list")):
+                          (["--logger", "visdom"], "logger must be a comma list"),
+                          (["--jobs", "2", "--gpus", "0"], "--jobs N (N >= 1) is for --launcher local without"),
+                          (["--launcher", "slurm", "-j", "2"], "--jobs N (N >= 1) is for --launcher local")):
         r = CliRunner().invoke(main, base + extra)
         assert r.exit_code == 2 and r.output.startswith("Error: ") and needle in r.output, (extra, r.output)
         assert len(r.output.strip().splitlines()) == 1
@@ -134,6 +136,22 @@ def test_launcher_option_errors_are_one_line(tmp_path):
     with pytest.raises(LaunchError, match="cuda:N"):
         config = plan_runs(None, recipes=RECIPES[:1], overrides={**OVERRIDES, "device": "cuda:1"})[0].config
         launch_runs([(tmp_path / "r", config)], Launcher(gpus=("0", "1")), tmp_path)
+    with pytest.raises(LaunchError, match="--jobs trains on the CPU"):
+        config = plan_runs(None, recipes=RECIPES[:1], overrides={**OVERRIDES, "device": "cuda"})[0].config
+        launch_runs([(tmp_path / "r", config)], Launcher(jobs=2), tmp_path)
+    with pytest.raises(LaunchError, match="N >= 1"):
+        Launcher(jobs=-1).validate()
+
+
+def test_job_threads_share_the_cores_unless_omp_num_threads_is_set(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert [launch.job_threads(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch.job_threads(2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert launch.job_threads(2) == 4
+    assert Launcher(jobs=2).validate().in_process is False and Launcher().in_process is True
 
 
 # a stand-in for `art-adr train` that records what it got, waits until every run has started (so they must run
@@ -145,6 +163,7 @@ FAKE_TRAIN = """
     run = Path(args[args.index("--out") + 1])
     record = Path({record!r})
     (record / (run.name + ".json")).write_text(json.dumps({{"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                            "omp": os.environ.get("OMP_NUM_THREADS"),
                                                             "args": args}}))
     for _ in range(600):
         if len(list(record.glob("*.json"))) >= {expected}:
@@ -176,6 +195,22 @@ def test_local_gpus_run_one_run_per_device_at_the_same_time(tmp_path, monkeypatc
         assert got[run_dir.name]["args"] == ["--out", str(run_dir), "--resume", "--logger", "tensorboard", "-q"]
         assert load_run_config(run_dir).to_dict() == config.to_dict()
     assert (tmp_path / "out" / "logs" / f"{RECIPES[0]}.log").is_file()
+
+
+def test_local_jobs_run_n_cpu_jobs_at_the_same_time_with_no_gpu_visible(tmp_path, monkeypatch):
+    record = tmp_path / "record"
+    record.mkdir()
+    fake = _script(tmp_path / "fake_train", FAKE_TRAIN.format(record=str(record), expected=2))
+    monkeypatch.setattr(launch, "TRAIN_COMMAND", [str(fake)])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(launch, "job_threads", lambda jobs: 7 * jobs)
+    plans = plan_runs(None, recipes=RECIPES + ["fashion-mnist-trades"], overrides={**OVERRIDES, "device": "auto"})
+    runs = [(tmp_path / "out" / "runs" / p.config.recipe, p.config) for p in plans]
+    assert launch_runs(runs, Launcher(jobs=2), tmp_path / "out", verbose=False, command="test") == []
+    got = {p.stem: json.loads(p.read_text()) for p in record.glob("*.json")}
+    assert sorted(got) == sorted(p.config.recipe for p in plans)  # two at once (each waits for the other), then one
+    assert all(g["cuda"] == "" and g["omp"] == "14" for g in got.values())
+    assert all(g["args"] == ["--out", str(r), "--resume", "-q"] for (r, _), g in zip(runs, map(got.get, RECIPES)))
 
 
 # a stand-in for `art-adr train` under submitit: the first attempt stops as a SIGTERM'd run does (exit 143, its
@@ -372,3 +407,60 @@ def test_benchmark_cli_with_local_gpus_trains_real_runs_one_per_device(tmp_path,
     assert sorted(got.values()) == ["0", "1"] and sorted(got) == sorted(f"{n}-s0" for n in RECIPES)
     for name in RECIPES:
         assert (out / "runs" / f"{name}-s0" / "tb").is_dir() and (out / "logs" / f"{name}-s0.log").is_file()
+
+
+def _tensors_equal(a: object, b: object) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_tensors_equal, a, b))
+    return True  # other entries (paths, times) may differ
+
+
+TIMINGS = {"seconds", "train_seconds", "images_per_s"}
+
+
+def _numbers(out: Path) -> tuple[list[dict], dict[str, list[dict]]]:
+    """table1.json's per-seed rows and every run's metrics.jsonl, without paths and timings."""
+    rows = [{k: v for k, v in r.items() if k != "run"} for r in json.loads((out / "table1.json").read_text())["rows"]]
+    metrics = {}
+    for f in sorted((out / "runs").glob("*/metrics.jsonl")):
+        lines = [json.loads(line) for line in f.read_text().splitlines()]
+        metrics[f.parent.name] = [{k: v for k, v in m.items() if k not in TIMINGS}
+                                  for m in lines]
+    return rows, metrics
+
+
+def test_benchmark_with_jobs_gives_the_numbers_of_the_in_process_benchmark(tmp_path, monkeypatch):
+    import torch
+
+    from art_adr.experiments import table1
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    warmed = []
+    real_warm = table1.warm_evaluations
+    monkeypatch.setattr(table1, "warm_evaluations", lambda tasks, jobs, verbose: warmed.append(len(tasks)) or
+                        real_warm(tasks, jobs, verbose))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the jobs (OMP_NUM_THREADS=1)
+    try:
+        args = ["benchmark", "--recipes", ",".join(RECIPES), *TINY, "--which", "both"]
+        serial = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "serial")], catch_exceptions=False)
+        jobs = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "jobs"), "--jobs", "2"],
+                                  catch_exceptions=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert serial.exit_code == 0 and jobs.exit_code == 0, (serial.output, jobs.output)
+    assert warmed == [4]  # 2 runs × (student, teacher), evaluated by two CPU workers
+    assert _numbers(tmp_path / "jobs") == _numbers(tmp_path / "serial")
+    table = [o.split("\n| Method")[1].split("\n\n")[0] for o in (jobs.output, serial.output)]
+    assert table[0] == table[1] and "| AT + ADR | teacher |" in table[0]
+    for name in RECIPES:
+        a, b = (torch.load(tmp_path / o / "runs" / f"{name}-s0" / "checkpoints" / "final.pt", weights_only=False)
+                for o in ("jobs", "serial"))
+        assert _tensors_equal(a, b)
+    assert (tmp_path / "jobs" / "logs" / f"{RECIPES[0]}-s0.log").is_file()

@@ -39,6 +39,17 @@ def test_grid_end_rules_and_recipe_checks():
         grid_configs("fashion-mnist-at-adr", [2.0], [0.5], ends="ratio")
 
 
+def test_grid_on_a_recipe_with_auto_tau_or_lambda_needs_constant_or_fixed_ends():
+    for name in ("temperature", "interpolation"):
+        with pytest.raises(ConfigError, match=f"sets {name}: auto.*--ends constant or a fixed --{name}-end"):
+            grid_configs("fashion-mnist-at-adr", [2.0], [0.5], overrides={name: "auto"})
+    const = grid_configs("fashion-mnist-at-adr", [3.0], [0.7], ends="constant",
+                         overrides={"temperature": "auto", "interpolation": "auto"})[0]
+    assert const["temperature"] == (3.0, 3.0) and const["configs"][0].temperature == (3.0, 3.0)
+    fixed = grid_configs("fashion-mnist-at-adr", [3.0], [0.3], temperature_end=1.0, overrides={"temperature": "auto"})
+    assert fixed[0]["temperature"] == (3.0, 1.0) and fixed[0]["interpolation"] == pytest.approx((0.3, 0.6))
+
+
 def test_select_cell_highest_score_then_clean_then_grid_order():
     cells = [{"val_robust": 50.0, "val_clean": 70.0}, {"val_robust": 52.0, "val_clean": 60.0},
              {"val_robust": 52.0, "val_clean": 65.0}, {"val_robust": 52.0, "val_clean": 65.0}]

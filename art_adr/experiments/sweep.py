@@ -31,16 +31,13 @@ from typing import Any
 
 from ..checkpoint import atomic_write
 from ..config import ConfigError, RunConfig, resolve_config, selected_model
+from ..defaults import is_auto
 from ..runs import RunError, holding_lock
 from ..validation import resolve_best_metric
 from .common import PlannedRun, log_table, mean_std, read_history, train_planned
 
 __all__ = ["END_RULES", "grid_configs", "cell_name", "score_run", "select_cell", "run_sweep", "plot_heatmap",
            "heatmap_figure", "format_sweep", "sweep_summary"]
-
-
-
-
 
 END_RULES = ("gap", "constant")
 
@@ -55,6 +52,16 @@ def _ends(start: float, base: tuple[float, float], rule: str, fixed: float | Non
     end = start if rule == "constant" else start + (base[1] - base[0])
     end = max(lo, end)
     return min(hi, end) if hi is not None else end
+
+
+def _check_gap_ends(recipe: str, base: RunConfig, ends: str, temperature_end: float | None,
+                    interpolation_end: float | None) -> None:
+    """``ends="gap"`` keeps the recipe's start → end gap: a recipe whose τ or λ is ``auto`` has none."""
+    for name, value, end in (("temperature", base.temperature, temperature_end),
+                             ("interpolation", base.interpolation, interpolation_end)):
+        if ends == "gap" and end is None and is_auto(value):
+            raise ConfigError(f"recipe {recipe!r} sets {name}: auto, so it has no start → end gap for --ends gap: "
+                              f"give --ends constant or a fixed --{name}-end")
 
 
 def grid_configs(recipe: str, temperatures: Sequence[float], interpolations: Sequence[float], *,
@@ -78,6 +85,7 @@ def grid_configs(recipe: str, temperatures: Sequence[float], interpolations: Seq
     if base.val_split != "holdout" or base.val_size <= 0:
         raise ConfigError("the sweep selects on a validation hold-out of the training set: it needs "
                           "val_split=holdout and val_size > 0 (never the test images)")
+    _check_gap_ends(recipe, base, ends, temperature_end, interpolation_end)
     cells = []
     for tau in temperatures:
         for lam in interpolations:

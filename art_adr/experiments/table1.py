@@ -130,6 +130,33 @@ def plan_runs(dataset: str | None, methods: Sequence[str] = DEFAULT_METHODS, wa:
     return plans
 
 
+def warm_evaluations(tasks: Sequence[dict[str, Any]], jobs: int, verbose: bool = True) -> None:
+    """Run :func:`evaluate_run` on every ``tasks`` entry (its keyword arguments) ``jobs`` at a time in CPU worker
+    processes (:func:`art_adr.launch.job_threads` threads each): the results land in each run's evaluation cache,
+    where the caller's own :func:`evaluate_run` finds them. An evaluation's error is raised here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from ..launch import job_threads
+
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context, initializer=_cpu_worker,
+                             initargs=(job_threads(jobs),)) as pool:
+        futures = [pool.submit(evaluate_run, **task, progress=False) for task in tasks]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"evaluations ({jobs} at a time)",
+                           unit="model", disable=not verbose):
+            future.result()
+
+
+def _cpu_worker(threads: int) -> None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def reported_model(config: RunConfig) -> str:
     """The model a run reports in the paper's tables: the EMA teacher for +WA (a ``teacher_…`` best_metric), else
     the student."""
@@ -372,7 +399,8 @@ def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Seque
 
     Each run is attacked with its own training seed (PGD starts, AutoAttack). ``recipes`` (explicit names) or
     ``recipe_prefix`` (``<prefix>-<method>``) replace the ``<dataset>-<method>`` recipes. ``launcher``
-    (:class:`art_adr.launch.Launcher`) trains the runs as parallel jobs (local GPUs, SLURM); one that does not wait
+    (:class:`art_adr.launch.Launcher`) trains the runs as parallel jobs (local GPUs, CPU jobs, SLURM; with
+    ``jobs``, the evaluations run that many at a time too); one that does not wait
     returns ``{"unfinished": [run dirs], ...}`` without evaluating while runs are left. ``loggers``
     (:data:`art_adr.loggers.LOGGERS`) follow every run and get the table.
     """
@@ -391,7 +419,7 @@ def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Seque
             return {"unfinished": unfinished, "rows": [], "aggregate": [], "files": {}, "markdown": None}
     robust = [a for a in dict.fromkeys(attacks) if a != "clean"] or ["pgd"]
     rows, grouped = evaluate_entries(entries, dataset, models, robust, n_eval=n_eval, version=version, device=device,
-                                     verbose=verbose)
+                                     verbose=verbose, jobs=getattr(launcher, "jobs", 0))
     clash = {lab for lab, _ in grouped if sum(k[0] == lab for k in grouped) > 1}
     histories = {(lab if lab not in clash else f"{lab} ({rec})"): mean_history(hs)
                  for (lab, rec), hs in grouped.items()}
@@ -450,13 +478,17 @@ def planned_entries(dataset: str | None, out: Path, seeds: Sequence[int], *, met
 
 
 def evaluate_entries(entries: Sequence[Entry], dataset: str, models: Sequence[str], robust: Sequence[str], *,
-                     n_eval: int | None, version: str, device: str,
-                     verbose: bool) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[list[dict[str, Any]]]]]:
+                     n_eval: int | None, version: str, device: str, verbose: bool,
+                     jobs: int = 0) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[list[dict[str, Any]]]]]:
     """Per-seed rows (every run × model, best and final under every attack) and, per ``(label, recipe)``, the
-    runs' histories."""
+    runs' histories; ``jobs`` > 1 on the CPU: the evaluations ``jobs`` at a time (:func:`warm_evaluations`)."""
     robust_key = "aa" if "aa" in robust else robust[0]
     rows: list[dict[str, Any]] = []
     grouped: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}  # (label, recipe) -> per-seed histories
+    if jobs > 1 and device == "cpu":
+        warm_evaluations([{"run_dir": str(run_dir), "n_eval": n_eval, "attacks": ("clean", *robust),
+                           "version": version, "seed": config.seed, "device": device, "which": which}
+                          for _, _, run_dir, config in entries for which in models], jobs, verbose)
     for label, recipe, run_dir, config in entries:
         for which in models:
             if verbose:
