@@ -12,9 +12,10 @@ AutoAttack does, at PGD-10-like cost (``benchmarks/val_agreement.py`` measures t
 - ``apgd``: pyautoattack's own APGD-CE then APGD-T (targeted DLR; Croce & Hein 2020) with ``k`` iterations and
   ``targets`` target classes, APGD-T on the points APGD-CE left robust — AutoAttack's first two attacks, shortened.
 
-Each attack is a small class registered at its definition (:data:`VAL_ATTACKS`); :func:`robust_flags` runs one on
-a batch and returns which points stay correct. Metric names in the history: ``<name>_acc`` (student),
-``teacher_<name>_acc``.
+Each attack is a small class registered at its definition (:data:`VAL_ATTACKS`); its ``flags`` runs it on a batch
+and returns which points stay correct. Metric names in the history: ``<name>_acc`` (student),
+``teacher_<name>_acc``. Importing this module does not import torch (the attacks do when they run), so the command
+line's ``--val-attack`` choices are :data:`VAL_ATTACK_NAMES`: a new attack is one class here, registered.
 """
 
 from __future__ import annotations
@@ -22,19 +23,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
-from .attacks import AttackSpec, pgd, threat_model
+    from .attacks import AttackSpec
 
 __all__ = ["VAL_ATTACKS", "VAL_ATTACK_NAMES", "ValidationAttack", "get_val_attack", "metric_name",
            "best_metric_choices", "resolve_best_metric", "DEFAULT_APGD_TARGETS"]
 
 VAL_ATTACKS: dict[str, type[ValidationAttack]] = {}
 DEFAULT_APGD_TARGETS = 3
-Forward = Callable[[Tensor], Tensor]
+Forward = Callable[["Tensor"], "Tensor"]
 
 
 def register(cls: type[ValidationAttack]) -> type[ValidationAttack]:
@@ -67,6 +69,8 @@ class ValidationAttack:
 
 
 def _correct(forward: Forward, x: Tensor, y: Tensor, autocast: Callable[[], Any] | None) -> Tensor:
+    import torch
+
     with torch.no_grad(), (autocast or contextlib.nullcontext)():
         return forward(x).argmax(1) == y
 
@@ -76,6 +80,8 @@ class _PGDLoss(ValidationAttack):
 
     def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
+        from .attacks import pgd
+
         x_adv = pgd(forward, x, y, eps=spec.eps, eps_step=spec.step_size, max_iter=spec.steps, norm=spec.norm,
                     clip_values=clip_values, restarts=spec.restarts, loss=self.loss, bn_mode=None,
                     generator=generator, autocast=autocast)
@@ -100,16 +106,16 @@ class Margin(_PGDLoss):
     loss: ClassVar[str] = "cw"
 
 
-class _Float32(torch.nn.Module):
-    """A forward that returns float32 logits under an optional autocast (pyautoattack computes in float32)."""
+def _float32(forward: Forward, autocast: Callable[[], Any] | None) -> torch.nn.Module:
+    """A module whose forward returns float32 logits under an optional autocast (pyautoattack computes in float32)."""
+    import torch
 
-    def __init__(self, forward: Forward, autocast: Callable[[], Any] | None) -> None:
-        super().__init__()
-        self.forward_fn, self.autocast = forward, autocast or contextlib.nullcontext
+    class Float32(torch.nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            with (autocast or contextlib.nullcontext)():
+                return forward(x).float()
 
-    def forward(self, x: Tensor) -> Tensor:
-        with self.autocast():
-            return self.forward_fn(x).float()
+    return Float32()
 
 
 @register
@@ -122,12 +128,15 @@ class APGD(ValidationAttack):
 
     def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
+        import torch
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+        from .attacks import threat_model
 
         if tuple(float(v) for v in clip_values) != (0.0, 1.0):
             raise ValueError(f"val_attack='apgd' needs clip_values (0, 1) (pyautoattack clips to [0, 1]), got "
                              f"{clip_values}")
-        model = _Float32(forward, autocast)
+        model = _float32(forward, autocast)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         common = dict(norm=threat_model(spec.norm), eps=spec.eps, n_iter=max(spec.steps, 1), n_restarts=1,
                       seed=seed, device=x.device)
@@ -145,6 +154,8 @@ class APGD(ValidationAttack):
         return flags
 
     def _targets(self, forward: Forward, x: Tensor) -> int:
+        import torch
+
         with torch.no_grad():
             classes = int(forward(x[:1]).shape[1])
         return max(1, min(int(self.targets), classes - 1))

@@ -37,7 +37,7 @@ def which_from_models(text: str) -> str:
 @click.option("--methods", default="at,at-adr,trades,trades-adr", show_default=True,
               help="Comma-separated training methods (art_adr.methods), each optionally with -adr: "
                    + ", ".join(f"{m}, {m}-adr" for m in METHOD_NAMES) + ".")
-@click.option("--wa", is_flag=True, help="Report the EMA teacher (+WA) and select by its PGD accuracy.")
+@click.option("--wa", is_flag=True, help="Report the EMA teacher (+WA) and select by its validation-attack accuracy.")
 @click.option("--awp", is_flag=True, help="Add AWP (implies --wa), as in the paper's Table 2.")
 @click.option("--runs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR [DIR ...]",
               help="Finished run directories: only evaluate and tabulate them (--runs A B, or --runs A --runs B).")
@@ -79,9 +79,10 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
                       val_size: int | None, attacks: str, aa_version: str, which: str, data_dir: str | None,
                       download: bool | None, device: str, amp: str | None, seed: int, seeds: str | None,
                       sets: tuple[str, ...], quiet: bool, **launch: Any) -> None:
-    """Train each method with the dataset's recipe, keep best (PGD-10 selected) and final checkpoints, evaluate
-    both (student and EMA teacher) in the runs' threat model, and write table1.{md,csv,json} (per-seed rows and
-    mean ± std) and curves.png. Re-running reuses finished runs and cached evaluations and resumes broken runs.
+    """Train each method with the dataset's recipe, keep best (selected on the hold-out by the validation attack)
+    and final checkpoints, evaluate both (student and EMA teacher) in the runs' threat model, and write
+    table1.{md,csv,json} (per-seed rows and mean ± std) and curves.png. Re-running reuses finished runs and cached
+    evaluations and resumes broken runs.
 
     \b
     Examples:

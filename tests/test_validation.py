@@ -97,6 +97,18 @@ def test_bad_names_and_targets_are_errors():
                                      AttackSpec(eps=0.1), clip_values=(0.0, 255.0), generator=torch.Generator())
 
 
+def test_registry_imports_without_torch_and_train_offers_its_attacks():
+    import subprocess
+
+    from art_adr.cli.train import train_command
+
+    code = ("import sys; from art_adr.validation import VAL_ATTACK_NAMES; import art_adr.cli.train; "
+            "assert 'torch' not in sys.modules, 'torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    option = next(p for p in train_command.params if p.name == "val_attack")
+    assert tuple(option.type.choices) == VAL_ATTACK_NAMES
+
+
 def test_best_metric_resolves_through_the_validation_attack():
     assert VAL_ATTACK_NAMES == ("pgd", "margin", "apgd")
     assert resolve_best_metric("robust_acc", "apgd") == "apgd_acc"
