@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -254,6 +255,27 @@ def pgd(
         >>> x_adv = pgd(model, x, y, eps=8/255, eps_step=2/255, max_iter=10)
     """
     norm = _norm_name(norm)
+    _check_pgd(eps, eps_step, max_iter, restarts, loss)
+    ctx = autocast or contextlib.nullcontext
+    x, target = x.detach(), target.detach()
+    run = functools.partial(_pgd_run, model, x, target, eps=eps, eps_step=eps_step, max_iter=max_iter, norm=norm,
+                            clip_values=clip_values, loss=loss, ctx=ctx, loss_scale=loss_scale)
+    with _attack_mode(model, bn_mode), torch.enable_grad(), _frozen_params(model):
+        if restarts == 1:
+            return run(_random_start(x, eps, norm, random_init, generator))
+        return _best_of_restarts(model, x, target, run, lambda: _random_start(x, eps, norm, random_init, generator),
+                                 restarts=restarts, loss=loss, ctx=ctx)
+
+
+def _attack_mode(model: Any, bn_mode: str | None) -> contextlib.AbstractContextManager:
+    """The model's train/eval mode during the attack (``bn_mode``; ``None`` leaves it), restored after."""
+    if not isinstance(model, nn.Module):
+        bn_mode_flag(bn_mode, False)  # the mode is checked even for a plain function
+        return contextlib.nullcontext()
+    return module_mode(model, bn_mode_flag(bn_mode, model.training))
+
+
+def _check_pgd(eps: float, eps_step: float, max_iter: int, restarts: int, loss: str) -> None:
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     if eps_step <= 0 or eps_step > eps:
@@ -262,46 +284,50 @@ def pgd(
         raise ValueError("max_iter must be >= 0 and restarts >= 1")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    project = project_linf if norm == "inf" else project_l2
-    ctx = autocast or contextlib.nullcontext
-    x = x.detach()
-    target = target.detach()
-    label_targets = not target.is_floating_point()
-    training = model.training if isinstance(model, nn.Module) else False
-    train_flag = bn_mode_flag(bn_mode, training)
-    mode_ctx = module_mode(model, train_flag) if isinstance(model, nn.Module) else contextlib.nullcontext()
 
-    best = x.clone() if restarts > 1 else x
-    best_score = torch.full((x.shape[0],), -float("inf"), device=x.device) if restarts > 1 else None
-    with mode_ctx, torch.enable_grad(), _frozen_params(model):
-        for _ in range(restarts):
-            x_adv = project(x + _random_start(x, eps, norm, random_init, generator), x, eps, clip_values)
-            for _ in range(max_iter):
-                x_adv.requires_grad_(True)
-                with ctx():
-                    logits = model(x_adv)
-                scale = loss_scale if loss_scale is not None else (
-                    FP16_LOSS_SCALE if logits.dtype == torch.float16 else 1.0)
-                objective = attack_loss(logits, target, loss).sum()
-                grad = torch.autograd.grad(objective * scale if scale != 1.0 else objective, x_adv)[0]
-                if scale != 1.0:
-                    grad = torch.nan_to_num(grad)  # an fp16 overflow must not turn the batch into NaN
-                with torch.no_grad():
-                    if norm == "inf":
-                        step = eps_step * grad.sign()
-                    else:
-                        step = eps_step * l2_normalize(grad.float()).to(x.dtype)
-                    x_adv = project(x_adv.detach() + step, x, eps, clip_values)
-            if restarts == 1:
-                return x_adv.detach()
-            with torch.no_grad(), ctx():
-                logits = model(x_adv)
-                score = attack_loss(logits, target, loss).float()
-                if label_targets:
-                    score = score + 1e6 * (logits.argmax(1) != target).float()
-            improved = score > best_score
-            best[improved] = x_adv[improved].detach()
-            best_score = torch.where(improved, score, best_score)
+
+def _pgd_run(model: Callable[[Tensor], Tensor], x: Tensor, target: Tensor, start: Tensor, *, eps: float,
+             eps_step: float, max_iter: int, norm: str, clip_values: tuple[float, float] | None, loss: str,
+             ctx: Callable[[], Any], loss_scale: float | None) -> Tensor:
+    """One PGD run: ``max_iter`` projected ascent steps from ``x + start`` (detached result)."""
+    project = project_linf if norm == "inf" else project_l2
+    x_adv = project(x + start, x, eps, clip_values)
+    for _ in range(max_iter):
+        x_adv.requires_grad_(True)
+        with ctx():
+            logits = model(x_adv)
+        scale = loss_scale if loss_scale is not None else (
+            FP16_LOSS_SCALE if logits.dtype == torch.float16 else 1.0)
+        objective = attack_loss(logits, target, loss).sum()
+        grad = torch.autograd.grad(objective * scale if scale != 1.0 else objective, x_adv)[0]
+        if scale != 1.0:
+            grad = torch.nan_to_num(grad)  # an fp16 overflow must not turn the batch into NaN
+        with torch.no_grad():
+            if norm == "inf":
+                step = eps_step * grad.sign()
+            else:
+                step = eps_step * l2_normalize(grad.float()).to(x.dtype)
+            x_adv = project(x_adv.detach() + step, x, eps, clip_values)
+    return x_adv.detach()
+
+
+def _best_of_restarts(model: Callable[[Tensor], Tensor], x: Tensor, target: Tensor,
+                      run: Callable[[Tensor], Tensor], start: Callable[[], Tensor], *, restarts: int, loss: str,
+                      ctx: Callable[[], Any]) -> Tensor:
+    """Per sample, the restart's iterate that is misclassified (label targets) or has the highest loss."""
+    label_targets = not target.is_floating_point()
+    best = x.clone()
+    best_score = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    for _ in range(restarts):
+        x_adv = run(start())
+        with torch.no_grad(), ctx():
+            logits = model(x_adv)
+            score = attack_loss(logits, target, loss).float()
+            if label_targets:
+                score = score + 1e6 * (logits.argmax(1) != target).float()
+        improved = score > best_score
+        best[improved] = x_adv[improved]
+        best_score = torch.where(improved, score, best_score)
     return best
 
 

@@ -18,6 +18,11 @@ from .defaults import AUTO, is_auto
 __all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
 
 
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
 @dataclass
 class RunConfig:
     """Every option of ``art-adr train``; a recipe sets a subset, CLI flags override it."""
@@ -93,41 +98,52 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check ranges and choices (``ConfigError`` naming the field); fill ``eps_step`` when it is ``None``."""
+        self._validate_threat_model()
+        self._validate_rectification()
+        self._validate_training()
+        self._validate_selection()
+        self._validate_options()
+        self._validate_numbers()
+        return self
+
+    def _validate_threat_model(self) -> None:
         from .budget import default_eps_step
         from .methods import METHOD_NAMES
 
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
-
-        need(self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
-        need(0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
-        need(self.max_iter >= 1, "max_iter must be >= 1")
+        _need(self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+        _need(0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
+        _need(self.max_iter >= 1, "max_iter must be >= 1")
         if self.eps_step is None:
             self.eps_step = default_eps_step(self.eps, self.max_iter)
-        need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
-        need(self.max_iter >= 1, "max_iter must be >= 1")
-        need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")
+        _need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
+        _need(self.max_iter >= 1, "max_iter must be >= 1")
+        _need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")
+
+    def _validate_rectification(self) -> None:
         if not is_auto(self.temperature):
-            need(len(self.temperature) == 2,
-                 f"temperature must be a number, [start, end] or 'auto', got {self.temperature}")
-            need(min(self.temperature) > 0, f"temperature must be > 0, got {list(self.temperature)}")
+            _need(len(self.temperature) == 2,
+                  f"temperature must be a number, [start, end] or 'auto', got {self.temperature}")
+            _need(min(self.temperature) > 0, f"temperature must be > 0, got {list(self.temperature)}")
         if not is_auto(self.interpolation):
-            need(len(self.interpolation) == 2,
-                 f"interpolation must be a number, [start, end] or 'auto', got {self.interpolation}")
-            need(all(0 <= v <= 1 for v in self.interpolation),
-                 f"interpolation {list(self.interpolation)} is outside [0, 1]")
-        need(not (is_auto(self.temperature) or is_auto(self.interpolation)) or (self.val_size > 0 or
-                                                                               self.val_split == "test"),
-             "temperature/interpolation 'auto' are set from the validation hold-out: val_size must be > 0")
-        need(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
-        need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
-        need(self.lr > 0, "lr must be > 0")
-        need(self.lr_schedule in ("multistep", "cosine"), "lr_schedule must be 'multistep' or 'cosine'")
-        need(all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run in (0, 1)")
-        need(self.val_split in ("holdout", "test"), "val_split must be 'holdout' or 'test'")
-        need(self.val_size >= 0, "val_size must be >= 0")
-        need(0 <= self.extra_fraction < 1, "extra_fraction must be in [0, 1)")
+            _need(len(self.interpolation) == 2,
+                  f"interpolation must be a number, [start, end] or 'auto', got {self.interpolation}")
+            _need(all(0 <= v <= 1 for v in self.interpolation),
+                  f"interpolation {list(self.interpolation)} is outside [0, 1]")
+        _need(not (is_auto(self.temperature) or is_auto(self.interpolation))
+              or self.val_size > 0 or self.val_split == "test",
+              "temperature/interpolation 'auto' are set from the validation hold-out: val_size must be > 0")
+
+    def _validate_training(self) -> None:
+        _need(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        _need(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1")
+        _need(self.lr > 0, "lr must be > 0")
+        _need(self.lr_schedule in ("multistep", "cosine"), "lr_schedule must be 'multistep' or 'cosine'")
+        _need(all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run in (0, 1)")
+        _need(self.val_split in ("holdout", "test"), "val_split must be 'holdout' or 'test'")
+        _need(self.val_size >= 0, "val_size must be >= 0")
+        _need(0 <= self.extra_fraction < 1, "extra_fraction must be in [0, 1)")
+
+    def _validate_selection(self) -> None:
         try:
             from .validation import get_val_attack, resolve_best_metric
 
@@ -135,36 +151,39 @@ class RunConfig:
             resolve_best_metric(self.best_metric, self.val_attack)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        need(self.amp in (None, "bf16", "fp16"), "amp must be bf16, fp16 or none")
-        need(self.compile in (False, True) or self.compile in _compile_modes(),
-             f"compile must be true, false or one of {', '.join(_compile_modes())}, got {self.compile!r}")
-        need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
-        need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
-        need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
-        need(self.subset is None or self.subset >= 1, "subset must be >= 1")
+
+    def _validate_options(self) -> None:
+        _need(self.amp in (None, "bf16", "fp16"), "amp must be bf16, fp16 or none")
+        _need(self.compile in (False, True) or self.compile in _compile_modes(),
+              f"compile must be true, false or one of {', '.join(_compile_modes())}, got {self.compile!r}")
+        _need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
+        _need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
+        _need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
+        _need(self.subset is None or self.subset >= 1, "subset must be >= 1")
         taken = sorted({"num_classes", "dataset"} & set(self.arch_kwargs))
-        need(not taken, f"arch_kwargs cannot set {taken}: they come from the dataset")
-        need(self.awp_rho >= 0, "awp_rho must be >= 0")
-        need(self.awp_variant in ("official", "weights-only"), "awp_variant must be 'official' or 'weights-only'")
+        _need(not taken, f"arch_kwargs cannot set {taken}: they come from the dataset")
+        _need(self.awp_rho >= 0, "awp_rho must be >= 0")
+        _need(self.awp_variant in ("official", "weights-only"), "awp_variant must be 'official' or 'weights-only'")
+
+    def _validate_numbers(self) -> None:
         for name in _NUMBER_FIELDS + _PAIR_FIELDS + ("milestones",):
             vals = getattr(self, name)
             if is_auto(vals):
                 continue
-            need(all(v is None or math.isfinite(v) for v in (vals if isinstance(vals, (tuple, list)) else [vals])),
+            _need(all(v is None or math.isfinite(v) for v in (vals if isinstance(vals, (tuple, list)) else [vals])),
                  f"{name} must be finite, got {vals}")
-        need(self.eval_every >= 1, f"eval_every must be >= 1 (validate every k epochs), got {self.eval_every}")
-        need(self.save_every >= 0, f"save_every must be >= 0 (0: no per-epoch checkpoints), got {self.save_every}")
-        need(self.eval_max_iter >= 1, f"eval_max_iter must be >= 1, got {self.eval_max_iter}")
-        need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.lr_gamma > 0, f"lr_gamma must be > 0, got {self.lr_gamma}")
-        need(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        need(self.awp_warmup >= 0, f"awp_warmup must be >= 0, got {self.awp_warmup}")
-        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        return self
+        _need(self.eval_every >= 1, f"eval_every must be >= 1 (validate every k epochs), got {self.eval_every}")
+        _need(self.save_every >= 0, f"save_every must be >= 0 (0: no per-epoch checkpoints), got {self.save_every}")
+        _need(self.eval_max_iter >= 1, f"eval_max_iter must be >= 1, got {self.eval_max_iter}")
+        _need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
+        _need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        _need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _need(self.lr_gamma > 0, f"lr_gamma must be > 0, got {self.lr_gamma}")
+        _need(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _need(self.awp_warmup >= 0, f"awp_warmup must be >= 0, got {self.awp_warmup}")
+        _need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        _need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
 
     def sgd_nesterov(self) -> bool:
         """Whether the run's SGD uses Nesterov momentum — the one place this is decided: ``nesterov`` with

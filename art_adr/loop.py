@@ -161,50 +161,15 @@ class EpochLoop:
     ) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm
 
-        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-            raise ValueError("scheduler must have a .step() method")
-        self.scheduler = scheduler if scheduler is not None else self.scheduler
-        if not self._plan_pinned:  # a new plan over this call's iterations
-            self.plan = (self.step, nb_epochs * steps_per_epoch)
-        self._plan_pinned = False
-        end_epoch = self.epoch + nb_epochs
-        if validation_data is None and getattr(self, "auto", None) is not None and self.auto.active:
-            raise ValueError("temperature='auto' / interpolation='auto' need validation_data: they are set from "
-                             "the hold-out at every validation")
-        val = self._device_data(*validation_data, name="validation x") if validation_data is not None else None
+        end_epoch, val = self._start_fit(steps_per_epoch, nb_epochs, validation_data, scheduler)
         callbacks = list(callbacks)
         show = self.verbose and self.rank == 0
         while self.epoch < end_epoch:
-            epoch = self.epoch
             self._snapshot_if_finite()
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=self.device)
-            correct = torch.zeros((), device=self.device, dtype=torch.long)
-            seen = 0
             tau0, lam0 = self.schedule()
             lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this epoch starts with
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{end_epoch}", disable=not show, leave=False)
-            for i, (xb, yb) in enumerate(epoch_batches(epoch)):
-                loss, corr = self.train_step(xb, yb)
-                loss_sum += loss.float() * yb.shape[0]
-                correct += corr
-                seen += yb.shape[0]
-                if (i + 1) % self.log_every == 0 or i + 1 == steps_per_epoch:
-                    self._check_finite(loss_sum, epoch, i)
-                    if show:
-                        tau, lam = self.schedule()
-                        bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", adv_acc=f"{correct.item() / seen:.3f}",
-                                        **({"tau": f"{tau:.3f}", "lam": f"{lam:.3f}"} if self.adr else {}))
-                bar.update(1)
-            bar.close()
-            self._check_finite(loss_sum, epoch, steps_per_epoch)
-            self._check_finite_weights(epoch)
-            if self.world_size > 1:
-                stats = all_reduce_sum(
-                    torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)]),
-                    self.world_size)
-                loss_sum, correct, seen = stats[0], stats[1], int(stats[2].item())
-            sync_buffers(self._raw, self.teacher.module, self.world_size)
+            loss_sum, correct, seen = self._train_epoch(epoch_batches(self.epoch), steps_per_epoch, end_epoch, show)
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
             self.epoch += 1
@@ -218,13 +183,7 @@ class EpochLoop:
             record["train_seconds"] = time.perf_counter() - t0
             record["images_per_s"] = seen / record["train_seconds"]
             if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == end_epoch):
-                for hook in self.before_validation:
-                    hook(self)
-                record.update(self._evaluate_tensors(val[0], val[1], None, True))
-                self._consider_best(record)
-                record["best_epoch"] = self.best_epoch
-                if self.adr and self.auto.active:
-                    self._update_auto(val, record)
+                self._validate_epoch(val, record)
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
             if show:
@@ -232,6 +191,65 @@ class EpochLoop:
             for cb in callbacks:
                 cb(self, record)
         return self.history
+
+    def _start_fit(self, steps_per_epoch: int, nb_epochs: int, validation_data: Any,
+                   scheduler: Any) -> tuple[int, Any]:
+        """Check and install ``scheduler``, plan this call's iterations; the end epoch and the device hold-out."""
+        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+            raise ValueError("scheduler must have a .step() method")
+        self.scheduler = scheduler if scheduler is not None else self.scheduler
+        if not self._plan_pinned:  # a new plan over this call's iterations
+            self.plan = (self.step, nb_epochs * steps_per_epoch)
+        self._plan_pinned = False
+        if validation_data is None and getattr(self, "auto", None) is not None and self.auto.active:
+            raise ValueError("temperature='auto' / interpolation='auto' need validation_data: they are set from "
+                             "the hold-out at every validation")
+        val = self._device_data(*validation_data, name="validation x") if validation_data is not None else None
+        return self.epoch + nb_epochs, val
+
+    def _train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], steps_per_epoch: int, end_epoch: int,
+                     show: bool) -> tuple[Tensor, Tensor, int]:
+        """One epoch of training steps (progress bar, divergence checks, DDP-summed statistics, synced buffers):
+        the summed loss, the adversarially correct count and the images seen."""
+        from tqdm.auto import tqdm
+
+        epoch = self.epoch
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{end_epoch}", disable=not show, leave=False)
+        for i, (xb, yb) in enumerate(batches):
+            loss, corr = self.train_step(xb, yb)
+            loss_sum += loss.float() * yb.shape[0]
+            correct += corr
+            seen += yb.shape[0]
+            if (i + 1) % self.log_every == 0 or i + 1 == steps_per_epoch:
+                self._check_finite(loss_sum, epoch, i)
+                if show:
+                    tau, lam = self.schedule()
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", adv_acc=f"{correct.item() / seen:.3f}",
+                                    **({"tau": f"{tau:.3f}", "lam": f"{lam:.3f}"} if self.adr else {}))
+            bar.update(1)
+        bar.close()
+        self._check_finite(loss_sum, epoch, steps_per_epoch)
+        self._check_finite_weights(epoch)
+        if self.world_size > 1:
+            stats = all_reduce_sum(
+                torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)]),
+                self.world_size)
+            loss_sum, correct, seen = stats[0], stats[1], int(stats[2].item())
+        sync_buffers(self._raw, self.teacher.module, self.world_size)
+        return loss_sum, correct, seen
+
+    def _validate_epoch(self, val: Any, record: dict[str, Any]) -> None:
+        """Validate student and teacher into ``record``, update the best epoch and the automatic τ/λ."""
+        for hook in self.before_validation:
+            hook(self)
+        record.update(self._evaluate_tensors(val[0], val[1], None, True))
+        self._consider_best(record)
+        record["best_epoch"] = self.best_epoch
+        if self.adr and self.auto.active:
+            self._update_auto(val, record)
 
     def _consider_best(self, record: dict[str, Any]) -> None:
         """Make ``record``'s epoch the best one when its ``best_metric`` beats ``best_value`` (first wins ties)."""

@@ -175,10 +175,35 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         super().__init__(classifier)
         if getattr(classifier, "optimizer", None) is None:
             raise ValueError("the classifier has no optimizer; pass optimizer=... to PyTorchClassifier")
-        self.method = AT() if method is None else method
-        if not isinstance(self.method, TrainingMethod):
+        self.method = self._checked_method(method)
+        self._set_threat_model(classifier, attack, eps, eps_step, max_iter, norm)
+        self._set_rectification(temperature, interpolation, ema_decay, ema_warmup, adr)
+        self._set_awp(awp_rho, awp_warmup, awp_variant)
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self._set_validation(val_attack, val_targets, best_metric, eval_max_iter, eval_every, eval_batch_size)
+        log_every, seed = integer(log_every, "log_every", 1), integer(seed, "seed")
+        self._set_augment(augment, crop_padding)
+        self._set_batchnorm(attack_bn_mode, bn_momentum)
+        self.drop_last = bool(drop_last)
+        self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
+        self.scheduler_interval, self.seed = scheduler_interval, int(seed)
+        self.log_every, self.verbose = int(log_every), verbose
+        self._set_up_model(classifier, sync_bn)
+        self._set_up_forwards(amp)
+        self._init_loop()
+
+    @staticmethod
+    def _checked_method(method: TrainingMethod | None) -> TrainingMethod:
+        checked = AT() if method is None else method
+        if not isinstance(checked, TrainingMethod):
             raise ValueError(f"method must be an art_adr.methods.TrainingMethod, got {type(method).__name__}")
-        self.method.validate()
+        checked.validate()
+        return checked
+
+    def _set_threat_model(self, classifier: Any, attack: Any, eps: Any, eps_step: Any, max_iter: Any,
+                          norm: Any) -> None:
+        """``eps``, ``eps_step``, ``max_iter``, ``norm`` (from ``attack`` when given) and the clip values, checked."""
         eps, eps_step, max_iter, norm = self._attack_arguments(attack, eps, eps_step, max_iter, norm)
         self.clip_values = classifier_clip_values(classifier, required=True)
         eps = finite_number(eps, "eps")
@@ -188,6 +213,11 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         eps_step = default_eps_step(eps, max_iter) if eps_step is None else finite_number(eps_step, "eps_step")
         if not 0 < eps_step <= eps:
             raise ValueError(f"eps_step must be in (0, eps], got eps_step={eps_step}, eps={eps}")
+        self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
+
+    def _set_rectification(self, temperature: Any, interpolation: Any, ema_decay: Any, ema_warmup: Any,
+                           adr: Any) -> None:
+        """τ and λ schedules (or ``auto``), the EMA decay and warm-up, ``adr``, checked."""
         self.auto = AutoRectification(temperature=is_auto(temperature), interpolation=is_auto(interpolation))
         self.temperature = (1.0, 1.0) if self.auto.temperature else number_pair(temperature, "temperature")
         self.interpolation = (0.0, 0.0) if self.auto.interpolation else number_pair(interpolation, "interpolation")
@@ -197,43 +227,45 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"interpolation must be in [0, 1], got {interpolation}")
         if not 0.0 <= finite_number(ema_decay, "ema_decay") < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
+
+    def _set_awp(self, awp_rho: Any, awp_warmup: Any, awp_variant: str) -> None:
         if finite_number(awp_rho, "awp_rho") < 0:
             raise ValueError(f"awp_rho must be >= 0, got {awp_rho}")
         awp_warmup = integer(awp_warmup, "awp_warmup", 0)
         if awp_variant not in AWP_VARIANTS:
             raise ValueError(f"awp_variant must be one of {AWP_VARIANTS}, got {awp_variant!r}")
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.awp_rho, self.awp_warmup, self.awp_variant = float(awp_rho), int(awp_warmup), awp_variant
+
+    def _set_validation(self, val_attack: str, val_targets: int, best_metric: str, eval_max_iter: Any,
+                        eval_every: Any, eval_batch_size: Any) -> None:
+        """The validation attack, what selects (``best_metric``, resolved), its iterations, period and batch."""
         self.val_attack = get_val_attack(val_attack, val_targets)
-        best_metric = resolve_best_metric(best_metric, val_attack)
-        eval_every, log_every = integer(eval_every, "eval_every", 1), integer(log_every, "log_every", 1)
-        eval_max_iter, seed = integer(eval_max_iter, "eval_max_iter", 1), integer(seed, "seed")
-        if eval_batch_size is not None:
-            eval_batch_size = integer(eval_batch_size, "eval_batch_size", 1)
+        self.best_metric = resolve_best_metric(best_metric, val_attack)
+        self.eval_every = integer(eval_every, "eval_every", 1)
+        self.eval_max_iter = integer(eval_max_iter, "eval_max_iter", 1)
+        self.eval_batch_size = None if eval_batch_size is None else integer(eval_batch_size, "eval_batch_size", 1)
+        self.eval_spec = AttackSpec(norm=norm_name(self.norm), eps=self.eps, steps=self.eval_max_iter)
+
+    def _set_augment(self, augment: Any, crop_padding: Any) -> None:
         if augment is True:
             crop_padding = integer(crop_padding, "crop_padding", 0)
         elif not (augment is False or augment is None or callable(augment)):
             raise ValueError(f"augment must be True, False or a callable (x, generator) -> x, got {augment!r}")
+        self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
+
+    def _set_batchnorm(self, attack_bn_mode: str | None, bn_momentum: Any) -> None:
+        """BatchNorm during the attack (the method's default when ``None``) and the BN momentum override."""
         attack_bn_mode = self.method.default_bn_mode if attack_bn_mode is None else attack_bn_mode
         bn_mode_flag(attack_bn_mode, True)
         if bn_momentum is not None and not 0.0 < finite_number(bn_momentum, "bn_momentum") <= 1.0:
             raise ValueError(f"bn_momentum must be in (0, 1] or None, got {bn_momentum}")
-        self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
-        self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
-        self.awp_rho, self.awp_warmup, self.awp_variant = float(awp_rho), int(awp_warmup), awp_variant
         self.attack_bn_mode = attack_bn_mode
         self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
         self._bn_momentum_now: float | None = None
-        self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
-        self.drop_last = bool(drop_last)
-        self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
-        self.eval_spec = AttackSpec(norm=norm_name(norm), eps=self.eps, steps=eval_max_iter)
-        self.eval_max_iter, self.eval_every = int(eval_max_iter), int(eval_every)
-        self.eval_batch_size = eval_batch_size
-        self.best_metric = best_metric
-        self.scheduler_interval, self.seed = scheduler_interval, int(seed)
-        self.log_every, self.verbose = int(log_every), verbose
 
+    def _set_up_model(self, classifier: Any, sync_bn: bool) -> None:
+        """The student on its device (float32, channels_last), its checked outputs, SyncBN, the EMA teacher."""
         self.device = classifier_device(classifier)
         self.nb_classes = int(classifier.nb_classes)
         self.input_shape = tuple(classifier.input_shape)
@@ -260,6 +292,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
             else self.teacher.module
         ).to(self.device)
+
+    def _set_up_forwards(self, amp: str | None) -> None:
+        """Precision, the (compiled, DDP-wrapped) forwards, AWP, the attack generator and context."""
         self.precision = Precision(amp, self.device)
         # forwards: local (this process; the attack, AWP's proxy gradient, validation) and train (DDP-wrapped
         # when run under torchrun, so the applied gradient is all-reduced); each compiled when compile is on
@@ -270,17 +305,16 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self._train_forward = (self._compile(train_forward, "DDP student forward") if self.world_size > 1
                                else self._local_forward)
         self._teacher_eval = self._compile(self._teacher_forward, "teacher forward")
-        self._awp = AWP(raw, self.awp_rho, self.awp_variant)
+        self._awp = AWP(self._raw, self.awp_rho, self.awp_variant)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed + self.rank)  # attack starts differ between DDP ranks
         self._attack_ctx = AttackContext(
-            forward=self._local_forward, model=raw, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
-            norm=norm_name(norm), clip_values=self.clip_values, bn_mode=attack_bn_mode, generator=self.generator,
-            autocast=self.precision.autocast_factory)
+            forward=self._local_forward, model=self._raw, eps=self.eps, eps_step=self.eps_step,
+            max_iter=self.max_iter, norm=norm_name(self.norm), clip_values=self.clip_values,
+            bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self.precision.autocast_factory)
         self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
         self.scheduler: Any = None
         self._teacher_classifier: Any = None
-        self._init_loop()
 
     @staticmethod
     def _attack_arguments(attack: Any, eps: Any, eps_step: Any, max_iter: Any, norm: Any) -> tuple[Any, ...]:
