@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from art_adr.cli import Command, parse_sets, quiet_option
+from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
 from art_adr.validation import VAL_ATTACK_NAMES, VAL_ATTACKS
 
@@ -47,7 +48,7 @@ def _schedule_text(value: Any) -> str:
               help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
 @click.option("--dataset", "-d", show_default=_default("dataset"),
-              help="cifar10, cifar100, tinyimagenet, fashion-mnist or synthetic.")
+              help="A registered dataset (art_adr.data): " + ", ".join(dataset_names()) + ".")
 @click.option("--data-dir", type=click.Path(), show_default="the usual places", help="Where the dataset lives.")
 @click.option("--download/--no-download", default=None, show_default=_default("download"),
               help="Download the dataset if missing (needs internet).")

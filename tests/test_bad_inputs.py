@@ -15,7 +15,8 @@ from art_adr import AdversarialTrainerADR, AdversarialTrainerTRADESADR
 from art_adr.checkpoint import CheckpointError, load_checkpoint
 from art_adr.cli import main
 from art_adr.config import ConfigError, resolve_config
-from art_adr.data import DatasetError, _unpickle, load_dataset
+from art_adr.data import DatasetError, load_dataset
+from art_adr.data.cifar import _unpickle
 from art_adr.estimator import resolve_device
 from art_adr.trainer import TrainingDivergedError
 

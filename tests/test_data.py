@@ -265,7 +265,7 @@ def test_fashion_mnist_from_data_dir(tmp_path):
 
 
 def test_fashion_mnist_mismatch_and_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(data.fashion_mnist, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")  # where it is read
     with pytest.raises(DatasetError) as e:
         load_dataset("fashion-mnist", data_dir=tmp_path)
     assert "dataset-fashion-mnist" in str(e.value) and str(tmp_path) in str(e.value)

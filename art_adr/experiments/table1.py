@@ -116,8 +116,11 @@ def plan_runs(dataset: str | None, methods: Sequence[str] = DEFAULT_METHODS, wa:
             raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         base = f"{prefix}-{method}"
         if not _recipe_exists(base):
+            from ..data import dataset_names
+
+            have = [d for d in dataset_names() if _recipe_exists(f"{d}-{method}")]
             raise ConfigError(f"no recipe {base!r}: the benchmark supports datasets with recipes "
-                              "(cifar10, cifar100, tinyimagenet, fashion-mnist) or --recipe-prefix/--recipes")
+                              f"({', '.join(have)}) or --recipe-prefix/--recipes")
         suffix = "-wa-awp" if awp else "-wa" if wa else ""
         name = base + suffix if _recipe_exists(base + suffix) else base
         extra: dict[str, Any] = {}
