@@ -137,9 +137,20 @@ BENCH = ["--recipes", "fashion-mnist-at", "--set", "dataset=synthetic", "--set",
          "--attacks", "pgd", "--n-examples", "8", "--device", "cpu", "-q"]
 
 
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C as in a terminal: a shell without job control starts background jobs with SIGINT ignored, and Python
+    keeps that, so the "INT" kill point would pass unnoticed when the tests were launched that way."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("command", ["benchmark", "sweep"])
 @pytest.mark.parametrize("signal_name,code", [("TERM", 143), ("INT", 130)])
-def test_signals_during_benchmark_and_sweep_training(tmp_path, monkeypatch, command, signal_name, code):
+def test_signals_during_benchmark_and_sweep_training(tmp_path, monkeypatch, ctrl_c, command, signal_name, code):
     monkeypatch.setenv("ART_ADR_KILL_AT", f"step:2:{signal_name}")
     args = BENCH if command == "benchmark" else [
         "--recipe", "fashion-mnist-at-adr", "--temperatures", "2", "--interpolations", "0.5",
