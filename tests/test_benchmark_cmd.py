@@ -180,3 +180,27 @@ def test_mart_and_mart_adr_benchmark_through_the_registry(tmp_path):
     assert all(0 <= x["pgd_final"] <= x["clean_final"] <= 100 for x in data["rows"])
     r = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "fgsm-adr"])
     assert r.exit_code != 0 and "at, at-adr, trades, trades-adr, mart, mart-adr" in r.output
+
+
+def test_curves_show_the_validation_attack_that_selects_beside_pgd_and_clean(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from art_adr.experiments import table1
+
+    apgd = [{"epoch": e, "clean_acc": 0.8, "pgd_acc": 0.6, "apgd_acc": 0.5, "teacher_apgd_acc": 0.52}
+            for e in (1, 2)]
+    old = [{"epoch": e, "clean_acc": 0.8, "pgd_acc": 0.6, "teacher_pgd_acc": 0.61} for e in (1, 2)]
+    assert table1._selecting_key(apgd) == "apgd_acc" and table1._selecting_key(old) is None
+    titles = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        titles.append([ax.get_title() for ax in fig.axes])
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    table1.plot_methods({"AT + ADR": apgd, "AT": old}, tmp_path / "a.png", "fashion-mnist")
+    table1.plot_methods({"AT": old}, tmp_path / "b.png", "fashion-mnist")  # runs from before val_attack
+    assert titles == [["validation attack (APGD-CE+T; selects best.pt)", "PGD-10 validation accuracy",
+                       "clean validation accuracy"], ["PGD-10 validation accuracy", "clean validation accuracy"]]
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

@@ -328,31 +328,52 @@ def mean_history(histories: Sequence[list[dict[str, Any]]]) -> list[dict[str, An
     return out
 
 
+def _selecting_key(history: list[dict[str, Any]]) -> str | None:
+    """The history key of the run's validation attack when it is not PGD (``apgd_acc``, ``margin_acc``)."""
+    keys = {k for r in history for k in r if k.endswith("_acc") and not k.startswith(("teacher_", "train_"))
+            and k not in ("clean_acc", "pgd_acc")}
+    return min(keys) if keys else None
+
+
 def plot_methods(histories: dict[str, list[dict[str, Any]]], path: str | os.PathLike, title: str) -> None:
-    """Per-epoch validation PGD and clean accuracy of every method (solid student, dashed teacher)."""
+    """Per-epoch validation accuracy of every method (solid student, dashed teacher): under the runs' validation
+    attack when it is not PGD (what selects ``best.pt``), under PGD-10, and clean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    selecting = {label: _selecting_key(h) for label, h in histories.items()}
+    panels = (["selecting"] if any(selecting.values()) else []) + ["pgd_acc", "clean_acc"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for i, (label, hist) in enumerate(histories.items()):
-        color = f"C{i}"
-        for ax, key in zip(axes, ("pgd_acc", "clean_acc")):
-            pts = [(r["epoch"], 100 * r[key]) for r in hist if key in r]
-            tpts = [(r["epoch"], 100 * r["teacher_" + key]) for r in hist if "teacher_" + key in r]
-            if pts:
-                ax.plot(*zip(*pts), "-", color=color, marker="o", ms=3, label=f"{label}")
-            if tpts:
-                ax.plot(*zip(*tpts), "--", color=color, lw=1, label=f"{label} (teacher)")
-    axes[0].set(title=f"{title}: PGD validation accuracy", xlabel="epoch", ylabel="%")
-    axes[1].set(title="clean validation accuracy", xlabel="epoch", ylabel="%")
-    for ax in axes:
+        for ax, panel in zip(axes[0], panels):
+            key = selecting[label] if panel == "selecting" else panel
+            _plot_history(ax, hist, key, f"C{i}", label)
+    from ..validation import VAL_ATTACKS
+
+    names = sorted({VAL_ATTACKS[k[:-4]].label if k[:-4] in VAL_ATTACKS else k[:-4] for k in selecting.values() if k})
+    titles = {"selecting": f"validation attack ({', '.join(names)}; selects best.pt)",
+              "pgd_acc": "PGD-10 validation accuracy", "clean_acc": "clean validation accuracy"}
+    for ax, panel in zip(axes[0], panels):
+        ax.set(title=titles[panel], xlabel="epoch", ylabel="%")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+
+
+def _plot_history(ax: Any, history: list[dict[str, Any]], key: str | None, color: str, label: str) -> None:
+    if key is None:
+        return
+    pts = [(r["epoch"], 100 * r[key]) for r in history if key in r]
+    tpts = [(r["epoch"], 100 * r["teacher_" + key]) for r in history if "teacher_" + key in r]
+    if pts:
+        ax.plot(*zip(*pts), "-", color=color, marker="o", ms=3, label=f"{label}")
+    if tpts:
+        ax.plot(*zip(*tpts), "--", color=color, lw=1, label=f"{label} (teacher)")
 
 
 def write_table(rows: list[dict[str, Any]], histories: dict[str, list[dict[str, Any]]], out: Path,
