@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,3 +89,28 @@ def easy_run(run_dir: Path, seed: int = 0, **config_changes) -> Path:
                       "kwargs": {"in_channels": 3, "width": 4}}, "config": config.to_dict(),
             "student": nets[0].state_dict(), "teacher": nets[1].state_dict(), "epoch": epoch})
     return run_dir
+
+
+TIMING = {"seconds", "train_seconds", "images_per_s"}  # history keys that differ between equal runs
+
+
+def assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Equal checkpoints (or any nested values): every tensor bit-identical, every value equal, timings aside."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) - TIMING == set(b) - TIMING, where
+        for k in set(a) - TIMING:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def metric_rows(path: Path) -> list[dict[str, Any]]:
+    """A run's ``metrics.jsonl`` rows without their timings."""
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in path.read_text().splitlines() if line.strip()]

@@ -15,9 +15,11 @@ from click.testing import CliRunner
 
 from art_adr import launch
 from art_adr.benchmark import plan_runs
+from art_adr.checkpoint import load_checkpoint
 from art_adr.cli import main
 from art_adr.launch import Launcher, LaunchError, launch_runs, prepare_run
 from art_adr.runs import RunLock, config_diff, load_run_config
+from conftest import assert_same, metric_rows
 
 pytest.importorskip("submitit")
 
@@ -409,30 +411,10 @@ def test_benchmark_cli_with_local_gpus_trains_real_runs_one_per_device(tmp_path,
         assert (out / "runs" / f"{name}-s0" / "tb").is_dir() and (out / "logs" / f"{name}-s0.log").is_file()
 
 
-def _tensors_equal(a: object, b: object) -> bool:
-    import torch
-
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_tensors_equal, a, b))
-    return True  # other entries (paths, times) may differ
-
-
-TIMINGS = {"seconds", "train_seconds", "images_per_s"}
-
-
 def _numbers(out: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    """table1.json's per-seed rows and every run's metrics.jsonl, without paths and timings."""
+    """table1.json's per-seed rows (without the run paths) and every run's metrics.jsonl rows (without timings)."""
     rows = [{k: v for k, v in r.items() if k != "run"} for r in json.loads((out / "table1.json").read_text())["rows"]]
-    metrics = {}
-    for f in sorted((out / "runs").glob("*/metrics.jsonl")):
-        lines = [json.loads(line) for line in f.read_text().splitlines()]
-        metrics[f.parent.name] = [{k: v for k, v in m.items() if k not in TIMINGS}
-                                  for m in lines]
-    return rows, metrics
+    return rows, {f.parent.name: metric_rows(f) for f in sorted((out / "runs").glob("*/metrics.jsonl"))}
 
 
 def test_benchmark_with_jobs_gives_the_numbers_of_the_in_process_benchmark(tmp_path, monkeypatch):
@@ -460,7 +442,6 @@ def test_benchmark_with_jobs_gives_the_numbers_of_the_in_process_benchmark(tmp_p
     table = [o.split("\n| Method")[1].split("\n\n")[0] for o in (jobs.output, serial.output)]
     assert table[0] == table[1] and "| AT + ADR | teacher |" in table[0]
     for name in RECIPES:
-        a, b = (torch.load(tmp_path / o / "runs" / f"{name}-s0" / "checkpoints" / "final.pt", weights_only=False)
-                for o in ("jobs", "serial"))
-        assert _tensors_equal(a, b)
+        assert_same(*(load_checkpoint(tmp_path / o / "runs" / f"{name}-s0" / "checkpoints" / "final.pt")
+                      for o in ("jobs", "serial")), name)
     assert (tmp_path / "jobs" / "logs" / f"{RECIPES[0]}-s0.log").is_file()

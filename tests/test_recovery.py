@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from art_adr.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from art_adr.cli import main
 from art_adr.runs import KILL_POINTS, RunError, RunLock
+from conftest import assert_same, metric_rows
 
 TINY = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 320, shape: [1, 12, 12], num_classes: 4}",
         "--set", "arch_kwargs={in_channels: 1}", "--val-size", "64", "--max-iter", "2", "--batch-size", "64",
         "--eps", "0.1", "--eps-step", "0.05", "--set", "eval_max_iter=2", "--epochs", "3", "-q"]
-TIMING = {"seconds", "train_seconds", "images_per_s"}
 
 # Runs `art-adr train` jobs in forked children of one process that imported torch once (a fresh interpreter
 # per job would spend most of the test importing). Each job: [cli args, ART_ADR_KILL_AT or null, log file];
@@ -80,27 +80,6 @@ def _drive(jobs: list[tuple[list[str], str | None, Path]]) -> list[int]:
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _same(a: Any, b: Any, where: str = "") -> None:
-    """Equal checkpoints: every tensor bit-identical, every value equal, timings aside."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) - TIMING == set(b) - TIMING, where
-        for k in set(a) - TIMING:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in path.read_text().splitlines() if line.strip()]
 
 
 # (kill point, exit code of the interrupted run, how it goes on: "resume" = --resume, "rerun" = same command)
@@ -172,12 +151,12 @@ def test_kill_harness_every_interruption_resumes_bit_identical(tmp_path, subset)
         assert got == 0, (spec, dirs[spec].with_suffix(".log").read_text()[-2000:])
 
     final, best = load_checkpoint(ref / "checkpoints" / "final.pt"), load_checkpoint(ref / "checkpoints" / "best.pt")
-    rows = _rows(ref / "metrics.jsonl")
+    rows = metric_rows(ref / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for spec, d in dirs.items():
-        _same(final, load_checkpoint(d / "checkpoints" / "final.pt"), spec)
-        _same(best, load_checkpoint(d / "checkpoints" / "best.pt"), spec)
-        assert _rows(d / "metrics.jsonl") == rows, spec
+        assert_same(final, load_checkpoint(d / "checkpoints" / "final.pt"), spec)
+        assert_same(best, load_checkpoint(d / "checkpoints" / "best.pt"), spec)
+        assert metric_rows(d / "metrics.jsonl") == rows, spec
         assert len((d / "metrics.csv").read_text().splitlines()) == 4, spec
         assert (d / "curves.png").stat().st_size > 0 and (d / "config.yaml").is_file(), spec
         assert not list(d.rglob("*.tmp")) and not (d / ".lock").exists(), spec
@@ -399,4 +378,5 @@ def test_two_process_ddp_stop_and_resume_is_exact(tmp_path):
     torchrun(29542, *TINY, "--epochs", "2", "--out", str(split), "--stop-after-epochs", "1")
     assert len(load_checkpoint(split / "checkpoints" / "last.pt")["rng"]["attack_ranks"]) == 2
     torchrun(29543, "--out", str(split), "--resume", "-q")
-    _same(load_checkpoint(straight / "checkpoints" / "final.pt"), load_checkpoint(split / "checkpoints" / "final.pt"))
+    assert_same(load_checkpoint(straight / "checkpoints" / "final.pt"),
+                load_checkpoint(split / "checkpoints" / "final.pt"))
