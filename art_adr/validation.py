@@ -21,6 +21,7 @@ line's ``--val-attack`` choices are :data:`VAL_ATTACK_NAMES`: a new attack is on
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -106,16 +107,22 @@ class Margin(_PGDLoss):
     loss: ClassVar[str] = "cw"
 
 
-def _float32(forward: Forward, autocast: Callable[[], Any] | None) -> torch.nn.Module:
-    """A module whose forward returns float32 logits under an optional autocast (pyautoattack computes in float32)."""
+@functools.cache
+def _float32_class() -> type:
+    """``Float32(forward, autocast)``: a module whose forward returns float32 logits under an optional autocast
+    (pyautoattack computes in float32); defined on first use, so importing this module does not import torch."""
     import torch
 
     class Float32(torch.nn.Module):
-        def forward(self, x: Tensor) -> Tensor:
-            with (autocast or contextlib.nullcontext)():
-                return forward(x).float()
+        def __init__(self, forward: Forward, autocast: Callable[[], Any] | None) -> None:
+            super().__init__()
+            self.forward_fn, self.autocast = forward, autocast or contextlib.nullcontext
 
-    return Float32()
+        def forward(self, x: Tensor) -> Tensor:
+            with self.autocast():
+                return self.forward_fn(x).float()
+
+    return Float32
 
 
 @register
@@ -136,7 +143,7 @@ class APGD(ValidationAttack):
         if tuple(float(v) for v in clip_values) != (0.0, 1.0):
             raise ValueError(f"val_attack='apgd' needs clip_values (0, 1) (pyautoattack clips to [0, 1]), got "
                              f"{clip_values}")
-        model = _float32(forward, autocast)
+        model = _float32_class()(forward, autocast)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         common = dict(norm=threat_model(spec.norm), eps=spec.eps, n_iter=max(spec.steps, 1), n_restarts=1,
                       seed=seed, device=x.device)
