@@ -81,9 +81,6 @@ def channel_tensor(v: Any) -> torch.Tensor:
     return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
 
 
-_channel_tensor = channel_tensor  # its former name
-
-
 class SmallCNN(nn.Module):
     """A small conv net (two conv-BN-ReLU blocks, global pooling, linear head) for 28×28 images and tests."""
 
@@ -408,13 +405,3 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         for h in handles:
             h.remove()
     return int(total)
-
-
-def __getattr__(name: str) -> Any:
-    """``robustbench_spec`` and ``robustbench_state_dict`` (the model-zoo source of an export) moved to
-    :mod:`art_adr.robustbench`; they are still found here."""
-    if name in ("robustbench_spec", "robustbench_state_dict"):
-        from .robustbench import zoo
-
-        return getattr(zoo, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, deprecated_option, quiet_option
+from art_adr.cli import quiet_option
 
 ANALYSES = ("outputs", "weights", "inputs")
 
@@ -72,7 +72,7 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
     return adapt_images(x, shape).to(device)
 
 
-@click.command("analyze", cls=Command)
+@click.command("analyze")
 @click.argument("run_or_checkpoint", type=click.Path(exists=True))
 @click.option("--vs", "others", multiple=True, type=click.Path(exists=True),
               help="Further run directories / checkpoints to compare side by side (repeatable).")
@@ -93,7 +93,6 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 @click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD step size α.")
 @click.option("--eval-max-iter", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
-@deprecated_option("--steps", "eval_max_iter")
 @click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
 @click.option("--directions", type=click.IntRange(1), default=1, show_default=True,
               help="Random weight directions for the weight loss landscape.")

@@ -6,21 +6,13 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, deprecated_option, parse_sets, quiet_option, resolve_cli_device
+from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 from art_adr.evaluation import attacks_help, robust_attack_names
 from art_adr.methods import METHOD_NAMES
 
 
-def which_from_models(text: str) -> str:
-    """The old ``--models`` comma list (``student,teacher``, ``teacher``) as a ``--which`` value."""
-    names = {m.strip() for m in text.split(",") if m.strip()}
-    if not names or names - {"student", "teacher"}:
-        raise click.BadParameter(f"{text!r}: student and/or teacher", param_hint="--models")
-    return "both" if len(names) == 2 else names.pop()
-
-
-@click.command("benchmark", cls=Command)
+@click.command("benchmark")
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
 @click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
               help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "
@@ -47,19 +39,16 @@ def which_from_models(text: str) -> str:
               help="Budget: training examples per method.")
 @click.option("--n-examples", type=click.IntRange(min=1), show_default="all; --dataset fashion-mnist: 100",
               help="Evaluate the first N test images (RobustBench order).")
-@deprecated_option("--n-eval", "n_examples")
 @click.option("--val-size", type=click.IntRange(min=0), show_default="the recipe's; --dataset fashion-mnist: 500",
               help="Budget: images of each run's validation hold-out (taken from the training set).")
 @click.option("--attacks", default="aa", show_default=True,
               help=f"Comma list of robust attacks from {attacks_help(robust_attack_names())}, k = 10; clean "
                    "accuracy is always measured: e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
-@deprecated_option("--attack", "attacks")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
               show_default=True, help="AutoAttack version; 'paper': the ADR code's protocol (10-iteration APGD-CE, "
                                       "APGD-T, FAB-T + Square 5000; see `art-adr evaluate --help`).")
 @click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True,
               help="Models of every run to evaluate: the student, the EMA teacher (\"+WA\") or both.")
-@deprecated_option("--models", "which", type=str, convert=which_from_models)
 @click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
 @click.option("--download/--no-download", default=None, show_default="the recipe's",
               help="Download the dataset if missing (needs internet).")

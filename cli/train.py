@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, parse_sets, quiet_option
+from art_adr.cli import parse_sets, quiet_option
 from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
 from art_adr.validation import VAL_ATTACK_NAMES, VAL_ATTACKS
@@ -41,7 +41,7 @@ def _schedule_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
-@click.command("train", cls=Command)
+@click.command("train")
 @click.option("--recipe", "-r", show_default="none: RunConfig's defaults",
               help="Recipe name (see `art-adr recipes`) or a YAML file.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="runs/<recipe>-<time>",
@@ -193,7 +193,7 @@ def _leave_process_group() -> None:
 
 
 
-@click.command("recipes", cls=Command)
+@click.command("recipes")
 @click.option("--show", metavar="NAME", show_default="none", help="Print one recipe's resolved options.")
 @click.option("--match", metavar="TEXT", show_default="all recipes",
               help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")

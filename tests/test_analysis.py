@@ -231,7 +231,7 @@ def test_cli_writes_figures_and_json(tmp_path) -> None:
     # --skip leaves the landscapes out
     out2 = tmp_path / "out2"
     result = CliRunner().invoke(main, [*args[:2], "--skip", "weights", "--skip", "inputs", "--ood", "none",
-                                       "--n-examples", "8", "--steps", "1", "--out", str(out2), "--quiet",
+                                       "--n-examples", "8", "--eval-max-iter", "1", "--out", str(out2), "--quiet",
                                        "--data-dir", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert {p.name for p in out2.glob("*.png")} == names - {"entropy_ood.png", "weight_landscape.png",

@@ -8,8 +8,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from art_adr.benchmark import PAPER_TABLE1, aggregate_rows, format_markdown, method_label, parse_seeds, plan_runs
 from art_adr.cli import main
+from art_adr.experiments.common import parse_seeds
+from art_adr.experiments.table1 import PAPER_TABLE1, aggregate_rows, format_markdown, method_label, plan_runs
 
 TINY = ["--epochs", "1", "--subset", "192", "--n-examples", "24", "--set", "max_iter=2", "--set", "val_size=64",
         "--set", "eval_max_iter=2", "-q", "--set", "arch_kwargs={width: 4}"]
@@ -46,13 +47,11 @@ def test_fashion_mnist_benchmark_writes_tables_and_plot_then_reuses_runs(tmp_pat
     data = json.loads((out / "table1.json").read_text())
     assert data["dataset"] == "fashion-mnist" and len(data["rows"]) == 8 and len(data["aggregate"]) == 8
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and (out / "table1.md").is_file()
-    # a second call reuses the finished runs and cached evaluations (and --runs only tabulates); the old
-    # spellings --attack and --n-eval still work, with a deprecation warning each
+    # a second call reuses the finished runs and cached evaluations (and --runs only tabulates)
     runs = sorted(str(p) for p in (out / "runs").iterdir())
-    again = CliRunner().invoke(main, ["benchmark", "--runs", runs[0], "--runs", runs[1], "--attack", "pgd",
-                                      "--n-eval", "24", "--out", str(tmp_path / "t"), "-q"])
+    again = CliRunner().invoke(main, ["benchmark", "--runs", runs[0], "--runs", runs[1], "--attacks", "pgd",
+                                      "--n-examples", "24", "--out", str(tmp_path / "t"), "-q"])
     assert again.exit_code == 0, again.output
-    assert "warning: --attack is deprecated" in again.output and "use --n-examples" in again.output
     assert len(json.loads((tmp_path / "t" / "table1.json").read_text())["rows"]) == 4
 
 

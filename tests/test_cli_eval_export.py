@@ -240,7 +240,7 @@ def test_evaluate_robustbench_placement(tmp_path):
     ck = _small_checkpoint(tmp_path / "c10.pt", dataset="cifar10")
     out = tmp_path / "out"
     res = _invoke("evaluate", ck, "--robustbench", "--attacks", "clean", "--n-examples", 4, "--data-dir",
-                  tmp_path / "data", "--batch-size", 4, "--out", out, "--no-progress")
+                  tmp_path / "data", "--batch-size", 4, "--out", out, "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
     rb = report["models"]["student"]["robustbench"]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
     assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
     import art_adr.evaluation as ev
-    from art_adr.benchmark import ROBUST_ATTACKS
+    from art_adr.experiments.table1 import ROBUST_ATTACKS
 
     assert ev.ATTACKS == attack_names() and ROBUST_ATTACKS == ("pgd", "cw", "apgd", "aa")
     settings = {"pgd_steps": 10, "cw_steps": 20, "norm": "L2", "aa_version": "paper"}

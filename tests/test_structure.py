@@ -18,7 +18,7 @@ What the checker reads, for every module of ``art_adr/``, ``cli/`` (installed as
   not ``self``/``cls``/``super()``) whose name only *another* module of the tree defines (a method ``_x`` or an
   assignment ``self._x = ...`` there, and not in the module reading it): ``trainer._raw`` read by the run layer.
   A module's own private names, and private names of libraries outside the tree (``torch._foreach_*``), are
-  fine. An alias ``_old = new`` that keeps a former name importable is a definition, not an import.
+  fine.
 """
 
 from __future__ import annotations
@@ -253,43 +253,6 @@ def test_no_module_imports_or_reads_another_modules_private_names():
     modules = collect(ROOT)
     problems = analyse(modules) + private_accesses(modules)
     assert not problems, "\n".join(problems)
-
-
-OLD_NAMES = {  # module -> names imported from it before the tools became packages (tests, cli, users)
-    "art_adr.runs": ("train_run", "RunError", "RunInterrupted", "RunLock", "load_run_config", "resume_hint",
-                     "build_scheduler", "build_trainer", "trainer_arguments", "RUN_FIELDS", "TRAINER_ONLY_ARGS",
-                     "config_diff", "curves_figure", "fused_sgd_supported", "parameter_groups", "place_data",
-                     "remove_leftover_tmp", "KILL_POINTS", "CONFIG_FILE", "write_config", "holding_lock", "write_csv",
-                     "load_data", "_load_data", "_upgrade_scheduler_state", "DistInfo", "init_distributed"),
-    "art_adr.analysis": ("analyze_models", "plot_all", "summarize", "adapt_images", "digits_ood", "slope_norm",
-                         "entropy", "weight_landscape", "input_landscape", "_hist"),
-    "art_adr.robustbench": ("export_robustbench", "fill_autoattack_module", "install_autoattack_adapter",
-                            "leaderboard_table", "format_leaderboard", "paper_fields", "ARCH_NAMES", "PLACEHOLDERS",
-                            "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_N_EXAMPLES", "ExportError", "register_exported"),
-    "art_adr.benchmark": ("run_benchmark", "plan_runs", "parse_seeds", "format_markdown", "method_label",
-                          "aggregate_rows", "evaluate_run", "PAPER_TABLE1", "CPU_DEFAULTS", "ROBUST_ATTACKS",
-                          "train_planned", "log_table", "PlannedRun", "_history", "_mean_std"),
-    "art_adr.sweep": ("run_sweep", "score_run", "grid_configs", "cell_name", "select_cell", "format_sweep",
-                      "plot_heatmap", "heatmap_figure"),
-    "art_adr.models": ("robustbench_spec", "robustbench_state_dict", "create_model", "_channel_tensor"),
-    "art_adr.estimator": ("_channel_tensor",),
-    "art_adr.config": ("ConfigError", "parse_number"),
-    "art_adr.attacks": ("format_eps", "default_eps_step", "_norm_name"),
-}
-
-
-def test_old_import_paths_still_work():
-    import importlib
-
-    import art_adr.budget
-    import art_adr.experiments
-
-    for module, names in OLD_NAMES.items():
-        mod = importlib.import_module(module)
-        assert not [n for n in names if not hasattr(mod, n)], module
-    assert art_adr.experiments.run_benchmark is importlib.import_module("art_adr.benchmark").run_benchmark
-    assert art_adr.experiments.run_sweep is importlib.import_module("art_adr.sweep").run_sweep
-    assert importlib.import_module("art_adr.config").ConfigError is art_adr.budget.ConfigError
 
 
 # ------------------------------------------------------------------------------ the checker on planted trees

@@ -264,7 +264,6 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
     ``loggers`` as in :func:`art_adr.experiments.run_benchmark` (``{"unfinished": [...]}`` while runs are left)."""
     if epoch not in ("best", "final"):
         raise ConfigError(f"epoch must be best or final, got {epoch!r}")
-    attack = "val" if attack == "pgd" else attack  # "pgd": the former name of the runs' own validation score
     if attack not in ("val", "aa"):
         raise ConfigError(f"attack must be val or aa, got {attack!r}")
     out = Path(out)
