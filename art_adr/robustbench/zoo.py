@@ -17,6 +17,15 @@ __all__ = ["robustbench_spec", "robustbench_state_dict", "zoo_constructor", "bui
            "model_zoo_entry", "zoo_item"]
 
 
+def _cifar_sized_stats(arch: str, dataset: str | None, in_channels: int | None) -> tuple[tuple[float, ...], ...]:
+    """``(mean, std)`` of ``dataset`` (identity when unregistered), which must be 3×32×32 (``ValueError``)."""
+    found = model_inputs(dataset)
+    inputs = ModelInputs(found.get("input_shape", (3, 32, 32)), found.get("mean"), found.get("std"))
+    if inputs.shape != (3, 32, 32) or inputs.channels(in_channels, 3) != 3:
+        raise ValueError(f"RobustBench's {arch} forward is fixed to 3×32×32 inputs; {dataset!r} is {inputs.shape}")
+    return inputs.stats(3)
+
+
 def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs: Any) -> dict[str, Any]:
     """How to rebuild ``create_model(arch, num_classes, **model_inputs(dataset), **kwargs)`` from RobustBench's own
     classes.
@@ -36,12 +45,7 @@ def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs:
     if arch not in ARCHITECTURES or arch in LOCAL_ARCHITECTURES:
         exportable = sorted(set(ARCHITECTURES) - LOCAL_ARCHITECTURES)
         raise ValueError(f"{arch!r} has no RobustBench class; exportable: {exportable}")
-    found = model_inputs(dataset)
-    inputs = ModelInputs(found.get("input_shape", (3, 32, 32)), found.get("mean"), found.get("std"))
-    shape = inputs.shape
-    if shape != (3, 32, 32) or inputs.channels(kwargs.get("in_channels"), 3) != 3:
-        raise ValueError(f"RobustBench's {arch} forward is fixed to 3×32×32 inputs; {dataset!r} is {shape}")
-    mean, std = inputs.stats(3)
+    mean, std = _cifar_sized_stats(arch, dataset, kwargs.get("in_channels"))
     mean, std = _fmt(mean, 3), _fmt(std, 3)
     act = kwargs.get("activation", "relu")
     arch_mod = "robustbench.model_zoo.architectures"
