@@ -112,14 +112,14 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
         if value is not None:
             overrides[key] = value
     overrides.update(parse_sets(sets))
-    n_eval = n_examples if n_examples is not None else defaults.get("n_eval")
+    n_examples = n_examples if n_examples is not None else defaults.get("n_examples")
     eval_device = resolve_cli_device(device)
     launcher, loggers = launcher_from_options(launch)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"
     try:
         result = run_launched(lambda: run_benchmark(
             dataset, out, methods=[m.strip() for m in methods.split(",") if m.strip()], wa=wa or awp, awp=awp,
-            runs=runs, overrides=overrides, n_eval=n_eval, attacks=("clean", *attack_list),
+            runs=runs, overrides=overrides, n_examples=n_examples, attacks=("clean", *attack_list),
             version=aa_version, device=eval_device, seed=seed_list[0], seeds=seed_list, recipes=recipes,
             recipe_prefix=recipe_prefix, models=model_list, verbose=not quiet, launcher=launcher, loggers=loggers,
         ))

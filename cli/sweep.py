@@ -111,7 +111,7 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
         result = run_launched(lambda: run_sweep(
                            recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
                            temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,
-                           model=which, epoch=epoch, attack=attack, n_val=n_examples, aa_version=aa_version,
+                           model=which, epoch=epoch, attack=attack, n_examples=n_examples, aa_version=aa_version,
                            overrides=overrides, device=eval_device, verbose=not quiet, launcher=launcher,
                            loggers=loggers))
     except ValueError as exc:  # ConfigError, RunError, DatasetError, CheckpointError

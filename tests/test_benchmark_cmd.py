@@ -71,7 +71,7 @@ def test_aggregate_rows_mean_population_std_and_markdown():
     rows = [{"method": "AT", "recipe": "r", "which": w, "seed": s, "kind": "seed", "robust_attack": "aa",
              "robust_best": rb, "robust_final": rf, "robust_diff": rb - rf, "aa_best": rb, "aa_final": rf,
              "aa_diff": rb - rf, "pgd_best": 60.0, "pgd_final": 50.0, "pgd_diff": 10.0, "clean_best": 80.0,
-             "clean_final": 81.0, "clean_diff": -1.0, "best_epoch": s + 3, "final_epoch": 10, "n_eval": 100}
+             "clean_final": 81.0, "clean_diff": -1.0, "best_epoch": s + 3, "final_epoch": 10, "n_examples": 100}
             for s, rb, rf in ((0, 52.80, 50.0), (1, 52.28, 51.0), (2, 52.74, 50.5), (3, 52.55, 50.5),
                               (4, 52.63, 50.0)) for w in ("student", "teacher")]
     agg = aggregate_rows(rows)

@@ -173,14 +173,14 @@ def test_the_flags_reach_benchmark_and_sweep(tmp_path, monkeypatch):
                                   "--val-size", "40"])
     assert result.exit_code == 2 and "stop here" in result.output, result.output
     kw = seen.pop("benchmark")
-    assert (kw["attacks"], kw["models"], kw["n_eval"]) == (("clean", "pgd", "aa"), ["teacher"], 7)
+    assert (kw["attacks"], kw["models"], kw["n_examples"]) == (("clean", "pgd", "aa"), ["teacher"], 7)
     assert kw["overrides"]["val_size"] == 40  # --val-size overrides the fashion-mnist budget's 500
     base = ["sweep", "-r", "fashion-mnist-at-adr", "--device", "cpu", "--out", str(tmp_path / "s")]
     result = runner.invoke(main, [*base, "--temperatures", "1.5,2", "--interpolations", "0.5", "--which", "teacher",
                                   "--attacks", "val,aa", "--n-examples", "9", "--val-size", "50"])
     assert result.exit_code == 2 and "stop here" in result.output, result.output
     kw = seen.pop("sweep")
-    assert (kw["temperatures"], kw["interpolations"], kw["model"], kw["attack"], kw["n_val"]) == \
+    assert (kw["temperatures"], kw["interpolations"], kw["model"], kw["attack"], kw["n_examples"]) == \
         ([1.5, 2.0], [0.5], "teacher", "aa", 9)
     assert kw["overrides"]["val_size"] == 50
     result = runner.invoke(main, [*base, "--attacks", "val"])

@@ -166,7 +166,7 @@ def test_benchmark_evaluates_a_run_in_its_norm_and_caches_its_hash(l2_run):
     assert ev["final"]["sha256"] == digest
     rows = [{"method": "AT", "recipe": "r", "which": "student", "seed": 0, "kind": "seed", "robust_attack": "pgd",
              **{f"{k}_{m}": 1.0 for k in ("robust", "pgd", "clean") for m in ("best", "final", "diff")},
-             "best_epoch": 1, "final_epoch": 1, "n_eval": 8, "norm": "L2", "eps": L2_EPS}]
+             "best_epoch": 1, "final_epoch": 1, "n_examples": 8, "norm": "L2", "eps": L2_EPS}]
     assert "L2 ε = 0.1" in format_markdown(rows, "synthetic")
 
 
@@ -222,12 +222,12 @@ def test_benchmark_runs_a_b_form(tmp_path):
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     data = json.loads((out / "table1.json").read_text())
-    assert data["runs"] == [str(r) for r in runs] and data["n_eval"] == 4
+    assert data["runs"] == [str(r) for r in runs] and data["n_examples"] == 4
     assert "L∞ ε = 64/255" in res.output  # the runs' own threat model in the table title
     again = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), "--attacks", "pgd", "--which", "student",
                                       "--n-examples", "4", "--out", str(tmp_path / "t2"), "-q"])
     assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "t2" / "table1.json").read_text())["n_eval"] == 4
+    assert json.loads((tmp_path / "t2" / "table1.json").read_text())["n_examples"] == 4
     stray = CliRunner().invoke(main, ["benchmark", str(runs[0]), "--out", str(tmp_path / "t3")])
     assert stray.exit_code == 2 and "follow --runs" in stray.output
 

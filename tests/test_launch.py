@@ -306,7 +306,7 @@ def test_benchmark_through_submitit_requeued_after_sigterm_equals_an_uninterrupt
 
     monkeypatch.setenv("ART_ADR_KILL_AT", "epoch-end:2:TERM")  # in the jobs: SIGTERM once epoch 2 is trained
     out = tmp_path / "bm"
-    result = run_benchmark(None, out, recipes=RECIPES, overrides=overrides, n_eval=24, attacks=("clean", "pgd"),
+    result = run_benchmark(None, out, recipes=RECIPES, overrides=overrides, n_examples=24, attacks=("clean", "pgd"),
                            models=("student",), launcher=Launcher("slurm", cluster="local", poll_s=0.5),
                            verbose=False)
     assert [r["method"] for r in result["rows"]] == ["AT", "AT + ADR"] and (out / "table1.md").is_file()

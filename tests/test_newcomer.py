@@ -102,7 +102,7 @@ def test_tables_name_what_they_are_and_label_non_default_schedules():
     assert method_label(auto).startswith("AT + ADR (τ auto, λ ")
     plans = plan_runs(None, recipes=["fashion-mnist-at-adr"], overrides={"interpolation": [0.6, 0.9]})
     assert plans[0].label.endswith("λ 0.6→0.9)")
-    row = {"method": "AT", "which": "student", "n_eval": 10, "pgd_best": 1.0, "pgd_final": 1.0, "pgd_diff": 0.0,
+    row = {"method": "AT", "which": "student", "n_examples": 10, "pgd_best": 1.0, "pgd_final": 1.0, "pgd_diff": 0.0,
            "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1, "kind": "aggregate"}
     assert format_markdown([row], "fashion-mnist").startswith(
         "Table-1-style comparison on fashion-mnist (the paper reports no fashion-mnist results)")
