@@ -81,37 +81,18 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
-    from art_adr.experiments import CPU_DEFAULTS, parse_seeds, run_benchmark
+    from art_adr.experiments import CPU_DEFAULTS, run_benchmark
     from art_adr.runs import RunError
 
-    if more_runs and not runs:
-        raise click.UsageError(f"unexpected argument {more_runs[0]!r}: run directories follow --runs "
-                               "(--runs A B)")
-    runs = (*runs, *more_runs)
-    recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
-    if not dataset and not runs and not recipes and not recipe_prefix:
-        raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
-    attack_list = [a for a in dict.fromkeys(a.strip() for a in attacks.split(",")) if a and a != "clean"]
-    if not attack_list or any(a not in robust_attack_names() for a in attack_list):
-        raise click.BadParameter(f"{attacks!r}: a comma list of {', '.join(robust_attack_names())}",
-                                 param_hint="--attacks")
+    runs, recipes = _sources(more_runs, runs, dataset, recipe_names, recipe_prefix)
+    attack_list = _robust_attacks(attacks)
     model_list = ["student", "teacher"] if which == "both" else [which]
-    try:
-        seed_list = parse_seeds(seeds) if seeds else [seed]
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    seed_list = _seed_list(seeds, seed)
     # the CPU-sized budget belongs to the <dataset>-<method> recipes, not to named ones
     defaults: dict[str, Any] = {} if recipes or recipe_prefix else CPU_DEFAULTS.get(dataset or "", {})
-    overrides: dict[str, Any] = {"seed": seed_list[0]}
-    for key, value in (("epochs", epochs if epochs is not None else defaults.get("epochs")),
-                       ("subset", subset if subset is not None else defaults.get("subset")),
-                       ("val_size", val_size if val_size is not None else defaults.get("val_size")),
-                       ("data_dir", data_dir), ("download", download),
-                       ("amp", amp),
-                       ("device", device)):
-        if value is not None:
-            overrides[key] = value
-    overrides.update(parse_sets(sets))
+    budget = {"epochs": epochs, "subset": subset, "val_size": val_size}
+    overrides = _overrides(seed_list[0], {k: v if v is not None else defaults.get(k) for k, v in budget.items()},
+                           {"data_dir": data_dir, "download": download, "amp": amp, "device": device}, sets)
     n_examples = n_examples if n_examples is not None else defaults.get("n_examples")
     eval_device = resolve_cli_device(device)
     launcher, loggers = launcher_from_options(launch)
@@ -129,3 +110,44 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
         return
     click.echo(result["markdown"])
     click.echo("written: " + ", ".join(str(p) for p in result["files"].values()))
+
+
+def _sources(more_runs: tuple[str, ...], runs: tuple[str, ...], dataset: str | None, recipe_names: str | None,
+             recipe_prefix: str | None) -> tuple[tuple[str, ...], list[str]]:
+    """``(run directories, recipe names)`` of the table; a usage error when it has no source at all."""
+    if more_runs and not runs:
+        raise click.UsageError(f"unexpected argument {more_runs[0]!r}: run directories follow --runs "
+                               "(--runs A B)")
+    runs = (*runs, *more_runs)
+    recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
+    if not dataset and not runs and not recipes and not recipe_prefix:
+        raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
+    return runs, recipes
+
+
+def _robust_attacks(attacks: str) -> list[str]:
+    """``--attacks`` → the robust attacks, in order, without ``clean`` (always measured)."""
+    attack_list = [a for a in dict.fromkeys(a.strip() for a in attacks.split(",")) if a and a != "clean"]
+    if not attack_list or any(a not in robust_attack_names() for a in attack_list):
+        raise click.BadParameter(f"{attacks!r}: a comma list of {', '.join(robust_attack_names())}",
+                                 param_hint="--attacks")
+    return attack_list
+
+
+def _seed_list(seeds: str | None, seed: int) -> list[int]:
+    """``--seeds`` (``0,1,2``, ``0-4``) or else ``[--seed]``."""
+    from art_adr.config import ConfigError
+    from art_adr.experiments import parse_seeds
+
+    try:
+        return parse_seeds(seeds) if seeds else [seed]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+
+
+def _overrides(seed: int, budget: dict[str, Any], options: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
+    """Every run's ``RunConfig`` overrides: the first seed, the budget and options that are set, then ``--set``."""
+    overrides: dict[str, Any] = {"seed": seed}
+    overrides.update({k: v for k, v in {**budget, **options}.items() if v is not None})
+    overrides.update(parse_sets(sets))
+    return overrides
