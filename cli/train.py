@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
@@ -11,7 +10,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, parse_sets, quiet_option
+from art_adr.cli import Command, disk_full, disk_full_error, parse_sets, quiet_option
 from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
 from art_adr.validation import VAL_ATTACK_NAMES, VAL_ATTACKS
@@ -169,10 +168,9 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
             f"{exc.reason or exc} ({kept}; --resume repeats the same options and would likely diverge again: "
             f"start a new run with other options, e.g. a lower --lr, and another --out)") from None
     except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+        if not disk_full(exc):
             raise
-        raise click.ClickException(f"disk full: no space left on device writing {exc.filename or out}; free "
-                                   f"some space, then {resume_hint(out)}") from None
+        raise disk_full_error(exc, f"free some space, then {resume_hint(out)}") from None
     except RunInterrupted as exc:  # SIGTERM: stopped cleanly at a checkpoint
         click.echo(f"\n{exc}", err=True)
         sys.exit(128 + exc.signum)

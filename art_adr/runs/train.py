@@ -26,6 +26,8 @@ from .files import (
     RUN_OUTPUTS,
     RunError,
     RunLock,
+    check_layout,
+    check_not_foreign,
     config_diff,
     epoch_checkpoint,
     git_commit,
@@ -88,6 +90,9 @@ def check_run_dir(config: RunConfig, out: Path, dist: DistInfo, resume: bool, ve
     (rank 0 also looks at a run stopped before its first checkpoint and removes a killed write's temp files)."""
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
+    check_layout(out)
+    if dist.is_main and not resume:
+        check_not_foreign(out)
     if dist.is_main and (out / CONFIG_FILE).is_file():  # only in a run directory, only our own temp files
         remove_leftover_tmp(out, RUN_OUTPUTS)
         remove_leftover_tmp(ckpt_dir, CHECKPOINT_FILES)
