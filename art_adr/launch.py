@@ -11,6 +11,8 @@ process holds (a job of an earlier, killed invocation) is waited for, never star
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -222,7 +224,11 @@ def make_executor(folder: Path, launcher: Launcher, name: str) -> Any:
         raise LaunchError('--launcher slurm needs submitit: pip install "art-adr[cluster]"') from None
     extra = dict(launcher.slurm)
     ctor = {"slurm_max_num_timeout": int(extra.pop("max_num_timeout"))} if "max_num_timeout" in extra else {}
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=launcher.cluster, **ctor)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=launcher.cluster, **ctor)
+    except RuntimeError as exc:  # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
+        raise LaunchError(f"--launcher slurm: {_first_line(exc)} (no srun on PATH: run this on a SLURM login "
+                          f"node, or use --launcher local)") from None
     params: dict[str, Any] = {"name": name, "timeout_min": int(launcher.timeout_min), "nodes": 1, "tasks_per_node": 1,
                               "gpus_per_node": int(launcher.gpus_per_run)}
     if launcher.partition:
@@ -263,10 +269,19 @@ class _Submitit:
         return adopted
 
     def submit(self, run_dirs: Sequence[Path]) -> dict[Path, Any]:
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
         from .submitit_job import TrainJob
 
-        with self.executor.batch():
-            jobs = [self.executor.submit(TrainJob(run_dir, self.args, TRAIN_COMMAND)) for run_dir in run_dirs]
+        try:  # submitit prints sbatch's error text too: it is in the one error line instead
+            with contextlib.redirect_stderr(io.StringIO()), self.executor.batch():
+                jobs = [self.executor.submit(TrainJob(run_dir, self.args, TRAIN_COMMAND)) for run_dir in run_dirs]
+        except FailedJobError as exc:  # sbatch exited with an error
+            raise LaunchError(f"sbatch refused the job(s) of {len(run_dirs)} run(s): {_first_line(exc) or 'no reason'}"
+                              f" (nothing was submitted; rerun the same command once this is fixed)") from None
+        except FailedSubmissionError as exc:  # sbatch printed something without a job id
+            raise LaunchError(f"sbatch gave no job id for {len(run_dirs)} run(s) ({_first_line(exc)}); look at "
+                              f"squeue before rerunning the same command") from None
         self.records.update({str(r): str(j.job_id) for r, j in zip(run_dirs, jobs)})
         text = json.dumps(self.records, indent=1)
         atomic_write(self.records_path, lambda tmp: Path(tmp).write_text(text))
@@ -295,6 +310,11 @@ class _Submitit:
 
     def stop(self) -> None:
         pass  # cluster jobs go on; rerunning the same command finds them
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's text on one line, at most 300 characters."""
+    return " ".join(str(exc).split())[:300]
 
 
 def _backend(launcher: Launcher, out: Path, args: Sequence[str], name: str) -> Any:

@@ -121,6 +121,25 @@ def test_slurm_launcher_sbatch_script_one_train_job_per_run_and_rerun_submits_on
     assert json.loads((out / "submitit" / "jobs.json").read_text()) == {at: "4242_0", adr: "4243"}
 
 
+def test_slurm_failures_are_one_line_saying_what_slurm_answered(tmp_path, monkeypatch):
+    args = ["benchmark", "--recipes", RECIPES[0], "--out", str(tmp_path / "bm"), *TINY, "--launcher", "slurm",
+            "--no-wait"]
+    (tmp_path / "empty").mkdir()
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path / "empty"))
+        r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith("Error: --launcher slurm:") and "srun" in r.output, r.output
+    _fake_slurm(tmp_path, monkeypatch)
+    for answer, needle in (("sys.stderr.write('sbatch: error: invalid partition name'); sys.exit(1)",
+                            "sbatch refused the job(s) of 1 run(s): sbatch: error: invalid partition name"),
+                           ("print('the queue is on holiday')", "sbatch gave no job id")):
+        _script(tmp_path / "bin" / "sbatch", f"import sys\n{answer}\n")
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith("Error: ") and needle in r.output, r.output
+
+
 def test_launcher_option_errors_are_one_line(tmp_path):
     base = ["benchmark", "--recipes", RECIPES[0], "--out", str(tmp_path / "x"), "-q"]
     for extra, needle in ((["--launcher", "slurm", "--gpus", "0,1"], "--gpus is for --launcher local"),
