@@ -122,7 +122,6 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError, resolve_config
     from art_adr.data import DatasetError
-    from art_adr.loggers import LoggerError, check_loggers, parse_loggers
     from art_adr.runs import RunError, RunInterrupted, load_run_config, resume_hint, train_run
     from art_adr.trainer import TrainingDivergedError
 
@@ -133,11 +132,7 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         if key in given:
             given[key] = _pair(given[key])
     given.update(parse_sets(sets))
-    try:
-        loggers = parse_loggers(logger)
-        check_loggers(loggers)
-    except LoggerError as exc:
-        raise click.ClickException(str(exc)) from None
+    loggers = _loggers(logger, out if resume else None, quiet)
     try:
         if resume:
             if out is None:
@@ -179,6 +174,22 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         sys.exit(130)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"run written to {path}")
+
+
+def _loggers(logger: str | None, resumed: str | None, quiet: bool) -> tuple[str, ...]:
+    """``--logger``'s loggers; a resumed run (``resumed``: its directory) without ``--logger`` keeps the loggers
+    it was followed with (``--logger none``: none)."""
+    from art_adr.loggers import LoggerError, check_loggers, parse_loggers, run_loggers
+
+    kept = logger is None and resumed is not None
+    try:
+        loggers = run_loggers(resumed) if kept else parse_loggers(logger)
+        if kept and loggers and not quiet and os.environ.get("RANK", "0") == "0":
+            click.echo(f"resuming with the run's loggers: {','.join(loggers)} (--logger none: without them)", err=True)
+        check_loggers(loggers)
+    except LoggerError as exc:
+        raise click.ClickException(str(exc) + ("; or resume with --logger none" if kept else "")) from None
+    return loggers
 
 
 def _leave_process_group() -> None:
