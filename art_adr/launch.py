@@ -30,7 +30,7 @@ from .config import RunConfig
 from .runs import CONFIG_FILE, RunError, RunLock, config_diff, load_run_config, write_config
 
 __all__ = ["LAUNCHERS", "Launcher", "LaunchError", "LaunchInterrupted", "launch_runs", "prepare_run", "train_args",
-           "make_executor", "TRAIN_COMMAND", "parse_gpus", "job_threads"]
+           "make_executor", "TRAIN_COMMAND", "parse_gpus", "check_gpus", "gpu_count", "job_threads"]
 
 LAUNCHERS = ("local", "slurm")
 # how a job runs `art-adr train` (the interpreter of this process; tests may wrap it)
@@ -105,6 +105,32 @@ def parse_gpus(text: str | None) -> tuple[str, ...]:
     if text is not None and not gpus:
         raise LaunchError(f"--gpus takes a comma list of device ids, e.g. 0,1, got {text!r}")
     return gpus
+
+
+def gpu_count() -> int:
+    """CUDA devices torch sees here (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_gpus(gpus: Sequence[str]) -> None:
+    """``--gpus`` checked as ``--device cuda:N`` is: device ids torch sees (or ``GPU-``/``MIG-`` UUIDs), on a
+    machine with a CUDA GPU; ``LaunchError`` otherwise (never a silent run on the CPU)."""
+    if not gpus:
+        return
+    bad = [g for g in gpus if not (g.isdigit() or g.upper().startswith(("GPU-", "MIG-")))]
+    if bad:
+        raise LaunchError(f"--gpus: {bad[0]!r} is not a device id (0, 1, ... or a GPU-/MIG- UUID)")
+    count = gpu_count()
+    if count == 0:
+        import torch
+
+        raise LaunchError(f"--gpus {','.join(gpus)} asked for, but torch sees no CUDA GPU (torch {torch.__version__});"
+                          f" leave --gpus out to train in this process, or use --jobs N for CPU jobs")
+    missing = [g for g in gpus if g.isdigit() and int(g) >= count]
+    if missing:
+        raise LaunchError(f"--gpus: device {missing[0]} asked for, but torch sees only {count} GPU(s)")
 
 
 def job_threads(jobs: int) -> int:
