@@ -181,6 +181,24 @@ def test_non_finite_checkpoints_are_refused_by_save_evaluate_and_export(tmp_path
         assert res.output.strip().splitlines()[-1].startswith("Error: ") and "non-finite" in res.output, res.output
 
 
+def test_resume_of_a_last_pt_with_nan_weights_is_refused_up_front(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert _cli("train", *TINY, "--epochs", "2", "--stop-after-epochs", "1", "--out", str(out)).exit_code == 0
+    last = out / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    name = next(k for k in ckpt["student"] if k.endswith("weight"))
+    ckpt["student"][name] = torch.full_like(ckpt["student"][name], float("nan"))
+    torch.save(ckpt, last)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    import art_adr.runs.train
+
+    monkeypatch.setattr(art_adr.runs.train, "run_data", lambda config: pytest.fail("data loaded before the check"))
+    res = _cli("train", "--out", str(out), "--resume")
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("Error: "), res.output
+    assert "non-finite" in res.output and "cannot be resumed" in res.output and name in res.output, res.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_torch_save_on_a_full_disk_is_an_oserror():
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
