@@ -128,6 +128,37 @@ def test_cache_evaluates_each_checkpoint_once_and_again_when_it_changes(tmp_path
     assert other.startswith("eval-student-holdout-n6-clean-pgd-standard-spec") and other.endswith("-s0.json")
 
 
+def test_a_damaged_cache_is_stale_evaluated_again_and_said_once(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    import art_adr.evaluation.pipeline as pipeline
+    from art_adr.evaluation import cache_name, cached_evaluation
+
+    run = _easy_run(tmp_path / "run")
+    calls = []
+    real = pipeline.evaluate_model
+    monkeypatch.setattr(pipeline, "evaluate_model", lambda model, x, y, **kw: calls.append(1) or real(model, x, y,
+                                                                                                       **kw))
+    kw = dict(which="student", attacks=("clean", "pgd"), n=4, seed=0, device="cpu", progress=False)
+    good = cached_evaluation(run, **kw)
+    path = run / cache_name("student", 4, "pgd")
+    whole = json.loads(path.read_text())
+    damaged = {"a list": b"[1, 2]", "a string entry": json.dumps({**whole, "best": "x"}).encode(),
+               "no n_examples": json.dumps({k: v for k, v in whole.items() if k != "n_examples"}).encode(),
+               "invalid JSON": b'{"best": ', "a pickle": pickle.dumps({"best": 1})}
+    for what, data in damaged.items():
+        path.write_bytes(data)
+        calls.clear()
+        capsys.readouterr()
+        assert cached_evaluation(run, **kw) == good, what
+        assert calls, what  # evaluated again ...
+        err = capsys.readouterr().err
+        assert err.count("is damaged") == 1 and str(path) in err, (what, err)  # ... said once, naming the file
+        assert json.loads(path.read_text()) == whole, what
+    calls.clear()
+    assert cached_evaluation(run, **kw) == good and not calls and "is damaged" not in capsys.readouterr().err
+
+
 def test_cache_reads_the_sweeps_former_files(tmp_path, monkeypatch):
     import art_adr.evaluation.pipeline as pipeline
     from art_adr.evaluation import cached_evaluation, file_sha256
