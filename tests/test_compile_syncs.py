@@ -324,3 +324,37 @@ def test_channels_last_with_a_view_model_names_the_real_cause():
         AdversarialTrainerADR(classifier(), channels_last=True, verbose=False, **EPS)
     assert "input_shape" not in str(info.value)
     AdversarialTrainerADR(classifier(), channels_last=False, verbose=False, **EPS)  # fine without NHWC
+
+
+# ---------------------------------------------------------------- torch floor: Dynamo's names before torch 2.7
+def test_dynamo_limit_names_fall_back_to_the_torch_2_6_spelling():
+    import types
+
+    new = types.SimpleNamespace(recompile_limit=8, fail_on_recompile_limit_hit=False)
+    old = types.SimpleNamespace(cache_size_limit=8, fail_on_cache_limit_hit=False)  # torch 2.6's config.py
+    exc = types.SimpleNamespace(FailOnRecompileLimitHit=type("FailOnRecompileLimitHit", (Exception,), {}))
+    assert compiling.dynamo_limit_names(new, exc)[:2] == ("recompile_limit", "fail_on_recompile_limit_hit")
+    assert compiling.dynamo_limit_names(old, exc) == ("cache_size_limit", "fail_on_cache_limit_hit",
+                                                      exc.FailOnRecompileLimitHit)
+    with pytest.raises(RuntimeError, match="torch >= 2.6"):  # torch 2.5: a limit but no flag to make it loud
+        compiling.dynamo_limit_names(types.SimpleNamespace(cache_size_limit=8), exc)
+    with compiling._loud_recompile_limit(3, old):
+        assert (old.cache_size_limit, old.fail_on_cache_limit_hit) == (3, True)
+        assert not hasattr(old, "recompile_limit")
+    assert (old.cache_size_limit, old.fail_on_cache_limit_hit) == (8, False)
+
+
+def test_recompile_limit_is_loud_through_the_old_names(eager_backend, monkeypatch):
+    """The 2.6 names drive the real Dynamo (torch >= 2.7 keeps them as aliases): still an error, not eager."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    old = ("cache_size_limit", "fail_on_cache_limit_hit", FailOnRecompileLimitHit)
+    monkeypatch.setattr(compiling, "dynamo_limit_names", lambda config=None, exc=None: old)
+    bn = torch.nn.BatchNorm1d(3)
+    fn = compiling.Compiled(bn, "default", "old-names forward", limit=2)
+    with pytest.raises(compiling.RecompileLimitError, match="old-names forward recompiled more than 2 times"):
+        for k in range(6):
+            bn.momentum = 0.01 * (k + 1)
+            fn(torch.ones(4, 3))
+    assert fn.stats()["graphs"] == 2
+    assert torch._dynamo.config.fail_on_cache_limit_hit is False
