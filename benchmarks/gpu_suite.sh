@@ -3,7 +3,7 @@
 # Python 3.12, torch, numpy and scipy and nothing else, offline. See benchmarks/README.md ("GPU suite").
 #
 #   bash benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--steps tests,throughput] [--budget SECONDS]
-#                                [--data-dir DIR] [--dry-run]
+#                                [--data-dir DIR] [--dry-run] [--install-only]
 #
 # 1. installs the wheels of --wheels (default .whl/, made by benchmarks/gpu_wheels.sh) with pip --no-deps --no-index
 #    into a private folder ($GPU_SUITE_SITE, default /tmp/art-adr-site), then art-adr itself from this tree;
@@ -15,6 +15,8 @@
 # Every step runs even when an earlier one fails; the exit code is 1 if any failed.
 # --dry-run: check that every step resolves (files exist, modules import or come from a wheel, commands parse);
 # nothing needs CUDA or installs anything.
+# --install-only: step 1 alone (no GPU needed), then check that art-adr imports from $GPU_SUITE_SITE; the
+# simulated-host test (tests/test_simulated_host.py) installs through this very code.
 set -uo pipefail
 SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -25,6 +27,7 @@ STEPS="tests,throughput"
 BUDGET=450
 DATA_DIR=""
 DRY=0
+INSTALL_ONLY=0
 REQS=${GPU_SUITE_REQUIREMENTS:-benchmarks/gpu_requirements.txt}
 SITE=${GPU_SUITE_SITE:-/tmp/art-adr-site}
 while [ $# -gt 0 ]; do
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
     --budget) BUDGET=$2; shift 2 ;;
     --data-dir) DATA_DIR=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
+    --install-only) INSTALL_ONLY=1; shift ;;
     -h|--help) sed -n '2,20p' "$SCRIPT"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -106,6 +110,11 @@ if ! "$PY" -P -c "import art_adr.cli" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
     --target "$SITE" . || echo "art-adr did not install" >&2
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if [ "$INSTALL_ONLY" = 1 ]; then
+  "$PY" -P -c "import art_adr.cli" || { echo "art-adr does not import from $SITE" >&2; exit 2; }
+  echo "== installed into $SITE (PYTHONPATH=$SITE)"
+  exit 0
 fi
 "$PY" -P -c "import art_adr.cli, torch; assert torch.cuda.is_available(), 'no CUDA GPU'" || {
   echo "art-adr does not import or torch sees no GPU; see benchmarks/README.md (GPU suite)" >&2; exit 2; }
