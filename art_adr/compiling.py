@@ -117,6 +117,7 @@ class Compiled:
         self.eager, self.mode, self.name, self.limit = fn, mode, name, int(limit)
         self.graphs = 0
         self.frames = 0
+        self.cudagraph_skips = 0
         options: dict[str, Any] = {"backend": BACKEND}
         if BACKEND == "inductor" and mode != "default":
             options["mode"] = mode
@@ -127,6 +128,7 @@ class Compiled:
 
         limit_hit = dynamo_limit_names()[2]
         graphs, frames = counters["stats"]["unique_graphs"], counters["frames"]["ok"]
+        skips = counters["inductor"]["cudagraph_skips"]
         try:
             with _loud_recompile_limit(self.limit):
                 return self._compiled(*args, **kwargs)
@@ -139,8 +141,13 @@ class Compiled:
         finally:
             self.graphs += counters["stats"]["unique_graphs"] - graphs
             self.frames += counters["frames"]["ok"] - frames
+            self.cudagraph_skips += counters["inductor"]["cudagraph_skips"] - skips
 
     def stats(self) -> dict[str, Any]:
-        """``{"mode", "graphs", "frames"}``: graphs compiled and frames traced (a recompile traces the frame again;
-        DDP's forward also traces its helpers once each) while this function ran."""
-        return {"mode": self.mode, "graphs": self.graphs, "frames": self.frames}
+        """``{"mode", "graphs", "frames", "cudagraph_skips"}``: graphs compiled and frames traced (a recompile traces
+        the frame again; DDP's forward also traces its helpers once each) while this function ran, and the graphs
+        for which Inductor skipped CUDA graphs (``counters["inductor"]["cudagraph_skips"]``: a mutated input such as
+        a BatchNorm buffer in train mode, CPU tensors, dynamic shapes; 0 outside ``reduce-overhead`` /
+        ``max-autotune``) and ran them without."""
+        return {"mode": self.mode, "graphs": self.graphs, "frames": self.frames,
+                "cudagraph_skips": self.cudagraph_skips}

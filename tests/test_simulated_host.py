@@ -138,6 +138,12 @@ def test_suite_installs_and_runs_on_a_host_with_only_torch_numpy_scipy(host):
     python, wheels, root = host
     site = root / "site"
     t0 = time.perf_counter()
+    host_json = root / "host.json"  # the suite's first step, before anything is installed (no packaging yet)
+    _ok(run(python, root / "nothing", "benchmarks/gpu_host_check.py", str(wheels), "--out", str(host_json)),
+        "gpu_host_check.py")
+    checks = {c["check"]: c for c in json.loads(host_json.read_text())["checks"]}
+    assert checks["pip"]["ok"] and checks["numpy"]["ok"] and checks["scipy"]["ok"], checks
+    assert "required by" in checks["numpy"]["detail"] and checks["torch"]["ok"], checks
     _ok(install(python, wheels, site), "gpu_suite.sh --install-only")
     where = _ok(run(python, site, "-c", "import art_adr, art, sklearn; print(art_adr.__file__)"), "imports")
     assert where.strip().startswith(str(site)), where  # the installed art-adr, not the tree's
