@@ -358,3 +358,19 @@ def test_recompile_limit_is_loud_through_the_old_names(eager_backend, monkeypatc
             fn(torch.ones(4, 3))
     assert fn.stats()["graphs"] == 2
     assert torch._dynamo.config.fail_on_cache_limit_hit is False
+
+
+# ---------------------------------------------------------------- CUDA-graph skips, per compiled function
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="Inductor's CPU code needs a C compiler")
+def test_cudagraph_skips_are_counted_per_compiled_function():
+    """Real Inductor on CPU: reduce-overhead cannot record CUDA graphs of CPU tensors, and says so by bumping
+    counters["inductor"]["cudagraph_skips"]; each Compiled counts its own, the default mode none."""
+    torch._dynamo.reset()
+    lin = torch.nn.Linear(4, 2)
+    graphed = compiling.Compiled(lin, "reduce-overhead", "graphed forward")
+    plain = compiling.Compiled(torch.nn.Linear(4, 2), "default", "plain forward")
+    for _ in range(2):
+        graphed(torch.ones(3, 4))
+        plain(torch.ones(3, 4))
+    assert graphed.stats() == {"mode": "reduce-overhead", "graphs": 1, "frames": 1, "cudagraph_skips": 1}
+    assert plain.stats()["cudagraph_skips"] == 0 and plain.stats()["graphs"] == 1

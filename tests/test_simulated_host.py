@@ -24,8 +24,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
 BASE_DISTRIBUTIONS = ("torch", "numpy", "scipy", "pip")  # what the lent GPU machines have (pip: the installer)
 TAG = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -127,6 +125,7 @@ TRAIN = ["-m", "art_adr.cli", "train", "--dataset", "synthetic",
          "--device", "cpu", "-q"]
 
 
+@pytest.mark.slow
 def test_the_bare_host_is_bare(host):
     python, _, root = host
     proc = run(python, root / "nothing", "-c", "import sklearn")
@@ -134,6 +133,7 @@ def test_the_bare_host_is_bare(host):
     _ok(run(python, root / "nothing", "-c", "import torch, numpy, scipy, pip"), "the base imports")
 
 
+@pytest.mark.slow
 def test_suite_installs_and_runs_on_a_host_with_only_torch_numpy_scipy(host):
     python, wheels, root = host
     site = root / "site"
@@ -169,6 +169,7 @@ def test_suite_installs_and_runs_on_a_host_with_only_torch_numpy_scipy(host):
           f"{time.perf_counter() - t0:.0f} s")
 
 
+@pytest.mark.slow
 def test_a_missing_wheel_fails_the_host_loudly(host):
     """The same install without the cloudpickle wheel: ``art-adr train`` stops naming the missing module."""
     python, wheels, root = host
@@ -193,3 +194,18 @@ def test_base_closure_follows_declared_requirements():
     assert {"torch", "sympy", "networkx", "jinja2", "filelock", "fsspec", "typing-extensions"} <= torch_deps
     assert not torch_deps & {"scikit-learn", "joblib", "click", "matplotlib"}
     assert sysconfig.get_paths()["purelib"]
+
+
+def test_a_run_without_matplotlib_skips_its_curves_with_a_note(tmp_path, monkeypatch, capsys):
+    from art_adr.config import RunConfig
+    from art_adr.runs import curves
+
+    history = [{"epoch": 1, "loss": 1.0, "train_robust_acc": 0.1, "clean_acc": 0.5, "pgd_acc": 0.2}]
+    monkeypatch.setattr(curves, "have_matplotlib", lambda: False)
+    curves.plot_run(tmp_path, history, RunConfig(val_attack="pgd"))
+    assert not (tmp_path / "curves.png").exists()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"note: {tmp_path / 'curves.png'} not drawn: matplotlib is not installed (metrics.jsonl has the numbers)"]
+    monkeypatch.undo()
+    curves.plot_run(tmp_path, history, RunConfig(val_attack="pgd"))  # with matplotlib: drawn
+    assert (tmp_path / "curves.png").is_file()
