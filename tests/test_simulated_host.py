@@ -209,3 +209,18 @@ def test_a_run_without_matplotlib_skips_its_curves_with_a_note(tmp_path, monkeyp
     monkeypatch.undo()
     curves.plot_run(tmp_path, history, RunConfig(val_attack="pgd"))  # with matplotlib: drawn
     assert (tmp_path / "curves.png").is_file()
+
+
+def test_sanity_plots_and_table_curves_are_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
+    from art_adr.evaluation import write_sanity_plots
+    from art_adr.experiments.table1 import write_table
+    from art_adr.runs import curves
+
+    monkeypatch.setattr(curves, "have_matplotlib", lambda: False)
+    result = {"eps_curve": {"eps": [1 / 255], "accuracy": [50.0], "steps": 10},
+              "steps_curve": {"steps": [10], "accuracy": [50.0], "eps": 8 / 255}, "plots": {}}
+    assert write_sanity_plots(result, tmp_path, "student") == {} and not list(tmp_path.glob("*.png"))
+    written = write_table([], {}, tmp_path, "synthetic", {})
+    assert "png" not in written and written["json"].is_file() and not (tmp_path / "curves.png").exists()
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 2 and all("matplotlib is not installed" in n for n in notes)
