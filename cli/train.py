@@ -87,6 +87,10 @@ def _schedule_text(value: Any) -> str:
 @click.option("--extra-data", type=click.Path(), show_default="none", help=".npz with image/label arrays (DDPM data).")
 @click.option("--extra-fraction", type=str, show_default=_default("extra_fraction"),
               help="Fraction of each batch from --extra-data.")
+@click.option("--extra-sampling", type=click.Choice(["shuffle", "replacement"]),
+              show_default=_default("extra_sampling"),
+              help="How the --extra-data images are drawn: shuffle (the ADR authors' loader: a permutation per "
+                   "pass, cycled) or replacement (uniform draws per batch, art-adr's former sampling).")
 @click.option("--seed", type=int, show_default=_default("seed"),
               help="Seed of init, batch order, augmentation and attacks.")
 @click.option("--device", show_default=_default("device"), help="auto (a GPU when there is one), cpu, cuda or cuda:N.")

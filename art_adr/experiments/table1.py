@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -388,8 +389,15 @@ def write_table(rows: list[dict[str, Any]], histories: dict[str, list[dict[str, 
     write_csv(out / "table1.csv", [*rows, *aggregate])
     payload = {"dataset": dataset, **meta, "rows": rows, "aggregate": aggregate}
     atomic_write(out / "table1.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
+    from ..runs.curves import have_matplotlib
+
+    written = {k: out / f"table1.{k}" for k in ("md", "csv", "json")}
+    if not have_matplotlib():
+        print(f"note: {out / 'curves.png'} not drawn: matplotlib is not installed (table1.json has the numbers)",
+              file=sys.stderr)
+        return written
     plot_methods(histories, out / "curves.png", title or dataset)
-    return {k: out / f"table1.{k}" for k in ("md", "csv", "json")} | {"png": out / "curves.png"}
+    return written | {"png": out / "curves.png"}
 
 
 def seed_run_dir(out: Path, name: str, seed: int, config: RunConfig | None = None) -> Path:

@@ -195,7 +195,7 @@ class TrainingRun:
         batches: Any = main
         if extra is not None:
             batches = MixedBatches(main, *placed_tensors(extra.x, extra.y, device, extra_here), config.extra_fraction,
-                                   stream_extra=not extra_here)
+                                   stream_extra=not extra_here, sampling=config.extra_sampling)
         steps = len(batches)
         scheduler = build_scheduler(trainer.optimizer, config, steps)
         trainer.scheduler = scheduler
