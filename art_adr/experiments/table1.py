@@ -16,6 +16,7 @@ from ..config import ConfigError, RunConfig, recipe_path, resolve_config, select
 from ..evaluation import get_eval_attack, robust_attack_names
 from ..methods import METHOD_NAMES, get_method
 from ..runs import RunError, holding_lock, load_run_config, write_csv
+from ..tables import markdown_table
 from .common import PlannedRun, log_table, mean_std, read_history, train_planned
 
 __all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "CPU_DEFAULTS", "AWP_RHO", "ROBUST_ATTACKS", "plan_runs",
@@ -294,8 +295,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     what = f"Table 1 reproduction on {dataset}" if dataset in PAPER_TABLE1 else \
         f"Table-1-style comparison on {dataset} (the paper reports no {dataset} results)"
     lines = [f"{what} (n = {rows[0]['n_examples'] if rows else 0} test images, "
-             f"{threat_text}{seeds_text}%; diff = best − final)", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             f"{threat_text}{seeds_text}%; diff = best − final)", ""]
+    body = []
     for r in rows:
         cells = [r["method"], r.get("which", ""), str(r.get("n_seeds", 1))]
         for a in robust:
@@ -306,7 +307,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
         if has_paper:
             cells += [f"{r[k]:.2f}" if k in r else "" for k in ("paper_aa_best", "paper_aa_final",
                                                                   "paper_clean_best", "paper_clean_final")]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines += markdown_table(head, body)
     if has_paper:
         lines += ["", "Paper: Wu, Wang & Chen (ICLR 2024), Table 1, ResNet-18, full test set, one run."]
     return "\n".join(lines) + "\n"
