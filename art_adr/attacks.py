@@ -49,12 +49,9 @@ def norm_name(norm: Any) -> str:
     raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
 
 
-_norm_name = norm_name  # its former name
-
-
 def threat_model(norm: Any) -> str:
     """RobustBench / AutoAttack name of a norm: ``"Linf"`` or ``"L2"``."""
-    return "Linf" if _norm_name(norm) == "inf" else "L2"
+    return "Linf" if norm_name(norm) == "inf" else "L2"
 
 
 def _is_int(value: Any) -> bool:
@@ -91,7 +88,7 @@ class AttackSpec:
 
     def __post_init__(self) -> None:
         try:
-            norm = _norm_name(self.norm)
+            norm = norm_name(self.norm)
         except ValueError:
             raise ValueError(f"AttackSpec.norm must be 'inf' or '2', got {self.norm!r}") from None
         object.__setattr__(self, "norm", norm)
@@ -254,7 +251,7 @@ def pgd(
     Example:
         >>> x_adv = pgd(model, x, y, eps=8/255, eps_step=2/255, max_iter=10)
     """
-    norm = _norm_name(norm)
+    norm = norm_name(norm)
     _check_pgd(eps, eps_step, max_iter, restarts, loss)
     ctx = autocast or contextlib.nullcontext
     x, target = x.detach(), target.detach()
@@ -380,7 +377,7 @@ class SoftLabelPGD(EvasionAttack):
         self._check_params()
 
     def _check_params(self) -> None:
-        _norm_name(self.norm)
+        norm_name(self.norm)
         if self.eps <= 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
         if not 0 < self.eps_step <= self.eps:

@@ -72,30 +72,31 @@ def fit_temperature(logits: Tensor, targets: Tensor, bounds: tuple[float, float]
 class AutoRectification:
     """The automatic τ/λ state of one trainer: which of the two are automatic and their current values."""
 
-    temperature: bool = False
-    interpolation: bool = False
-    tau: float = 1.0
-    lam: float = 0.0
+    auto_temperature: bool = False
+    auto_interpolation: bool = False
+    temperature: float = 1.0
+    interpolation: float = 0.0
     updates: int = 0
 
     @property
     def active(self) -> bool:
-        return self.temperature or self.interpolation
+        return self.auto_temperature or self.auto_interpolation
 
     def update(self, teacher_adv_logits: Tensor | None, targets: Tensor | None, teacher_robust_acc: float) -> None:
         """One validation's signals: fit τ on the teacher's adversarial logits, set λ to its robust accuracy."""
-        if self.temperature and teacher_adv_logits is not None and targets is not None:
-            self.tau = fit_temperature(teacher_adv_logits, targets)
-        if self.interpolation:
-            self.lam = min(1.0, max(0.0, float(teacher_robust_acc)))
+        if self.auto_temperature and teacher_adv_logits is not None and targets is not None:
+            self.temperature = fit_temperature(teacher_adv_logits, targets)
+        if self.auto_interpolation:
+            self.interpolation = min(1.0, max(0.0, float(teacher_robust_acc)))
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "lambda": self.lam, "updates": self.updates}
+        """The checkpoint's ``auto`` entry; its keys ``tau``/``lambda`` are the on-disk format."""
+        return {"tau": self.temperature, "lambda": self.interpolation, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state:
-            self.tau, self.lam = float(state["tau"]), float(state["lambda"])
+            self.temperature, self.interpolation = float(state["tau"]), float(state["lambda"])
             self.updates = int(state.get("updates", 0))
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
-           "model_from_checkpoint", "non_finite_tensors", "non_finite_weights", "torch_save", "FORMAT"]
+           "model_from_checkpoint", "model_from_desc", "non_finite_tensors", "non_finite_weights", "torch_save",
+           "FORMAT"]
 
 FORMAT = "art-adr-checkpoint"
 VERSION = 1
@@ -125,11 +126,21 @@ def load_model(
     return model_from_checkpoint(ckpt, which, device), ckpt
 
 
+def model_from_desc(desc: dict[str, Any]) -> nn.Module:
+    """The (untrained) network of a checkpoint's ``model`` entry: ``arch``, ``num_classes``, ``kwargs`` and its
+    inputs, ``input_shape`` (written since 0.1.0; a checkpoint without it is read with its ``dataset``'s registered
+    shape, which is what built it) and the ``dataset``'s statistics (:func:`art_adr.data.model_inputs`). The one
+    place a model is built for a dataset: ``art-adr train`` builds through it too."""
+    from .data import model_inputs
+    from .models import create_model
+
+    inputs = model_inputs(desc.get("dataset"), desc.get("input_shape"))
+    return create_model(desc["arch"], desc["num_classes"], **inputs, **desc.get("kwargs", {}))
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], which: str = "student",
                           device: str | torch.device = "cpu") -> nn.Module:
     """The student or teacher of an already loaded checkpoint dict, rebuilt in eval mode."""
-    from .models import create_model
-
     if which not in ("student", "teacher"):
         raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
     state = ckpt.get(which)
@@ -137,7 +148,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], which: str = "student",
         raise CheckpointError(f"checkpoint has no {which} weights")
     _refuse_non_finite({which: state}, f"the checkpoint of epoch {ckpt.get('epoch', '?')}")
     desc = ckpt["model"]
-    model = create_model(desc["arch"], desc["num_classes"], dataset=desc.get("dataset"), **desc.get("kwargs", {}))
+    model = model_from_desc(desc)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

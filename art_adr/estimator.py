@@ -8,12 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import Normalized, channel_tensor
+from .models import Normalized
 
 __all__ = ["Normalize", "check_classifier", "check_model_outputs", "classifier_module", "classifier_device",
            "classifier_clip_values", "make_classifier", "resolve_device"]
-
-_channel_tensor = channel_tensor  # its former name here (art_adr.models.channel_tensor)
 
 
 class Normalize(Normalized):

@@ -63,13 +63,12 @@ def rectify_labels(teacher_logits: Tensor, targets: Tensor, temperature: float, 
         temperature: τ > 0.
         interpolation: λ in [0, 1].
 
+    τ and λ are checked once, where they enter (``AdversarialTrainerADR``, ``RunConfig.validate``), not at every
+    iteration here.
+
     Returns:
         ``[N, C]`` probability rows (float32) whose argmax is the ground truth.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= interpolation <= 1.0:
-        raise ValueError(f"interpolation must be in [0, 1], got {interpolation}")
     probs = torch.softmax(teacher_logits.float() / temperature, dim=1)
     lam = interpolation_per_sample(probs, targets, interpolation).unsqueeze(1)
     return lam * probs + (1.0 - lam) * one_hot(targets, probs.shape[1], probs.dtype)

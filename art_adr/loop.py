@@ -92,13 +92,13 @@ class EpochLoop:
         step = self.step if step is None else step
         first, total = self.plan
         done = min(max(step - first, 0), max(total, 1))
-        tau = cosine_schedule(self.temperature[0], self.temperature[1], done, max(total, 1))
-        lam = cosine_schedule(self.interpolation[0], self.interpolation[1], done, max(total, 1))
+        temperature = cosine_schedule(self.temperature[0], self.temperature[1], done, max(total, 1))
+        interpolation = cosine_schedule(self.interpolation[0], self.interpolation[1], done, max(total, 1))
         auto = getattr(self, "auto", None)
         if auto is not None:  # "auto" τ/λ: the values the last validation set (art_adr.auto_schedule)
-            tau = auto.tau if auto.temperature else tau
-            lam = auto.lam if auto.interpolation else lam
-        return tau, lam
+            temperature = auto.temperature if auto.auto_temperature else temperature
+            interpolation = auto.interpolation if auto.auto_interpolation else interpolation
+        return temperature, interpolation
 
     # ------------------------------------------------------------------ the loop
     def fit_batches(
@@ -167,7 +167,7 @@ class EpochLoop:
         while self.epoch < end_epoch:
             self._snapshot_if_finite()
             t0 = time.perf_counter()
-            tau0, lam0 = self.schedule()
+            temperature0, interpolation0 = self.schedule()
             lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this epoch starts with
             loss_sum, correct, seen = self._train_epoch(epoch_batches(self.epoch), steps_per_epoch, end_epoch, show)
             if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -178,8 +178,9 @@ class EpochLoop:
                 "train_robust_acc": float(correct.item()) / max(seen, 1), "lr": lr,
             }
             if self.adr:  # τ, λ where the epoch ends (what the bar showed last; the last epoch's is the end value)
-                tau1, lam1 = self.schedule()
-                record.update({"tau": tau1, "lambda": lam1, "tau_start": tau0, "lambda_start": lam0})
+                temperature1, interpolation1 = self.schedule()  # (the history's keys are metrics.jsonl's columns)
+                record.update({"tau": temperature1, "lambda": interpolation1, "tau_start": temperature0,
+                               "lambda_start": interpolation0})
             record["train_seconds"] = time.perf_counter() - t0
             record["images_per_s"] = seen / record["train_seconds"]
             if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == end_epoch):
@@ -226,9 +227,10 @@ class EpochLoop:
             if (i + 1) % self.log_every == 0 or i + 1 == steps_per_epoch:
                 self._check_finite(loss_sum, epoch, i)
                 if show:
-                    tau, lam = self.schedule()
+                    temperature, interpolation = self.schedule()
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", adv_acc=f"{correct.item() / seen:.3f}",
-                                    **({"tau": f"{tau:.3f}", "lam": f"{lam:.3f}"} if self.adr else {}))
+                                    **({"tau": f"{temperature:.3f}", "lam": f"{interpolation:.3f}"} if self.adr
+                                       else {}))
             bar.update(1)
         bar.close()
         self._check_finite(loss_sum, epoch, steps_per_epoch)

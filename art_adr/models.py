@@ -13,7 +13,8 @@ import functools
 import importlib.util
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -35,8 +36,7 @@ __all__ = [
     "activation_class",
     "count_flops",
     "create_model",
-    "dataset_stats",
-    "input_channels",
+    "ModelInputs",
 ]
 
 
@@ -80,9 +80,6 @@ def channel_tensor(v: Any) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(v, dtype=np.float32))
     t = t.flatten()
     return t.view(1, -1, 1, 1) if t.numel() > 1 else t.reshape(())
-
-
-_channel_tensor = channel_tensor  # its former name
 
 
 class SmallCNN(nn.Module):
@@ -184,55 +181,52 @@ class MLP(nn.Module):
         return self.fc(self.body(x))
 
 
-def dataset_stats(dataset: str | None, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std of ``dataset`` (identity when ``None`` or unknown); one value broadcasts."""
-    from .data import DATASETS
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a network needs to know of its inputs, given by the caller (the run layer reads it off the data and
+    the dataset registry): ``shape`` ``(C, H, W)`` (``None``: the architecture's default), per-channel ``mean`` and
+    ``std`` of the normalisation inside the model (``None``: identity; one value broadcasts)."""
 
-    if dataset is not None and dataset in DATASETS:
-        info = DATASETS[dataset]
-        if len(info.mean) not in (1, in_channels):
-            raise ValueError(f"dataset {dataset!r} has {len(info.mean)} channels, model has {in_channels}")
-        return tuple(info.mean), tuple(info.std)
-    return (0.0,) * in_channels, (1.0,) * in_channels
+    shape: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def channels(self, in_channels: int | None, default: int) -> int:
+        """Explicit ``in_channels``, else the input shape's channel count, else ``default``."""
+        if in_channels is not None:
+            return int(in_channels)
+        return int(self.shape[0]) if self.shape is not None else default
+
+    def stats(self, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` for ``in_channels`` channels (identity when not given)."""
+        if self.mean is None or self.std is None:
+            return (0.0,) * in_channels, (1.0,) * in_channels
+        if len(self.mean) not in (1, in_channels):
+            raise ValueError(f"the input statistics have {len(self.mean)} channels, model has {in_channels}")
+        return tuple(self.mean), tuple(self.std)
 
 
-def input_channels(dataset: str | None, in_channels: int | None) -> int:
-    """Explicit ``in_channels``, else the dataset's channel count, else 3 (RGB)."""
-    from .data import DATASETS
-
-    if in_channels is not None:
-        return int(in_channels)
-    return DATASETS[dataset].shape[0] if dataset in DATASETS else 3
+def _small_cnn(num_classes: int, inputs: ModelInputs, in_channels: int = 1, width: int = 32) -> nn.Module:
+    return Normalized(SmallCNN(in_channels, num_classes, width), *inputs.stats(in_channels))
 
 
-def _small_cnn(num_classes: int, dataset: str | None, in_channels: int = 1, width: int = 32) -> nn.Module:
-    mean, std = dataset_stats(dataset, in_channels)
-    return Normalized(SmallCNN(in_channels, num_classes, width), mean, std)
-
-
-def _conv_fc(num_classes: int, dataset: str | None, in_channels: int | None = None, width: int = 16,
+def _conv_fc(num_classes: int, inputs: ModelInputs, in_channels: int | None = None, width: int = 16,
              hidden: int = 256) -> nn.Module:
-    from .data import DATASETS
-
-    c = input_channels(dataset, in_channels) if dataset in DATASETS or in_channels is not None else 1
-    size = DATASETS[dataset].shape[-1] if dataset in DATASETS else 28
-    return Normalized(ConvFC(c, num_classes, width, hidden, size), *dataset_stats(dataset, c))
+    c = inputs.channels(in_channels, 1)
+    size = inputs.shape[-1] if inputs.shape is not None else 28
+    return Normalized(ConvFC(c, num_classes, width, hidden, size), *inputs.stats(c))
 
 
-def _conv_bn(num_classes: int, dataset: str | None, in_channels: int | None = None,
+def _conv_bn(num_classes: int, inputs: ModelInputs, in_channels: int | None = None,
              widths: tuple[int, ...] | list[int] = (16, 32), hidden: int = 256) -> nn.Module:
-    from .data import DATASETS
-
-    c = input_channels(dataset, in_channels) if dataset in DATASETS or in_channels is not None else 1
-    size = DATASETS[dataset].shape[-1] if dataset in DATASETS else 28
-    return Normalized(ConvBN(c, num_classes, tuple(widths), hidden, size), *dataset_stats(dataset, c))
+    c = inputs.channels(in_channels, 1)
+    size = inputs.shape[-1] if inputs.shape is not None else 28
+    return Normalized(ConvBN(c, num_classes, tuple(widths), hidden, size), *inputs.stats(c))
 
 
-def _mlp(num_classes: int, dataset: str | None, hidden: int = 256, depth: int = 2) -> nn.Module:
-    from .data import DATASETS
-
-    shape = DATASETS[dataset].shape if dataset in DATASETS else (1, 28, 28)
-    return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *dataset_stats(dataset, shape[0]))
+def _mlp(num_classes: int, inputs: ModelInputs, hidden: int = 256, depth: int = 2) -> nn.Module:
+    shape = inputs.shape if inputs.shape is not None else (1, 28, 28)
+    return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *inputs.stats(shape[0]))
 
 
 # ---------------------------------------------------------------- RobustBench's own architecture classes
@@ -346,20 +340,20 @@ def activation_class(name: str) -> type[nn.Module]:
     return _ACTIVATIONS[name]
 
 
-def _resnet18(num_classes: int, dataset: str | None, in_channels: int | None = None) -> nn.Module:
+def _resnet18(num_classes: int, inputs: ModelInputs, in_channels: int | None = None) -> nn.Module:
     """ResNet-18 (He et al. 2016, CIFAR variant) from RobustBench's ``resnet.ResNet``."""
-    c = input_channels(dataset, in_channels)
+    c = inputs.channels(in_channels, 3)
     net = _rb_classes().ResNet([2, 2, 2, 2], num_classes, in_channels=c)
-    return Normalized(net, *dataset_stats(dataset, c))
+    return Normalized(net, *inputs.stats(c))
 
 
 def _preact_resnet18(
-    num_classes: int, dataset: str | None, activation: str = "relu", in_channels: int | None = None
+    num_classes: int, inputs: ModelInputs, activation: str = "relu", in_channels: int | None = None
 ) -> nn.Module:
     """PreAct ResNet-18 (He et al. 2016b; DeepMind variant of Gowal et al. 2020/Rebuffi et al. 2021)."""
-    c = input_channels(dataset, in_channels)
+    c = inputs.channels(in_channels, 3)
     net = _rb_classes().DMPreActResNet(num_classes, activation_class(activation), in_channels=c)
-    return Normalized(net, *dataset_stats(dataset, c))
+    return Normalized(net, *inputs.stats(c))
 
 
 def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False) -> Callable[..., nn.Module]:
@@ -371,18 +365,18 @@ def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False)
     stride-2 convolutions, PyTorch's default initialisation) — the ADR authors' ``src/model/wideresnet.py``,
     whose global pooling (``AvgPool2d(8)`` at 32×32, adaptive at 64×64) ours is at every size."""
 
-    def build(num_classes: int, dataset: str | None, depth: int = default_depth,
+    def build(num_classes: int, inputs: ModelInputs, depth: int = default_depth,
               widen_factor: int = default_width, activation: str = "relu",
               in_channels: int | None = None) -> nn.Module:
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
-        c, act = input_channels(dataset, in_channels), activation_class(activation)
+        c, act = inputs.channels(in_channels, 3), activation_class(activation)
         classes = _rb_classes()
         if act is nn.ReLU and not deepmind:
             net = classes.WideResNet(depth, widen_factor, num_classes, in_channels=c)
         else:
             net = classes.DMWideResNet(depth, widen_factor, num_classes, act, in_channels=c)
-        return Normalized(net, *dataset_stats(dataset, c))
+        return Normalized(net, *inputs.stats(c))
 
     return build
 
@@ -402,15 +396,23 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_model(arch: str, num_classes: int, dataset: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build architecture ``arch`` for ``num_classes`` classes; ``dataset`` picks the normalisation inside."""
+def create_model(arch: str, num_classes: int, *, input_shape: Sequence[int] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **kwargs: Any) -> nn.Module:
+    """Build architecture ``arch`` for ``num_classes`` classes taking ``input_shape`` ``(C, H, W)`` images (the
+    architecture's default when ``None``), normalised inside by ``mean``/``std`` (identity when ``None``); the
+    shapes and statistics come from the caller, never from the dataset registry."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     from .checks import call_with_options
 
-    return call_with_options(ARCHITECTURES[arch], f"architecture {arch!r}", (num_classes, dataset), kwargs)
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    inputs = ModelInputs(None if input_shape is None else tuple(int(s) for s in input_shape),
+                         None if mean is None else tuple(float(m) for m in mean),
+                         None if std is None else tuple(float(s) for s in std))
+    return call_with_options(ARCHITECTURES[arch], f"architecture {arch!r}", (num_classes, inputs), kwargs)
 
 
 # ---------------------------------------------------------------- cost
@@ -446,13 +448,3 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         for h in handles:
             h.remove()
     return int(total)
-
-
-def __getattr__(name: str) -> Any:
-    """``robustbench_spec`` and ``robustbench_state_dict`` (the model-zoo source of an export) moved to
-    :mod:`art_adr.robustbench`; they are still found here."""
-    if name in ("robustbench_spec", "robustbench_state_dict"):
-        from .robustbench import zoo
-
-        return getattr(zoo, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -218,9 +218,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def _set_rectification(self, temperature: Any, interpolation: Any, ema_decay: Any, ema_warmup: Any,
                            adr: Any) -> None:
         """τ and λ schedules (or ``auto``), the EMA decay and warm-up, ``adr``, checked."""
-        self.auto = AutoRectification(temperature=is_auto(temperature), interpolation=is_auto(interpolation))
-        self.temperature = (1.0, 1.0) if self.auto.temperature else number_pair(temperature, "temperature")
-        self.interpolation = (0.0, 0.0) if self.auto.interpolation else number_pair(interpolation, "interpolation")
+        self.auto = AutoRectification(auto_temperature=is_auto(temperature), auto_interpolation=is_auto(interpolation))
+        self.temperature = (1.0, 1.0) if self.auto.auto_temperature else number_pair(temperature, "temperature")
+        self.interpolation = (0.0, 0.0) if self.auto.auto_interpolation else number_pair(interpolation,
+                                                                                            "interpolation")
         if min(self.temperature) <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not all(0.0 <= v <= 1.0 for v in self.interpolation):
@@ -385,10 +386,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         """ADR rectified labels from the teacher on the clean batch (or one-hot when ``adr=False``)."""
         if not self.adr:
             return one_hot(y, self.nb_classes)
-        tau, lam = self.schedule()
+        temperature, interpolation = self.schedule()
         with torch.no_grad(), self.precision.autocast():
             teacher_logits = self._teacher_eval(x)
-        return rectify_labels(teacher_logits, y, tau, lam)
+        return rectify_labels(teacher_logits, y, temperature, interpolation)
 
     def _attack(self, x: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
         """The method's training attack on ``x`` against ``target`` (hard labels ``y`` default to its argmax)."""
@@ -508,7 +509,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def _update_auto(self, val: tuple[Tensor, Tensor], record: dict[str, Any]) -> None:
         """Automatic τ/λ from this validation (every rank on the whole hold-out, so all ranks agree)."""
         logits = None
-        if self.auto.temperature:
+        if self.auto.auto_temperature:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(777)
             spec = self.eval_spec

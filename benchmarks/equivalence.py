@@ -48,12 +48,13 @@ def load_task(n_train: int, n_test: int, seed: int = 0,
 def train_and_eval(data: tuple, args: argparse.Namespace, device: torch.device, seed: int,
                    **options: Any) -> dict[str, Any]:
     """Train AT+ADR with ``options`` from seed ``seed``; clean/PGD accuracy of student and EMA teacher."""
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
     from art_adr.trainer import AdversarialTrainerADR
 
     x_train, y_train, x_test, y_test, _ = data
     torch.manual_seed(seed)
-    model = create_model("small-cnn", 10, "fashion-mnist", width=args.width)
+    model = create_model("small-cnn", 10, **model_inputs("fashion-mnist"), width=args.width)
     clf = art_classifier(model, (1, 28, 28), 10, device, lr=args.lr)
     trainer = AdversarialTrainerADR(clf, eps=args.eps, eps_step=args.eps / 4, max_iter=args.steps,
                                     temperature=(1.5, 1.0), interpolation=(0.7, 0.95), seed=seed,

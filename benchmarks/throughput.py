@@ -134,7 +134,7 @@ def build_model(cfg: BenchConfig) -> nn.Module:
     if cfg.arch == "small-cnn":
         kwargs.setdefault("in_channels", cfg.channels)
     torch.manual_seed(0)
-    return create_model(cfg.arch, cfg.num_classes, None, **kwargs)
+    return create_model(cfg.arch, cfg.num_classes, **kwargs)
 
 
 def _amp_dtype(amp: str | None) -> torch.dtype | None:

@@ -91,83 +91,10 @@ def one_line(exc: BaseException) -> str:
     return text if own else f"{type(exc).__name__}: {text}"
 
 
-class DeprecatedOption(click.Option):
-    """A hidden old spelling of an option, kept for one release: using it prints one deprecation warning to
-    stderr and gives its value (through ``convert``) to the option it was renamed to (``replaced_by``, that
-    option's parameter name). Without a ``type`` (and not a flag) it takes the new option's type.
-    Made by :func:`deprecated_option`; only :class:`Command` applies it."""
-
-    def __init__(self, decls: list[str], *, replaced_by: str, convert: Callable[[Any], Any] | None = None,
-                 **attrs: Any) -> None:
-        self.inherit_type = "type" not in attrs and not attrs.get("is_flag") and not any("/" in d for d in decls)
-        attrs.setdefault("help", "Deprecated spelling.")
-        super().__init__(decls, hidden=True, default=None, expose_value=True, **attrs)
-        self.replaced_by = replaced_by
-        self.convert = convert
-
-    def spelling(self, value: Any = True) -> str:
-        """The old spelling that gives ``value``: ``--n-eval``; ``--no-progress`` for ``False`` of a flag pair."""
-        return self.secondary_opts[0] if self.secondary_opts and value is False else long_flag(self)
-
-
 def long_flag(param: click.Parameter) -> str:
     """An option's long flag (``--quiet`` of ``-q/--quiet``), an argument's name."""
     flags = [o for o in getattr(param, "opts", []) if o.startswith("--")]
     return flags[0] if flags else str(param.name)
-
-
-def deprecated_option(old: str, replaced_by: str, *, convert: Callable[[Any], Any] | None = None,
-                      **attrs: Any) -> Callable[[Any], Any]:
-    """A click decorator adding ``old`` (e.g. ``"--n-eval"`` or ``"--progress/--no-progress"``) as a hidden
-    deprecated alias of the option whose parameter name is ``replaced_by`` (e.g. ``"n_examples"``); the command
-    must be a :class:`Command`. The command function never sees the old spelling."""
-    name = "deprecated_" + old.split("/")[0].lstrip("-").replace("-", "_")
-    return click.option(name, old, cls=DeprecatedOption, replaced_by=replaced_by, convert=convert, **attrs)
-
-
-def deprecation_warning(old: str, new: str) -> str:
-    """The one warning line of every old spelling."""
-    return f"warning: {old} is deprecated and will be removed in the next release; use {new}"
-
-
-class Command(click.Command):
-    """A click command whose :func:`deprecated_option` spellings warn (stderr) and fill their new option
-    before the command runs; using an old and a new spelling with different values is a usage error."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        options = {p.name: p for p in self.params}
-        for param in self.params:
-            if isinstance(param, DeprecatedOption):
-                if param.replaced_by not in options:
-                    raise ValueError(f"{param.spelling()} replaces {param.replaced_by!r}, which {self.name} lacks")
-                if param.inherit_type:
-                    param.type = options[param.replaced_by].type
-
-    def invoke(self, ctx: click.Context) -> Any:
-        """Apply the old spellings (:func:`apply_deprecated`), then run the command."""
-        apply_deprecated(ctx, self.params)
-        return super().invoke(ctx)
-
-
-def apply_deprecated(ctx: click.Context, params: list[click.Parameter]) -> None:
-    """Move the values of the :class:`DeprecatedOption` s of ``params`` to the options they were renamed to,
-    with one warning each for those given."""
-    given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    options = {p.name: p for p in params}
-    for param in params:
-        if not isinstance(param, DeprecatedOption):
-            continue
-        value = ctx.params.pop(param.name, None)
-        if ctx.get_parameter_source(param.name) not in given or value is None:
-            continue
-        new = options[param.replaced_by]
-        old_flag, new_flag = param.spelling(value), long_flag(new)
-        value = param.convert(value) if param.convert is not None else value
-        click.echo(deprecation_warning(old_flag, new_flag), err=True)
-        if ctx.get_parameter_source(new.name) in given and ctx.params.get(new.name) != value:
-            raise click.UsageError(f"{old_flag} is the old spelling of {new_flag}: give only {new_flag}", ctx)
-        ctx.params[new.name] = value
 
 
 def quiet_option(help: str = "No progress output.") -> Callable[[Any], Any]:
@@ -180,10 +107,6 @@ def quiet_option(help: str = "No progress output.") -> Callable[[Any], Any]:
 @click.option("--debug", is_flag=True, help="Show the full Python traceback of errors (for bug reports).")
 def main(debug: bool) -> None:
     """ADR (Annealing Self-Distillation Rectification) adversarial training for ART."""
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 def resolve_cli_device(name: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, deprecated_option, quiet_option
+from art_adr.cli import quiet_option
 
 ANALYSES = ("outputs", "weights", "inputs")
 
@@ -72,7 +72,7 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
     return adapt_images(x, shape).to(device)
 
 
-@click.command("analyze", cls=Command)
+@click.command("analyze")
 @click.argument("run_or_checkpoint", type=click.Path(exists=True))
 @click.option("--vs", "others", multiple=True, type=click.Path(exists=True),
               help="Further run directories / checkpoints to compare side by side (repeatable).")
@@ -93,7 +93,6 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 @click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD step size α.")
 @click.option("--eval-max-iter", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
-@deprecated_option("--steps", "eval_max_iter")
 @click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
 @click.option("--directions", type=click.IntRange(1), default=1, show_default=True,
               help="Random weight directions for the weight loss landscape.")
@@ -137,41 +136,16 @@ def analyze_command(
     import torch
 
     from art_adr.analysis import analyze_models, plot_all, summarize
-    from art_adr.attacks import AttackSpec
-    from art_adr.checkpoint import CheckpointError, load_model
     from art_adr.cli import resolve_cli_device
-    from art_adr.evaluation import checkpoint_info, load_split
+    from art_adr.evaluation import checkpoint_info
 
     paths = [run_or_checkpoint, *others]
     names = _labels(paths, labels)
     dev = resolve_cli_device(device)
     torch.manual_seed(seed)
-    models, ckpts = {}, []
-    for name, path in zip(names, paths):
-        try:
-            model, ckpt = load_model(path, which=which, device=dev)
-        except (CheckpointError, ValueError) as exc:
-            raise click.ClickException(f"{path}: {exc}") from None
-        models[name] = model
-        ckpts.append(ckpt)
-    dataset = dataset or ckpts[0]["model"].get("dataset")
-    if not dataset:
-        raise click.UsageError("the checkpoint names no dataset; pass --dataset")
-    try:  # the test set as `evaluate` loads it (the run's data_dir and dataset options)
-        x, y, num_classes = _sample(load_split(ckpts[0], "test", dataset, data_dir), n_examples, seed, dev)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise click.ClickException(f"cannot load the {dataset} test set: {exc}") from None
-    for name, ckpt in zip(names, ckpts):
-        if int(ckpt["model"]["num_classes"]) != num_classes:
-            raise click.ClickException(
-                f"{name} has {ckpt['model']['num_classes']} classes, {dataset} has {num_classes}")
-    changes: dict[str, Any] = {"norm": norm, "eps": _parse_eps(eps), "steps": eval_max_iter}
-    if eps_step is not None:
-        changes["eps_step"] = _parse_eps(eps_step)
-    try:  # the first run's own attack (norm, ε, step), as `art-adr evaluate` uses it
-        spec = AttackSpec.from_config(ckpts[0].get("config") or {}, **changes)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    models, ckpts = _load_models(names, paths, which, dev)
+    dataset, x, y = _test_sample(names, ckpts, dataset, data_dir, n_examples, seed, dev)
+    spec = _attack_spec(ckpts[0], norm, eps, eps_step, eval_max_iter)
     x_ood = None
     analyses = [a for a in ANALYSES if a not in skip]
     if "outputs" in analyses:
@@ -194,6 +168,54 @@ def analyze_command(
     summary["figures"] = [p.name for p in figures]
     (out_dir / "analysis.json").write_text(json.dumps(summary, indent=1))
     _report(summary, out_dir, figures)
+
+
+def _load_models(names: list[str], paths: list[str], which: str, device: str) -> tuple[dict[str, Any], list[dict]]:
+    """``({label: model}, [checkpoint dict])`` of every path; an unreadable one is one error naming it."""
+    from art_adr.checkpoint import CheckpointError, load_model
+
+    models, ckpts = {}, []
+    for name, path in zip(names, paths):
+        try:
+            model, ckpt = load_model(path, which=which, device=device)
+        except (CheckpointError, ValueError) as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+        models[name] = model
+        ckpts.append(ckpt)
+    return models, ckpts
+
+
+def _test_sample(names: list[str], ckpts: list[dict], dataset: str | None, data_dir: str | None, n_examples: int,
+                 seed: int, device: str) -> tuple[str, Any, Any]:
+    """``(dataset, x, y)``: the seeded sample of the first checkpoint's test set that every model must fit."""
+    from art_adr.evaluation import load_split
+
+    dataset = dataset or ckpts[0]["model"].get("dataset")
+    if not dataset:
+        raise click.UsageError("the checkpoint names no dataset; pass --dataset")
+    try:  # the test set as `evaluate` loads it (the run's data_dir and dataset options)
+        x, y, num_classes = _sample(load_split(ckpts[0], "test", dataset, data_dir), n_examples, seed, device)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"cannot load the {dataset} test set: {exc}") from None
+    for name, ckpt in zip(names, ckpts):
+        if int(ckpt["model"]["num_classes"]) != num_classes:
+            raise click.ClickException(
+                f"{name} has {ckpt['model']['num_classes']} classes, {dataset} has {num_classes}")
+    return dataset, x, y
+
+
+def _attack_spec(ckpt: dict[str, Any], norm: str | None, eps: str | None, eps_step: str | None,
+                 eval_max_iter: int) -> Any:
+    """The first run's own attack (norm, ε, step), as `art-adr evaluate` uses it, with the options' changes."""
+    from art_adr.attacks import AttackSpec
+
+    changes: dict[str, Any] = {"norm": norm, "eps": _parse_eps(eps), "steps": eval_max_iter}
+    if eps_step is not None:
+        changes["eps_step"] = _parse_eps(eps_step)
+    try:
+        return AttackSpec.from_config(ckpt.get("config") or {}, **changes)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

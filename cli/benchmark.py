@@ -6,21 +6,13 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, deprecated_option, parse_sets, quiet_option, resolve_cli_device
+from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 from art_adr.evaluation import attacks_help, robust_attack_names
 from art_adr.methods import METHOD_NAMES
 
 
-def which_from_models(text: str) -> str:
-    """The old ``--models`` comma list (``student,teacher``, ``teacher``) as a ``--which`` value."""
-    names = {m.strip() for m in text.split(",") if m.strip()}
-    if not names or names - {"student", "teacher"}:
-        raise click.BadParameter(f"{text!r}: student and/or teacher", param_hint="--models")
-    return "both" if len(names) == 2 else names.pop()
-
-
-@click.command("benchmark", cls=Command)
+@click.command("benchmark")
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
 @click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
               help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "
@@ -47,19 +39,16 @@ def which_from_models(text: str) -> str:
               help="Budget: training examples per method.")
 @click.option("--n-examples", type=click.IntRange(min=1), show_default="all; --dataset fashion-mnist: 100",
               help="Evaluate the first N test images (RobustBench order).")
-@deprecated_option("--n-eval", "n_examples")
 @click.option("--val-size", type=click.IntRange(min=0), show_default="the recipe's; --dataset fashion-mnist: 500",
               help="Budget: images of each run's validation hold-out (taken from the training set).")
 @click.option("--attacks", default="aa", show_default=True,
               help=f"Comma list of robust attacks from {attacks_help(robust_attack_names())}, k = 10; clean "
                    "accuracy is always measured: e.g. pgd,aa gives clean, PGD-10 and AutoAttack in one table.")
-@deprecated_option("--attack", "attacks")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
               show_default=True, help="AutoAttack version; 'paper': the ADR code's protocol (10-iteration APGD-CE, "
                                       "APGD-T, FAB-T + Square 5000; see `art-adr evaluate --help`).")
 @click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True,
               help="Models of every run to evaluate: the student, the EMA teacher (\"+WA\") or both.")
-@deprecated_option("--models", "which", type=str, convert=which_from_models)
 @click.option("--data-dir", type=click.Path(), show_default="the recipe's", help="Where the dataset lives.")
 @click.option("--download/--no-download", default=None, show_default="the recipe's",
               help="Download the dataset if missing (needs internet).")
@@ -92,45 +81,26 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
-    from art_adr.experiments import CPU_DEFAULTS, parse_seeds, run_benchmark
+    from art_adr.experiments import CPU_DEFAULTS, run_benchmark
     from art_adr.runs import RunError
 
-    if more_runs and not runs:
-        raise click.UsageError(f"unexpected argument {more_runs[0]!r}: run directories follow --runs "
-                               "(--runs A B)")
-    runs = (*runs, *more_runs)
-    recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
-    if not dataset and not runs and not recipes and not recipe_prefix:
-        raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
-    attack_list = [a for a in dict.fromkeys(a.strip() for a in attacks.split(",")) if a and a != "clean"]
-    if not attack_list or any(a not in robust_attack_names() for a in attack_list):
-        raise click.BadParameter(f"{attacks!r}: a comma list of {', '.join(robust_attack_names())}",
-                                 param_hint="--attacks")
+    runs, recipes = _sources(more_runs, runs, dataset, recipe_names, recipe_prefix)
+    attack_list = _robust_attacks(attacks)
     model_list = ["student", "teacher"] if which == "both" else [which]
-    try:
-        seed_list = parse_seeds(seeds) if seeds else [seed]
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    seed_list = _seed_list(seeds, seed)
     # the CPU-sized budget belongs to the <dataset>-<method> recipes, not to named ones
     defaults: dict[str, Any] = {} if recipes or recipe_prefix else CPU_DEFAULTS.get(dataset or "", {})
-    overrides: dict[str, Any] = {"seed": seed_list[0]}
-    for key, value in (("epochs", epochs if epochs is not None else defaults.get("epochs")),
-                       ("subset", subset if subset is not None else defaults.get("subset")),
-                       ("val_size", val_size if val_size is not None else defaults.get("val_size")),
-                       ("data_dir", data_dir), ("download", download),
-                       ("amp", amp),
-                       ("device", device)):
-        if value is not None:
-            overrides[key] = value
-    overrides.update(parse_sets(sets))
-    n_eval = n_examples if n_examples is not None else defaults.get("n_eval")
+    budget = {"epochs": epochs, "subset": subset, "val_size": val_size}
+    overrides = _overrides(seed_list[0], {k: v if v is not None else defaults.get(k) for k, v in budget.items()},
+                           {"data_dir": data_dir, "download": download, "amp": amp, "device": device}, sets)
+    n_examples = n_examples if n_examples is not None else defaults.get("n_examples")
     eval_device = resolve_cli_device(device)
     launcher, loggers = launcher_from_options(launch)
     out = out or f"benchmarks-out/{recipe_prefix or dataset or 'runs'}"
     try:
         result = run_launched(lambda: run_benchmark(
             dataset, out, methods=[m.strip() for m in methods.split(",") if m.strip()], wa=wa or awp, awp=awp,
-            runs=runs, overrides=overrides, n_eval=n_eval, attacks=("clean", *attack_list),
+            runs=runs, overrides=overrides, n_examples=n_examples, attacks=("clean", *attack_list),
             version=aa_version, device=eval_device, seed=seed_list[0], seeds=seed_list, recipes=recipes,
             recipe_prefix=recipe_prefix, models=model_list, verbose=not quiet, launcher=launcher, loggers=loggers,
         ))
@@ -140,3 +110,44 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
         return
     click.echo(result["markdown"])
     click.echo("written: " + ", ".join(str(p) for p in result["files"].values()))
+
+
+def _sources(more_runs: tuple[str, ...], runs: tuple[str, ...], dataset: str | None, recipe_names: str | None,
+             recipe_prefix: str | None) -> tuple[tuple[str, ...], list[str]]:
+    """``(run directories, recipe names)`` of the table; a usage error when it has no source at all."""
+    if more_runs and not runs:
+        raise click.UsageError(f"unexpected argument {more_runs[0]!r}: run directories follow --runs "
+                               "(--runs A B)")
+    runs = (*runs, *more_runs)
+    recipes = [r.strip() for r in (recipe_names or "").split(",") if r.strip()]
+    if not dataset and not runs and not recipes and not recipe_prefix:
+        raise click.UsageError("give --dataset (e.g. fashion-mnist), --recipe-prefix, --recipes or --runs DIR ...")
+    return runs, recipes
+
+
+def _robust_attacks(attacks: str) -> list[str]:
+    """``--attacks`` → the robust attacks, in order, without ``clean`` (always measured)."""
+    attack_list = [a for a in dict.fromkeys(a.strip() for a in attacks.split(",")) if a and a != "clean"]
+    if not attack_list or any(a not in robust_attack_names() for a in attack_list):
+        raise click.BadParameter(f"{attacks!r}: a comma list of {', '.join(robust_attack_names())}",
+                                 param_hint="--attacks")
+    return attack_list
+
+
+def _seed_list(seeds: str | None, seed: int) -> list[int]:
+    """``--seeds`` (``0,1,2``, ``0-4``) or else ``[--seed]``."""
+    from art_adr.config import ConfigError
+    from art_adr.experiments import parse_seeds
+
+    try:
+        return parse_seeds(seeds) if seeds else [seed]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+
+
+def _overrides(seed: int, budget: dict[str, Any], options: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
+    """Every run's ``RunConfig`` overrides: the first seed, the budget and options that are set, then ``--set``."""
+    overrides: dict[str, Any] = {"seed": seed}
+    overrides.update({k: v for k, v in {**budget, **options}.items() if v is not None})
+    overrides.update(parse_sets(sets))
+    return overrides

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, deprecated_option, quiet_option
+from art_adr.cli import quiet_option
 from art_adr.evaluation import attacks_help
 
 ROBUSTBENCH_N = 10_000  # RobustBench: the first 10 000 test images
@@ -37,7 +37,7 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
             "protocol": n >= ROBUSTBENCH_N, "table": format_leaderboard(rows)}
 
 
-@click.command("evaluate", cls=Command)
+@click.command("evaluate")
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
 @click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="student", show_default=True,
               help="Student, EMA teacher (\"+WA\") or both.")
@@ -48,17 +48,14 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
               help=f"Comma list from {attacks_help()}; k: --eval-max-iter.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None,
               show_default="all; 10 000 with --robustbench", help="Evaluate the first N test examples in order.")
-@deprecated_option("--n-eval", "n_examples")
 @click.option("--norm", type=click.Choice(["inf", "2"]), default=None, show_default="the run's norm",
               help="Threat model of PGD, CW and AutoAttack: L∞ (inf) or L2 (2; AutoAttack norm='L2').")
 @click.option("--eps", default=None, show_default="the run's training ε, else 8/255",
               help="Radius, a number or fraction in (0, 1].")
 @click.option("--eval-max-iter", type=click.IntRange(min=1), default=10, show_default=True,
               help="PGD iterations of the evaluation attacks (as the runs' eval_max_iter validates).")
-@deprecated_option("--pgd-steps", "eval_max_iter")
 @click.option("--cw-max-iter", type=click.IntRange(min=1), default=None, show_default="--eval-max-iter",
               help="CW iterations.")
-@deprecated_option("--cw-steps", "cw_max_iter")
 @click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD/CW step size α.")
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="PGD/CW restarts.")
@@ -68,7 +65,6 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
                    "code's protocol (torchattacks 3.3 AutoAttack defaults, run through pyautoattack): APGD-CE, "
                    "APGD-T, FAB-T at 10 iterations and 1 restart, n_classes−1 targets, Square 5000 queries. "
                    "Weaker than 'standard'; the report names the settings.")
-@deprecated_option("--version", "aa_version")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of PGD starts and AutoAttack.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -77,16 +73,13 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
 @click.option("--sanity", is_flag=True, help="Appendix-E checks: accuracy vs ε (to the unbounded ε) and vs PGD steps.")
 @click.option("--sanity-max-iter", default="1,2,4,8,16,32,64,100", show_default=True,
               help="Comma list of PGD iterations for the convergence curve.")
-@deprecated_option("--sanity-steps", "sanity_max_iter")
 @click.option("--sanity-eps-max-iter", type=click.IntRange(min=1), default=100, show_default=True,
               help="PGD iterations of the accuracy-vs-ε curve.")
-@deprecated_option("--sanity-eps-steps", "sanity_eps_max_iter")
 @click.option("--sanity-tolerance", type=float, default=1.0, show_default=True,
               help="Max change (percentage points) between the last two points of the convergence curve.")
 @click.option("--robustbench", "robustbench", is_flag=True,
               help="RobustBench protocol (first 10 000 test images, AutoAttack standard, L∞ ε=8/255) + placement.")
 @quiet_option("No progress bars.")
-@deprecated_option("--progress/--no-progress", "quiet", convert=lambda progress: not progress)
 def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, data_dir: Path | None,
                      attacks: str, n_examples: int | None, norm: str | None, eps: str | None,
                      eval_max_iter: int, cw_max_iter: int | None, eps_step: str | None, restarts: int,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from art_adr.cli import Command, quiet_option
+from art_adr.cli import quiet_option
 
 
-@click.command("export", cls=Command)
+@click.command("export")
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["robustbench"]), default="robustbench", show_default=True,
               help="Bundle format.")

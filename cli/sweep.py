@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, deprecated_option, parse_sets, quiet_option, resolve_cli_device
+from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 
-SCORE_ATTACKS = ("val", "aa", "pgd")
+SCORE_ATTACKS = ("val", "aa")
 
 
 def _floats(text: str | None, name: str) -> list[float]:
@@ -26,22 +26,20 @@ def _floats(text: str | None, name: str) -> list[float]:
 
 def _score_attack(text: str) -> str:
     """``--attacks`` → the attack that scores the cells: ``aa`` when listed, else ``val`` (the runs' own
-    validation score, always there; ``pgd`` is its old name)."""
+    validation score, always there)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names or any(n not in SCORE_ATTACKS for n in names):
         raise click.BadParameter(f"{text!r}: a comma list of val, aa", param_hint="--attacks")
     return "aa" if "aa" in names else "val"
 
 
-@click.command("sweep", cls=Command)
+@click.command("sweep")
 @click.option("--recipe", "-r", required=True, help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced.")
 @click.option("--temperatures", default=None, show_default="the recipe's τ start",
               help="The grid's τ start values, a comma list, e.g. 1.5,2.0,2.5 (train's --temperature is one "
                    "start,end pair).")
-@deprecated_option("--temperature", "temperatures")
 @click.option("--interpolations", default=None, show_default="the recipe's λ start",
               help="The grid's λ start values, a comma list, e.g. 0.5,0.7,0.9.")
-@deprecated_option("--interpolation", "interpolations")
 @click.option("--ends", type=click.Choice(["gap", "constant"]), default="gap", show_default=True,
               help="End values of the cosine schedules: 'gap' keeps the recipe's end − start (τ_end ≥ 0.1, λ_end "
                    "clipped to [0, 1]); 'constant' uses end = start (no annealing, the paper's Fig. 5).")
@@ -51,17 +49,14 @@ def _score_attack(text: str) -> str:
               help="Fix λ_end for every cell (overrides --ends).")
 @click.option("--which", type=click.Choice(["student", "teacher"]), default=None, show_default="the recipe's",
               help="Model scored and selected on (sets best_metric).")
-@deprecated_option("--model", "which")
 @click.option("--epoch", type=click.Choice(["best", "final"]), default="best", show_default=True,
               help="Score the best validation epoch (best.pt) or the last one (final.pt).")
 @click.option("--attacks", default="val", show_default=True,
               help="Hold-out scores, a comma list: val (always: the runs' per-epoch hold-out accuracy under their "
-                   "validation attack, --set val_attack=..., default apgd; pgd is its old name) and aa (AutoAttack "
+                   "validation attack, --set val_attack=..., default apgd) and aa (AutoAttack "
                    "on --n-examples hold-out images). The cells are selected by aa when it is listed, else by val.")
-@deprecated_option("--attack", "attacks")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None, show_default="the whole hold-out",
               help="With --attacks aa: first N hold-out images.")
-@deprecated_option("--n-val", "n_examples")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard", show_default=True,
               help="AutoAttack version of --attacks aa (see `art-adr evaluate --help`).")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds per cell, e.g. 0,1,2 (scores averaged).")
@@ -116,7 +111,7 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
         result = run_launched(lambda: run_sweep(
                            recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
                            temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,
-                           model=which, epoch=epoch, attack=attack, n_val=n_examples, aa_version=aa_version,
+                           model=which, epoch=epoch, attack=attack, n_examples=n_examples, aa_version=aa_version,
                            overrides=overrides, device=eval_device, verbose=not quiet, launcher=launcher,
                            loggers=loggers))
     except ValueError as exc:  # ConfigError, RunError, DatasetError, CheckpointError

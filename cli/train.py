@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import Command, parse_sets, quiet_option
+from art_adr.cli import parse_sets, quiet_option
 from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
 from art_adr.validation import VAL_ATTACK_NAMES, VAL_ATTACKS
@@ -41,7 +41,7 @@ def _schedule_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
-@click.command("train", cls=Command)
+@click.command("train")
 @click.option("--recipe", "-r", show_default="none: RunConfig's defaults",
               help="Recipe name (see `art-adr recipes`) or a YAML file.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="runs/<recipe>-<time>",
@@ -116,58 +116,80 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
         _leave_process_group()
 
 
-def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
-           stop_after_epochs: int | None, quiet: bool, logger: str | None = None, **flags: Any) -> None:
-    if not quiet and os.environ.get("RANK", "0") == "0":  # the imports and the data take seconds: say so first
-        click.echo("art-adr train: importing torch and ART ...", err=True)
-    from art_adr.checkpoint import CheckpointError
-    from art_adr.config import ConfigError, resolve_config
-    from art_adr.data import DatasetError
-    from art_adr.loggers import LoggerError, check_loggers, parse_loggers
-    from art_adr.runs import RunError, RunInterrupted, load_run_config, resume_hint, train_run
-    from art_adr.trainer import TrainingDivergedError
-
-    given = {k: v for k, v in flags.items() if v is not None}  # every flag is named after its RunConfig field
+def _given_options(flags: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
+    """The flags given (every flag is named after its RunConfig field; ``--no-compile`` is ``compile: false``),
+    τ/λ as pairs, then ``--set``."""
+    given = {k: v for k, v in flags.items() if v is not None}
     if given.pop("no_compile", False):
         given["compile"] = False
     for key in ("temperature", "interpolation"):
         if key in given:
             given[key] = _pair(given[key])
     given.update(parse_sets(sets))
+    return given
+
+
+def _run_config(recipe: str | None, out: str | None, resume: bool, given: dict[str, Any]) -> tuple[Any, str]:
+    """``(RunConfig, run directory)``: the saved config of ``--resume`` (only ``--device`` may change), else the
+    recipe with the flags; a new run without ``--out`` goes to ``runs/<name>-<time>``."""
+    from art_adr.config import resolve_config
+    from art_adr.runs import load_run_config
+
+    if resume:
+        if out is None:
+            raise click.UsageError("--resume needs --out RUN_DIR")
+        if recipe or set(given) - {"device"}:
+            raise click.UsageError(
+                "--resume continues the saved config.yaml; pass only --out (and --device). A run cannot be "
+                "extended or changed: its cosine τ/λ and LR schedules are planned over its epochs. To train "
+                "longer or with other options, start a new run: art-adr train <recipe/options> --epochs N "
+                "--out NEW_DIR")
+        config = load_run_config(out)
+        if "device" in given:
+            config.device = given["device"]
+    else:
+        config = resolve_config(recipe, given)
+    if out is None:
+        name = config.recipe or f"{config.dataset}-{config.method}"
+        out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return config, out
+
+
+def _diverged(exc: Any, out: str | None) -> click.ClickException:
+    """The one error line of a diverged run: what was kept, and why ``--resume`` would not help."""
+    last = Path(out) / "checkpoints" / "last.pt" if out is not None else None
+    kept = (f"{last} holds the last finished epoch, with finite weights" if last is not None and last.is_file()
+            else "no finite epoch was saved")
+    return click.ClickException(
+        f"{exc.reason or exc} ({kept}; --resume repeats the same options and would likely diverge again: "
+        f"start a new run with other options, e.g. a lower --lr, and another --out)")
+
+
+def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
+           stop_after_epochs: int | None, quiet: bool, logger: str | None = None, **flags: Any) -> None:
+    if not quiet and os.environ.get("RANK", "0") == "0":  # the imports and the data take seconds: say so first
+        click.echo("art-adr train: importing torch and ART ...", err=True)
+    from art_adr.checkpoint import CheckpointError
+    from art_adr.config import ConfigError
+    from art_adr.data import DatasetError
+    from art_adr.loggers import LoggerError, check_loggers, parse_loggers
+    from art_adr.runs import RunError, RunInterrupted, resume_hint, train_run
+    from art_adr.trainer import TrainingDivergedError
+
+    given = _given_options(flags, sets)
     try:
         loggers = parse_loggers(logger)
         check_loggers(loggers)
     except LoggerError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        if resume:
-            if out is None:
-                raise click.UsageError("--resume needs --out RUN_DIR")
-            if recipe or set(given) - {"device"}:
-                raise click.UsageError(
-                    "--resume continues the saved config.yaml; pass only --out (and --device). A run cannot be "
-                    "extended or changed: its cosine τ/λ and LR schedules are planned over its epochs. To train "
-                    "longer or with other options, start a new run: art-adr train <recipe/options> --epochs N "
-                    "--out NEW_DIR")
-            config = load_run_config(out)
-            if "device" in given:
-                config.device = given["device"]
-        else:
-            config = resolve_config(recipe, given)
-        if out is None:
-            name = config.recipe or f"{config.dataset}-{config.method}"
-            out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        config, out = _run_config(recipe, out, resume, given)
         path = train_run(config, out, resume=resume, stop_after_epochs=stop_after_epochs, verbose=not quiet,
                          command=" ".join(["art-adr"] + sys.argv[1:]), loggers=loggers)
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     except TrainingDivergedError as exc:
-        last = Path(out) / "checkpoints" / "last.pt" if out is not None else None
-        kept = (f"{last} holds the last finished epoch, with finite weights" if last is not None and last.is_file()
-                else "no finite epoch was saved")
-        raise click.ClickException(
-            f"{exc.reason or exc} ({kept}; --resume repeats the same options and would likely diverge again: "
-            f"start a new run with other options, e.g. a lower --lr, and another --out)") from None
+        raise _diverged(exc, out) from None
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
@@ -193,7 +215,7 @@ def _leave_process_group() -> None:
 
 
 
-@click.command("recipes", cls=Command)
+@click.command("recipes")
 @click.option("--show", metavar="NAME", show_default="none", help="Print one recipe's resolved options.")
 @click.option("--match", metavar="TEXT", show_default="all recipes",
               help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")

@@ -56,6 +56,16 @@ def write(name: str, data: dict) -> None:
 def main() -> None:
     for old in OUT.glob("*.yaml"):
         old.unlink()
+    write_paper_common()
+    for ds, p in PAPER.items():
+        write_paper_dataset(ds, p)
+    write_ddpm()
+    write_fashion_mnist()
+    write_robust_overfitting()
+
+
+def write_paper_common() -> None:
+    """``_paper-common``: the paper's shared settings, the base of every paper recipe."""
     write("_paper-common", {
         "description": "common settings of the paper (§5.1): eps 8/255, PGD-10 alpha 2/255, SGD Nesterov 0.9, "
                        "wd 5e-4, lr 0.1 /10 at 50% and 75%, batch 128, EMA 0.995, TRADES beta 6",
@@ -64,34 +74,45 @@ def main() -> None:
         "milestones": [0.5, 0.75], "lr_gamma": 0.1, "ema_decay": 0.995, "beta": 6.0, "augment": True,
         "crop_padding": 4, "arch": "resnet18", "val_split": "holdout", "val_size": 1000,
     })
-    for ds, p in PAPER.items():
-        epochs = 80 if ds == "tinyimagenet" else 200
-        # WRN-34-10: the authors' src/model/wideresnet.py, RobustBench's DMWideResNet (art_adr.models)
-        for arch, suffix in (("resnet18", ""), ("dm-wrn-34-10", "-wrn34")):
-            for method in PAPER_METHODS:
-                label = METHODS[method].label
-                awp_tau, awp_lam = AWP_ARCH.get((ds, method, arch), p["awp"][method])
-                note = NOTES.get((ds, method, arch)) or (NOTES.get((ds, method)) if arch == "resnet18" else None)
-                base = {"base": "_paper-common", "dataset": ds, "arch": arch, "method": method, "epochs": epochs}
-                rows = {
-                    "": ({"adr": False}, f"{label}"),
-                    "-wa": ({"adr": False, "best_metric": "teacher_robust_acc"}, f"{label}+WA (EMA teacher)"),
-                    "-wa-awp": ({"adr": False, "best_metric": "teacher_robust_acc", "awp_rho": p["rho"]},
-                                f"{label}+WA+AWP (rho {p['rho']})"),
-                    "-adr": ({"adr": True, "temperature": list(p["adr"][0]), "interpolation": list(p["adr"][1])},
-                             f"{label}+ADR"),
-                    "-adr-wa": ({"adr": True, "temperature": list(p["adr"][0]), "interpolation": list(p["adr"][1]),
-                                 "best_metric": "teacher_robust_acc"}, f"{label}+ADR+WA"),
-                    "-adr-wa-awp": ({"adr": True, "temperature": list(awp_tau), "interpolation": list(awp_lam),
-                                     "awp_rho": p["rho"], "best_metric": "teacher_robust_acc"},
-                                    f"{label}+ADR+WA+AWP" + (f" ({note}; official config wins)" if note else "")),
-                }
-                for row, (values, what) in rows.items():
-                    name = f"{ds}-{method}{row}{suffix}"
-                    desc = f"{NAMES[ds]} {what}, {'WRN-34-10' if arch != 'resnet18' else 'ResNet-18'}, {epochs} epochs"
-                    if method == "trades" and arch != "resnet18":
-                        desc += "; " + trades_wrn_source(ds, row)
-                    write(name, {"description": desc, **base, **values})
+
+
+def paper_rows(ds: str, p: dict, method: str, arch: str) -> dict[str, tuple[dict, str]]:
+    """A paper method's table rows on ``arch``: recipe-name suffix -> (its values, what it is)."""
+    label = METHODS[method].label
+    awp_tau, awp_lam = AWP_ARCH.get((ds, method, arch), p["awp"][method])
+    note = NOTES.get((ds, method, arch)) or (NOTES.get((ds, method)) if arch == "resnet18" else None)
+    return {
+        "": ({"adr": False}, f"{label}"),
+        "-wa": ({"adr": False, "best_metric": "teacher_robust_acc"}, f"{label}+WA (EMA teacher)"),
+        "-wa-awp": ({"adr": False, "best_metric": "teacher_robust_acc", "awp_rho": p["rho"]},
+                    f"{label}+WA+AWP (rho {p['rho']})"),
+        "-adr": ({"adr": True, "temperature": list(p["adr"][0]), "interpolation": list(p["adr"][1])},
+                 f"{label}+ADR"),
+        "-adr-wa": ({"adr": True, "temperature": list(p["adr"][0]), "interpolation": list(p["adr"][1]),
+                     "best_metric": "teacher_robust_acc"}, f"{label}+ADR+WA"),
+        "-adr-wa-awp": ({"adr": True, "temperature": list(awp_tau), "interpolation": list(awp_lam),
+                         "awp_rho": p["rho"], "best_metric": "teacher_robust_acc"},
+                        f"{label}+ADR+WA+AWP" + (f" ({note}; official config wins)" if note else "")),
+    }
+
+
+def write_paper_dataset(ds: str, p: dict) -> None:
+    """Every paper method × row × network of one paper dataset."""
+    epochs = 80 if ds == "tinyimagenet" else 200
+    # WRN-34-10: the authors' src/model/wideresnet.py, RobustBench's DMWideResNet (art_adr.models)
+    for arch, suffix in (("resnet18", ""), ("dm-wrn-34-10", "-wrn34")):
+        for method in PAPER_METHODS:
+            base = {"base": "_paper-common", "dataset": ds, "arch": arch, "method": method, "epochs": epochs}
+            for row, (values, what) in paper_rows(ds, p, method, arch).items():
+                name = f"{ds}-{method}{row}{suffix}"
+                desc = f"{NAMES[ds]} {what}, {'WRN-34-10' if arch != 'resnet18' else 'ResNet-18'}, {epochs} epochs"
+                if method == "trades" and arch != "resnet18":
+                    desc += "; " + trades_wrn_source(ds, row)
+                write(name, {"description": desc, **base, **values})
+
+
+def write_ddpm() -> None:
+    """The authors' DDPM extra-data recipes (PreAct-ResNet-18 SiLU)."""
     for ds, tau, lam in (("cifar10", (2.5, 1.5), (0.7, 0.85)), ("cifar100", (3.0, 1.5), (0.5, 0.8))):
         write(f"{ds}-ddpm-at-adr-wa-awp", {
             "description": f"{NAMES[ds]} AT+ADR+WA+AWP with DDPM extra data (pass --extra-data FILE.npz), "
@@ -107,6 +128,10 @@ def main() -> None:
             "batch_size": 1024, "extra_fraction": 0.75, "epochs": 100, "bn_momentum": 0.01,
             "bn_weight_decay": False,
         })
+
+
+def write_fashion_mnist() -> None:
+    """Fashion-MNIST recipes of every registered method, with and without ADR."""
     # Fashion-MNIST: our CPU-sized choice (see README, "Fashion-MNIST recipe"). Every Fashion-MNIST recipe keeps
     # the last partial batch (drop_last: false): 59 000 images (8 000 in the benchmark, 1 000 in the -ro regime)
     # are no multiple of the batch, so dropping it would change the iteration count and the README's results.
@@ -126,6 +151,9 @@ def main() -> None:
                               else "of AT+ADR, not tuned for this method"),
             **fm, "method": method, "adr": True, **adr})
 
+
+def write_robust_overfitting() -> None:
+    """The two Fashion-MNIST robust-overfitting regimes (``-ro-``, ``-ro2-``) of every registered method."""
     # Fashion-MNIST robust-overfitting regime (benchmarks/README.md, "Calibration"): an MLP with memorisation
     # capacity on 1 000 training images, no augmentation, 150 epochs; plain PGD-AT robustly overfits here.
     ro = {

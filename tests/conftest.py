@@ -72,6 +72,7 @@ def easy_run(run_dir: Path, seed: int = 0, **config_changes) -> Path:
 
     from art_adr.checkpoint import save_checkpoint
     from art_adr.config import RunConfig
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
     config = RunConfig(dataset="synthetic", arch="small-cnn", arch_kwargs={"in_channels": 3, "width": 4},
@@ -79,7 +80,7 @@ def easy_run(run_dir: Path, seed: int = 0, **config_changes) -> Path:
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
     torch.manual_seed(seed)
-    nets = [create_model("small-cnn", 10, dataset="synthetic", in_channels=3, width=4) for _ in range(2)]
+    nets = [create_model("small-cnn", 10, **model_inputs("synthetic"), in_channels=3, width=4) for _ in range(2)]
     for net in nets:
         with torch.no_grad():
             net.net.fc.weight.mul_(200)

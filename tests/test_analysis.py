@@ -198,13 +198,14 @@ def test_cli_writes_figures_and_json(tmp_path) -> None:
 
     from art_adr.checkpoint import save_checkpoint
     from art_adr.cli import main
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         kwargs = {"in_channels": 3, "width": 4}
-        model = create_model("small-cnn", 10, dataset="synthetic", **kwargs)
+        model = create_model("small-cnn", 10, **model_inputs("synthetic"), **kwargs)
         desc = {"arch": "small-cnn", "num_classes": 10, "dataset": "synthetic", "kwargs": kwargs}
         sd = model.state_dict()
         paths.append(save_checkpoint(tmp_path / f"m{seed}.pt", {"model": desc, "config": {"eps": "8/255"},
@@ -231,7 +232,7 @@ def test_cli_writes_figures_and_json(tmp_path) -> None:
     # --skip leaves the landscapes out
     out2 = tmp_path / "out2"
     result = CliRunner().invoke(main, [*args[:2], "--skip", "weights", "--skip", "inputs", "--ood", "none",
-                                       "--n-examples", "8", "--steps", "1", "--out", str(out2), "--quiet",
+                                       "--n-examples", "8", "--eval-max-iter", "1", "--out", str(out2), "--quiet",
                                        "--data-dir", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert {p.name for p in out2.glob("*.png")} == names - {"entropy_ood.png", "weight_landscape.png",

@@ -45,12 +45,13 @@ def test_fit_temperature_undoes_a_known_overconfidence():
 
 
 def test_state_and_the_auto_flag():
-    auto = AutoRectification(temperature=True, interpolation=True)
+    auto = AutoRectification(auto_temperature=True, auto_interpolation=True)
     auto.update(torch.tensor([[3.0, 0.0], [0.0, 3.0]]), torch.tensor([0, 1]), 0.625)
-    assert auto.lam == 0.625 and auto.updates == 1 and 0.5 <= auto.tau <= 5.0
+    assert auto.interpolation == 0.625 and auto.updates == 1 and 0.5 <= auto.temperature <= 5.0
     other = AutoRectification(True, True)
     other.load_state_dict(auto.state_dict())
-    assert (other.tau, other.lam, other.updates) == (auto.tau, auto.lam, 1)
+    assert (other.temperature, other.interpolation, other.updates) == (auto.temperature, auto.interpolation, 1)
+    assert set(auto.state_dict()) == {"tau", "lambda", "updates"}  # the checkpoint's keys (on disk)
     assert is_auto("auto") and is_auto(" AUTO ") and not is_auto((2.0, 1.0))
 
 

@@ -8,8 +8,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from art_adr.benchmark import PAPER_TABLE1, aggregate_rows, format_markdown, method_label, parse_seeds, plan_runs
 from art_adr.cli import main
+from art_adr.experiments.common import parse_seeds
+from art_adr.experiments.table1 import PAPER_TABLE1, aggregate_rows, format_markdown, method_label, plan_runs
 
 TINY = ["--epochs", "1", "--subset", "192", "--n-examples", "24", "--set", "max_iter=2", "--set", "val_size=64",
         "--set", "eval_max_iter=2", "-q", "--set", "arch_kwargs={width: 4}"]
@@ -46,13 +47,11 @@ def test_fashion_mnist_benchmark_writes_tables_and_plot_then_reuses_runs(tmp_pat
     data = json.loads((out / "table1.json").read_text())
     assert data["dataset"] == "fashion-mnist" and len(data["rows"]) == 8 and len(data["aggregate"]) == 8
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and (out / "table1.md").is_file()
-    # a second call reuses the finished runs and cached evaluations (and --runs only tabulates); the old
-    # spellings --attack and --n-eval still work, with a deprecation warning each
+    # a second call reuses the finished runs and cached evaluations (and --runs only tabulates)
     runs = sorted(str(p) for p in (out / "runs").iterdir())
-    again = CliRunner().invoke(main, ["benchmark", "--runs", runs[0], "--runs", runs[1], "--attack", "pgd",
-                                      "--n-eval", "24", "--out", str(tmp_path / "t"), "-q"])
+    again = CliRunner().invoke(main, ["benchmark", "--runs", runs[0], "--runs", runs[1], "--attacks", "pgd",
+                                      "--n-examples", "24", "--out", str(tmp_path / "t"), "-q"])
     assert again.exit_code == 0, again.output
-    assert "warning: --attack is deprecated" in again.output and "use --n-examples" in again.output
     assert len(json.loads((tmp_path / "t" / "table1.json").read_text())["rows"]) == 4
 
 
@@ -72,7 +71,7 @@ def test_aggregate_rows_mean_population_std_and_markdown():
     rows = [{"method": "AT", "recipe": "r", "which": w, "seed": s, "kind": "seed", "robust_attack": "aa",
              "robust_best": rb, "robust_final": rf, "robust_diff": rb - rf, "aa_best": rb, "aa_final": rf,
              "aa_diff": rb - rf, "pgd_best": 60.0, "pgd_final": 50.0, "pgd_diff": 10.0, "clean_best": 80.0,
-             "clean_final": 81.0, "clean_diff": -1.0, "best_epoch": s + 3, "final_epoch": 10, "n_eval": 100}
+             "clean_final": 81.0, "clean_diff": -1.0, "best_epoch": s + 3, "final_epoch": 10, "n_examples": 100}
             for s, rb, rf in ((0, 52.80, 50.0), (1, 52.28, 51.0), (2, 52.74, 50.5), (3, 52.55, 50.5),
                               (4, 52.63, 50.0)) for w in ("student", "teacher")]
     agg = aggregate_rows(rows)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from art_adr.checkpoint import save_checkpoint
 from art_adr.cli import main
+from art_adr.data import model_inputs
 from art_adr.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
@@ -20,7 +21,7 @@ def _small_checkpoint(path, dataset="synthetic", num_classes=10):
     torch.manual_seed(0)
     models = []
     for _ in range(2):
-        m = create_model("small-cnn", num_classes, dataset=dataset, in_channels=3, width=4)
+        m = create_model("small-cnn", num_classes, **model_inputs(dataset), in_channels=3, width=4)
         with torch.no_grad():
             m.net.fc.weight.mul_(200)
         models.append(m.state_dict())
@@ -149,7 +150,7 @@ def test_export_errors_are_one_line(tmp_path, ckpt):
 
 def test_export_robustbench_bundle_via_cli(tmp_path):
     torch.manual_seed(0)
-    model = create_model("preact-resnet18", 100, dataset="cifar100")
+    model = create_model("preact-resnet18", 100, **model_inputs("cifar100"))
     ck = tmp_path / "c.pt"
     save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 100, "dataset": "cifar100",
                                    "kwargs": {}}, "config": {}, "student": model.state_dict(), "teacher": None})
@@ -171,7 +172,7 @@ def test_export_robustbench_bundle_via_cli(tmp_path):
 def _rb_checkpoint(path, config=None):
     """A cifar10 ResNet-18 checkpoint (RobustBench has its class), student only."""
     torch.manual_seed(0)
-    model = create_model("resnet18", 10, dataset="cifar10")
+    model = create_model("resnet18", 10, **model_inputs("cifar10"))
     save_checkpoint(path, {"model": {"arch": "resnet18", "num_classes": 10, "dataset": "cifar10", "kwargs": {}},
                            "config": config or {}, "student": model.state_dict(), "teacher": None})
     return path
@@ -240,7 +241,7 @@ def test_evaluate_robustbench_placement(tmp_path):
     ck = _small_checkpoint(tmp_path / "c10.pt", dataset="cifar10")
     out = tmp_path / "out"
     res = _invoke("evaluate", ck, "--robustbench", "--attacks", "clean", "--n-examples", 4, "--data-dir",
-                  tmp_path / "data", "--batch-size", 4, "--out", out, "--no-progress")
+                  tmp_path / "data", "--batch-size", 4, "--out", out, "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
     rb = report["models"]["student"]["robustbench"]

@@ -1,5 +1,5 @@
 """One vocabulary on the command line: every command names the same thing the same way, has the same short flags
-and ``-q``, shows its defaults one way, and keeps its old spellings only as hidden aliases that warn."""
+and ``-q``, shows its defaults one way, and has no hidden options (no old spellings: 0.1.0 was never released)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pytest
 from click.testing import CliRunner
 
-from art_adr.cli import Command, DeprecatedOption, deprecation_warning, long_flag, main
+from art_adr.cli import long_flag, main
 from art_adr.config import FIELDS
 
-# concept -> (its one long flag, spellings that must not name it any more, except as a hidden alias)
+# concept -> (its one long flag, spellings that must not name it)
 CONCEPTS = {
     "number of evaluation images": ("--n-examples", {"--n-eval", "--n-val", "--n-test", "--num-examples"}),
     "PGD iterations of an evaluation attack": ("--eval-max-iter", {"--pgd-steps", "--steps", "--eval-steps",
@@ -39,18 +38,24 @@ def _commands() -> dict[str, click.Command]:
     return {name: main.get_command(ctx, name) for name in main.list_commands(ctx)}
 
 
-def _options(command: click.Command, hidden: bool = False) -> list[click.Option]:
-    return [p for p in command.params if isinstance(p, click.Option) and p.hidden == hidden]
+def _options(command: click.Command) -> list[click.Option]:
+    return [p for p in command.params if isinstance(p, click.Option)]
 
 
 def _longs(option: click.Option) -> list[str]:
     return [o for o in option.opts + option.secondary_opts if o.startswith("--")]
 
 
-def test_the_group_has_every_command_as_a_vocabulary_command():
+def test_the_group_has_every_command():
     commands = _commands()
     assert set(commands) == {"train", "recipes", "evaluate", "export", "benchmark", "sweep", "analyze"}
-    assert all(isinstance(c, Command) for c in commands.values()), commands
+    assert all(isinstance(c, click.Command) for c in commands.values()), commands
+
+
+def test_no_command_has_a_hidden_option():
+    hidden = [(name, p.opts) for name, command in _commands().items() for p in command.params
+              if getattr(p, "hidden", False)]
+    assert not hidden, f"hidden options (old spellings are not kept before the first release): {hidden}"
 
 
 def test_one_name_per_concept():
@@ -58,11 +63,6 @@ def test_one_name_per_concept():
         for option in _options(command):
             for concept, (flag, old) in CONCEPTS.items():
                 assert not set(_longs(option)) & old, f"{name} {option.opts}: {concept} is {flag}"
-        for option in _options(command, hidden=True):
-            for concept, (flag, old) in CONCEPTS.items():
-                if set(_longs(option)) & old:
-                    new = next(p for p in command.params if p.name == option.replaced_by)
-                    assert long_flag(new) == flag, f"{name}: {option.opts} is an alias of {concept}, {flag}"
         visible = [o for option in _options(command) for o in _longs(option)]
         assert not [o for o in visible if o.endswith("-steps")], f"{name}: iterations are max-iter, as in RunConfig"
 
@@ -120,7 +120,7 @@ def _sample(param: click.Parameter, tmp_path: Any) -> str:
         return "3"
     if isinstance(kind, (click.FloatRange, click.types.FloatParamType)):
         return "0.5"
-    return "student,teacher" if param.name == "deprecated_models" else "1"
+    return "1"
 
 
 def _required_args(command: click.Command, tmp_path: Any) -> list[str]:
@@ -141,69 +141,17 @@ def _recording(command: click.Command) -> tuple[click.Command, dict[str, Any]]:
     return recorder, seen
 
 
-def _aliases() -> list[tuple[str, str]]:
-    return [(name, option.name) for name, command in _commands().items()
-            for option in _options(command, hidden=True)]
-
-
-def test_the_five_old_aliases_and_the_renamed_flags_are_all_there():
-    flags = {(name, opt) for name, command in _commands().items() for o in _options(command, hidden=True)
-             for opt in o.opts + o.secondary_opts}
-    older = {("evaluate", "--n-eval"), ("evaluate", "--version"), ("evaluate", "--no-progress"),
-             ("benchmark", "--n-eval"), ("sweep", "--n-val")}
-    renamed = {("evaluate", "--pgd-steps"), ("evaluate", "--cw-steps"), ("evaluate", "--sanity-steps"),
-               ("evaluate", "--sanity-eps-steps"), ("analyze", "--steps"), ("benchmark", "--attack"),
-               ("benchmark", "--models"), ("sweep", "--attack"), ("sweep", "--model"), ("sweep", "--temperature"),
-               ("sweep", "--interpolation")}
-    assert older | renamed <= flags
-
-
-@pytest.mark.parametrize("command_name,alias", _aliases())
-def test_every_hidden_option_is_an_old_spelling_that_warns_and_still_works(tmp_path, command_name, alias):
-    command = _commands()[command_name]
-    option = next(p for p in command.params if p.name == alias)
-    assert isinstance(option, DeprecatedOption), f"{command_name} {option.opts}: hidden, but not a deprecated alias"
-    new = next(p for p in command.params if p.name == option.replaced_by)
-    if option.is_flag:  # a flag pair: its second spelling (--no-progress)
-        typed, args = option.spelling(False), [option.secondary_opts[0]]
-        expected = option.convert(False) if option.convert else False
-    else:
-        value = _sample(option, tmp_path)
-        typed, args = option.spelling(), [option.opts[0], value]
-        expected = option.type.convert(value, option, None)
-        expected = option.convert(expected) if option.convert else expected
-    recorder, seen = _recording(command)
-    result = CliRunner().invoke(recorder, [*_required_args(command, tmp_path), *args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert deprecation_warning(typed, long_flag(new)) in result.output
-    assert seen[new.name] == expected and alias not in seen
-
-
-def test_an_old_and_a_new_spelling_that_disagree_are_a_usage_error():
-    evaluate = _commands()["evaluate"]
-    recorder, seen = _recording(evaluate)
-    result = CliRunner().invoke(recorder, ["run", "--n-eval", "5", "--n-examples", "6"])
-    assert result.exit_code == 2 and "--n-eval is the old spelling of --n-examples" in result.output and not seen
-    result = CliRunner().invoke(recorder, ["run", "--n-eval", "5", "--n-examples", "5"])
-    assert result.exit_code == 0 and seen["n_examples"] == 5
-    result = CliRunner().invoke(recorder, ["run", "-q", "--no-progress"])  # they agree: quiet
-    assert result.exit_code == 0 and seen["quiet"] is True and "--no-progress is deprecated" in result.output
-
-
-def test_a_command_refuses_an_alias_of_an_option_it_lacks():
-    from art_adr.cli import deprecated_option
-
-    with pytest.raises(ValueError, match="--old replaces 'new'"):
-        click.command("x", cls=Command)(deprecated_option("--old", "new")(lambda: None))
-
-
-def test_old_models_list_is_read_as_which():
-    from art_adr.cli.benchmark import which_from_models
-
-    assert [which_from_models(t) for t in ("student,teacher", "teacher", " student ")] == ["both", "teacher",
-                                                                                          "student"]
-    with pytest.raises(click.BadParameter, match="student and/or teacher"):
-        which_from_models("ema")
+def test_the_removed_old_spellings_are_unknown_options():
+    removed = {"evaluate": ("--n-eval", "--version", "--no-progress", "--pgd-steps", "--cw-steps", "--sanity-steps",
+                            "--sanity-eps-steps"),
+               "analyze": ("--steps",), "benchmark": ("--n-eval", "--attack", "--models"),
+               "sweep": ("--n-val", "--attack", "--model", "--temperature", "--interpolation")}
+    commands = _commands()
+    for name, flags in removed.items():
+        known = {o for p in commands[name].params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+        assert not set(flags) & known, name
+    result = CliRunner().invoke(main, ["evaluate", "run", "--n-eval", "5"])
+    assert result.exit_code == 2 and "No such option '--n-eval'. Did you mean '--n-examples'?" in result.output
 
 
 def _stopped(seen: dict[str, Any], key: str):
@@ -213,7 +161,7 @@ def _stopped(seen: dict[str, Any], key: str):
     return fake
 
 
-def test_old_spellings_reach_benchmark_and_sweep_as_the_new_ones(tmp_path, monkeypatch):
+def test_the_flags_reach_benchmark_and_sweep(tmp_path, monkeypatch):
     import art_adr.experiments
 
     seen: dict[str, Any] = {}
@@ -221,23 +169,19 @@ def test_old_spellings_reach_benchmark_and_sweep_as_the_new_ones(tmp_path, monke
     monkeypatch.setattr(art_adr.experiments, "run_sweep", _stopped(seen, "sweep"))
     runner = CliRunner()
     base = ["benchmark", "--dataset", "fashion-mnist", "--device", "cpu", "--out", str(tmp_path / "b")]
-    for args in (["--attack", "pgd,aa", "--models", "teacher", "--n-eval", "7"],
-                 ["--attacks", "clean,pgd,aa", "--which", "teacher", "--n-examples", "7", "--val-size", "40"]):
-        result = runner.invoke(main, [*base, *args])
-        assert result.exit_code == 2 and "stop here" in result.output, result.output
-        kw = seen.pop("benchmark")
-        assert (kw["attacks"], kw["models"], kw["n_eval"]) == (("clean", "pgd", "aa"), ["teacher"], 7)
+    result = runner.invoke(main, [*base, "--attacks", "clean,pgd,aa", "--which", "teacher", "--n-examples", "7",
+                                  "--val-size", "40"])
+    assert result.exit_code == 2 and "stop here" in result.output, result.output
+    kw = seen.pop("benchmark")
+    assert (kw["attacks"], kw["models"], kw["n_examples"]) == (("clean", "pgd", "aa"), ["teacher"], 7)
     assert kw["overrides"]["val_size"] == 40  # --val-size overrides the fashion-mnist budget's 500
     base = ["sweep", "-r", "fashion-mnist-at-adr", "--device", "cpu", "--out", str(tmp_path / "s")]
-    for args in (["--temperature", "1.5,2", "--interpolation", "0.5", "--model", "teacher", "--attack", "aa",
-                  "--n-val", "9"],
-                 ["--temperatures", "1.5,2", "--interpolations", "0.5", "--which", "teacher", "--attacks", "val,aa",
-                  "--n-examples", "9", "--val-size", "50"]):
-        result = runner.invoke(main, [*base, *args])
-        assert result.exit_code == 2 and "stop here" in result.output, result.output
-        kw = seen.pop("sweep")
-        assert (kw["temperatures"], kw["interpolations"], kw["model"], kw["attack"], kw["n_val"]) == \
-            ([1.5, 2.0], [0.5], "teacher", "aa", 9)
+    result = runner.invoke(main, [*base, "--temperatures", "1.5,2", "--interpolations", "0.5", "--which", "teacher",
+                                  "--attacks", "val,aa", "--n-examples", "9", "--val-size", "50"])
+    assert result.exit_code == 2 and "stop here" in result.output, result.output
+    kw = seen.pop("sweep")
+    assert (kw["temperatures"], kw["interpolations"], kw["model"], kw["attack"], kw["n_examples"]) == \
+        ([1.5, 2.0], [0.5], "teacher", "aa", 9)
     assert kw["overrides"]["val_size"] == 50
     result = runner.invoke(main, [*base, "--attacks", "val"])
     assert seen.pop("sweep")["attack"] == "val"

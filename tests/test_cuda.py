@@ -129,7 +129,7 @@ def _cuda_trainer(amp=None, fused=True, **kwargs):
     from art_adr.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("small-cnn", 10, None, in_channels=3)
+    model = create_model("small-cnn", 10, in_channels=3)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=fused or None)
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=(3, 32, 32),
                             nb_classes=10, clip_values=(0.0, 1.0), device_type="gpu")

@@ -354,12 +354,13 @@ def test_synthetic_learnable():
 def test_synthetic_learnable_by_small_cnn():
     import torch
 
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
     torch.manual_seed(0)
     kw = {"shape": (3, 16, 16), "num_classes": 5, "seed": 2}
     train, test = load_dataset("synthetic", "train", n=500, **kw), load_dataset("synthetic", "test", n=200, **kw)
-    model = create_model("small-cnn", 5, "synthetic", in_channels=3, width=8)
+    model = create_model("small-cnn", 5, **model_inputs("synthetic"), in_channels=3, width=8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.from_numpy(train.x).float() / 255, torch.from_numpy(train.y)
     for _ in range(2):

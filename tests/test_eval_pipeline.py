@@ -158,7 +158,7 @@ def test_report_schema_requires_checkpoint_identity_and_a_known_norm(l2_run):
 
 
 def test_benchmark_evaluates_a_run_in_its_norm_and_caches_its_hash(l2_run):
-    from art_adr.benchmark import evaluate_run, format_markdown
+    from art_adr.experiments.table1 import evaluate_run, format_markdown
 
     ev = evaluate_run(l2_run, 8, attacks=("clean", "pgd"), device="cpu", progress=False, which="student")
     digest = hashlib.sha256((l2_run / "checkpoints" / "final.pt").read_bytes()).hexdigest()
@@ -166,7 +166,7 @@ def test_benchmark_evaluates_a_run_in_its_norm_and_caches_its_hash(l2_run):
     assert ev["final"]["sha256"] == digest
     rows = [{"method": "AT", "recipe": "r", "which": "student", "seed": 0, "kind": "seed", "robust_attack": "pgd",
              **{f"{k}_{m}": 1.0 for k in ("robust", "pgd", "clean") for m in ("best", "final", "diff")},
-             "best_epoch": 1, "final_epoch": 1, "n_eval": 8, "norm": "L2", "eps": L2_EPS}]
+             "best_epoch": 1, "final_epoch": 1, "n_examples": 8, "norm": "L2", "eps": L2_EPS}]
     assert "L2 ε = 0.1" in format_markdown(rows, "synthetic")
 
 
@@ -212,29 +212,29 @@ def test_bad_device_is_one_error_line_without_usage(args, l2_run, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_benchmark_runs_a_b_form_and_deprecated_aliases(tmp_path):
+def test_benchmark_runs_a_b_form(tmp_path):
     from test_benchmark_cmd import _easy_run
 
     runs = [_easy_run(tmp_path / f"r{s}", seed=s) for s in (0, 1)]
     out = tmp_path / "t"
-    res = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), str(runs[1]), "--attack", "pgd",
-                                    "--models", "student", "--n-examples", "4", "--out", str(out), "-q"],
+    res = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), str(runs[1]), "--attacks", "pgd",
+                                    "--which", "student", "--n-examples", "4", "--out", str(out), "-q"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     data = json.loads((out / "table1.json").read_text())
-    assert data["runs"] == [str(r) for r in runs] and data["n_eval"] == 4
+    assert data["runs"] == [str(r) for r in runs] and data["n_examples"] == 4
     assert "L∞ ε = 64/255" in res.output  # the runs' own threat model in the table title
-    again = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), "--attack", "pgd", "--models", "student",
-                                      "--n-eval", "4", "--out", str(tmp_path / "t2"), "-q"])  # deprecated alias
+    again = CliRunner().invoke(main, ["benchmark", "--runs", str(runs[0]), "--attacks", "pgd", "--which", "student",
+                                      "--n-examples", "4", "--out", str(tmp_path / "t2"), "-q"])
     assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "t2" / "table1.json").read_text())["n_eval"] == 4
+    assert json.loads((tmp_path / "t2" / "table1.json").read_text())["n_examples"] == 4
     stray = CliRunner().invoke(main, ["benchmark", str(runs[0]), "--out", str(tmp_path / "t3")])
     assert stray.exit_code == 2 and "follow --runs" in stray.output
 
 
-def test_evaluate_deprecated_aliases_still_work(l2_run, tmp_path):
-    res = CliRunner().invoke(main, ["evaluate", str(l2_run), "--attacks", "clean,aa", "--version", "paper",
-                                    "--n-examples", "2", "--no-progress", "--out", str(tmp_path / "e")],
+def test_evaluate_aa_version_paper(l2_run, tmp_path):
+    res = CliRunner().invoke(main, ["evaluate", str(l2_run), "--attacks", "clean,aa", "--aa-version", "paper",
+                                    "--n-examples", "2", "-q", "--out", str(tmp_path / "e")],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "evaluation.json").read_text())["settings"]["aa_version"] == "paper"

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
     assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
     import art_adr.evaluation as ev
-    from art_adr.benchmark import ROBUST_ATTACKS
+    from art_adr.experiments.table1 import ROBUST_ATTACKS
 
     assert ev.ATTACKS == attack_names() and ROBUST_ATTACKS == ("pgd", "cw", "apgd", "aa")
     settings = {"pgd_steps": 10, "cw_steps": 20, "norm": "L2", "aa_version": "paper"}
@@ -109,7 +109,7 @@ def test_cache_evaluates_each_checkpoint_once_and_again_when_it_changes(tmp_path
         return real(model, x, y, **kw)
 
     monkeypatch.setattr(pipeline, "evaluate_model", counting)
-    kw = dict(which="student", attacks=("clean", "pgd"), n=6, seed=0, device="cpu", progress=False)
+    kw = dict(which="student", attacks=("clean", "pgd"), n_examples=6, seed=0, device="cpu", progress=False)
     first = cached_evaluation(run, tags=("best",), **kw)
     assert calls == [(6, ("clean", "pgd"))] and set(first["best"]) >= {"epoch", "clean", "pgd", "sha256"}
     path = run / cache_name("student", 6, "pgd")
@@ -138,6 +138,6 @@ def test_cache_reads_the_sweeps_former_files(tmp_path, monkeypatch):
            "norm": "Linf", "eps": 64 / 255}
     (run / "sweep-aa-teacher-best-n16-paper.json").write_text(json.dumps(old))
     monkeypatch.setattr(pipeline, "evaluate_model", lambda *a, **k: pytest.fail("the cache was not read"))
-    ev = cached_evaluation(run, which="teacher", attacks=("clean", "aa"), n=16, version="paper", seed=3,
+    ev = cached_evaluation(run, which="teacher", attacks=("clean", "aa"), n_examples=16, version="paper", seed=3,
                            split="holdout", tags=("best",))
     assert ev["n_examples"] == 16 and (ev["best"]["aa"], ev["best"]["clean"], ev["best"]["epoch"]) == (12.5, 60.0, 1)

@@ -165,6 +165,7 @@ def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monk
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
     import art_adr.checkpoint
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
     out = tmp_path / "run"
@@ -173,7 +174,7 @@ def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monk
     c10 = tmp_path / "c10.pt"
     save_checkpoint(c10, {"model": {"arch": "preact-resnet18", "num_classes": 10, "dataset": "cifar10",
                                     "kwargs": {}}, "config": {},
-                          "student": create_model("preact-resnet18", 10, dataset="cifar10").state_dict()})
+                          "student": create_model("preact-resnet18", 10, **model_inputs("cifar10")).state_dict()})
     with monkeypatch.context() as m:
         _disk_full_for(art_adr.checkpoint, m)
         res = _cli("train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run2"))

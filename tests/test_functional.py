@@ -69,12 +69,15 @@ def test_rectified_label_lambda_zero_is_one_hot_and_correct_teacher_keeps_lambda
     assert torch.allclose(interpolation_per_sample(probs, y_pred, 0.7), torch.full((8,), 0.7))
 
 
-def test_rectify_rejects_bad_hyperparameters():
-    logits, y = _logits(2, 3, 0)
-    with pytest.raises(ValueError, match="temperature"):
-        rectify_labels(logits, y, 0.0, 0.5)
-    with pytest.raises(ValueError, match="interpolation"):
-        rectify_labels(logits, y, 1.0, 1.5)
+@pytest.mark.parametrize("kwargs,name", [({"temperature": 0.0}, "temperature must be > 0"),
+                                         ({"temperature": (2.0, -1.0)}, "temperature must be > 0"),
+                                         ({"interpolation": 1.5}, "interpolation must be in")])
+def test_bad_rectification_is_refused_where_it_enters(make_classifier, kwargs, name):
+    """τ and λ are checked at the trainer (and RunConfig), the boundary where they enter, not per iteration."""
+    from art_adr import AdversarialTrainerADR
+
+    with pytest.raises(ValueError, match=name):
+        AdversarialTrainerADR(make_classifier(), eps=0.1, max_iter=2, verbose=False, **kwargs)
 
 
 @given(st.floats(-5, 5), st.floats(-5, 5), st.integers(1, 10_000))

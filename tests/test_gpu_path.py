@@ -16,8 +16,9 @@ from art_adr import AdversarialTrainerADR, AdversarialTrainerTRADESADR
 from art_adr.attacks import pgd
 from art_adr.awp import AWP, frozen_bn_stats
 from art_adr.config import RunConfig
-from art_adr.estimator import Normalize, channel_tensor
+from art_adr.estimator import Normalize
 from art_adr.loader import BUDGET_ENV, DeviceBatches, MixedBatches
+from art_adr.models import channel_tensor
 from art_adr.trainer import TrainingDivergedError
 from conftest import TinyNet
 

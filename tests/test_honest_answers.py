@@ -55,12 +55,13 @@ def test_export_has_no_dataset_option_and_refuses_robust_above_clean(tmp_path):
                "--clean-acc", "50", "--autoattack-acc", "40")
     assert res.exit_code == 2 and "--dataset" in res.output, res.output  # no such option: the checkpoint's
     from art_adr.checkpoint import save_checkpoint
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
     ck = tmp_path / "c10.pt"
     save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 10, "dataset": "cifar10",
                                    "kwargs": {}}, "config": {},
-                         "student": create_model("preact-resnet18", 10, dataset="cifar10").state_dict()})
+                         "student": create_model("preact-resnet18", 10, **model_inputs("cifar10")).state_dict()})
     res = _cli("export", ck, "--name", "X", "--out", tmp_path / "b", "--clean-acc", "30", "--autoattack-acc", "60",
                "--device", "cpu")
     _one_line_error(res, "cannot exceed clean")
@@ -187,9 +188,10 @@ def test_evaluate_of_a_checkpoint_with_bad_options_or_other_classes_is_one_line(
     import torch
 
     from art_adr.checkpoint import save_checkpoint
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
-    state = create_model("small-cnn", 10, dataset="synthetic", width=4).state_dict()
+    state = create_model("small-cnn", 10, **model_inputs("synthetic"), width=4).state_dict()
     desc = {"arch": "small-cnn", "num_classes": 10, "dataset": "synthetic", "kwargs": {"width": 4, "bogus": 1}}
     save_checkpoint(tmp_path / "a.pt", {"model": desc, "config": {}, "student": state})
     _one_line_error(_cli("evaluate", tmp_path / "a.pt", "--attacks", "clean", "--n-examples", "4", "-q"),

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from art_adr import launch
-from art_adr.benchmark import plan_runs
 from art_adr.checkpoint import load_checkpoint
 from art_adr.cli import main
+from art_adr.experiments.table1 import plan_runs
 from art_adr.launch import Launcher, LaunchError, launch_runs, prepare_run
 from art_adr.runs import RunLock, config_diff, load_run_config
 from conftest import assert_same, metric_rows
@@ -259,7 +259,7 @@ def test_prepare_run_refuses_a_run_directory_with_other_options(tmp_path):
 
 def test_submitit_and_tensorboard_are_imported_only_when_asked_for():
     code = ("import sys; from art_adr.cli import main\n"
-            "import art_adr.launch, art_adr.loggers, art_adr.benchmark, art_adr.sweep, art_adr.cli.launch_options\n"
+            "import art_adr.launch, art_adr.loggers, art_adr.experiments, art_adr.cli.launch_options\n"
             "for cmd in ('train', 'benchmark', 'sweep'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
             "print('IMPORTED', [m for m in ('submitit', 'tensorboard', 'wandb', 'mlflow') if m in sys.modules])")
@@ -294,8 +294,8 @@ def test_benchmark_through_submitit_requeued_after_sigterm_equals_an_uninterrupt
     is requeued with --resume and ends with the final.pt of an uninterrupted `art-adr train` of its config."""
     import subprocess
 
-    from art_adr.benchmark import run_benchmark
     from art_adr.checkpoint import load_checkpoint
+    from art_adr.experiments.table1 import run_benchmark
 
     overrides = {**OVERRIDES, "epochs": 3}
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -306,7 +306,7 @@ def test_benchmark_through_submitit_requeued_after_sigterm_equals_an_uninterrupt
 
     monkeypatch.setenv("ART_ADR_KILL_AT", "epoch-end:2:TERM")  # in the jobs: SIGTERM once epoch 2 is trained
     out = tmp_path / "bm"
-    result = run_benchmark(None, out, recipes=RECIPES, overrides=overrides, n_eval=24, attacks=("clean", "pgd"),
+    result = run_benchmark(None, out, recipes=RECIPES, overrides=overrides, n_examples=24, attacks=("clean", "pgd"),
                            models=("student",), launcher=Launcher("slurm", cluster="local", poll_s=0.5),
                            verbose=False)
     assert [r["method"] for r in result["rows"]] == ["AT", "AT + ADR"] and (out / "table1.md").is_file()
@@ -320,7 +320,7 @@ def test_benchmark_through_submitit_requeued_after_sigterm_equals_an_uninterrupt
 
 @pytest.mark.slow
 def test_sweep_two_by_one_through_submitit_local_executor(tmp_path):
-    from art_adr.sweep import run_sweep
+    from art_adr.experiments.sweep import run_sweep
 
     out = tmp_path / "sw"
     result = run_sweep("fashion-mnist-at-adr", out, temperatures=[1.5, 2.5], interpolations=[0.7],
@@ -353,7 +353,7 @@ PARENT = """
 import sys
 from pathlib import Path
 from art_adr import launch
-from art_adr.benchmark import plan_runs
+from art_adr.experiments.table1 import plan_runs
 launch.TRAIN_COMMAND = [sys.argv[1]]
 out = Path(sys.argv[2])
 runs = [(out / "runs" / p.config.recipe, p.config) for p in plan_runs(None, recipes={recipes!r}, overrides={o!r})]

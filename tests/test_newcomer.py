@@ -91,8 +91,8 @@ def test_a_runs_config_replayed_as_recipe_keeps_its_recipe_name(tmp_path):
 
 
 def test_tables_name_what_they_are_and_label_non_default_schedules():
-    from art_adr.benchmark import format_markdown, method_label, plan_runs
     from art_adr.config import resolve_config
+    from art_adr.experiments.table1 import format_markdown, method_label, plan_runs
 
     assert method_label(resolve_config("fashion-mnist-at-adr")) == "AT + ADR"
     tuned = resolve_config("fashion-mnist-at-adr", {"temperature": [2.0, 1.5], "interpolation": [0.5, 0.9]})
@@ -102,7 +102,7 @@ def test_tables_name_what_they_are_and_label_non_default_schedules():
     assert method_label(auto).startswith("AT + ADR (τ auto, λ ")
     plans = plan_runs(None, recipes=["fashion-mnist-at-adr"], overrides={"interpolation": [0.6, 0.9]})
     assert plans[0].label.endswith("λ 0.6→0.9)")
-    row = {"method": "AT", "which": "student", "n_eval": 10, "pgd_best": 1.0, "pgd_final": 1.0, "pgd_diff": 0.0,
+    row = {"method": "AT", "which": "student", "n_examples": 10, "pgd_best": 1.0, "pgd_final": 1.0, "pgd_diff": 0.0,
            "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1, "kind": "aggregate"}
     assert format_markdown([row], "fashion-mnist").startswith(
         "Table-1-style comparison on fashion-mnist (the paper reports no fashion-mnist results)")
@@ -132,7 +132,7 @@ def _no_overlap(boxes, fig_box):
 def test_sweep_heatmap_has_room_for_its_labels(taus, lams):
     import matplotlib.pyplot as plt
 
-    from art_adr.sweep import heatmap_figure
+    from art_adr.experiments.sweep import heatmap_figure
 
     fig = heatmap_figure(_sweep_summary(taus, lams))
     fig.canvas.draw()
@@ -152,7 +152,7 @@ def test_sweep_heatmap_has_room_for_its_labels(taus, lams):
 def test_sweep_heatmap_of_a_constant_score_has_a_readable_bar():
     import matplotlib.pyplot as plt
 
-    from art_adr.sweep import heatmap_figure
+    from art_adr.experiments.sweep import heatmap_figure
 
     fig = heatmap_figure(_sweep_summary([2.0], [0.5, 0.9], const=True))
     image = fig.axes[0].images[0]

@@ -343,7 +343,7 @@ def _official_wrn(dataset: str, depth: int, width: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize("dataset, size", [("cifar10", 32), ("tinyimagenet", 64)])
 def test_dm_wrn_gives_the_official_networks_logits_for_identical_weights(dataset, size):
-    from art_adr.data import DATASETS
+    from art_adr.data import DATASETS, model_inputs
     from art_adr.models import create_model
 
     torch.manual_seed(0)
@@ -353,7 +353,8 @@ def test_dm_wrn_gives_the_official_networks_logits_for_identical_weights(dataset
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
-    ours = create_model("dm-wrn-34-10", DATASETS[dataset].num_classes, dataset, depth=10, widen_factor=2)
+    ours = create_model("dm-wrn-34-10", DATASETS[dataset].num_classes, **model_inputs(dataset), depth=10,
+                        widen_factor=2)
     missing = ours.load_state_dict({f"net.{k}": v for k, v in official.state_dict().items()}, strict=False)
     assert set(missing.missing_keys) == {"mean", "std"} and not missing.unexpected_keys  # ours hold the stats
     x = torch.rand(4, 3, size, size)
@@ -364,21 +365,23 @@ def test_dm_wrn_gives_the_official_networks_logits_for_identical_weights(dataset
 
 
 def test_dm_wrn_is_the_official_network_with_its_default_initialisation():
+    from art_adr.data import model_inputs
     from art_adr.models import create_model
 
     for depth, width in ((10, 2), (34, 10)):  # WRN-34-10's shapes on the meta device (no memory, no time)
         with torch.device("meta"):
-            ours = create_model("dm-wrn-34-10", 100, "cifar100", depth=depth, widen_factor=width).net.state_dict()
+            ours = create_model("dm-wrn-34-10", 100, **model_inputs("cifar100"), depth=depth,
+                                widen_factor=width).net.state_dict()
             official = _official_wrn("cifar100", depth, width).state_dict()
         assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in official.items()}
     torch.manual_seed(3)
-    ours = create_model("dm-wrn-34-10", 10, "cifar10", depth=10, widen_factor=2).net.state_dict()
+    ours = create_model("dm-wrn-34-10", 10, **model_inputs("cifar10"), depth=10, widen_factor=2).net.state_dict()
     torch.manual_seed(3)
     official = _official_wrn("cifar10", 10, 2).state_dict()
     assert all(torch.equal(ours[k], v) for k, v in official.items())  # same draws: PyTorch's default init
     # today's WRN (RobustBench's TRADES class) stays a named architecture, and is another network
     torch.manual_seed(3)
-    trades = create_model("wrn-34-10", 10, "cifar10", depth=10, widen_factor=2).net.state_dict()
+    trades = create_model("wrn-34-10", 10, **model_inputs("cifar10"), depth=10, widen_factor=2).net.state_dict()
     assert set(trades) != set(official)
 
 
@@ -416,12 +419,12 @@ OFFICIAL_STATS = {  # (mean, std) of yuyuwu5/ADR src/model/create_model.py
 
 @pytest.mark.parametrize("dataset", sorted(OFFICIAL_STATS))
 def test_models_normalise_with_the_official_statistics(dataset):
-    from art_adr.data import DATASETS
+    from art_adr.data import DATASETS, model_inputs
     from art_adr.models import create_model
 
     mean, std = OFFICIAL_STATS[dataset]
     assert (DATASETS[dataset].mean, DATASETS[dataset].std) == (mean, std)
-    model = create_model("resnet18", DATASETS[dataset].num_classes, dataset)
+    model = create_model("resnet18", DATASETS[dataset].num_classes, **model_inputs(dataset))
     assert torch.equal(model.std.flatten(), torch.tensor(std)) and torch.equal(model.mean.flatten(), torch.tensor(mean))
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from art_adr.checkpoint import save_checkpoint
+from art_adr.data import model_inputs
 from art_adr.models import create_model
 from art_adr.robustbench import (
     ADR_PAPER,
@@ -110,8 +111,8 @@ def test_robustbench_benchmark_runs_through_adapter(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def rn18_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    student = create_model("resnet18", 10, dataset="cifar10").eval()
-    teacher = create_model("resnet18", 10, dataset="cifar10").eval()
+    student = create_model("resnet18", 10, **model_inputs("cifar10")).eval()
+    teacher = create_model("resnet18", 10, **model_inputs("cifar10")).eval()
     path = tmp_path_factory.mktemp("ckpt") / "c.pt"
     save_checkpoint(path, {"model": {"arch": "resnet18", "num_classes": 10, "dataset": "cifar10", "kwargs": {}},
                            "config": {}, "student": student.state_dict(), "teacher": teacher.state_dict()})
@@ -264,7 +265,8 @@ def test_export_errors_leave_nothing(tmp_path, rn18_checkpoint):
     small = tmp_path / "small.pt"
     save_checkpoint(small, {"model": {"arch": "small-cnn", "num_classes": 10, "dataset": "cifar10",
                                       "kwargs": {"in_channels": 3}},
-                            "student": create_model("small-cnn", 10, "cifar10", in_channels=3).state_dict()})
+                            "student": create_model("small-cnn", 10, **model_inputs("cifar10"),
+                                                    in_channels=3).state_dict()})
     with pytest.raises(ExportError, match="no RobustBench class"):
         export_robustbench(small, out, "Name2024X", clean_acc=1, autoattack_acc=1)
     assert not out.exists() or not any(out.rglob("*"))

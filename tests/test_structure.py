@@ -7,8 +7,12 @@ What the checker reads, for every module of ``art_adr/``, ``cli/`` (installed as
   functions and classes, absolute and relative. ``from P import n`` is an edge to ``P.n`` when that is a module,
   else to ``P`` (for a package: its ``__init__``, its public face). Not edges: imports under
   ``if TYPE_CHECKING:`` (never run) and imports inside a module-level ``__getattr__`` (PEP 562: the lazy doors
-  through which an old name, now defined elsewhere, is still found; they run when the attribute is asked for,
-  never while a module imports). Dynamic imports (``importlib.import_module(f"...")``) are not seen.
+  through which a name is imported on first use; they run when the attribute is asked for, never while a
+  module imports). Dynamic imports (``importlib.import_module(f"...")``) are not seen.
+- **Layers.** A library module (``art_adr/`` outside the tool packages ``runs``, ``evaluation``, ``analysis``,
+  ``robustbench``, ``experiments``, and outside ``cli``) imports no tool package in any way it can run: at module
+  level, in a function, in a module ``__getattr__`` or through ``importlib.import_module("constant")``
+  (:data:`LAYER_EXCEPTIONS`: ``launch`` builds on ``runs``).
 - **Packages.** A package's ``__init__`` may import (re-export) its own submodules: that is an ordinary edge,
   and it closes a circle only when a submodule imports its package's face back, which is the real hazard (the
   face is half-initialised while its submodules load): submodules import their siblings, never the face. The
@@ -18,7 +22,7 @@ What the checker reads, for every module of ``art_adr/``, ``cli/`` (installed as
   not ``self``/``cls``/``super()``) whose name only *another* module of the tree defines (a method ``_x`` or an
   assignment ``self._x = ...`` there, and not in the module reading it): ``trainer._raw`` read by the run layer.
   A module's own private names, and private names of libraries outside the tree (``torch._foreach_*``), are
-  fine. An alias ``_old = new`` that keeps a former name importable is a definition, not an import.
+  fine.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class Module:
     is_package: bool
     tree: ast.Module
     edges: dict[str, int] = field(default_factory=dict)  # imported module -> first line
+    # every module it can import, edges or not (``__getattr__`` doors, ``import_module("...")``): the layering rule
+    imports: dict[str, int] = field(default_factory=dict)
     bindings: dict[str, str] = field(default_factory=dict)  # local name -> internal module it names
 
 
@@ -111,6 +117,7 @@ def analyse(modules: dict[str, Module]) -> list[str]:
                     target = _known(alias.name, modules)
                     if target is None:
                         continue
+                    mod.imports.setdefault(target, stmt.lineno)
                     if edge:
                         mod.edges.setdefault(target, stmt.lineno)
                     bound = alias.name if alias.asname else alias.name.split(".")[0]
@@ -123,6 +130,8 @@ def analyse(modules: dict[str, Module]) -> list[str]:
             for alias in stmt.names:
                 full = f"{base}.{alias.name}"
                 target = full if full in modules else _known(base, modules)
+                if target != mod.name:
+                    mod.imports.setdefault(target, stmt.lineno)
                 if edge and target != mod.name:
                     mod.edges.setdefault(target, stmt.lineno)
                 if full in modules:
@@ -130,6 +139,42 @@ def analyse(modules: dict[str, Module]) -> list[str]:
                 if _private(alias.name):
                     problems.append(f"{mod.path.relative_to(ROOT) if ROOT in mod.path.parents else mod.path}:"
                                     f"{stmt.lineno}: imports {alias.name} from {base}")
+        for call in ast.walk(mod.tree):  # importlib.import_module("pkg.x"): a module named by a constant
+            name = _dotted(call.func) if isinstance(call, ast.Call) else None
+            if name and name[-1] == "import_module" and call.args and isinstance(call.args[0], ast.Constant):
+                target = _known(str(call.args[0].value), modules)
+                if target is not None and target != mod.name:
+                    mod.imports.setdefault(target, call.lineno)
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- layering
+TOOL_PACKAGES = ("runs", "evaluation", "analysis", "robustbench", "experiments")
+# (library module, tool package) pairs docs/DESIGN.md allows: launching many runs builds on the run layer
+LAYER_EXCEPTIONS = {("art_adr.launch", "art_adr.runs")}
+
+
+def _tool_package(name: str, root: str) -> str | None:
+    """``root.runs`` for ``root.runs`` or ``root.runs.files``; ``None`` for a module outside the tool packages."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 and parts[0] == root and parts[1] in TOOL_PACKAGES else None
+
+
+def layer_violations(modules: dict[str, Module], root: str = "art_adr",
+                     allowed: set[tuple[str, str]] = LAYER_EXCEPTIONS) -> list[str]:
+    """Library modules of ``root`` (not a tool package, not ``root.cli``) that can import a tool package: at module
+    level, in a function (lazily), in a module ``__getattr__`` or through ``import_module("...")``. Needs
+    :func:`analyse` first."""
+    problems = []
+    for mod in modules.values():
+        parts = mod.name.split(".")
+        if parts[0] != root or _tool_package(mod.name, root) or (len(parts) > 1 and parts[1] == "cli"):
+            continue
+        for target, line in sorted(mod.imports.items()):
+            tool = _tool_package(target, root)
+            if tool is not None and (mod.name, tool) not in allowed:
+                where = mod.path.relative_to(ROOT) if ROOT in mod.path.parents else mod.path
+                problems.append(f"{where}:{line}: library module {mod.name} imports the tool package {target}")
     return problems
 
 
@@ -249,47 +294,15 @@ def test_the_tree_has_no_import_circles(tree):
     assert not found, "\n".join(_describe(c, tree) for c in found)
 
 
+def test_the_library_never_imports_a_tool_package_not_even_lazily(tree):
+    problems = layer_violations(tree)
+    assert not problems, "\n".join(problems)
+
+
 def test_no_module_imports_or_reads_another_modules_private_names():
     modules = collect(ROOT)
     problems = analyse(modules) + private_accesses(modules)
     assert not problems, "\n".join(problems)
-
-
-OLD_NAMES = {  # module -> names imported from it before the tools became packages (tests, cli, users)
-    "art_adr.runs": ("train_run", "RunError", "RunInterrupted", "RunLock", "load_run_config", "resume_hint",
-                     "build_scheduler", "build_trainer", "trainer_arguments", "RUN_FIELDS", "TRAINER_ONLY_ARGS",
-                     "config_diff", "curves_figure", "fused_sgd_supported", "parameter_groups", "place_data",
-                     "remove_leftover_tmp", "KILL_POINTS", "CONFIG_FILE", "write_config", "holding_lock", "write_csv",
-                     "load_data", "_load_data", "_upgrade_scheduler_state", "DistInfo", "init_distributed"),
-    "art_adr.analysis": ("analyze_models", "plot_all", "summarize", "adapt_images", "digits_ood", "slope_norm",
-                         "entropy", "weight_landscape", "input_landscape", "_hist"),
-    "art_adr.robustbench": ("export_robustbench", "fill_autoattack_module", "install_autoattack_adapter",
-                            "leaderboard_table", "format_leaderboard", "paper_fields", "ARCH_NAMES", "PLACEHOLDERS",
-                            "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_N_EXAMPLES", "ExportError", "register_exported"),
-    "art_adr.benchmark": ("run_benchmark", "plan_runs", "parse_seeds", "format_markdown", "method_label",
-                          "aggregate_rows", "evaluate_run", "PAPER_TABLE1", "CPU_DEFAULTS", "ROBUST_ATTACKS",
-                          "train_planned", "log_table", "PlannedRun", "_history", "_mean_std"),
-    "art_adr.sweep": ("run_sweep", "score_run", "grid_configs", "cell_name", "select_cell", "format_sweep",
-                      "plot_heatmap", "heatmap_figure"),
-    "art_adr.models": ("robustbench_spec", "robustbench_state_dict", "create_model", "_channel_tensor"),
-    "art_adr.estimator": ("_channel_tensor",),
-    "art_adr.config": ("ConfigError", "parse_number"),
-    "art_adr.attacks": ("format_eps", "default_eps_step", "_norm_name"),
-}
-
-
-def test_old_import_paths_still_work():
-    import importlib
-
-    import art_adr.budget
-    import art_adr.experiments
-
-    for module, names in OLD_NAMES.items():
-        mod = importlib.import_module(module)
-        assert not [n for n in names if not hasattr(mod, n)], module
-    assert art_adr.experiments.run_benchmark is importlib.import_module("art_adr.benchmark").run_benchmark
-    assert art_adr.experiments.run_sweep is importlib.import_module("art_adr.sweep").run_sweep
-    assert importlib.import_module("art_adr.config").ConfigError is art_adr.budget.ConfigError
 
 
 # ------------------------------------------------------------------------------ the checker on planted trees
@@ -333,6 +346,26 @@ def test_checker_ignores_type_checking_and_lazy_getattr_imports(tmp_path):
     })
     analyse(modules)
     assert cycles(modules) == [] and set(modules["pkg.a"].edges) == {"pkg.b"}
+
+
+def test_layering_checker_finds_lazy_getattr_and_import_module_imports_of_a_tool(tmp_path):
+    modules = _plant(tmp_path, {
+        "__init__.py": "", "runs/__init__.py": "from .files import RunLock\n", "runs/files.py": "RunLock = 1\n",
+        "evaluation/__init__.py": "", "evaluation/zoo.py": "from ..models import Net\n",  # tool -> library: fine
+        "launch.py": "from .runs import RunLock\n",  # allowed below
+        "models.py": "Net = 1\n\ndef __getattr__(name):\n    from .evaluation import zoo\n    return zoo\n",
+        "checkpoint.py": "def load():\n    from .runs.files import RunLock  # lazy\n    return RunLock\n",
+        "trainer.py": "import importlib\n\ndef f():\n    return importlib.import_module('pkg.evaluation.zoo')\n",
+        "cli/__init__.py": "from pkg.runs import RunLock\n",  # the command line sits above every layer
+    })
+    analyse(modules)
+    text = "\n".join(layer_violations(modules, "pkg", {("pkg.launch", "pkg.runs")}))
+    assert text.count("library module") == 3, text
+    assert "pkg.models imports the tool package pkg.evaluation" in text  # a __getattr__ door
+    assert "pkg.checkpoint imports the tool package pkg.runs.files" in text  # a function-level import
+    assert "pkg.trainer imports the tool package pkg.evaluation.zoo" in text  # import_module("...")
+    assert not any(name in text for name in ("pkg.launch ", "pkg.cli", "pkg.evaluation.zoo imports"))
+    assert "pkg.evaluation" not in modules["pkg.models"].edges  # still no edge for the circle check
 
 
 def test_checker_finds_private_imports_and_reads(tmp_path):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from art_adr.cli import main
 from art_adr.config import ConfigError
-from art_adr.sweep import cell_name, grid_configs, select_cell
+from art_adr.experiments.sweep import cell_name, grid_configs, select_cell
 
 TINY = ["--epochs", "1", "--subset", "192", "--val-size", "64", "--set", "max_iter=2", "--set", "eval_max_iter=2",
         "--set", "arch_kwargs={width: 4}", "-q"]
@@ -106,10 +106,12 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
                                                                        run_config.eps_step)
     assert np.allclose(seen[0][0].numpy(), val.x[:16].astype(np.float32) / 255)
     assert "hold-out AutoAttack" in r.output
-    # cached: a third call attacks nothing (in the old spellings --attack and --n-val, which still work and warn)
-    r = CliRunner().invoke(main, [*args, "--attack", "aa", "--n-val", "16", "--aa-version", "paper"])
+    # cached: a third call attacks nothing
+    r = CliRunner().invoke(main, [*args, "--attacks", "aa", "--n-examples", "16", "--aa-version", "paper"])
     assert r.exit_code == 0 and len(seen) == 2
-    assert "warning: --attack is deprecated" in r.output and "warning: --n-val is deprecated" in r.output
+    # the removed old spellings are unknown options now
+    r = CliRunner().invoke(main, [*args, "--attack", "aa"])
+    assert r.exit_code == 2 and "No such option '--attack'" in r.output
 
 
 def test_sweep_bad_input_is_one_line(tmp_path):
@@ -122,7 +124,7 @@ def test_sweep_bad_input_is_one_line(tmp_path):
 
 
 def test_heatmap_and_markdown_with_seeds_and_autoattack(tmp_path):
-    from art_adr.sweep import format_sweep, plot_heatmap
+    from art_adr.experiments.sweep import format_sweep, plot_heatmap
 
     cells = [{"temperature": [t, t - 0.5], "interpolation": [lam, min(1.0, lam + 0.2)], "seeds": [0, 1],
               "val_metric": "teacher_apgd_acc", "val_robust": 40 + t + lam, "val_robust_std": 0.5,

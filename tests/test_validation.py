@@ -169,8 +169,8 @@ def test_a_run_from_before_resumes_and_is_scored_by_pgd(tmp_path):
     from click.testing import CliRunner
 
     from art_adr.cli import main
+    from art_adr.experiments.sweep import score_run
     from art_adr.runs import load_run_config
-    from art_adr.sweep import score_run
 
     sys.path.insert(0, str(Path(__file__).parent))
     from test_runs import SYNTH
@@ -192,8 +192,8 @@ def test_a_new_run_is_scored_by_its_validation_attack(tmp_path):
     from click.testing import CliRunner
 
     from art_adr.cli import main
+    from art_adr.experiments.sweep import score_run
     from art_adr.runs import load_run_config
-    from art_adr.sweep import score_run
 
     sys.path.insert(0, str(Path(__file__).parent))
     from test_runs import SYNTH

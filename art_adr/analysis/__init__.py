@@ -76,5 +76,3 @@ __all__ = [
     "slope_norm",
     "step_histogram",
 ]
-
-_hist = step_histogram  # its former name

@@ -22,6 +22,7 @@ from .base import (
     default_data_dir,
     estimate_bytes,
     load_dataset,
+    model_inputs,
     register_dataset,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "estimate_bytes",
     "load_dataset",
     "load_extra_npz",
+    "model_inputs",
     "read_idx",
     "register_dataset",
 ]

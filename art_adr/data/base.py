@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ArrayDataset", "DATASETS", "DatasetError", "DatasetInfo", "Loader", "dataset_names", "default_data_dir",
-           "estimate_bytes", "load_dataset", "register_dataset"]
+           "estimate_bytes", "load_dataset", "model_inputs", "register_dataset"]
 
 
 class DatasetError(ValueError):
@@ -33,6 +33,19 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     files: bool = True
+
+
+def model_inputs(dataset: str | None, shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """``create_model``'s ``input_shape``, ``mean`` and ``std`` for images of ``dataset``: ``shape`` (the data's
+    own, e.g. a ``synthetic`` set's option) else the registered shape, and the registered statistics; only
+    ``input_shape`` (when given) for ``None`` or an unregistered name (identity normalisation)."""
+    info = DATASETS.get(dataset) if dataset is not None else None
+    out: dict[str, Any] = {}
+    if shape is not None or info is not None:
+        out["input_shape"] = tuple(int(s) for s in (shape if shape is not None else info.shape))  # type: ignore[union-attr]
+    if info is not None:
+        out.update(mean=tuple(info.mean), std=tuple(info.std))
+    return out
 
 
 @dataclass

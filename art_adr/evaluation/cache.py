@@ -23,7 +23,7 @@ from .identity import file_sha256
 __all__ = ["cache_name", "cached_evaluation"]
 
 
-def cache_name(which: str, n: int | None, attack: str | None, version: str = "standard", seed: int = 0,
+def cache_name(which: str, n_examples: int | None, attack: str | None, version: str = "standard", seed: int = 0,
                split: str = "test", spec: Mapping[str, Any] | None = None) -> str:
     """Cache file of one model × one robust attack (``None``: clean only) of a run, e.g.
     ``eval-student-n100-clean-aa-standard-s0.json``. The AutoAttack version names only AutoAttack's files (PGD
@@ -34,7 +34,7 @@ def cache_name(which: str, n: int | None, attack: str | None, version: str = "st
     if spec:
         text = json.dumps(dict(spec), sort_keys=True, default=str)
         changes = "-spec" + hashlib.sha256(text.encode()).hexdigest()[:10]
-    return (f"eval-{which}{where}-n{n or 'all'}-{'-'.join(parts)}-{version if attack == 'aa' else 'standard'}"
+    return (f"eval-{which}{where}-n{n_examples or 'all'}-{'-'.join(parts)}-{version if attack == 'aa' else 'standard'}"
             f"{changes}-s{seed}.json")
 
 
@@ -42,9 +42,10 @@ def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _legacy_sweep(run_dir: Path, which: str, tag: str, n: int | None, version: str) -> dict[str, Any] | None:
-    """An entry of the sweep's former cache (``sweep-aa-...json``, hold-out AutoAttack at the run's seed)."""
-    old = _read(run_dir / f"sweep-aa-{which}-{tag}-n{n or 'all'}-{version}.json")
+def _legacy_sweep(run_dir: Path, which: str, tag: str, n_examples: int | None, version: str) -> dict[str, Any] | None:
+    """An entry of the sweep's former cache (``sweep-aa-...json``, hold-out AutoAttack at the run's seed; its
+    on-disk key for the number of images is ``n_val``)."""
+    old = _read(run_dir / f"sweep-aa-{which}-{tag}-n{n_examples or 'all'}-{version}.json")
     if old is None:
         return None
     entry = {k: old[k] for k in ("epoch", "clean", "aa", "sha256", "norm", "eps") if k in old}
@@ -84,7 +85,7 @@ def _one_attack(run_dir: Path, attack: str | None, tags: Sequence[str], load: An
                 **kw: Any) -> dict[str, Any]:
     """The cache file of one attack, brought up to date for ``tags`` (written only when something ran)."""
     s = settings
-    path = run_dir / cache_name(s["which"], s["n"], attack, s["version"], s["seed"], s["split"], s["spec"])
+    path = run_dir / cache_name(s["which"], s["n_examples"], attack, s["version"], s["seed"], s["split"], s["spec"])
     cached = _read(path) or {"which": s["which"], "attacks": ["clean", *([attack] if attack else [])],
                              "version": s["version"] if attack == "aa" else "standard"}
     changed = False
@@ -92,7 +93,7 @@ def _one_attack(run_dir: Path, attack: str | None, tags: Sequence[str], load: An
         checkpoint = run_dir / "checkpoints" / f"{tag}.pt"
         if _current(cached.get(tag), checkpoint):
             continue
-        legacy = _legacy_sweep(run_dir, s["which"], tag, s["n"], s["version"]) \
+        legacy = _legacy_sweep(run_dir, s["which"], tag, s["n_examples"], s["version"]) \
             if attack == "aa" and s["split"] == "holdout" and not s["spec"] and s["seed"] == s["run_seed"] else None
         if legacy is not None and _current(legacy["entry"], checkpoint):
             cached.setdefault("n_examples", legacy["n_examples"])
@@ -108,7 +109,7 @@ def _one_attack(run_dir: Path, attack: str | None, tags: Sequence[str], load: An
 
 
 def cached_evaluation(
-    run_dir: str | os.PathLike, *, which: str, attacks: Sequence[str] = ("clean",), n: int | None = None,
+    run_dir: str | os.PathLike, *, which: str, attacks: Sequence[str] = ("clean",), n_examples: int | None = None,
     version: str = "standard", seed: int = 0, split: str = "test", tags: Sequence[str] = ("best", "final"),
     spec: Mapping[str, Any] | None = None, device: str = "auto", batch_size: int = 256, progress: bool = True,
 ) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def cached_evaluation(
     Args:
         run_dir: a run directory (``config.yaml``, ``checkpoints/<tag>.pt``).
         which: ``"student"`` or ``"teacher"``. attacks: registered evaluation attacks (``clean`` always runs).
-        n: the first N images of ``split`` (``None``: all). version: AutoAttack version. seed: attack seed.
+        n_examples: the first N images of ``split`` (``None``: all). version: AutoAttack version. seed: attack seed.
         split: ``"test"`` or ``"holdout"`` (the run's validation hold-out). tags: checkpoints (default best, final).
         spec: changes to the run's attack (as :func:`evaluate_checkpoint`'s ``spec`` dict; default none).
         device, batch_size, progress: as :func:`evaluate_checkpoint`.
@@ -137,10 +138,10 @@ def cached_evaluation(
 
     def load() -> Any:  # the images, loaded once and only when something is evaluated
         if not data:
-            data.append(run_split(config, split, n))
+            data.append(run_split(config, split, n_examples))
         return data[0]
 
-    settings = {"which": which, "n": n, "version": version, "seed": int(seed), "split": split,
+    settings = {"which": which, "n_examples": n_examples, "version": version, "seed": int(seed), "split": split,
                 "spec": dict(spec or {}), "run_seed": config.seed}
     out: dict[str, Any] = {"which": which, "attacks": ["clean", *robust], "version": version, "seed": int(seed),
                            "split": split, **{tag: {} for tag in tags}}

@@ -50,8 +50,8 @@ def test_set(config: Mapping[str, Any], dataset: str | None = None, data_dir: st
     return ds
 
 
-def run_split(config: Any, split: str = "test", n: int | None = None) -> Any:
-    """The first ``n`` images (default all) of a run's ``split``: ``"test"`` or ``"holdout"`` (the run's
+def run_split(config: Any, split: str = "test", n_examples: int | None = None) -> Any:
+    """The first ``n_examples`` images (default all) of a run's ``split``: ``"test"`` or ``"holdout"`` (the run's
     validation hold-out of its training set; ``ValueError`` unless the run was trained with one).
     ``config``: the run's ``RunConfig``."""
     if split not in SPLITS:
@@ -61,8 +61,8 @@ def run_split(config: Any, split: str = "test", n: int | None = None) -> Any:
 
         if config.val_split != "holdout" or config.val_size <= 0:
             raise ValueError("split='holdout' needs a run trained with val_split=holdout and val_size > 0")
-        return first_n(load_data(config)[1], n)
-    return first_n(test_set(config.to_dict()), n)
+        return first_n(load_data(config)[1], n_examples)
+    return first_n(test_set(config.to_dict()), n_examples)
 
 
 def load_split(ckpt: Mapping[str, Any], split: str = "test", dataset: str | None = None,

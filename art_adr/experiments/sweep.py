@@ -17,7 +17,7 @@ select by (``model``: the student, ``robust_acc``, or the EMA teacher, ``teacher
 ``best_metric`` is set to it) at the ``epoch`` ``"best"`` (the best validation epoch, the run's ``best.pt``) or
 ``"final"`` (``final.pt``), under ``attack`` ``"val"`` (the runs' own per-epoch validation attack, ``val_attack``
 at ``eval_max_iter`` iterations — APGD-CE+T by default, see :mod:`art_adr.validation`) or ``"aa"`` (AutoAttack
-on the first ``n_val`` hold-out images, that checkpoint). Ties go to the higher hold-out clean accuracy, then to
+on the first ``n_examples`` hold-out images, that checkpoint). Ties go to the higher hold-out clean accuracy, then to
 the first cell in grid order.
 """
 
@@ -103,12 +103,12 @@ def cell_name(temperature: tuple[float, float], interpolation: tuple[float, floa
 
 
 def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "best", attack: str = "val",
-              n_val: int | None = None, aa_version: str = "standard", device: str = "cpu",
+              n_examples: int | None = None, aa_version: str = "standard", device: str = "cpu",
               progress: bool = False) -> dict[str, Any]:
     """Hold-out scores of one finished run at the best (or final) epoch from ``metrics.jsonl``: ``val_robust``
     (the runs' validation attack, ``val_attack``, of the selected model — the metric ``best_metric`` names;
     ``val_metric`` says which), ``val_pgd`` (its PGD-k, logged beside it) and ``val_clean``; with ``attack="aa"``
-    also ``val_aa`` (AutoAttack on ``n_val`` hold-out images of ``checkpoints/<epoch>.pt`` through
+    also ``val_aa`` (AutoAttack on ``n_examples`` hold-out images of ``checkpoints/<epoch>.pt`` through
     :func:`art_adr.evaluation.evaluate_checkpoint`, in the run's threat model, cached in the run directory with
     the checkpoint's SHA-256). A run from before ``val_attack`` existed has only PGD: it is scored by PGD, and
     ``val_metric`` says so. Accuracies in %."""
@@ -134,10 +134,10 @@ def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "be
     if attack == "aa":
         from ..evaluation import cached_evaluation
 
-        ev = cached_evaluation(run_dir, which=which, attacks=("clean", "aa"), n=n_val, version=aa_version,
+        ev = cached_evaluation(run_dir, which=which, attacks=("clean", "aa"), n_examples=n_examples, version=aa_version,
                                seed=config.seed, split="holdout", tags=(epoch,), device=device, progress=progress)
-        aa = {**ev[epoch], "n_val": ev["n_examples"]}
-        out.update(val_aa=aa["aa"], val_aa_clean=aa["clean"], n_val=aa["n_val"], aa_epoch=aa["epoch"])
+        aa = {**ev[epoch], "n_examples": ev["n_examples"]}
+        out.update(val_aa=aa["aa"], val_aa_clean=aa["clean"], n_examples=aa["n_examples"], aa_epoch=aa["epoch"])
     return out
 
 
@@ -256,7 +256,7 @@ def format_sweep(summary: dict[str, Any]) -> str:
 def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[float],
               interpolations: Sequence[float], ends: str = "gap", temperature_end: float | None = None,
               interpolation_end: float | None = None, seeds: Sequence[int] = (0,), model: str | None = None,
-              epoch: str = "best", attack: str = "val", n_val: int | None = None, aa_version: str = "standard",
+              epoch: str = "best", attack: str = "val", n_examples: int | None = None, aa_version: str = "standard",
               overrides: dict[str, Any] | None = None, device: str = "cpu",
               verbose: bool = True, launcher: Any = None, loggers: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or reuse) every cell × seed under ``out/runs/<cell>``, score each on the hold-out, select, and write
@@ -264,7 +264,6 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
     ``loggers`` as in :func:`art_adr.experiments.run_benchmark` (``{"unfinished": [...]}`` while runs are left)."""
     if epoch not in ("best", "final"):
         raise ConfigError(f"epoch must be best or final, got {epoch!r}")
-    attack = "val" if attack == "pgd" else attack  # "pgd": the former name of the runs' own validation score
     if attack not in ("val", "aa"):
         raise ConfigError(f"attack must be val or aa, got {attack!r}")
     out = Path(out)
@@ -278,36 +277,36 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
                                command="art-adr sweep")
     if unfinished:
         return {"unfinished": unfinished, "files": {}, "markdown": None}
-    summaries = [_score_cell(out, cell, epoch=epoch, attack=attack, n_val=n_val, aa_version=aa_version,
+    summaries = [_score_cell(out, cell, epoch=epoch, attack=attack, n_examples=n_examples, aa_version=aa_version,
                              device=device, verbose=verbose) for cell in cells]
     grid = {"temperatures": [float(t) for t in temperatures], "interpolations": [float(v) for v in interpolations],
             "ends": ends, "temperature_end": temperature_end, "interpolation_end": interpolation_end,
             "end_rule": _END_TEXT[ends]}
     summary = sweep_summary(recipe, cells, summaries, grid, seeds=seeds, overrides=overrides, epoch=epoch,
-                            attack=attack, aa_version=aa_version, n_val=n_val)
+                            attack=attack, aa_version=aa_version, n_examples=n_examples)
     return _write_sweep(out, summary, loggers)
 
 
-def _score_cell(out: Path, cell: dict[str, Any], *, epoch: str, attack: str, n_val: int | None, aa_version: str,
+def _score_cell(out: Path, cell: dict[str, Any], *, epoch: str, attack: str, n_examples: int | None, aa_version: str,
                 device: str, verbose: bool) -> dict[str, Any]:
     """One cell's summary: every seed's run scored (:func:`score_run`), mean ± std over them."""
     run_dirs, scores = [], []
     for config in cell["configs"]:
         run_dir = _run_dir(out, cell, config)
         run_dirs.append(run_dir)
-        scores.append(score_run(run_dir, config, epoch=epoch, attack=attack, n_val=n_val,
+        scores.append(score_run(run_dir, config, epoch=epoch, attack=attack, n_examples=n_examples,
                                 aa_version=aa_version, device=device, progress=verbose))
     return _cell_summary(cell, scores, run_dirs)
 
 
 def sweep_summary(recipe: str, cells: list[dict[str, Any]], summaries: list[dict[str, Any]], grid: dict[str, Any], *,
                   seeds: Sequence[int], overrides: dict[str, Any] | None, epoch: str, attack: str, aa_version: str,
-                  n_val: int | None) -> dict[str, Any]:
+                  n_examples: int | None) -> dict[str, Any]:
     """``sweep.json``'s content: the grid, the selection rule, every cell's scores and the selected cell."""
     index = select_cell(summaries, attack)
     base = cells[0]["configs"][0]
     which = summaries[0]["which"]
-    score = "AutoAttack" + f" ({aa_version}) on the first {summaries[0]['per_seed'][0]['n_val']} hold-out images" \
+    score = "AutoAttack" + f" ({aa_version}) on the first {summaries[0]['per_seed'][0]['n_examples']} hold-out images" \
         if attack == "aa" else (f"{_metric_label(summaries[0]['val_metric'])}-{base.eval_max_iter} (the runs' "
                                 f"per-epoch validation, {summaries[0]['val_metric']})")
     rule = (f"highest mean over seeds of the {which}'s {score} accuracy at the {epoch} checkpoint "
@@ -320,8 +319,8 @@ def sweep_summary(recipe: str, cells: list[dict[str, Any]], summaries: list[dict
         "grid": grid,
         "seeds": [int(s) for s in seeds], "overrides": {k: v for k, v in (overrides or {}).items()},
         "selection": {"model": which, "metric": summaries[0]["val_metric"], "epoch": epoch, "attack": attack,
-                      "aa_version": aa_version if attack == "aa" else None, "n_val": n_val, "split": "holdout",
-                      "val_size": base.val_size, "rule": rule},
+                      "aa_version": aa_version if attack == "aa" else None, "n_examples": n_examples,
+                      "split": "holdout", "val_size": base.val_size, "rule": rule},
         "cells": summaries,
         "selected": {"index": index, "temperature": summaries[index]["temperature"],
                      "interpolation": summaries[index]["interpolation"],

@@ -45,7 +45,7 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float, float, float]]] = {
 
 
 # the embedded CPU-sized default (README's main command): ≤ 15 minutes on 2 cores
-CPU_DEFAULTS = {"fashion-mnist": {"epochs": 4, "subset": 8000, "val_size": 500, "n_eval": 100}}
+CPU_DEFAULTS = {"fashion-mnist": {"epochs": 4, "subset": 8000, "val_size": 500, "n_examples": 100}}
 
 
 AWP_RHO = {"cifar10": 0.005, "cifar100": 0.005, "tinyimagenet": 0.001}
@@ -166,7 +166,7 @@ def reported_model(config: RunConfig) -> str:
     return selected_model(config)
 
 
-def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequence[str] = ("clean", "aa"),
+def evaluate_run(run_dir: str | os.PathLike, n_examples: int | None, attacks: Sequence[str] = ("clean", "aa"),
                  version: str = "standard", seed: int = 0, device: str = "auto", batch_size: int = 256,
                  progress: bool = True, which: str | None = None) -> dict[str, Any]:
     """Clean and robust accuracy (each attack in ``attacks``) of a run's best and final checkpoints, through
@@ -175,7 +175,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequen
 
     Args:
         run_dir: a finished run directory (``config.yaml``, ``checkpoints/{best,final}.pt``).
-        n_eval: first N test images (``None``: all). attacks: clean, pgd, cw, aa (default clean, aa).
+        n_examples: first N test images (``None``: all). attacks: clean, pgd, cw, aa (default clean, aa).
         version: AutoAttack version (default ``standard``). seed: PGD starts / AutoAttack (default 0).
         device: default ``auto``. batch_size: default 256. progress: tqdm bars (default True).
         which: ``"student"``, ``"teacher"`` (the EMA model) or ``None`` (default): the run's reported model (the
@@ -187,7 +187,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_eval: int | None, attacks: Sequen
     from ..evaluation import cached_evaluation
 
     which = which or reported_model(load_run_config(run_dir))
-    return cached_evaluation(run_dir, which=which, attacks=attacks, n=n_eval, version=version, seed=seed,
+    return cached_evaluation(run_dir, which=which, attacks=attacks, n_examples=n_examples, version=version, seed=seed,
                              device=device, batch_size=batch_size, progress=progress)
 
 
@@ -209,7 +209,7 @@ def _row(label: str, ev: dict[str, Any], robust_key: str, paper: tuple[float, ..
     for a in ROBUST_ATTACKS:
         if a in b:
             row.update({f"{a}_best": b[a], f"{a}_final": f[a], f"{a}_diff": b[a] - f[a]})
-    row.update(best_epoch=b["epoch"], final_epoch=f["epoch"], n_eval=ev["n_examples"], run=run_dir)
+    row.update(best_epoch=b["epoch"], final_epoch=f["epoch"], n_examples=ev["n_examples"], run=run_dir)
     if "norm" in b:  # the threat model evaluated (caches of earlier versions: L∞ at the run's ε)
         row.update(norm=b["norm"], eps=b["eps"])
     if paper:
@@ -238,7 +238,7 @@ def aggregate_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             agg[key], agg[f"{key}_std"] = mean_std([float(m[key]) for m in members])
         agg["best_epoch"], agg["best_epoch_std"] = mean_std([float(m["best_epoch"]) for m in members])
         agg["best_epochs"] = ",".join(str(m["best_epoch"]) for m in members)
-        agg["final_epoch"], agg["n_eval"] = first["final_epoch"], first["n_eval"]
+        agg["final_epoch"], agg["n_examples"] = first["final_epoch"], first["n_examples"]
         if "norm" in first:
             agg["norm"], agg["eps"] = first["norm"], first["eps"]
         for key in ("paper_aa_best", "paper_aa_final", "paper_clean_best", "paper_clean_final"):
@@ -292,7 +292,7 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     threat_text = ", ".join(threats) + ", " if threats else ""
     what = f"Table 1 reproduction on {dataset}" if dataset in PAPER_TABLE1 else \
         f"Table-1-style comparison on {dataset} (the paper reports no {dataset} results)"
-    lines = [f"{what} (n = {rows[0]['n_eval'] if rows else 0} test images, "
+    lines = [f"{what} (n = {rows[0]['n_examples'] if rows else 0} test images, "
              f"{threat_text}{seeds_text}%; diff = best − final)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -413,7 +413,7 @@ Entry = tuple[str, str, Path, RunConfig]
 def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Sequence[str] = DEFAULT_METHODS,
                   wa: bool = False, awp: bool = False, runs: Sequence[str] = (),
                   overrides: dict[str, Any] | None = None,
-                  n_eval: int | None = None, attacks: Sequence[str] = ("clean", "aa"), version: str = "standard",
+                  n_examples: int | None = None, attacks: Sequence[str] = ("clean", "aa"), version: str = "standard",
                   device: str = "cpu", seed: int = 0, seeds: Sequence[int] | None = None,
                   recipes: Sequence[str] = (), recipe_prefix: str | None = None,
                   models: Sequence[str] = ("student", "teacher"), verbose: bool = True, launcher: Any = None,
@@ -442,14 +442,14 @@ def run_benchmark(dataset: str | None, out: str | os.PathLike, *, methods: Seque
         if unfinished:
             return {"unfinished": unfinished, "rows": [], "aggregate": [], "files": {}, "markdown": None}
     robust = [a for a in dict.fromkeys(attacks) if a != "clean"] or ["pgd"]
-    rows, grouped = evaluate_entries(entries, dataset, models, robust, n_eval=n_eval, version=version, device=device,
-                                     verbose=verbose, jobs=getattr(launcher, "jobs", 0))
+    rows, grouped = evaluate_entries(entries, dataset, models, robust, n_examples=n_examples, version=version,
+                                     device=device, verbose=verbose, jobs=getattr(launcher, "jobs", 0))
     clash = {lab for lab, _ in grouped if sum(k[0] == lab for k in grouped) > 1}
     histories = {(lab if lab not in clash else f"{lab} ({rec})"): mean_history(hs)
                  for (lab, rec), hs in grouped.items()}
     aggregate = aggregate_rows(rows)
     used_seeds = sorted({e[3].seed for e in entries})
-    meta = {"n_eval": n_eval, "attacks": ["clean", *robust], "autoattack_version": version, "seeds": used_seeds,
+    meta = {"n_examples": n_examples, "attacks": ["clean", *robust], "autoattack_version": version, "seeds": used_seeds,
             "n_seeds": len(seed_list) if not runs else max(len(h) for h in grouped.values()),
             "models": list(models), "std": "population (ddof=0), as the paper's Table 7",
             "eval_seed": "each run's training seed", "runs": [str(e[2]) for e in entries]}
@@ -502,7 +502,7 @@ def planned_entries(dataset: str | None, out: Path, seeds: Sequence[int], *, met
 
 
 def evaluate_entries(entries: Sequence[Entry], dataset: str, models: Sequence[str], robust: Sequence[str], *,
-                     n_eval: int | None, version: str, device: str, verbose: bool,
+                     n_examples: int | None, version: str, device: str, verbose: bool,
                      jobs: int = 0) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[list[dict[str, Any]]]]]:
     """Per-seed rows (every run × model, best and final under every attack) and, per ``(label, recipe)``, the
     runs' histories; ``jobs`` > 1 on the CPU: the evaluations ``jobs`` at a time (:func:`warm_evaluations`)."""
@@ -510,7 +510,7 @@ def evaluate_entries(entries: Sequence[Entry], dataset: str, models: Sequence[st
     rows: list[dict[str, Any]] = []
     grouped: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}  # (label, recipe) -> per-seed histories
     if jobs > 1 and device == "cpu":
-        warm_evaluations([{"run_dir": str(run_dir), "n_eval": n_eval, "attacks": ("clean", *robust),
+        warm_evaluations([{"run_dir": str(run_dir), "n_examples": n_examples, "attacks": ("clean", *robust),
                            "version": version, "seed": config.seed, "device": device, "which": which}
                           for _, _, run_dir, config in entries for which in models], jobs, verbose)
     for label, recipe, run_dir, config in entries:
@@ -518,7 +518,7 @@ def evaluate_entries(entries: Sequence[Entry], dataset: str, models: Sequence[st
             if verbose:
                 print(f"== evaluating {label} ({which}, seed {config.seed}; best and final: clean, "
                       f"{', '.join(robust)})")
-            ev = evaluate_run(run_dir, n_eval, attacks=("clean", *robust), version=version, seed=config.seed,
+            ev = evaluate_run(run_dir, n_examples, attacks=("clean", *robust), version=version, seed=config.seed,
                               device=device, progress=verbose, which=which)
             paper = PAPER_TABLE1.get(dataset, {}).get(label) if which == reported_model(config) else None
             rows.append(_row(label, ev, robust_key, paper, recipe=recipe, seed=config.seed, run_dir=str(run_dir)))

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import ARCHITECTURES, LOCAL_ARCHITECTURES, activation_class, dataset_stats, input_channels
+from ..data import model_inputs
+from ..models import ARCHITECTURES, LOCAL_ARCHITECTURES, ModelInputs, activation_class
 from .adapter import import_robustbench
 from .bundle import FORBIDDEN_KEY_PARTS, ExportError
 
@@ -16,8 +17,18 @@ __all__ = ["robustbench_spec", "robustbench_state_dict", "zoo_constructor", "bui
            "model_zoo_entry", "zoo_item"]
 
 
+def _cifar_sized_stats(arch: str, dataset: str | None, in_channels: int | None) -> tuple[tuple[float, ...], ...]:
+    """``(mean, std)`` of ``dataset`` (identity when unregistered), which must be 3×32×32 (``ValueError``)."""
+    found = model_inputs(dataset)
+    inputs = ModelInputs(found.get("input_shape", (3, 32, 32)), found.get("mean"), found.get("std"))
+    if inputs.shape != (3, 32, 32) or inputs.channels(in_channels, 3) != 3:
+        raise ValueError(f"RobustBench's {arch} forward is fixed to 3×32×32 inputs; {dataset!r} is {inputs.shape}")
+    return inputs.stats(3)
+
+
 def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs: Any) -> dict[str, Any]:
-    """How to rebuild ``create_model(arch, num_classes, dataset, **kwargs)`` from RobustBench's own classes.
+    """How to rebuild ``create_model(arch, num_classes, **model_inputs(dataset), **kwargs)`` from RobustBench's own
+    classes.
 
     Keys: ``import_line`` and ``constructor`` (Python source: ``eval(constructor)`` after
     ``exec(import_line)`` builds a module taking ``[0, 1]`` inputs); ``prefix`` and ``normalizer`` (how
@@ -31,15 +42,10 @@ def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs:
     ``ctx.saved_variables``, gone from torch 2). Only 3×32×32 inputs are exact: RobustBench's forwards
     hard-code ``avg_pool2d(4)`` / ``avg_pool2d(8)``.
     """
-    from ..data import DATASETS
-
     if arch not in ARCHITECTURES or arch in LOCAL_ARCHITECTURES:
         exportable = sorted(set(ARCHITECTURES) - LOCAL_ARCHITECTURES)
         raise ValueError(f"{arch!r} has no RobustBench class; exportable: {exportable}")
-    shape = DATASETS[dataset].shape if dataset in DATASETS else (3, 32, 32)
-    if shape != (3, 32, 32) or input_channels(dataset, kwargs.get("in_channels")) != 3:
-        raise ValueError(f"RobustBench's {arch} forward is fixed to 3×32×32 inputs; {dataset!r} is {shape}")
-    mean, std = dataset_stats(dataset, 3)
+    mean, std = _cifar_sized_stats(arch, dataset, kwargs.get("in_channels"))
     mean, std = _fmt(mean, 3), _fmt(std, 3)
     act = kwargs.get("activation", "relu")
     arch_mod = "robustbench.model_zoo.architectures"

@@ -60,7 +60,3 @@ __all__ = ["train_run", "RunError", "RunStopped", "RunInterrupted", "RunLock", "
            "WarmupCosineLR", "write_config", "write_csv", "config_diff", "epoch_checkpoint", "load_data", "place_data",
            "parameter_groups", "fused_sgd_supported", "RUN_FIELDS", "TRAINER_ONLY_ARGS", "trainer_arguments",
            "build_trainer"]
-
-# former names, still importable
-_load_data = load_data
-_upgrade_scheduler_state = upgrade_scheduler_state

@@ -121,8 +121,11 @@ def upgrade_scheduler_state(saved: dict[str, Any] | None, config: RunConfig, ste
 
 
 def model_desc(config: RunConfig, num_classes: int, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-    return {"arch": config.arch, "num_classes": num_classes, "dataset": config.dataset,
+    """A checkpoint's ``model`` entry (:func:`art_adr.checkpoint.model_from_desc` builds from it): the data's
+    ``input_shape`` when known."""
+    desc = {"arch": config.arch, "num_classes": num_classes, "dataset": config.dataset,
             "kwargs": arch_kwargs(config, shape)}
+    return desc if shape is None else {**desc, "input_shape": [int(s) for s in shape]}
 
 
 def arch_kwargs(config: RunConfig, shape: tuple[int, ...] | None) -> dict[str, Any]:
@@ -196,11 +199,11 @@ def build_trainer(config: RunConfig, num_classes: int, shape: tuple[int, ...], d
     """Model, SGD optimizer, ART classifier and the configured trainer (before data or resume)."""
     from art.estimators.classification import PyTorchClassifier
 
-    from ..models import create_model
+    from ..checkpoint import model_from_desc
     from ..trainer import AdversarialTrainerADR
 
     torch.manual_seed(config.seed)
-    model = create_model(config.arch, num_classes, dataset=config.dataset, **arch_kwargs(config, tuple(shape)))
+    model = model_from_desc(model_desc(config, num_classes, tuple(shape)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     model.to(device)  # fused SGD checks the parameters' device
