@@ -30,6 +30,7 @@ __all__ = [
     "channel_tensor",
     "SmallCNN",
     "ConvFC",
+    "ConvBN",
     "MLP",
     "LOCAL_ARCHITECTURES",
     "activation_class",
@@ -135,6 +136,33 @@ class ConvFC(nn.Module):
         return self.fc(self.features(x))
 
 
+class ConvBN(nn.Module):
+    """Strided 3×3 conv–BN–ReLU blocks, then a dense hidden layer with BatchNorm and a linear head: the small
+    BatchNorm network of the third Fashion-MNIST robust-overfitting regime (``fashion-mnist-ro3-*``). Every
+    network of the ADR paper has BatchNorm; this one is cheap enough for AutoAttack on a CPU (one block halves
+    the side, so ``widths=(16, 32)`` on 28×28 is two blocks to 7×7, then ``32·7·7 → hidden → classes``)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (16, 32),
+                 hidden: int = 256, image_size: int = 28) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if not widths or min(widths) < 1 or hidden < 1 or image_size < 1:
+            raise ValueError(f"conv-bn needs widths >= 1 (at least one), hidden >= 1 and image_size >= 1, got "
+                             f"widths={widths}, hidden={hidden}, image_size={image_size}")
+        layers: list[nn.Module] = []
+        channels, side = in_channels, image_size
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            channels, side = width, (side + 1) // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(channels * side * side, hidden, bias=False), nn.BatchNorm1d(hidden),
+                                nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
 class MLP(nn.Module):
     """A fully-connected net with two ReLU hidden layers on the flattened image (the overfitting-prone model of
     the robust-overfitting literature's small-data studies; cheap enough for AutoAttack on a CPU)."""
@@ -187,6 +215,13 @@ def _conv_fc(num_classes: int, inputs: ModelInputs, in_channels: int | None = No
     c = inputs.channels(in_channels, 1)
     size = inputs.shape[-1] if inputs.shape is not None else 28
     return Normalized(ConvFC(c, num_classes, width, hidden, size), *inputs.stats(c))
+
+
+def _conv_bn(num_classes: int, inputs: ModelInputs, in_channels: int | None = None,
+             widths: tuple[int, ...] | list[int] = (16, 32), hidden: int = 256) -> nn.Module:
+    c = inputs.channels(in_channels, 1)
+    size = inputs.shape[-1] if inputs.shape is not None else 28
+    return Normalized(ConvBN(c, num_classes, tuple(widths), hidden, size), *inputs.stats(c))
 
 
 def _mlp(num_classes: int, inputs: ModelInputs, hidden: int = 256, depth: int = 2) -> nn.Module:
@@ -346,10 +381,11 @@ def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False)
     return build
 
 
-LOCAL_ARCHITECTURES = frozenset({"small-cnn", "conv-fc", "mlp"})  # ours: no RobustBench class to export to
+LOCAL_ARCHITECTURES = frozenset({"small-cnn", "conv-fc", "conv-bn", "mlp"})  # ours: no RobustBench class to export to
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": _small_cnn,
     "conv-fc": _conv_fc,
+    "conv-bn": _conv_bn,
     "mlp": _mlp,
     "resnet18": _resnet18,
     "preact-resnet18": _preact_resnet18,

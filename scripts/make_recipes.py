@@ -186,6 +186,23 @@ def write_robust_overfitting() -> None:
                 " (tau/lambda of the first regime's AT+ADR, not re-tuned here)" if adr else "")
             write(f"fashion-mnist-ro2-{method}{'-adr' if adr else ''}",
                   {"description": desc, **ro2, "method": method, "adr": adr, **(ro_adr if adr else {})})
+    ro3_recipes(ro2, ro_adr)
+
+
+def ro3_recipes(ro2: dict, ro_adr: dict) -> None:
+    """The third robust-overfitting regime (issue 28; benchmarks/README.md, "A third regime, with BatchNorm"): the
+    second regime's data and schedule with a small BatchNorm conv net (conv-bn) instead of the MLP; calibrated on
+    plain PGD-AT only, the ADR recipes keep the first regime's tau/lambda (no re-tuning)."""
+    ro3 = {**ro2, "arch": "conv-bn", "arch_kwargs": {"widths": [16, 32], "hidden": 256}}
+    what = ("Fashion-MNIST third robust-overfitting regime, with BatchNorm: conv-bn (two strided conv-BN-ReLU "
+            "blocks 16, 32, a BN dense layer of 256), 500 images, batch 32, no augmentation, 200 epochs, eps 0.1, "
+            "checkpoints selected by the default validation attack (apgd), every 40th kept")
+    for method, cls in METHODS.items():
+        for adr in (False, True):
+            desc = f"{what}, {cls.label}{'+ADR' if adr else ''}" + (
+                " (tau/lambda of the first regime's AT+ADR, not re-tuned here)" if adr else "")
+            write(f"fashion-mnist-ro3-{method}{'-adr' if adr else ''}",
+                  {"description": desc, **ro3, "method": method, "adr": adr, **(ro_adr if adr else {})})
 
 
 # τ, λ of the Fashion-MNIST regime's ADR recipes, and where they come from

@@ -326,3 +326,27 @@ def test_overfitting_regime_models(arch, kwargs, params):
         robustbench_spec(arch, 10, "cifar10")
     with pytest.raises(ValueError):
         create_model(arch, 10, **model_inputs("fashion-mnist"), **({"hidden": 0}))
+
+
+@pytest.mark.parametrize("kwargs, params", [
+    # conv 1→16 (3×3, no bias) + BN, conv 16→32 + BN, 32·7·7 → 256 (no bias) + BN1d, 256 → 10
+    ({}, 9 * 16 + 32 + 16 * 32 * 9 + 64 + 32 * 49 * 256 + 512 + 2570),
+    ({"widths": [8, 16, 32], "hidden": 64}, 9 * 8 + 16 + 8 * 16 * 9 + 32 + 16 * 32 * 9 + 64 + 32 * 16 * 64 + 128 + 650),
+])
+def test_batchnorm_regime_model(kwargs, params):
+    """conv-bn (the fashion-mnist-ro3 regime): every block and the dense layer carry BatchNorm, strided blocks
+    halve the side (28 → 14 → 7 → 4), train mode moves the running statistics, eval mode does not."""
+    model = create_model("conv-bn", 10, **model_inputs("fashion-mnist"), **kwargs)
+    assert sum(p.numel() for p in model.parameters()) == params
+    bns = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert len(bns) == len(kwargs.get("widths", [16, 32])) + 1
+    before = [b.running_mean.clone() for b in bns]
+    assert model.train()(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+    assert all(not torch.equal(b.running_mean, m) for b, m in zip(bns, before))
+    moved = [b.running_mean.clone() for b in bns]
+    model.eval()(torch.rand(4, 1, 28, 28))
+    assert all(torch.equal(b.running_mean, m) for b, m in zip(bns, moved))
+    with pytest.raises(ValueError, match="no RobustBench class"):
+        robustbench_spec("conv-bn", 10, "cifar10")
+    with pytest.raises(ValueError, match="widths"):
+        create_model("conv-bn", 10, **model_inputs("fashion-mnist"), widths=[])
