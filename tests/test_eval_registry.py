@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
     assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
     import art_adr.evaluation as ev
-    from art_adr.experiments.table1 import ROBUST_ATTACKS
+    from art_adr.evaluation import robust_attack_names
 
-    assert ev.ATTACKS == attack_names() and ROBUST_ATTACKS == ("pgd", "cw", "apgd", "aa")
+    assert ev.ATTACKS == attack_names() and robust_attack_names() == ("pgd", "cw", "apgd", "aa")
     settings = {"pgd_steps": 10, "cw_steps": 20, "norm": "L2", "aa_version": "paper"}
     assert [get_eval_attack(a).column(settings) for a in attack_names()] == [
         "Clean", "PGD-10", "CW-L2-20", "APGD-CE+T-10", "AutoAttack (paper)"]
@@ -48,7 +48,10 @@ def test_registry_imports_without_torch():
 
 
 def test_the_designs_evaluation_attack_example_registers_and_runs(tmp_path, monkeypatch):
-    """The PGD-50 example of docs/DESIGN.md, as a module of art_adr.evaluation: `evaluate --attacks` takes it."""
+    """The PGD-50 example of docs/DESIGN.md, as a module of art_adr.evaluation: `evaluate --attacks` takes it, and
+    Table 1 shows it (imported before the attack is registered: it reads the registry when it tabulates)."""
+    from art_adr.experiments.table1 import format_markdown
+
     design = (ROOT / "docs" / "DESIGN.md").read_text()
     code = re.search(r"```python\n(.*?)```", design.split("## Adding an evaluation attack")[1], flags=re.S).group(1)
     module = types.ModuleType("art_adr.evaluation.pgd50")
@@ -69,6 +72,10 @@ def test_the_designs_evaluation_attack_example_registers_and_runs(tmp_path, monk
         assert 0 <= entry["results"]["pgd50"] <= entry["results"]["pgd"] <= entry["results"]["clean"] <= 100
         assert entry["attacks"]["pgd50"] == "PGD-50 L∞ ε=64/255 α=0.012549, 5 restarts"  # α = 2.5·ε/50
         assert "| model | Clean | PGD-10 | PGD-50×5 |" in r.output
+        row = {"method": "AT", "which": "student", "n_examples": 8, "pgd50_best": 1.0, "pgd50_final": 1.0,
+               "pgd50_diff": 0.0, "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1,
+               "kind": "aggregate"}
+        assert "PGD-50×5 best" in format_markdown([row], "fashion-mnist")
     finally:
         EVAL_ATTACKS.pop("pgd50", None)
     assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")

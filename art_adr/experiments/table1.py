@@ -19,7 +19,7 @@ from ..runs import RunError, holding_lock, load_run_config, write_csv
 from ..tables import markdown_table
 from .common import PlannedRun, log_table, mean_std, read_history, train_planned
 
-__all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "CPU_DEFAULTS", "AWP_RHO", "ROBUST_ATTACKS", "plan_runs",
+__all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "CPU_DEFAULTS", "AWP_RHO", "plan_runs",
            "method_label", "evaluate_run", "run_benchmark", "write_table", "aggregate_rows", "format_markdown",
            "mean_history", "plot_methods", "seed_run_dir", "reported_model"]
 
@@ -193,9 +193,6 @@ def evaluate_run(run_dir: str | os.PathLike, n_examples: int | None, attacks: Se
                              device=device, batch_size=batch_size, progress=progress)
 
 
-ROBUST_ATTACKS = robust_attack_names()  # the registered evaluation attacks but clean (art_adr.evaluation)
-
-
 _METRICS = ("best", "final", "diff")
 
 
@@ -208,7 +205,7 @@ def _row(label: str, ev: dict[str, Any], robust_key: str, paper: tuple[float, ..
         "robust_attack": robust_key, "robust_best": b[robust_key], "robust_final": f[robust_key],
         "robust_diff": b[robust_key] - f[robust_key], "clean_best": b["clean"], "clean_final": f["clean"],
         "clean_diff": b["clean"] - f["clean"]}
-    for a in ROBUST_ATTACKS:
+    for a in robust_attack_names():  # the registry as it is now (an attack registered later is a column too)
         if a in b:
             row.update({f"{a}_best": b[a], f"{a}_final": f[a], f"{a}_diff": b[a] - f[a]})
     row.update(best_epoch=b["epoch"], final_epoch=f["epoch"], n_examples=ev["n_examples"], run=run_dir)
@@ -235,7 +232,7 @@ def aggregate_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         agg: dict[str, Any] = {"method": label, "recipe": recipe, "which": which, "kind": "aggregate",
                                "n_seeds": len(members), "seeds": ",".join(str(m.get("seed")) for m in members),
                                "robust_attack": first["robust_attack"]}
-        for key in [k for k in first if k.startswith(("robust_", "clean_", *(f"{a}_" for a in ROBUST_ATTACKS)))
+        for key in [k for k in first if k.startswith(("robust_", "clean_", *(f"{a}_" for a in robust_attack_names())))
                     and isinstance(first[k], (int, float)) and not isinstance(first[k], bool)]:
             agg[key], agg[f"{key}_std"] = mean_std([float(m[key]) for m in members])
         agg["best_epoch"], agg["best_epoch_std"] = mean_std([float(m["best_epoch"]) for m in members])
@@ -276,8 +273,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     norms = {r["norm"] for r in rows if "norm" in r}
     settings = {"pgd_steps": 10, "cw_steps": 10, "norm": norms.pop() if len(norms) == 1 else "Linf",
                 "aa_version": None if version == "standard" else version}
-    names = {a: get_eval_attack(a).column(settings) for a in ROBUST_ATTACKS}
-    robust = [a for a in ROBUST_ATTACKS if rows and f"{a}_best" in rows[0]]
+    names = {a: get_eval_attack(a).column(settings) for a in robust_attack_names()}
+    robust = [a for a in robust_attack_names() if rows and f"{a}_best" in rows[0]]
     if rows and not robust:  # rows of an older layout: only robust_*
         robust = [rows[0]["robust_attack"]]
     has_paper = any("paper_aa_best" in r for r in rows)
