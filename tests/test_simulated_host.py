@@ -84,7 +84,7 @@ def _env(site: Path) -> dict[str, str]:
 
 def install(python: Path, wheels: Path, site: Path) -> subprocess.CompletedProcess:
     """``gpu_suite.sh --install-only``: the suite's own install of ``wheels`` and of this tree into ``site``."""
-    env = {**_env(site), "PYTHON": str(python), "GPU_SUITE_SITE": str(site)}
+    env = {**_env(site), "PYTHON": str(python), "GPU_SUITE_SITE": str(site), "OUT": str(site.parent / "suite-out")}
     env.pop("PYTHONPATH")
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--install-only", "--wheels",
                            str(wheels)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
