@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -12,7 +13,7 @@ from torch import nn
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_model",
            "model_from_checkpoint", "model_from_desc", "non_finite_tensors", "non_finite_weights", "torch_save",
-           "FORMAT"]
+           "FORMAT", "missing_folders", "remove_empty_folders"]
 
 FORMAT = "art-adr-checkpoint"
 VERSION = 1
@@ -43,11 +44,28 @@ def atomic_write(path: str | os.PathLike, write: Any, before_replace: Any = None
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename == tmp:  # name the file, not tmp
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
     return path
+
+
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` and its parents that do not exist yet (innermost first): what ``mkdir(parents=True)`` creates."""
+    path = Path(path)
+    return [d for d in (path, *path.parents) if not d.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first, as :func:`missing_folders` lists them) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def non_finite_tensors(state: dict[str, Any]) -> list[str]:
@@ -71,9 +89,19 @@ def _refuse_non_finite(obj: dict[str, Any], what: str) -> None:
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through a Python file object: a full disk raises ``OSError`` (ENOSPC) naming the errno,
-    where ``torch.save(obj, path)`` raises an opaque ``RuntimeError`` from its C++ writer."""
-    with open(path, "wb") as f:
-        torch.save(obj, f)
+    where torch's C++ writer raises an opaque ``RuntimeError`` (``unexpected pos ...``, also when it closes the
+    archive after a write failed); any such writer failure is an ``OSError`` naming the file."""
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except RuntimeError as exc:
+        cause = exc.__context__
+        if isinstance(cause, OSError):  # the write that failed first, e.g. ENOSPC
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+        if "unexpected pos" not in str(exc) and "inline_container" not in str(exc):
+            raise
+        raise OSError(errno.EIO, f"writing failed (is the disk full?): {' '.join(str(exc).split())[:200]}",
+                      str(path)) from None
 
 
 def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any], before_replace: Any = None) -> Path:

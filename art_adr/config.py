@@ -35,6 +35,8 @@ class RunConfig:
     subset: int | None = None  # first-n (seeded random) training examples, for budgets
     extra_data: str | None = None  # .npz with image/label (DDPM sets)
     extra_fraction: float = 0.0  # fraction of every batch drawn from extra_data
+    extra_sampling: str = "shuffle"  # "shuffle": the ADR authors' extra-data loader (a permutation per pass, cycled);
+    # "replacement": art-adr's former draw (uniform indices with replacement per batch)
     val_split: str = "holdout"  # "holdout" (from the training set) or "test" (the whole test set)
     val_size: int = 1000  # images of the hold-out (val_split "holdout" only)
     augment: bool = True
@@ -142,6 +144,7 @@ class RunConfig:
         _need(self.val_split in ("holdout", "test"), "val_split must be 'holdout' or 'test'")
         _need(self.val_size >= 0, "val_size must be >= 0")
         _need(0 <= self.extra_fraction < 1, "extra_fraction must be in [0, 1)")
+        _need(self.extra_sampling in ("shuffle", "replacement"), "extra_sampling must be 'shuffle' or 'replacement'")
 
     def _validate_selection(self) -> None:
         try:
@@ -212,7 +215,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # Fields added after runs were written, with the value a run written before them had: a config.yaml or checkpoint
 # without the field is read with this value (an old run resumes, and is scored, exactly as it was trained).
 LEGACY_DEFAULTS: dict[str, Any] = {"save_every": 0, "val_attack": "pgd", "val_targets": defaults.VAL_TARGETS,
-                                   "drop_last": False, "sync_bn": False}
+                                   "drop_last": False, "sync_bn": False, "extra_sampling": "replacement"}
 
 
 def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:

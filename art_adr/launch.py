@@ -11,6 +11,8 @@ process holds (a job of an earlier, killed invocation) is waited for, never star
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -28,7 +30,7 @@ from .config import RunConfig
 from .runs import CONFIG_FILE, RunError, RunLock, config_diff, load_run_config, write_config
 
 __all__ = ["LAUNCHERS", "Launcher", "LaunchError", "LaunchInterrupted", "launch_runs", "prepare_run", "train_args",
-           "make_executor", "TRAIN_COMMAND", "parse_gpus", "job_threads"]
+           "make_executor", "TRAIN_COMMAND", "parse_gpus", "check_gpus", "gpu_count", "job_threads"]
 
 LAUNCHERS = ("local", "slurm")
 # how a job runs `art-adr train` (the interpreter of this process; tests may wrap it)
@@ -103,6 +105,32 @@ def parse_gpus(text: str | None) -> tuple[str, ...]:
     if text is not None and not gpus:
         raise LaunchError(f"--gpus takes a comma list of device ids, e.g. 0,1, got {text!r}")
     return gpus
+
+
+def gpu_count() -> int:
+    """CUDA devices torch sees here (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_gpus(gpus: Sequence[str]) -> None:
+    """``--gpus`` checked as ``--device cuda:N`` is: device ids torch sees (or ``GPU-``/``MIG-`` UUIDs), on a
+    machine with a CUDA GPU; ``LaunchError`` otherwise (never a silent run on the CPU)."""
+    if not gpus:
+        return
+    bad = [g for g in gpus if not (g.isdigit() or g.upper().startswith(("GPU-", "MIG-")))]
+    if bad:
+        raise LaunchError(f"--gpus: {bad[0]!r} is not a device id (0, 1, ... or a GPU-/MIG- UUID)")
+    count = gpu_count()
+    if count == 0:
+        import torch
+
+        raise LaunchError(f"--gpus {','.join(gpus)} asked for, but torch sees no CUDA GPU (torch {torch.__version__});"
+                          f" leave --gpus out to train in this process, or use --jobs N for CPU jobs")
+    missing = [g for g in gpus if g.isdigit() and int(g) >= count]
+    if missing:
+        raise LaunchError(f"--gpus: device {missing[0]} asked for, but torch sees only {count} GPU(s)")
 
 
 def job_threads(jobs: int) -> int:
@@ -222,7 +250,11 @@ def make_executor(folder: Path, launcher: Launcher, name: str) -> Any:
         raise LaunchError('--launcher slurm needs submitit: pip install "art-adr[cluster]"') from None
     extra = dict(launcher.slurm)
     ctor = {"slurm_max_num_timeout": int(extra.pop("max_num_timeout"))} if "max_num_timeout" in extra else {}
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=launcher.cluster, **ctor)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=launcher.cluster, **ctor)
+    except RuntimeError as exc:  # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
+        raise LaunchError(f"--launcher slurm: {_first_line(exc)} (no srun on PATH: run this on a SLURM login "
+                          f"node, or use --launcher local)") from None
     params: dict[str, Any] = {"name": name, "timeout_min": int(launcher.timeout_min), "nodes": 1, "tasks_per_node": 1,
                               "gpus_per_node": int(launcher.gpus_per_run)}
     if launcher.partition:
@@ -263,10 +295,19 @@ class _Submitit:
         return adopted
 
     def submit(self, run_dirs: Sequence[Path]) -> dict[Path, Any]:
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
         from .submitit_job import TrainJob
 
-        with self.executor.batch():
-            jobs = [self.executor.submit(TrainJob(run_dir, self.args, TRAIN_COMMAND)) for run_dir in run_dirs]
+        try:  # submitit prints sbatch's error text too: it is in the one error line instead
+            with contextlib.redirect_stderr(io.StringIO()), self.executor.batch():
+                jobs = [self.executor.submit(TrainJob(run_dir, self.args, TRAIN_COMMAND)) for run_dir in run_dirs]
+        except FailedJobError as exc:  # sbatch exited with an error
+            raise LaunchError(f"sbatch refused the job(s) of {len(run_dirs)} run(s): {_first_line(exc) or 'no reason'}"
+                              f" (nothing was submitted; rerun the same command once this is fixed)") from None
+        except FailedSubmissionError as exc:  # sbatch printed something without a job id
+            raise LaunchError(f"sbatch gave no job id for {len(run_dirs)} run(s) ({_first_line(exc)}); look at "
+                              f"squeue before rerunning the same command") from None
         self.records.update({str(r): str(j.job_id) for r, j in zip(run_dirs, jobs)})
         text = json.dumps(self.records, indent=1)
         atomic_write(self.records_path, lambda tmp: Path(tmp).write_text(text))
@@ -295,6 +336,11 @@ class _Submitit:
 
     def stop(self) -> None:
         pass  # cluster jobs go on; rerunning the same command finds them
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's text on one line, at most 300 characters."""
+    return " ".join(str(exc).split())[:300]
 
 
 def _backend(launcher: Launcher, out: Path, args: Sequence[str], name: str) -> Any:

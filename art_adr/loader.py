@@ -14,6 +14,7 @@ __all__ = ["DeviceBatches", "MixedBatches", "Gather", "finish_batch", "fits_on_d
            "image_nbytes", "to_tensor_images", "to_unit_float"]
 
 BUDGET_ENV = "ART_ADR_DEVICE_BUDGET_BYTES"
+EXTRA_SAMPLING = ("shuffle", "replacement")  # MixedBatches' draws from the extra set (RunConfig.extra_sampling)
 
 
 def to_unit_float(t: Tensor) -> Tensor:
@@ -202,7 +203,12 @@ class MixedBatches:
     """Batches with a fixed fraction drawn from an extra set (Gowal et al. 2021; Rebuffi et al. 2021).
 
     Each batch holds ``batch_size − k`` examples of the main set (a fresh seeded permutation per epoch, cycled
-    if needed) and ``k = round(fraction·batch_size)`` examples of the extra set drawn with replacement; an epoch
+    if needed) and ``k = round(fraction·batch_size)`` examples of the extra set, drawn as ``sampling`` says:
+    ``"shuffle"`` (default; the ADR authors' extra-data loader, a ``DataLoader(shuffle=True, drop_last=True)``
+    cycled when exhausted: a fresh permutation of the extra set per pass, each image once per pass, the pass's
+    last ``len(extra) mod k`` images left out; the passes run on across epochs, each epoch starting where the
+    previous one ended, so a resumed run draws the same images) or ``"replacement"`` (art-adr's former draw:
+    ``k`` independent uniform indices per batch, a generator per epoch); an epoch
     is one pass over the main set, ``len(main) // (batch_size − k)`` iterations when ``main.drop_last`` (the ADR
     authors' code: their epoch is the length of the real-data loader, which drops its last partial batch: 195
     iterations of 256 real images on CIFAR's 50 000), else ``ceil(len(main) / (batch_size − k))`` (the last
@@ -211,9 +217,12 @@ class MixedBatches:
     """
 
     def __init__(self, main: DeviceBatches, x_extra: Tensor, y_extra: Tensor, fraction: float,
-                 stream_extra: bool | None = None) -> None:
+                 stream_extra: bool | None = None, sampling: str = "shuffle") -> None:
         if not 0 < fraction < 1:
             raise ValueError(f"extra fraction must be in (0, 1), got {fraction}")
+        if sampling not in EXTRA_SAMPLING:
+            raise ValueError(f"extra sampling must be one of {', '.join(EXTRA_SAMPLING)}, got {sampling!r}")
+        self.sampling = sampling
         self.main, self.x_extra, self.y_extra = main, x_extra, y_extra
         # stream the extra set through staging batches (default: when it is not on the main device)
         self.stream_extra = x_extra.device != main.device if stream_extra is None else bool(stream_extra)
@@ -233,15 +242,14 @@ class MixedBatches:
         n = m.x.shape[0]
         need = len(self) * self.n_main
         perm = torch.cat([torch.randperm(n, generator=g, device=m.x.device) for _ in range(-(-need // n))])
-        g_extra = m._generator(epoch + 104_729, self.x_extra.device)
+        extra_indices = self._extra_indices(epoch)
         g_aug = m._aug_generator(epoch)
         gathers = [(Gather(m.x, m.device, m.streaming), Gather(m.y, m.device, m.streaming)),
                    (Gather(self.x_extra, m.device, self.stream_extra),
                     Gather(self.y_extra, m.device, self.stream_extra))]
         for b in range(len(self)):
             idx = perm[b * self.n_main : (b + 1) * self.n_main]
-            jdx = torch.randint(0, self.x_extra.shape[0], (self.n_extra,), generator=g_extra,
-                                device=self.x_extra.device)
+            jdx = next(extra_indices)
             if m.world_size > 1:
                 idx, jdx = idx[m.rank :: m.world_size], jdx[m.rank :: m.world_size]
             parts = []
@@ -250,3 +258,26 @@ class MixedBatches:
             xb = finish_batch(torch.cat([parts[0][0], parts[1][0]]), augment=m.augment, generator=g_aug,
                               channels_last=m.channels_last)  # the sets may differ in dtype: unit floats first
             yield xb, torch.cat([parts[0][1], parts[1][1]])
+
+    def _extra_indices(self, epoch: int) -> Iterator[Tensor]:
+        """The extra set's indices of each batch of ``epoch`` (``n_extra`` each, on the extra set's device)."""
+        n, k, device = self.x_extra.shape[0], self.n_extra, self.x_extra.device
+        if self.sampling == "replacement":
+            g = self.main._generator(epoch + 104_729, device)
+            while True:
+                yield torch.randint(0, n, (k,), generator=g, device=device)
+        if n < k:
+            raise ValueError(f"the extra set ({n} images) is smaller than the {k} extra images of a batch: use "
+                             f"extra_sampling 'replacement'")
+        per_pass = n // k  # batches of one pass (drop_last: the pass's last n mod k images are left out)
+        start = epoch * len(self)  # batches drawn before this epoch: the passes run on across epochs
+        g = torch.Generator().manual_seed(self.main.seed * 1_000_003 + 104_729)  # one stream for the whole run
+        for _ in range(start // per_pass):  # replay the earlier passes' permutations (a resume draws the same)
+            torch.randperm(n, generator=g)
+        b = start % per_pass
+        while True:
+            perm = torch.randperm(n, generator=g).to(device)
+            for i in range(b, per_pass):
+                yield perm[i * k : (i + 1) * k]
+            b = 0
+

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOGGERS", "LoggerError", "parse_loggers", "check_loggers", "open_loggers", "Loggers",
+__all__ = ["LOGGERS", "LoggerError", "parse_loggers", "check_loggers", "run_loggers", "open_loggers", "Loggers",
            "TensorBoardLogger", "WandbLogger", "MlflowLogger", "scalars", "sync_run", "TB_DIR"]
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")
@@ -48,6 +48,14 @@ def check_loggers(names: Iterable[str]) -> None:
     for name in names:
         if importlib.util.find_spec(PACKAGES[name]) is None:
             raise LoggerError(f"--logger {name} needs the {PACKAGES[name]} package: {INSTALL[name]}")
+
+
+def run_loggers(run_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The loggers a run was followed with (part of the run: a resume keeps them), from what they left in its
+    directory: ``tb/`` (tensorboard), ``wandb.json``, ``mlflow.json``."""
+    run = Path(run_dir)
+    marks = {"tensorboard": run / TB_DIR, "wandb": run / "wandb.json", "mlflow": run / "mlflow.json"}
+    return tuple(name for name in LOGGERS if marks[name].exists())
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:

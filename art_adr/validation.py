@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .defaults import VAL_TARGETS
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
@@ -33,10 +35,9 @@ if TYPE_CHECKING:
     from .attacks import AttackSpec
 
 __all__ = ["VAL_ATTACKS", "VAL_ATTACK_NAMES", "ValidationAttack", "get_val_attack", "metric_name",
-           "best_metric_choices", "resolve_best_metric", "DEFAULT_APGD_TARGETS"]
+           "best_metric_choices", "resolve_best_metric"]
 
 VAL_ATTACKS: dict[str, type[ValidationAttack]] = {}
-DEFAULT_APGD_TARGETS = 3
 Forward = Callable[["Tensor"], "Tensor"]
 
 
@@ -56,7 +57,7 @@ class ValidationAttack:
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
-    targets: int = DEFAULT_APGD_TARGETS
+    targets: int = VAL_TARGETS
 
     def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
@@ -177,7 +178,7 @@ class APGD(ValidationAttack):
 VAL_ATTACK_NAMES: tuple[str, ...] = tuple(VAL_ATTACKS)
 
 
-def get_val_attack(name: str, targets: int = DEFAULT_APGD_TARGETS) -> ValidationAttack:
+def get_val_attack(name: str, targets: int = VAL_TARGETS) -> ValidationAttack:
     """The validation attack called ``name`` (``ValueError`` listing the choices otherwise)."""
     if name not in VAL_ATTACKS:
         raise ValueError(f"val_attack must be one of {', '.join(VAL_ATTACKS)}, got {name!r}")

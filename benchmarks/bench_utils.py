@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from art_adr.tables import markdown_table
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CIFAR_EPOCH_IMAGES = 50_000
 
@@ -257,7 +259,8 @@ def quiet_tqdm() -> Iterator[None]:
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
-    """Plain-text table; ``columns`` are ``(key, header, format)`` with ``format`` like ``".1f"``."""
+    """A Markdown table padded for the terminal; ``columns`` are ``(key, header, format)`` with ``format`` like
+    ``".1f"``; a missing or non-finite value is ``-``."""
     def cell(row: dict[str, Any], key: str, fmt: str) -> str:
         value = row.get(key)
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -265,12 +268,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
         return format(value, fmt) if fmt else str(value)
 
     body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
-    headers = [h for _, h, _ in columns]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths))) for b in body]
-    return "\n".join(lines)
+    return "\n".join(markdown_table([h for _, h, _ in columns], body, pad=True))
 
 
 def write_json(path: str | os.PathLike | None, payload: dict[str, Any]) -> None:

@@ -70,19 +70,22 @@ def check_step_commands(check: Checks, steps: list[str]) -> None:
         return
     sys.path.insert(0, str(BENCH))
     for name in steps:
-        if name == "tests":
+        if name in ("tests", "tests-compiled"):
             if not importable("pytest"):
-                print("      step tests: pytest comes from a wheel; collection checked after install")
+                print(f"      step {name}: pytest comes from a wheel; collection checked after install")
                 continue
             import pytest
 
-            code = pytest.main(["--collect-only", "-q", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider"])
-            check(code == 0, "step tests: pytest collects the cuda tests")
-        elif name == "throughput":
+            select = "not compile" if name == "tests" else "compile"
+            code = pytest.main(["--collect-only", "-q", "-m", "cuda", "-k", select, "tests/test_cuda.py", "-p",
+                                "no:cacheprovider"])
+            check(code == 0, f"step {name}: pytest collects the cuda tests")
+        elif name in ("throughput", "throughput-compiled"):
             import throughput
 
-            configs = throughput.configs_from_args(throughput.parse_args(["--preset", "suite"]))
-            check(bool(configs) and all(c.rows for c in configs), "step throughput: --preset suite resolves")
+            preset = "suite-eager" if name == "throughput" else "suite-compiled"
+            configs = throughput.configs_from_args(throughput.parse_args(["--preset", preset]))
+            check(bool(configs) and all(c.rows for c in configs), f"step {name}: --preset {preset} resolves")
         elif name == "speed":
             import speed_options
 

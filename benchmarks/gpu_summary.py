@@ -1,10 +1,12 @@
 """The one JSON of ``benchmarks/gpu_suite.sh``: every step's status and everything the steps wrote.
 
-``suite.json`` holds the environment (GPU, driver, torch, CUDA, Python, commit), each step's exit code, seconds and
-whether it ran out of its time, the ``pytest -m cuda`` outcomes (from the JUnit XML), each train → resume →
+``suite.json`` holds the environment (GPU, driver, torch, CUDA, Python, commit), the host check (``host.json`` of
+``gpu_host_check.py``) and the steps it skipped with their reasons, each step's exit code, seconds and whether it
+ran out of its time, the ``pytest -m cuda`` outcomes of both test steps (from the JUnit XML), each train → resume →
 evaluate cycle (``cuda-<cycle>.json``), the training steps run under ``torch.cuda.set_sync_debug_mode("error")``
-(``cuda-sync-*.json``), the compiled graph counts (``cuda-compile-*.json``) and the throughput rows of
-``throughput.py --preset suite`` with the projected seconds per CIFAR epoch (plus the full throughput JSON).
+(``cuda-sync-*.json``), the compiled graph counts (``cuda-compile-*.json``), Inductor's CUDA-graph skips per
+compiled function and cycle, and the throughput rows of ``throughput.py --preset suite-eager`` and
+``suite-compiled`` with the projected seconds per CIFAR epoch (plus the full throughput JSON), and what never ran.
 Runs without a GPU too (``gpu_suite.sh --dry-run`` checks it).
 
     python benchmarks/gpu_summary.py OUT_DIR STEPS_JSON
@@ -79,15 +81,57 @@ def _json(path: Path) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+NEVER_RUN = ("NCCL DDP and SyncBatchNorm have never run anywhere: one GPU cannot run them (tests/test_ddp.py runs "
+             "DDP with gloo on CPU only)")
+
+
+def _merged_junit(out: Path) -> dict[str, Any] | None:
+    """The eager and the compiled CUDA tests' JUnit files as one."""
+    parts = [j for j in (junit(out / "cuda-tests.xml"), junit(out / "cuda-tests-compiled.xml")) if j]
+    if not parts:
+        return None
+    tests = [t for j in parts for t in j["tests"]]
+    return {"counts": {k: sum(j["counts"][k] for j in parts) for k in ("passed", "failed", "skipped")},
+            "tests": tests}
+
+
+def _throughput(out: Path) -> dict[str, Any] | None:
+    """``throughput.json`` (eager rows) and ``throughput-compiled.json``, their configurations in one list."""
+    found = [_json(out / f) for f in ("throughput.json", "throughput-compiled.json") if (out / f).is_file()]
+    found = [f for f in found if isinstance(f, dict) and "configs" in f]
+    if not found:
+        return None
+    return {**found[0], "configs": [c for f in found for c in f["configs"]]}
+
+
+def cudagraph_skips(compile_records: dict[str, Any], cycles: dict[str, Any]) -> dict[str, Any]:
+    """Inductor's CUDA-graph skips per compiled function (graph tests) and per compiled cycle."""
+    out: dict[str, Any] = {}
+    for mode, rec in compile_records.items():
+        for fn, st in (rec.get("stats") or {}).items() if isinstance(rec, dict) else ():
+            out[f"{mode}: {fn}"] = st.get("cudagraph_skips")
+    for name, rec in cycles.items():
+        if isinstance(rec, dict) and "cudagraph_skips" in rec:
+            out[f"cycle {name}"] = rec["cudagraph_skips"]
+    return out
+
+
 def summarize(out: Path, steps: dict[str, Any]) -> dict[str, Any]:
     cuda = {p.stem.removeprefix("cuda-"): _json(p) for p in sorted(out.glob("cuda-*.json"))}
-    throughput = _json(out / "throughput.json") if (out / "throughput.json").is_file() else None
+    throughput = _throughput(out)
+    cycles = {k: v for k, v in cuda.items() if not k.startswith(("sync-", "compile-"))}
+    compiled = {k.removeprefix("compile-"): v for k, v in cuda.items() if k.startswith("compile-")}
     return {
-        "environment": environment(), "steps": steps, "ok": all(s.get("exit_code") == 0 for s in steps.values()),
-        "cuda_tests": junit(out / "cuda-tests.xml"),
-        "cycles": {k: v for k, v in cuda.items() if not k.startswith(("sync-", "compile-"))},
+        "environment": environment(), "steps": steps,
+        "ok": all(s.get("exit_code") == 0 or s.get("reason") for s in steps.values()),
+        "skipped": {k: s.get("reason") or "budget spent" for k, s in steps.items() if s.get("skipped")},
+        "host": _json(out / "host.json") if (out / "host.json").is_file() else None,
+        "never_run": NEVER_RUN,
+        "cudagraph_skips": cudagraph_skips(compiled, cycles),
+        "cuda_tests": _merged_junit(out),
+        "cycles": cycles,
         "sync_debug_mode_error": {k.removeprefix("sync-"): v for k, v in cuda.items() if k.startswith("sync-")},
-        "compile": {k.removeprefix("compile-"): v for k, v in cuda.items() if k.startswith("compile-")},
+        "compile": compiled,
         "throughput_rows": throughput_rows(throughput) if isinstance(throughput, dict) else None,
         "throughput": throughput,
     }
@@ -97,7 +141,7 @@ def main(argv: list[str]) -> int:
     out, steps = Path(argv[0]), json.loads(argv[1]) if len(argv) > 1 else {}
     summary = summarize(out, steps)
     (out / "suite.json").write_text(json.dumps(summary, indent=2, default=str))
-    brief = {k: summary[k] for k in ("environment", "steps", "ok")}
+    brief = {k: summary[k] for k in ("environment", "steps", "ok", "skipped", "cudagraph_skips")}
     brief["cuda_tests"] = (summary["cuda_tests"] or {}).get("counts")
     brief["throughput_rows"] = [{k: r[k] for k in ("config", "row", "images_per_s", "cifar_epoch_s")}
                                 for r in summary["throughput_rows"] or []]

@@ -17,6 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from art_adr.tables import markdown_table
+
 
 def _seed_rows(paths: list[str]) -> list[dict[str, Any]]:
     """Per-seed rows of the tables, the method label without its parenthesis ("AT + ADR (τ 2→1.5, ...)" → "AT +
@@ -69,15 +71,12 @@ def _pm(pair: tuple[float, float]) -> str:
 
 
 def to_markdown(entries: list[dict[str, Any]]) -> str:
-    head = ("| method | model | seeds | final AA | + ADR final AA | paired gain (pp) | raised final AA? | "
-            "best − final AA gap | + ADR gap | paired reduction (pp) | reduced the gap? |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for e in entries:
-        lines.append(f"| {e['method']} | {e['which']} | {','.join(map(str, e['seeds']))} | {_pm(e['base_final'])} | "
-                     f"{_pm(e['adr_final'])} | {_pm(e['final_gain'])} | {e['raised_final']} | "
-                     f"{_pm(e['base_gap'])} | {_pm(e['adr_gap'])} | {_pm(e['gap_reduction'])} | "
-                     f"{e['reduced_gap']} |")
-    return "\n".join(lines) + "\n"
+    head = ["method", "model", "seeds", "final AA", "+ ADR final AA", "paired gain (pp)", "raised final AA?",
+            "best − final AA gap", "+ ADR gap", "paired reduction (pp)", "reduced the gap?"]
+    rows = [[e["method"], e["which"], ",".join(map(str, e["seeds"])), _pm(e["base_final"]), _pm(e["adr_final"]),
+             _pm(e["final_gain"]), e["raised_final"], _pm(e["base_gap"]), _pm(e["adr_gap"]), _pm(e["gap_reduction"]),
+             e["reduced_gap"]] for e in entries]
+    return "\n".join(markdown_table(head, rows)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,6 +121,9 @@ PRESETS["suite"] = [
     BenchConfig("resnet18-32px-bf16-cl-reduce-overhead", arch="resnet18", amp="bf16", channels_last=True,
                 compile="reduce-overhead", warmup=5, iters=20, rows=("ours-at-adr",)),
 ]
+# the suite's two throughput steps: the eager rows first (the basics), the compiled configurations after
+PRESETS["suite-eager"] = [c for c in PRESETS["suite"] if not c.compile]
+PRESETS["suite-compiled"] = [c for c in PRESETS["suite"] if c.compile]
 
 
 # ---------------------------------------------------------------------------------------------- models

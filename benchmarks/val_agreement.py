@@ -25,12 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import scipy.stats
 import torch
 
 from art_adr.attacks import AttackSpec
 from art_adr.checkpoint import load_checkpoint, model_from_checkpoint
 from art_adr.evaluation import autoattack_eval, file_sha256, first_n, load_split
 from art_adr.loader import to_unit_float
+from art_adr.tables import markdown_table
 from art_adr.validation import get_val_attack
 
 CANDIDATES = ("pgd", "margin", "apgd-ce", "apgd")
@@ -50,26 +52,13 @@ class Counting(torch.nn.Module):
 
 
 def kendall_tau_b(a: list[float], b: list[float]) -> float:
-    """Kendall's τ-b of two equally long sequences (ties in either are allowed); NaN when undefined."""
-    n = len(a)
-    if n != len(b):
+    """Kendall's τ-b of two equally long sequences (ties in either are allowed; ``scipy.stats.kendalltau``'s
+    default variant); NaN when undefined (fewer than two points, or one sequence constant)."""
+    if len(a) != len(b):
         raise ValueError("sequences of different lengths")
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denom if denom else float("nan")
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
+    return float(scipy.stats.kendalltau(a, b, variant="b").statistic)
 
 
 def _candidate(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
@@ -207,14 +196,14 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# Validation attacks vs standard AutoAttack ({summary['n_checkpoints']} checkpoints of "
              f"{summary['n_runs']} runs, {meta['n_examples']} hold-out images each)", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; commit {meta['commit']}; "
-             f"{meta['date']}", "",
-             "| candidate | Kendall τ pooled | τ within run (mean) | candidate − AA, ADR (pp) | baseline (pp) | "
-             "cost (passes/image) | × PGD-10 | s/image | AA lost by its choice (pp) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for c, s in summary["candidates"].items():
-        lines.append(f"| {c} | {s['kendall_pooled']:.3f} | {s['kendall_within_mean']:.3f} | {s['gap_adr']:+.2f} | "
-                     f"{s['gap_baseline']:+.2f} | {s['forwards_per_image']:.1f} | {s['cost_vs_pgd']:.2f} | "
-                     f"{1e3 * s['seconds_per_image']:.2f} ms | {s['selection_aa_loss_mean']:.2f} |")
+             f"{meta['date']}", ""]
+    head = ["candidate", "Kendall τ pooled", "τ within run (mean)", "candidate − AA, ADR (pp)", "baseline (pp)",
+            "cost (passes/image)", "× PGD-10", "s/image", "AA lost by its choice (pp)"]
+    lines += markdown_table(head, [
+        [c, f"{s['kendall_pooled']:.3f}", f"{s['kendall_within_mean']:.3f}", f"{s['gap_adr']:+.2f}",
+         f"{s['gap_baseline']:+.2f}", f"{s['forwards_per_image']:.1f}", f"{s['cost_vs_pgd']:.2f}",
+         f"{1e3 * s['seconds_per_image']:.2f} ms", f"{s['selection_aa_loss_mean']:.2f}"]
+        for c, s in summary["candidates"].items()])
     lines += ["", f"Standard AutoAttack: {summary['aa_forwards_per_image']:.0f} passes/image, "
               f"{1e3 * summary['aa_seconds_per_image']:.0f} ms/image.", "",
               "'AA lost by its choice': per run, the AutoAttack accuracy of the checkpoint AA itself ranks first minus "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 import traceback
@@ -82,6 +83,20 @@ def expected_error(exc: BaseException) -> bool:
     not a bug: ``ValueError`` (``ConfigError``, ``DatasetError``, ``CheckpointError``, ``RunError``,
     ``TrainingDivergedError`` ...), ``OSError``, ``ImportError`` or torch's out-of-memory error."""
     return isinstance(exc, (ValueError, OSError, ImportError)) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space (a full disk or an exhausted quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(exc: BaseException, safe: str) -> click.ClickException:
+    """The one ``Error:`` line (exit code 2) of a full disk: the file that could not be written and ``safe``,
+    what is left as it was and what to do."""
+    where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    error = click.ClickException(f"disk full: no space left on device{where}; {safe}")
+    error.exit_code = 2
+    return error
 
 
 def one_line(exc: BaseException) -> str:

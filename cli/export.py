@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from art_adr.cli import quiet_option
+from art_adr.cli import disk_full, disk_full_error, quiet_option
 
 
 @click.command("export")
@@ -87,6 +87,9 @@ def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, whic
             allow_partial=allow_partial, device=dev,
         )
     except (ValueError, ImportError, OSError) as exc:  # CheckpointError, ExportError are ValueErrors
+        if disk_full(exc):
+            raise disk_full_error(exc, f"nothing was exported (no partial bundle is left in {out}) and "
+                                       f"{run_or_checkpoint} is unchanged; free some space and export again") from None
         raise click.ClickException(str(exc)) from None
     if not quiet:
         for kind, path in paths.items():

@@ -55,7 +55,7 @@ def launch_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def launcher_from_options(options: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
     """``(Launcher or None, loggers)`` from the options of :func:`launch_options` (popped from ``options``); bad
     values and missing packages are one ``Error:`` line."""
-    from art_adr.launch import Launcher, LaunchError, parse_gpus
+    from art_adr.launch import Launcher, LaunchError, check_gpus, parse_gpus
     from art_adr.loggers import LoggerError, check_loggers, parse_loggers
 
     values = {name: options.pop(name) for name in LAUNCH_OPTIONS}
@@ -67,6 +67,7 @@ def launcher_from_options(options: dict[str, Any]) -> tuple[Any, tuple[str, ...]
                             partition=values["slurm_partition"], gpus_per_run=values["gpus_per_run"],
                             timeout_min=values["timeout_min"], array_parallelism=values["slurm_array_parallelism"],
                             slurm=parse_sets(values["set_slurm"]), wait=not values["no_wait"]).validate()
+        check_gpus(launcher.gpus)
         if launcher.kind == "slurm" and importlib.util.find_spec("submitit") is None:
             raise LaunchError('--launcher slurm needs submitit: pip install "art-adr[cluster]"')
     except (LaunchError, LoggerError) as exc:

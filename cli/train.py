@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
@@ -11,7 +10,7 @@ from typing import Any
 
 import click
 
-from art_adr.cli import parse_sets, quiet_option
+from art_adr.cli import disk_full, disk_full_error, parse_sets, quiet_option
 from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
 from art_adr.validation import VAL_ATTACK_NAMES, VAL_ATTACKS
@@ -88,6 +87,10 @@ def _schedule_text(value: Any) -> str:
 @click.option("--extra-data", type=click.Path(), show_default="none", help=".npz with image/label arrays (DDPM data).")
 @click.option("--extra-fraction", type=str, show_default=_default("extra_fraction"),
               help="Fraction of each batch from --extra-data.")
+@click.option("--extra-sampling", type=click.Choice(["shuffle", "replacement"]),
+              show_default=_default("extra_sampling"),
+              help="How the --extra-data images are drawn: shuffle (the ADR authors' loader: a permutation per "
+                   "pass, cycled) or replacement (uniform draws per batch, art-adr's former sampling).")
 @click.option("--seed", type=int, show_default=_default("seed"),
               help="Seed of init, batch order, augmentation and attacks.")
 @click.option("--device", show_default=_default("device"), help="auto (a GPU when there is one), cpu, cuda or cuda:N.")
@@ -172,16 +175,11 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     from art_adr.checkpoint import CheckpointError
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
-    from art_adr.loggers import LoggerError, check_loggers, parse_loggers
     from art_adr.runs import RunError, RunInterrupted, resume_hint, train_run
     from art_adr.trainer import TrainingDivergedError
 
     given = _given_options(flags, sets)
-    try:
-        loggers = parse_loggers(logger)
-        check_loggers(loggers)
-    except LoggerError as exc:
-        raise click.ClickException(str(exc)) from None
+    loggers = _loggers(logger, out if resume else None, quiet)
     try:
         config, out = _run_config(recipe, out, resume, given)
         path = train_run(config, out, resume=resume, stop_after_epochs=stop_after_epochs, verbose=not quiet,
@@ -191,10 +189,9 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     except TrainingDivergedError as exc:
         raise _diverged(exc, out) from None
     except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+        if not disk_full(exc):
             raise
-        raise click.ClickException(f"disk full: no space left on device writing {exc.filename or out}; free "
-                                   f"some space, then {resume_hint(out)}") from None
+        raise disk_full_error(exc, f"free some space, then {resume_hint(out)}") from None
     except RunInterrupted as exc:  # SIGTERM: stopped cleanly at a checkpoint
         click.echo(f"\n{exc}", err=True)
         sys.exit(128 + exc.signum)
@@ -203,6 +200,22 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         sys.exit(130)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"run written to {path}")
+
+
+def _loggers(logger: str | None, resumed: str | None, quiet: bool) -> tuple[str, ...]:
+    """``--logger``'s loggers; a resumed run (``resumed``: its directory) without ``--logger`` keeps the loggers
+    it was followed with (``--logger none``: none)."""
+    from art_adr.loggers import LoggerError, check_loggers, parse_loggers, run_loggers
+
+    kept = logger is None and resumed is not None
+    try:
+        loggers = run_loggers(resumed) if kept else parse_loggers(logger)
+        if kept and loggers and not quiet and os.environ.get("RANK", "0") == "0":
+            click.echo(f"resuming with the run's loggers: {','.join(loggers)} (--logger none: without them)", err=True)
+        check_loggers(loggers)
+    except LoggerError as exc:
+        raise click.ClickException(str(exc) + ("; or resume with --logger none" if kept else "")) from None
+    return loggers
 
 
 def _leave_process_group() -> None:

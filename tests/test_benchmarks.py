@@ -170,6 +170,8 @@ def test_throughput_suite_preset_lists_the_resnet18_rows(capsys) -> None:
     result = throughput.main(["--preset", "suite", "--list", "--device", "cpu"])
     configs = result["configs"]
     assert [c["compile"] for c in configs] == [False, True, "reduce-overhead"]
+    split = [throughput.PRESETS[p] for p in ("suite-eager", "suite-compiled")]
+    assert [c.compile for c in split[0]] == [False] and split[0] + split[1] == throughput.PRESETS["suite"]
     assert all(c["arch"] == "resnet18" and c["amp"] == "bf16" and c["channels_last"] for c in configs)
     assert {"ours-at-adr", "art-madry-bs", "art-trades", "plain-pgd-at"} <= set(configs[0]["rows"])
     assert "resnet18-32px-bf16-cl-compile" in capsys.readouterr().out
@@ -191,9 +193,12 @@ def test_gpu_suite_dry_run_resolves_every_step_without_cuda(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "dry run: every step resolves" in out and "FAIL" not in out
-    for needed in ("module art ", "module click ", "module yaml ", "module pytest ", "module matplotlib ",
-                   "module sklearn ", "step tests: pytest collects the cuda tests",
-                   "step throughput: --preset suite resolves", "summary writer runs without a GPU"):
+    for needed in ("module art ", "module click ", "module yaml ", "module pytest ", "module pyautoattack ",
+                   "module cloudpickle ", "module sklearn ", "step tests: pytest collects the cuda tests",
+                   "host c-compiler: ", "host numpy: ", "host gpu: torch sees no CUDA GPU",
+                   "step tests-compiled: pytest collects the cuda tests",
+                   "step throughput: --preset suite-eager resolves",
+                   "step throughput-compiled: --preset suite-compiled resolves", "summary writer runs without a GPU"):
         assert needed in out, needed
     assert not (tmp_path / "o" / "suite.json").exists()  # a dry run runs nothing
 
@@ -217,13 +222,16 @@ def test_gpu_wheels_list_is_pinned_and_documented() -> None:
     assert pins and all(p.count("==") == 1 for p in pins)
     names = [p.split("==")[0].lower() for p in pins]
     assert len(set(names)) == len(names)
-    assert not {"torch", "numpy", "scipy", "pyautoattack"} & set(names)  # preinstalled, or not needed (40 MiB)
+    assert not {"torch", "numpy", "scipy"} & set(names)  # preinstalled
+    assert {"cloudpickle", "pyautoattack"} <= set(names)  # joblib's import; apgd, the default validation attack
+    assert not {"matplotlib", "pillow", "fonttools", "kiwisolver", "contourpy"} & set(names)  # plots: not drawn
     readme = (BENCH_DIR / "README.md").read_text().lower()
     for p in pins:
         stem = p.split("==")[0].lower().replace("-", "_").replace(".", "_")
         assert f"{stem}-{p.split('==')[1]}".lower() in readme, p
     script = (BENCH_DIR / "gpu_wheels.sh").read_text()
-    assert "--no-deps" in script and "--only-binary=:all:" in script and "--python-version 3.12" in script
+    assert "--no-deps" in script and "--only-binary=:all:" in script and "TARGET=3.12" in script
+    assert '--python-version "$TARGET"' in script and "git archive HEAD" in script
 
 
 def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:

@@ -324,3 +324,53 @@ def test_channels_last_with_a_view_model_names_the_real_cause():
         AdversarialTrainerADR(classifier(), channels_last=True, verbose=False, **EPS)
     assert "input_shape" not in str(info.value)
     AdversarialTrainerADR(classifier(), channels_last=False, verbose=False, **EPS)  # fine without NHWC
+
+
+# ---------------------------------------------------------------- torch floor: Dynamo's names before torch 2.7
+def test_dynamo_limit_names_fall_back_to_the_torch_2_6_spelling():
+    import types
+
+    new = types.SimpleNamespace(recompile_limit=8, fail_on_recompile_limit_hit=False)
+    old = types.SimpleNamespace(cache_size_limit=8, fail_on_cache_limit_hit=False)  # torch 2.6's config.py
+    exc = types.SimpleNamespace(FailOnRecompileLimitHit=type("FailOnRecompileLimitHit", (Exception,), {}))
+    assert compiling.dynamo_limit_names(new, exc)[:2] == ("recompile_limit", "fail_on_recompile_limit_hit")
+    assert compiling.dynamo_limit_names(old, exc) == ("cache_size_limit", "fail_on_cache_limit_hit",
+                                                      exc.FailOnRecompileLimitHit)
+    with pytest.raises(RuntimeError, match="torch >= 2.6"):  # torch 2.5: a limit but no flag to make it loud
+        compiling.dynamo_limit_names(types.SimpleNamespace(cache_size_limit=8), exc)
+    with compiling._loud_recompile_limit(3, old):
+        assert (old.cache_size_limit, old.fail_on_cache_limit_hit) == (3, True)
+        assert not hasattr(old, "recompile_limit")
+    assert (old.cache_size_limit, old.fail_on_cache_limit_hit) == (8, False)
+
+
+def test_recompile_limit_is_loud_through_the_old_names(eager_backend, monkeypatch):
+    """The 2.6 names drive the real Dynamo (torch >= 2.7 keeps them as aliases): still an error, not eager."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    old = ("cache_size_limit", "fail_on_cache_limit_hit", FailOnRecompileLimitHit)
+    monkeypatch.setattr(compiling, "dynamo_limit_names", lambda config=None, exc=None: old)
+    bn = torch.nn.BatchNorm1d(3)
+    fn = compiling.Compiled(bn, "default", "old-names forward", limit=2)
+    with pytest.raises(compiling.RecompileLimitError, match="old-names forward recompiled more than 2 times"):
+        for k in range(6):
+            bn.momentum = 0.01 * (k + 1)
+            fn(torch.ones(4, 3))
+    assert fn.stats()["graphs"] == 2
+    assert torch._dynamo.config.fail_on_cache_limit_hit is False
+
+
+# ---------------------------------------------------------------- CUDA-graph skips, per compiled function
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="Inductor's CPU code needs a C compiler")
+def test_cudagraph_skips_are_counted_per_compiled_function():
+    """Real Inductor on CPU: reduce-overhead cannot record CUDA graphs of CPU tensors, and says so by bumping
+    counters["inductor"]["cudagraph_skips"]; each Compiled counts its own, the default mode none."""
+    torch._dynamo.reset()
+    lin = torch.nn.Linear(4, 2)
+    graphed = compiling.Compiled(lin, "reduce-overhead", "graphed forward")
+    plain = compiling.Compiled(torch.nn.Linear(4, 2), "default", "plain forward")
+    for _ in range(2):
+        graphed(torch.ones(3, 4))
+        plain(torch.ones(3, 4))
+    assert graphed.stats() == {"mode": "reduce-overhead", "graphs": 1, "frames": 1, "cudagraph_skips": 1}
+    assert plain.stats()["cudagraph_skips"] == 0 and plain.stats()["graphs"] == 1

@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.cuda,
 SYNTH = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 1088, shape: [3, 32, 32], num_classes: 10}",
          "--val-size", "64", "--max-iter", "3", "--batch-size", "128", "--eps", "8/255", "--eps-step", "2/255",
          "--set", "eval_max_iter=3", "--val-attack", "margin", "--device", "cuda", "-q"]
-# (margin: the selecting validation attack of art-adr itself; the GPU suite carries no pyautoattack, 40 MiB)
+# (margin: the selecting validation attack of art-adr itself, fast; the "bf16-apgd" cycle validates with the default
+# apgd, pyautoattack's APGD-CE + APGD-T, from the suite's wheel set)
 DEVICE = "cuda"
 
 CYCLES = {
@@ -32,9 +33,9 @@ CYCLES = {
     "fp16-awp": ["--amp", "fp16", "--awp-rho", "0.005"],
     "fp16-awp-weights-only": ["--amp", "fp16", "--awp-rho", "0.005", "--set", "awp_variant=weights-only"],
     "channels-last-streamed": ["--channels-last", "--amp", "bf16"],  # + host-streamed batches (budget 0)
-    "compile": ["--compile", "--amp", "bf16"],
     "trades-fp16-awp": ["--method", "trades", "--amp", "fp16", "--awp-rho", "0.005"],
     "compile-reduce-overhead": ["--compile", "reduce-overhead", "--amp", "bf16", "--channels-last"],
+    "bf16-apgd": ["--amp", "bf16", "--val-attack", "apgd"],  # the default validation attack, once on CUDA
     "ragged-last-batch": ["--amp", "bf16", "--batch-size", "100"],  # 1024 training images: a batch of 24 last
 }
 
@@ -67,7 +68,10 @@ def test_train_resume_evaluate_cycle(name, tmp_path, monkeypatch):
 
     if name.endswith("streamed"):
         monkeypatch.setenv(BUDGET_ENV, "0")
+    from torch._dynamo.utils import counters
+
     out = tmp_path / name
+    graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
     t0 = time.perf_counter()
     _invoke(["train", *SYNTH, *CYCLES[name], *_ragged_args(name), "--epochs", "2", "--stop-after-epochs", "1",
              "--out", str(out)])
@@ -87,6 +91,8 @@ def test_train_resume_evaluate_cycle(name, tmp_path, monkeypatch):
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     _record(name, {"args": CYCLES[name], "device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "train_first_epoch_s": t1 - t0, "resume_s": t2 - t1, "history": history,
+                   "graphs_compiled": counters["stats"]["unique_graphs"] - graphs,
+                   "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips,
                    "evaluation": report.get("models")})
 
 
@@ -122,10 +128,10 @@ def test_art_preprocessing_and_streaming_on_cuda(monkeypatch):
 
 
 # ---------------------------------------------------------------- host syncs and compiled graphs on the GPU
-def _cuda_trainer(amp=None, fused=True, **kwargs):
+def _cuda_trainer(amp=None, fused=True, method="at", **kwargs):
     from art.estimators.classification import PyTorchClassifier
 
-    from art_adr import AdversarialTrainerADR
+    from art_adr import AdversarialTrainerADR, AdversarialTrainerMARTADR, AdversarialTrainerTRADESADR
     from art_adr.models import create_model
 
     torch.manual_seed(0)
@@ -133,8 +139,9 @@ def _cuda_trainer(amp=None, fused=True, **kwargs):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=fused or None)
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), optimizer=opt, input_shape=(3, 32, 32),
                             nb_classes=10, clip_values=(0.0, 1.0), device_type="gpu")
-    return AdversarialTrainerADR(clf, eps=8 / 255, eps_step=2 / 255, max_iter=3, amp=amp, val_attack="margin",
-                                 verbose=False, **kwargs)
+    cls = {"at": AdversarialTrainerADR, "trades": AdversarialTrainerTRADESADR, "mart": AdversarialTrainerMARTADR}
+    return cls[method](clf, eps=8 / 255, eps_step=2 / 255, max_iter=3, amp=amp, val_attack="margin", verbose=False,
+                       **kwargs)
 
 
 SYNC_CASES = {
@@ -168,10 +175,16 @@ def test_training_steps_run_under_sync_debug_mode_error(name):
     assert error is None, error
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compiled_graphs_are_counted_and_fixed(mode):
-    """Static shapes: the same graphs as Dynamo's eager backend counts on CPU, none recompiled in epoch 2."""
-    trainer = _cuda_trainer(amp="bf16", compile=mode, channels_last=True, eval_batch_size=128)
+# (method, mode): student graphs (tests/test_compile_syncs.py counts the same on CPU); AT under reduce-overhead also
+# runs in the compile-reduce-overhead cycle (train -> resume -> evaluate)
+COMPILED = {("at", "default"): 4, ("trades", "reduce-overhead"): 5, ("mart", "reduce-overhead"): 4}
+
+
+@pytest.mark.parametrize("method, mode", sorted(COMPILED))
+def test_compiled_graphs_are_counted_and_fixed(method, mode):
+    """Static shapes: the same graphs as Dynamo's eager backend counts on CPU, none recompiled in epoch 2; the
+    CUDA-graph skips Inductor reports per compiled function are recorded."""
+    trainer = _cuda_trainer(amp="bf16", compile=mode, channels_last=True, eval_batch_size=128, method=method)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (512, 3, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 10, 512)
@@ -182,8 +195,10 @@ def test_compiled_graphs_are_counted_and_fixed(mode):
     trainer.fit(x, y, batch_size=128, nb_epochs=1, validation_data=(x[:256], y[:256]))
     t2 = time.perf_counter()
     stats = trainer.compile_stats()
-    _record(f"compile-{mode}", {"mode": mode, "stats": stats, "first_epoch_s": t1 - t0, "second_epoch_s": t2 - t1,
-                                "history": trainer.history})
+    name = mode if method == "at" else f"{method}-{mode}"
+    _record(f"compile-{name}", {"method": method, "mode": mode, "stats": stats, "first_epoch_s": t1 - t0,
+                                "second_epoch_s": t2 - t1, "history": trainer.history})
     assert stats == first
-    assert stats["student forward"]["graphs"] == 4 and stats["teacher forward"]["graphs"] == 2, stats
+    student = COMPILED[(method, mode)]
+    assert stats["student forward"]["graphs"] == student and stats["teacher forward"]["graphs"] == 2, stats
     assert all(math.isfinite(r["loss"]) for r in trainer.history)

@@ -43,6 +43,33 @@ def test_ema_matches_hand_computed_average_including_bn_buffers():
     assert not torch.allclose(got["bn.running_mean"], torch.zeros(8))
 
 
+def test_ema_is_timm_model_ema_v3_bit_for_bit():
+    """timm's ModelEmaV3 update (foreach lerp, integer buffers copied) gives exactly our teacher, warm-up decays
+    included; timm's ModelEmaV2 (the ADR authors' class) does not (art_adr/ema.py says why we keep ours)."""
+    model_ema = pytest.importorskip("timm.utils.model_ema")
+    from art_adr.functional import ema_warmup_decay
+    from art_adr.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("small-cnn", 10, "fashion-mnist", width=4)  # BatchNorm: float and integer buffers
+    ours, v3 = EMATeacher(student, 0.995), model_ema.ModelEmaV3(student, decay=0.995)
+    v2 = model_ema.ModelEmaV2(student, decay=0.995)
+    for step in range(12):
+        student.train()(torch.rand(8, 1, 28, 28))  # moves the BN statistics and num_batches_tracked
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        decay = ema_warmup_decay(0.995, step)
+        ours.update(student, decay)
+        v3.apply_update_(student, decay)
+        v2._update(student, update_fn=lambda e, m, d=decay: d * e + (1.0 - d) * m)
+    mine, theirs, authors = ours.module.state_dict(), v3.module.state_dict(), v2.module.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert not all(torch.equal(mine[k], authors[k]) for k in mine)
+    floats = [k for k in mine if mine[k].is_floating_point()]
+    assert all(torch.allclose(mine[k], authors[k], atol=1e-6) for k in floats)
+
+
 def test_ema_rejects_bad_decay():
     with pytest.raises(ValueError, match="ema_decay"):
         EMATeacher(TinyNet(), decay=1.0)

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
     assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
     import art_adr.evaluation as ev
-    from art_adr.experiments.table1 import ROBUST_ATTACKS
+    from art_adr.evaluation import robust_attack_names
 
-    assert ev.ATTACKS == attack_names() and ROBUST_ATTACKS == ("pgd", "cw", "apgd", "aa")
+    assert ev.ATTACKS == attack_names() and robust_attack_names() == ("pgd", "cw", "apgd", "aa")
     settings = {"pgd_steps": 10, "cw_steps": 20, "norm": "L2", "aa_version": "paper"}
     assert [get_eval_attack(a).column(settings) for a in attack_names()] == [
         "Clean", "PGD-10", "CW-L2-20", "APGD-CE+T-10", "AutoAttack (paper)"]
@@ -48,7 +48,10 @@ def test_registry_imports_without_torch():
 
 
 def test_the_designs_evaluation_attack_example_registers_and_runs(tmp_path, monkeypatch):
-    """The PGD-50 example of docs/DESIGN.md, as a module of art_adr.evaluation: `evaluate --attacks` takes it."""
+    """The PGD-50 example of docs/DESIGN.md, as a module of art_adr.evaluation: `evaluate --attacks` takes it, and
+    Table 1 shows it (imported before the attack is registered: it reads the registry when it tabulates)."""
+    from art_adr.experiments.table1 import format_markdown
+
     design = (ROOT / "docs" / "DESIGN.md").read_text()
     code = re.search(r"```python\n(.*?)```", design.split("## Adding an evaluation attack")[1], flags=re.S).group(1)
     module = types.ModuleType("art_adr.evaluation.pgd50")
@@ -69,6 +72,10 @@ def test_the_designs_evaluation_attack_example_registers_and_runs(tmp_path, monk
         assert 0 <= entry["results"]["pgd50"] <= entry["results"]["pgd"] <= entry["results"]["clean"] <= 100
         assert entry["attacks"]["pgd50"] == "PGD-50 L∞ ε=64/255 α=0.012549, 5 restarts"  # α = 2.5·ε/50
         assert "| model | Clean | PGD-10 | PGD-50×5 |" in r.output
+        row = {"method": "AT", "which": "student", "n_examples": 8, "pgd50_best": 1.0, "pgd50_final": 1.0,
+               "pgd50_diff": 0.0, "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1,
+               "kind": "aggregate"}
+        assert "PGD-50×5 best" in format_markdown([row], "fashion-mnist")
     finally:
         EVAL_ATTACKS.pop("pgd50", None)
     assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
@@ -126,6 +133,37 @@ def test_cache_evaluates_each_checkpoint_once_and_again_when_it_changes(tmp_path
     assert json.loads(path.read_text())["final"]["sha256"] == again["final"]["sha256"]
     other = cache_name("student", 6, "pgd", split="holdout", spec={"steps": 20})
     assert other.startswith("eval-student-holdout-n6-clean-pgd-standard-spec") and other.endswith("-s0.json")
+
+
+def test_a_damaged_cache_is_stale_evaluated_again_and_said_once(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    import art_adr.evaluation.pipeline as pipeline
+    from art_adr.evaluation import cache_name, cached_evaluation
+
+    run = _easy_run(tmp_path / "run")
+    calls = []
+    real = pipeline.evaluate_model
+    monkeypatch.setattr(pipeline, "evaluate_model", lambda model, x, y, **kw: calls.append(1) or real(model, x, y,
+                                                                                                       **kw))
+    kw = dict(which="student", attacks=("clean", "pgd"), n=4, seed=0, device="cpu", progress=False)
+    good = cached_evaluation(run, **kw)
+    path = run / cache_name("student", 4, "pgd")
+    whole = json.loads(path.read_text())
+    damaged = {"a list": b"[1, 2]", "a string entry": json.dumps({**whole, "best": "x"}).encode(),
+               "no n_examples": json.dumps({k: v for k, v in whole.items() if k != "n_examples"}).encode(),
+               "invalid JSON": b'{"best": ', "a pickle": pickle.dumps({"best": 1})}
+    for what, data in damaged.items():
+        path.write_bytes(data)
+        calls.clear()
+        capsys.readouterr()
+        assert cached_evaluation(run, **kw) == good, what
+        assert calls, what  # evaluated again ...
+        err = capsys.readouterr().err
+        assert err.count("is damaged") == 1 and str(path) in err, (what, err)  # ... said once, naming the file
+        assert json.loads(path.read_text()) == whole, what
+    calls.clear()
+    assert cached_evaluation(run, **kw) == good and not calls and "is damaged" not in capsys.readouterr().err
 
 
 def test_cache_reads_the_sweeps_former_files(tmp_path, monkeypatch):

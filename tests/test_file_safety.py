@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 
@@ -34,6 +35,45 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
         RunLock(run)
     assert victim.read_text() == "precious\n"
     assert (run / ".lock").is_symlink()
+
+
+def test_a_hard_linked_lock_is_refused_and_the_linked_file_untouched(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(notes, run / ".lock")
+    with pytest.raises(RunError, match="hard link"):
+        RunLock(run)
+    assert notes.read_text() == "my notes\n"
+
+
+def test_train_into_a_folder_that_is_not_a_run_is_refused_and_its_files_kept(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "checkpoints").mkdir(parents=True)
+    files = {folder / "metrics.csv": "a,b\n1,2\n", folder / "curves.png": "png", folder / "checkpoints" / "best.pt":
+             "weights"}
+    for path, text in files.items():
+        path.write_text(text)
+    res = _cli("train", *TINY, "--epochs", "1", "--out", str(folder))
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert str(folder) in res.output and "not a run directory" in res.output, res.output
+    assert "checkpoints/, curves.png, metrics.csv" in res.output, res.output
+    assert {p: p.read_text() for p in files} == files
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "curves.png", "metrics.csv"]
+
+
+def test_resume_with_checkpoints_as_a_file_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    res = _cli("train", *TINY, "--epochs", "2", "--stop-after-epochs", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").write_text("not a folder")
+    before = (out / "config.yaml").read_bytes()
+    res = _cli("train", "--out", str(out), "--resume")
+    assert res.exit_code == 2 and "checkpoints is not a folder" in res.output, res.output
+    assert "training it from the first epoch" not in res.output
+    assert (out / "config.yaml").read_bytes() == before
 
 
 def test_a_fifo_lock_is_refused_without_hanging(tmp_path):
@@ -141,6 +181,24 @@ def test_non_finite_checkpoints_are_refused_by_save_evaluate_and_export(tmp_path
         assert res.output.strip().splitlines()[-1].startswith("Error: ") and "non-finite" in res.output, res.output
 
 
+def test_resume_of_a_last_pt_with_nan_weights_is_refused_up_front(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert _cli("train", *TINY, "--epochs", "2", "--stop-after-epochs", "1", "--out", str(out)).exit_code == 0
+    last = out / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    name = next(k for k in ckpt["student"] if k.endswith("weight"))
+    ckpt["student"][name] = torch.full_like(ckpt["student"][name], float("nan"))
+    torch.save(ckpt, last)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    import art_adr.runs.train
+
+    monkeypatch.setattr(art_adr.runs.train, "run_data", lambda config: pytest.fail("data loaded before the check"))
+    res = _cli("train", "--out", str(out), "--resume")
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("Error: "), res.output
+    assert "non-finite" in res.output and "cannot be resumed" in res.output and name in res.output, res.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_torch_save_on_a_full_disk_is_an_oserror():
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
@@ -159,6 +217,56 @@ def _disk_full_for(module, monkeypatch) -> None:
         return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
 
     monkeypatch.setattr(module, "open", full_open, raising=False)
+
+
+class _SmallDisk:
+    """A file on a nearly full disk: the first ``room`` bytes are written, then every write fails with ENOSPC
+    (torch's zip writer then fails closing the archive with ``RuntimeError: ... unexpected pos``)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes
+        if n > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= n
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def _small_disk_for(module, monkeypatch, room: int = 20_000) -> None:
+    import builtins
+
+    def small_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return _SmallDisk(f, room) if "w" in mode else f
+
+    monkeypatch.setattr(module, "open", small_open, raising=False)
+
+
+def test_a_disk_filling_up_during_a_checkpoint_is_one_disk_full_line_and_resume_finishes(tmp_path, monkeypatch):
+    import art_adr.checkpoint
+
+    out = tmp_path / "run"
+    assert _cli("train", *TINY, "--epochs", "2", "--stop-after-epochs", "1", "--out", str(out)).exit_code == 0
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    with monkeypatch.context() as m:
+        _small_disk_for(art_adr.checkpoint, m)
+        res = _cli("train", "--out", str(out), "--resume", "-q")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.output.startswith("Error: disk full") and "checkpoints/last.pt" in res.output, res.output
+    assert "--resume" in res.output and "unexpected pos" not in res.output
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before and not list(out.rglob("*.tmp"))
+    assert _cli("train", "--out", str(out), "--resume", "-q").exit_code == 0
 
 
 def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monkeypatch):
@@ -183,9 +291,13 @@ def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monk
         res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
                    "--autoattack-acc", "40", "--device", "cpu")
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
-        assert "No space left" in res.output
+        assert res.output.startswith("Error: disk full") and "nothing was exported" in res.output, res.output
+        _small_disk_for(art_adr.checkpoint, m)
+        res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
+                   "--autoattack-acc", "40", "--device", "cpu")
+        assert res.exit_code == 2 and res.output.startswith("Error: disk full"), res.output
     assert (out / "checkpoints" / "best.pt").read_bytes() == before
-    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "bundle" / "models").exists()
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "bundle").exists()
     res = _cli("train", "--out", str(tmp_path / "run2"), "--resume", "-q")
     assert res.exit_code == 0, res.output
 

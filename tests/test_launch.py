@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from art_adr import launch
@@ -121,6 +122,25 @@ def test_slurm_launcher_sbatch_script_one_train_job_per_run_and_rerun_submits_on
     assert json.loads((out / "submitit" / "jobs.json").read_text()) == {at: "4242_0", adr: "4243"}
 
 
+def test_slurm_failures_are_one_line_saying_what_slurm_answered(tmp_path, monkeypatch):
+    args = ["benchmark", "--recipes", RECIPES[0], "--out", str(tmp_path / "bm"), *TINY, "--launcher", "slurm",
+            "--no-wait"]
+    (tmp_path / "empty").mkdir()
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path / "empty"))
+        r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith("Error: --launcher slurm:") and "srun" in r.output, r.output
+    _fake_slurm(tmp_path, monkeypatch)
+    for answer, needle in (("sys.stderr.write('sbatch: error: invalid partition name'); sys.exit(1)",
+                            "sbatch refused the job(s) of 1 run(s): sbatch: error: invalid partition name"),
+                           ("print('the queue is on holiday')", "sbatch gave no job id")):
+        _script(tmp_path / "bin" / "sbatch", f"import sys\n{answer}\n")
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith("Error: ") and needle in r.output, r.output
+
+
 def test_launcher_option_errors_are_one_line(tmp_path):
     base = ["benchmark", "--recipes", RECIPES[0], "--out", str(tmp_path / "x"), "-q"]
     for extra, needle in ((["--launcher", "slurm", "--gpus", "0,1"], "--gpus is for --launcher local"),
@@ -129,10 +149,16 @@ def test_launcher_option_errors_are_one_line(tmp_path):
                           (["--gpus", ","], "--gpus takes a comma list"),
                           (["--logger", "visdom"], "logger must be a comma list"),
                           (["--jobs", "2", "--gpus", "0"], "--jobs N (N >= 1) is for --launcher local without"),
-                          (["--launcher", "slurm", "-j", "2"], "--jobs N (N >= 1) is for --launcher local")):
+                          (["--launcher", "slurm", "-j", "2"], "--jobs N (N >= 1) is for --launcher local"),
+                          (["--gpus", "garbage"], "--gpus: 'garbage' is not a device id"),
+                          (["--gpus", "0"] if not torch.cuda.is_available() else ["--gpus", "99"],
+                           "torch sees no CUDA GPU" if not torch.cuda.is_available() else "torch sees only")):
         r = CliRunner().invoke(main, base + extra)
         assert r.exit_code == 2 and r.output.startswith("Error: ") and needle in r.output, (extra, r.output)
         assert len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(main, ["sweep", "--recipe", RECIPES[1], "--temperatures", "2", "--interpolations", "0.5",
+                                  "--out", str(tmp_path / "s"), "--gpus", "garbage", "-q"])
+    assert r.exit_code == 2 and "--gpus: 'garbage' is not a device id" in r.output, r.output
     with pytest.raises(LaunchError, match="--set-slurm"):
         launch.make_executor(tmp_path / "s", Launcher("slurm", cluster="local", slurm={"colour": "red"}), "x")
     with pytest.raises(LaunchError, match="cuda:N"):
@@ -398,6 +424,7 @@ def test_benchmark_cli_with_local_gpus_trains_real_runs_one_per_device(tmp_path,
         os.execv(sys.executable, [sys.executable, "-m", "art_adr.cli", "train", *args])
     """)
     monkeypatch.setattr(launch, "TRAIN_COMMAND", [str(wrapper)])
+    monkeypatch.setattr(launch, "gpu_count", lambda: 2)  # the jobs train on the CPU (--device cpu)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "bm"
     r = CliRunner().invoke(main, ["benchmark", "--recipes", ",".join(RECIPES), "--out", str(out), *TINY,

@@ -73,6 +73,22 @@ def test_tensorboard_holds_every_epoch_exactly_once_after_kill_and_resume(tmp_pa
             assert [v for _, v in points] == pytest.approx([r[tag] for r in history if tag in r], rel=1e-6)
 
 
+def test_a_resume_without_logger_keeps_the_runs_loggers_and_logger_none_drops_them(tmp_path):
+    from test_recovery import TINY
+
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", *TINY, "--logger", "tensorboard", "--stop-after-epochs", "1", "--out",
+                                    str(run)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--stop-after-epochs", "1"])
+    assert res.exit_code == 0 and "resuming with the run's loggers: tensorboard" in res.output, res.output
+    assert {tag: [s for s, _ in points] for tag, points in _events(run / "tb").items()}["loss"] == [1, 2]
+    res = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--logger", "none", "-q"])
+    assert res.exit_code == 0 and "loggers" not in res.output, res.output
+    assert [r["epoch"] for r in _history(run)] == [1, 2, 3]
+    assert [s for s, _ in _events(run / "tb")["loss"]] == [1, 2]
+
+
 def test_tensorboard_logger_appends_missing_epochs_and_rebuilds_on_foreign_ones(tmp_path):
     history = [{"epoch": e, "loss": 1.0 / e, "pgd_acc": 0.1 * e, "adr": True, "note": "x"} for e in (1, 2, 3)]
     logger = TensorBoardLogger(tmp_path)

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from art_adr import AdversarialTrainerADR
 from art_adr.attacks import AttackSpec
@@ -214,15 +212,16 @@ def _agreement():
     return val_agreement
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=2, max_size=12))
-def test_kendall_tau_b_matches_scipy(pairs):
-    from scipy.stats import kendalltau
-
-    a, b = [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
-    ours = _agreement().kendall_tau_b(a, b)
-    ref = kendalltau(a, b).statistic
-    assert (math.isnan(ours) and math.isnan(ref)) or ours == pytest.approx(ref, abs=1e-9)
+@pytest.mark.parametrize("a, b, tau", [
+    ([1, 2, 3], [1, 3, 2], 1 / 3),  # C = 2, D = 1, no ties
+    ([1, 1, 2], [1, 2, 3], 2 / math.sqrt(6)),  # a tie in a: (C − D) / sqrt((n0 − n1)(n0 − n2)) = 2 / sqrt(2 · 3)
+    ([1, 2, 3, 4], [4, 3, 2, 1], -1.0),
+    ([1, 1, 1], [1, 2, 3], math.nan),  # one sequence constant: undefined
+    ([1], [1], math.nan),
+])
+def test_kendall_tau_b_by_hand(a, b, tau):
+    ours = _agreement().kendall_tau_b([float(v) for v in a], [float(v) for v in b])
+    assert (math.isnan(ours) and math.isnan(tau)) or ours == pytest.approx(tau, abs=1e-12)
 
 
 def test_agreement_summary_on_made_up_points():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,36 @@ def cache_name(which: str, n_examples: int | None, attack: str | None, version: 
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A cache file's mapping; ``None`` when there is none or it is not a JSON mapping (damaged: stale)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError):  # invalid JSON, not text (a pickle), unreadable
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _valid(cached: dict[str, Any], tag: str, attack: str | None) -> bool:
+    """The cache's entry of ``tag`` is whole: a mapping with the accuracies of ``attack`` and the clean images,
+    and the file says how many images (``n_examples``)."""
+    entry, n = cached.get(tag), cached.get("n_examples")
+    if not isinstance(entry, dict) or not _number(n) or n != int(n) or n < 1:
+        return False
+    digest = entry.get("sha256")
+    return _number(entry.get("clean")) and (attack is None or _number(entry.get(attack))) \
+        and (digest is None or isinstance(digest, str))
 
 
 def _legacy_sweep(run_dir: Path, which: str, tag: str, n_examples: int | None, version: str) -> dict[str, Any] | None:
     """An entry of the sweep's former cache (``sweep-aa-...json``, hold-out AutoAttack at the run's seed; its
     on-disk key for the number of images is ``n_val``)."""
     old = _read(run_dir / f"sweep-aa-{which}-{tag}-n{n_examples or 'all'}-{version}.json")
-    if old is None:
+    if old is None or not isinstance(old.get("n_val"), int):
         return None
     entry = {k: old[k] for k in ("epoch", "clean", "aa", "sha256", "norm", "eps") if k in old}
     return {"n_examples": old["n_val"], "entry": entry}
@@ -86,17 +109,25 @@ def _one_attack(run_dir: Path, attack: str | None, tags: Sequence[str], load: An
     """The cache file of one attack, brought up to date for ``tags`` (written only when something ran)."""
     s = settings
     path = run_dir / cache_name(s["which"], s["n_examples"], attack, s["version"], s["seed"], s["split"], s["spec"])
-    cached = _read(path) or {"which": s["which"], "attacks": ["clean", *([attack] if attack else [])],
-                             "version": s["version"] if attack == "aa" else "standard"}
+    fresh = {"which": s["which"], "attacks": ["clean", *([attack] if attack else [])],
+             "version": s["version"] if attack == "aa" else "standard"}
+    cached = _read(path)
+    damaged = path.is_file() and (cached is None or any(tag in cached and not _valid(cached, tag, attack)
+                                                        for tag in tags))
+    if damaged:  # a file or entry that does not parse or validate is stale: evaluated again, said once
+        print(f"note: the evaluation cache {path} is damaged; evaluating again", file=sys.stderr)
+    if cached is None:
+        cached = fresh
     changed = False
     for tag in tags:
         checkpoint = run_dir / "checkpoints" / f"{tag}.pt"
-        if _current(cached.get(tag), checkpoint):
+        if _valid(cached, tag, attack) and _current(cached[tag], checkpoint):
             continue
         legacy = _legacy_sweep(run_dir, s["which"], tag, s["n_examples"], s["version"]) \
             if attack == "aa" and s["split"] == "holdout" and not s["spec"] and s["seed"] == s["run_seed"] else None
         if legacy is not None and _current(legacy["entry"], checkpoint):
-            cached.setdefault("n_examples", legacy["n_examples"])
+            if not _number(cached.get("n_examples")):
+                cached["n_examples"] = legacy["n_examples"]
             cached[tag] = legacy["entry"]
             continue
         data = load()

@@ -106,9 +106,10 @@ def val_attack_flags(
     """Boolean ``[N]`` (CPU): is each example still correct after the trainer's validation attack ``name``
     (:mod:`art_adr.validation`; ``k`` = ``spec.steps``)? The attack ``best.pt`` is selected by, run on other
     images; seeded from ``seed``, the global RNG untouched."""
-    from ..validation import DEFAULT_APGD_TARGETS, get_val_attack
+    from ..defaults import VAL_TARGETS
+    from ..validation import get_val_attack
 
-    attack = get_val_attack(name, DEFAULT_APGD_TARGETS if targets is None else targets)
+    attack = get_val_attack(name, VAL_TARGETS if targets is None else targets)
     flags = _start(model, x, y, start_flags, batch_size, device)
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))

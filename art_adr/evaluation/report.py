@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..attacks import format_eps, threat_model
 from ..checkpoint import atomic_write
+from ..tables import markdown_table
 from .attacks import attack_names, get_eval_attack
 from .autoattack import AA_LABELS, describe_autoattack, unique
 
@@ -141,11 +142,6 @@ def validate_report(report: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- output
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def column_names(report: dict[str, Any]) -> dict[str, str]:
     """The attacks a report's models were evaluated with, in registry order (unregistered ones last, by name),
     each with its table header from the registry (:meth:`EvalAttack.column`)."""
@@ -181,7 +177,7 @@ def _autoattack_lines(report: dict[str, Any]) -> list[str]:
     lines = ["", "AutoAttack, cumulative robust accuracy (%) after each attack:", ""]
     rows = [[w, f"{a['cumulative']['clean']:.2f}"] + [f"{a['cumulative'][k]:.2f}" for k in attacks]
             for w, a in aa_models.items()]
-    lines += _md_table(["model", "clean"] + ["+" + AA_LABELS.get(k, k) for k in attacks], rows)
+    lines += markdown_table(["model", "clean"] + ["+" + AA_LABELS.get(k, k) for k in attacks], rows)
     if first.get("settings"):
         lines += ["", describe_autoattack(first["version"], first["settings"])]
     return lines
@@ -209,7 +205,7 @@ def format_table(report: dict[str, Any]) -> str:
     names = column_names(report)
     rows = [[w] + [f"{m['results'][c]:.2f}" if c in m["results"] else "–" for c in names]
             for w, m in report["models"].items()]
-    lines = _header_lines(report) + _md_table(["model", *names.values()], rows)
+    lines = _header_lines(report) + markdown_table(["model", *names.values()], rows)
     return "\n".join(lines + _autoattack_lines(report) + _more_lines(report)) + "\n"
 
 

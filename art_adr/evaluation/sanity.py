@@ -4,6 +4,7 @@ radius, and against the number of PGD steps, with their plots."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,14 @@ def sanity_checks(
 
 
 def write_sanity_plots(result: dict[str, Any], out_dir: str | Path, name: str = "model") -> dict[str, str]:
-    """Write ``sanity_<name>_eps.png`` and ``sanity_<name>_steps.png``; records their paths in ``result``."""
+    """Write ``sanity_<name>_eps.png`` and ``sanity_<name>_steps.png``; records their paths in ``result``
+    (none, with a one-line note, when matplotlib is not installed: the report holds the curves' numbers)."""
+    from ..runs.curves import have_matplotlib
+
+    if not have_matplotlib():
+        print(f"note: the sanity plots of {name} are not drawn: matplotlib is not installed (the report has the "
+              f"numbers)", file=sys.stderr)
+        return result["plots"]
     out = Path(out_dir)
     eps_values, eps_acc = result["eps_curve"]["eps"], result["eps_curve"]["accuracy"]
     steps_values, steps_acc = result["steps_curve"]["steps"], result["steps_curve"]["accuracy"]

@@ -39,7 +39,6 @@ from .table1 import (
     DEFAULT_METHODS,
     METHODS,
     PAPER_TABLE1,
-    ROBUST_ATTACKS,
     aggregate_rows,
     evaluate_run,
     format_markdown,
@@ -56,6 +55,6 @@ from .table1 import (
 __all__ = ["PlannedRun", "ensure_trained", "is_finished", "log_table", "mean_std", "parse_seeds", "read_history",
            "train_planned", "END_RULES", "cell_name", "format_sweep", "grid_configs", "heatmap_figure",
            "plot_heatmap", "run_sweep", "score_run", "select_cell", "sweep_summary", "AWP_RHO", "CPU_DEFAULTS",
-           "DEFAULT_METHODS", "METHODS", "PAPER_TABLE1", "ROBUST_ATTACKS", "aggregate_rows", "evaluate_run",
+           "DEFAULT_METHODS", "METHODS", "PAPER_TABLE1", "aggregate_rows", "evaluate_run",
            "format_markdown", "mean_history", "method_label", "plan_runs", "plot_methods", "reported_model",
            "run_benchmark", "seed_run_dir", "write_table"]

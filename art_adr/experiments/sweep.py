@@ -33,6 +33,7 @@ from ..checkpoint import atomic_write
 from ..config import ConfigError, RunConfig, resolve_config, selected_model
 from ..defaults import is_auto
 from ..runs import RunError, holding_lock
+from ..tables import markdown_table
 from ..validation import resolve_best_metric
 from .common import PlannedRun, log_table, mean_std, read_history, train_planned
 
@@ -238,8 +239,8 @@ def format_sweep(summary: dict[str, Any]) -> str:
             f"{name} at best epoch", f"{name} at final epoch"] + (["hold-out AutoAttack", "AA clean"] if has_aa
                                                                   else []) + ["selected"]
     lines = [f"ADR sweep of {summary['recipe']} ({sel['model']}, seeds {', '.join(map(str, summary['seeds']))}; "
-             f"% on the validation hold-out of the training set)", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             f"% on the validation hold-out of the training set)", ""]
+    body = []
     for k, c in enumerate(summary["cells"]):
         row = [f"{c['temperature'][0]:g}→{c['temperature'][1]:g}",
                f"{c['interpolation'][0]:g}→{c['interpolation'][1]:g}", cell(c, "val_robust"), cell(c, "val_pgd"),
@@ -247,8 +248,8 @@ def format_sweep(summary: dict[str, Any]) -> str:
         if has_aa:
             row += [cell(c, "val_aa"), cell(c, "val_aa_clean")]
         row.append("**←**" if k == summary["selected"]["index"] else "")
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Selection: {sel['rule']}"]
+        body.append(row)
+    lines += markdown_table(head, body) + ["", f"Selection: {sel['rule']}"]
     return "\n".join(lines) + "\n"
 
 

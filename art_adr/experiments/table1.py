@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from ..config import ConfigError, RunConfig, recipe_path, resolve_config, select
 from ..evaluation import get_eval_attack, robust_attack_names
 from ..methods import METHOD_NAMES, get_method
 from ..runs import RunError, holding_lock, load_run_config, write_csv
+from ..tables import markdown_table
 from .common import PlannedRun, log_table, mean_std, read_history, train_planned
 
-__all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "CPU_DEFAULTS", "AWP_RHO", "ROBUST_ATTACKS", "plan_runs",
+__all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "CPU_DEFAULTS", "AWP_RHO", "plan_runs",
            "method_label", "evaluate_run", "run_benchmark", "write_table", "aggregate_rows", "format_markdown",
            "mean_history", "plot_methods", "seed_run_dir", "reported_model"]
 
@@ -191,9 +193,6 @@ def evaluate_run(run_dir: str | os.PathLike, n_examples: int | None, attacks: Se
                              device=device, batch_size=batch_size, progress=progress)
 
 
-ROBUST_ATTACKS = robust_attack_names()  # the registered evaluation attacks but clean (art_adr.evaluation)
-
-
 _METRICS = ("best", "final", "diff")
 
 
@@ -206,7 +205,7 @@ def _row(label: str, ev: dict[str, Any], robust_key: str, paper: tuple[float, ..
         "robust_attack": robust_key, "robust_best": b[robust_key], "robust_final": f[robust_key],
         "robust_diff": b[robust_key] - f[robust_key], "clean_best": b["clean"], "clean_final": f["clean"],
         "clean_diff": b["clean"] - f["clean"]}
-    for a in ROBUST_ATTACKS:
+    for a in robust_attack_names():  # the registry as it is now (an attack registered later is a column too)
         if a in b:
             row.update({f"{a}_best": b[a], f"{a}_final": f[a], f"{a}_diff": b[a] - f[a]})
     row.update(best_epoch=b["epoch"], final_epoch=f["epoch"], n_examples=ev["n_examples"], run=run_dir)
@@ -233,7 +232,7 @@ def aggregate_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         agg: dict[str, Any] = {"method": label, "recipe": recipe, "which": which, "kind": "aggregate",
                                "n_seeds": len(members), "seeds": ",".join(str(m.get("seed")) for m in members),
                                "robust_attack": first["robust_attack"]}
-        for key in [k for k in first if k.startswith(("robust_", "clean_", *(f"{a}_" for a in ROBUST_ATTACKS)))
+        for key in [k for k in first if k.startswith(("robust_", "clean_", *(f"{a}_" for a in robust_attack_names())))
                     and isinstance(first[k], (int, float)) and not isinstance(first[k], bool)]:
             agg[key], agg[f"{key}_std"] = mean_std([float(m[key]) for m in members])
         agg["best_epoch"], agg["best_epoch_std"] = mean_std([float(m["best_epoch"]) for m in members])
@@ -274,8 +273,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     norms = {r["norm"] for r in rows if "norm" in r}
     settings = {"pgd_steps": 10, "cw_steps": 10, "norm": norms.pop() if len(norms) == 1 else "Linf",
                 "aa_version": None if version == "standard" else version}
-    names = {a: get_eval_attack(a).column(settings) for a in ROBUST_ATTACKS}
-    robust = [a for a in ROBUST_ATTACKS if rows and f"{a}_best" in rows[0]]
+    names = {a: get_eval_attack(a).column(settings) for a in robust_attack_names()}
+    robust = [a for a in robust_attack_names() if rows and f"{a}_best" in rows[0]]
     if rows and not robust:  # rows of an older layout: only robust_*
         robust = [rows[0]["robust_attack"]]
     has_paper = any("paper_aa_best" in r for r in rows)
@@ -293,8 +292,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     what = f"Table 1 reproduction on {dataset}" if dataset in PAPER_TABLE1 else \
         f"Table-1-style comparison on {dataset} (the paper reports no {dataset} results)"
     lines = [f"{what} (n = {rows[0]['n_examples'] if rows else 0} test images, "
-             f"{threat_text}{seeds_text}%; diff = best − final)", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             f"{threat_text}{seeds_text}%; diff = best − final)", ""]
+    body = []
     for r in rows:
         cells = [r["method"], r.get("which", ""), str(r.get("n_seeds", 1))]
         for a in robust:
@@ -305,7 +304,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
         if has_paper:
             cells += [f"{r[k]:.2f}" if k in r else "" for k in ("paper_aa_best", "paper_aa_final",
                                                                   "paper_clean_best", "paper_clean_final")]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines += markdown_table(head, body)
     if has_paper:
         lines += ["", "Paper: Wu, Wang & Chen (ICLR 2024), Table 1, ResNet-18, full test set, one run."]
     return "\n".join(lines) + "\n"
@@ -388,8 +388,15 @@ def write_table(rows: list[dict[str, Any]], histories: dict[str, list[dict[str, 
     write_csv(out / "table1.csv", [*rows, *aggregate])
     payload = {"dataset": dataset, **meta, "rows": rows, "aggregate": aggregate}
     atomic_write(out / "table1.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
+    from ..runs.curves import have_matplotlib
+
+    written = {k: out / f"table1.{k}" for k in ("md", "csv", "json")}
+    if not have_matplotlib():
+        print(f"note: {out / 'curves.png'} not drawn: matplotlib is not installed (table1.json has the numbers)",
+              file=sys.stderr)
+        return written
     plot_methods(histories, out / "curves.png", title or dataset)
-    return {k: out / f"table1.{k}" for k in ("md", "csv", "json")} | {"png": out / "curves.png"}
+    return written | {"png": out / "curves.png"}
 
 
 def seed_run_dir(out: Path, name: str, seed: int, config: RunConfig | None = None) -> Path:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..budget import format_eps
-from ..checkpoint import torch_save
+from ..checkpoint import missing_folders, remove_empty_folders, torch_save
 from .adapter import import_robustbench
 from .bundle import (
     ARCH_NAMES,
@@ -164,12 +164,21 @@ def _write_bundle(out: Path, rel: dict[str, Path], state: dict[str, torch.Tensor
 
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    """A staging folder in ``out_dir``, removed afterwards; an export that fails leaves no folder it created."""
+    created = missing_folders(out_dir)
+    tmp: Path | None = None
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
         yield tmp
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_folders(created)
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _verify_weights(path: Path, ctor: dict[str, Any], model: nn.Module, shape: tuple[int, ...]) -> None:

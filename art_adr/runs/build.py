@@ -168,7 +168,8 @@ def fused_sgd_supported(device: torch.device) -> bool:
 # RunConfig fields the run layer uses itself (data, model, optimiser, LR schedule, bookkeeping); every other field
 # is an argument of the trainer or of the training method, passed by name (tests/test_runs.py checks the split)
 RUN_FIELDS = frozenset({
-    "dataset", "data_dir", "download", "dataset_kwargs", "subset", "extra_data", "extra_fraction", "val_split",
+    "dataset", "data_dir", "download", "dataset_kwargs", "subset", "extra_data", "extra_fraction", "extra_sampling",
+    "val_split",
     "val_size", "arch", "arch_kwargs", "method", "epochs", "batch_size", "lr", "momentum", "nesterov",
     "weight_decay", "bn_weight_decay", "lr_schedule", "milestones", "lr_gamma", "warmup_epochs", "device",
     "save_every", "recipe", "description",

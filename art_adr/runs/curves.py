@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write
 from ..config import RunConfig
 
-__all__ = ["plot_curves", "curves_figure", "plot_run"]
+__all__ = ["plot_curves", "curves_figure", "plot_run", "have_matplotlib"]
+
+
+def have_matplotlib() -> bool:
+    """Whether matplotlib is installed (the GPU suite's wheel set leaves it out: runs there draw no curves)."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: str = "", attack: str = "pgd",
@@ -68,7 +75,12 @@ def curves_figure(history: list[dict[str, Any]], title: str = "", attack: str = 
 
 
 def plot_run(out: Path, history: list[dict[str, Any]], config: RunConfig) -> None:
-    """A run's ``curves.png``: its validation attack, named with its steps."""
+    """A run's ``curves.png``: its validation attack, named with its steps (skipped, with a one-line note, when
+    matplotlib is not installed; the metrics files hold the same numbers)."""
+    if not have_matplotlib():
+        print(f"note: {out / 'curves.png'} not drawn: matplotlib is not installed (metrics.jsonl has the numbers)",
+              file=sys.stderr)
+        return
     from ..attacks import AttackSpec
     from ..validation import get_val_attack
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, missing_folders, remove_empty_folders
 from ..config import RunConfig, coerce, with_legacy_defaults
 
 __all__ = ["CONFIG_FILE", "RUN_OUTPUTS", "CHECKPOINT_FILES", "ADR_ONLY_FIELDS", "RunError", "RunLock", "holding_lock",
-           "remove_leftover_tmp", "resume_hint", "write_config", "load_run_config", "config_diff", "write_csv",
-           "write_metrics", "epoch_checkpoint", "git_commit"]
+           "remove_leftover_tmp", "resume_hint", "check_layout", "check_not_foreign", "write_config",
+           "load_run_config", "config_diff", "write_csv", "write_metrics", "epoch_checkpoint", "git_commit"]
 
 
 CONFIG_FILE = "config.yaml"
@@ -57,7 +57,7 @@ class RunLock:
         self.path = self.dir / self.NAME
         self.fd: int | None = None
         # the folders this lock creates (the run directory and missing parents such as a benchmark's runs/)
-        self.created = [d for d in (self.dir, *self.dir.parents) if not d.exists()]
+        self.created = missing_folders(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         me = f"{os.getpid()} {socket.gethostname()}"
         try:
@@ -77,9 +77,14 @@ class RunLock:
                 raise RunError(f"{self.path} is a symbolic link; art-adr does not write through it: remove it "
                                f"(or choose another --out)") from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise RunError(f"{self.path} is not a regular file; remove it (or choose another --out)")
+        if info.st_nlink > 1:  # a hard link: writing the lock would overwrite the other name's file
+            os.close(fd)
+            raise RunError(f"{self.path} is a hard link ({info.st_nlink} names for one file); art-adr does not "
+                           f"write through it: remove it (or choose another --out)")
         return fd
 
     def _take(self, me: str, what: str) -> None:
@@ -112,11 +117,7 @@ class RunLock:
 
     def _remove_created(self) -> None:
         """Remove the folders this lock created that are still empty (innermost first)."""
-        for folder in self.created:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
+        remove_empty_folders(self.created)
 
     @staticmethod
     def _exclusive(fd: int, owner: str) -> bool:
@@ -191,6 +192,34 @@ RUN_OUTPUTS = (CONFIG_FILE, "metrics.jsonl", "metrics.csv", "curves.png")
 
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "final.pt")
+
+
+def check_layout(out: Path) -> None:
+    """``RunError`` when a name the run writes is taken by something of another kind: ``checkpoints`` that is
+    not a folder, or a folder where an output file goes (checked before any work, nothing written)."""
+    ckpt_dir = out / "checkpoints"
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise RunError(f"{ckpt_dir} is not a folder, but the run keeps its checkpoints there: move it away (or "
+                       f"choose another --out)")
+    for path in [out / name for name in RUN_OUTPUTS] + [ckpt_dir / name for name in CHECKPOINT_FILES]:
+        if path.is_dir():
+            raise RunError(f"{path} is a folder, but the run writes a file of that name: move it away (or choose "
+                           f"another --out)")
+
+
+def check_not_foreign(out: Path) -> None:
+    """``RunError`` naming what ``out`` holds when it is a non-empty folder that is not a run directory (no
+    ``config.yaml``): a new run writes only into a new or empty folder, never over a user's files. What a run
+    leaves before its ``config.yaml`` (its lock, a killed write's temp file of ``config.yaml``) is ours."""
+    if not out.is_dir() or (out / CONFIG_FILE).is_file():
+        return
+    ours = {RunLock.NAME}
+    theirs = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if p.name not in ours
+                    and not ((m := _TMP_NAME.match(p.name)) and m["name"] == CONFIG_FILE))
+    if theirs:
+        shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+        raise RunError(f"{out} is not a run directory (no {CONFIG_FILE}) and not empty: it holds {shown}; a new "
+                       f"run is written only into a new or empty folder: choose another --out")
 
 
 def remove_leftover_tmp(folder: Path, outputs: tuple[str, ...]) -> list[Path]:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, atomic_write, load_checkpoint
+from ..checkpoint import CheckpointError, atomic_write, load_checkpoint, non_finite_weights
 from ..config import RunConfig
 from ..distributed import DistInfo
 from ..validation import resolve_best_metric
@@ -20,8 +20,14 @@ __all__ = ["resume_state", "resume_trainer", "rebuild_outputs"]
 
 def resume_state(last: Path, config: RunConfig) -> dict[str, Any]:
     """``last.pt`` loaded on the CPU (its RNG states must stay CPU tensors; ``load_state_dict`` moves the weights
-    and optimizer state to the run's device) and checked against the run's config."""
+    and optimizer state to the run's device) and checked against the run's config; non-finite weights are
+    refused (``CheckpointError``), as ``evaluate`` refuses them."""
     state = load_checkpoint(last)
+    bad = non_finite_weights(state)
+    if bad:
+        raise CheckpointError(f"{last} holds non-finite weights (NaN/inf in {', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}): it cannot be resumed; start a new run with other "
+                              f"options (e.g. a lower --lr) and another --out")
     diff = config_diff(state.get("config") or {}, config.to_dict())
     if diff:
         raise RunError(f"the checkpoint was trained with different options ({', '.join(diff)})")
@@ -35,10 +41,10 @@ def resume_state(last: Path, config: RunConfig) -> dict[str, Any]:
 
 
 def resume_trainer(trainer: Any, last: Path, config: RunConfig, steps: int, scheduler: Any,
-                    dist: DistInfo) -> None:
-    """Load ``last.pt`` into ``trainer`` (``CheckpointError`` when it does not fit); rank 0 rebuilds the
-    metrics, plot and ``best.pt`` from it."""
-    state = resume_state(last, config)
+                   dist: DistInfo, state: dict[str, Any] | None = None) -> None:
+    """Load ``last.pt`` (``state``: its :func:`resume_state`, when already read) into ``trainer``
+    (``CheckpointError`` when it does not fit); rank 0 rebuilds the metrics, plot and ``best.pt`` from it."""
+    state = resume_state(last, config) if state is None else state
     state["scheduler"] = upgrade_scheduler_state(state.get("scheduler"), config, steps, trainer.optimizer)
     try:
         trainer.load_state_dict(state, scheduler=scheduler)

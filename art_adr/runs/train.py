@@ -26,6 +26,8 @@ from .files import (
     RUN_OUTPUTS,
     RunError,
     RunLock,
+    check_layout,
+    check_not_foreign,
     config_diff,
     epoch_checkpoint,
     git_commit,
@@ -88,6 +90,9 @@ def check_run_dir(config: RunConfig, out: Path, dist: DistInfo, resume: bool, ve
     (rank 0 also looks at a run stopped before its first checkpoint and removes a killed write's temp files)."""
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
+    check_layout(out)
+    if dist.is_main and not resume:
+        check_not_foreign(out)
     if dist.is_main and (out / CONFIG_FILE).is_file():  # only in a run directory, only our own temp files
         remove_leftover_tmp(out, RUN_OUTPUTS)
         remove_leftover_tmp(ckpt_dir, CHECKPOINT_FILES)
@@ -156,8 +161,9 @@ class TrainingRun:
         # every step before the first collective (the DDP constructor in build_trainer) agrees on errors
         have_ckpt = together(lambda: check_run_dir(config, out, dist, self.resume, self.verbose), dist.world_size,
                              RunError)
-        if have_ckpt and (self.ckpt_dir / "final.pt").is_file() and resume_state(self.last, config)["epoch"] \
-                == config.epochs:
+        # last.pt checked (options, consistency, finite weights) before any work
+        state = together(lambda: resume_state(self.last, config), dist.world_size, RunError) if have_ckpt else None
+        if state is not None and (self.ckpt_dir / "final.pt").is_file() and state["epoch"] == config.epochs:
             # finished: its files (and their hashes, which caches key on) stay as they are
             self._say(f"{out} is a finished run ({config.epochs} epochs); nothing to do")
             return out
@@ -168,13 +174,16 @@ class TrainingRun:
                   f"-> {out}", flush=True)
         self.trainer = build_trainer(config, train.num_classes, train.shape, self.device, verbose=self.verbose)
         self.desc = model_desc(config, train.num_classes, train.shape)
-        batches, steps, scheduler = together(lambda: self._batches_and_state(train, val, extra, have_ckpt),
+        batches, steps, scheduler = together(lambda: self._batches_and_state(train, val, extra, state),
                                              dist.world_size, RunError)
+        state = None  # loaded into the trainer: not kept in memory while training
         self.hook("config", 0)
         return self._fit(batches, steps, scheduler, val)
 
-    def _batches_and_state(self, train: Any, val: Any, extra: Any, have_ckpt: bool) -> tuple[Any, int, Any]:
-        """Batches, scheduler, and the resumed state or a new ``config.yaml`` (errors agreed across ranks)."""
+    def _batches_and_state(self, train: Any, val: Any, extra: Any, state: dict[str, Any] | None
+                           ) -> tuple[Any, int, Any]:
+        """Batches, scheduler, and the resumed ``state`` (of ``last.pt``) or a new ``config.yaml`` (errors agreed
+        across ranks)."""
         from ..loader import DeviceBatches, MixedBatches
 
         config, device, dist, trainer = self.config, self.device, self.dist, self.trainer
@@ -186,12 +195,12 @@ class TrainingRun:
         batches: Any = main
         if extra is not None:
             batches = MixedBatches(main, *placed_tensors(extra.x, extra.y, device, extra_here), config.extra_fraction,
-                                   stream_extra=not extra_here)
+                                   stream_extra=not extra_here, sampling=config.extra_sampling)
         steps = len(batches)
         scheduler = build_scheduler(trainer.optimizer, config, steps)
         trainer.scheduler = scheduler
-        if have_ckpt:
-            resume_trainer(trainer, self.last, config, steps, scheduler, dist)
+        if state is not None:
+            resume_trainer(trainer, self.last, config, steps, scheduler, dist, state)
         elif dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_config(self.out, config, self._meta(len(train), len(val)))
