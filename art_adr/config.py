@@ -58,6 +58,7 @@ class RunConfig:
     # pass, SGD without Nesterov) or "weights-only" (art-adr's former AWP: ndim > 1 weights only)
     attack_bn_mode: str | None = None  # None: the method's default (AT "train"; TRADES: its variant's; MART "eval")
     trades_variant: str = "official"  # "official" (ADR authors' code) or "reference" (TRADES reference code)
+    ema_buffers: str = "average"  # the EMA teacher's BN statistics: "average" (ADR authors') or "student" (copied)
     bn_momentum: float | None = None  # BatchNorm momentum (None: the layers' own); authors' DDPM runs: 0.01
     # attack
     eps: float = 0.1
@@ -160,6 +161,7 @@ class RunConfig:
         _need(self.compile in (False, True) or self.compile in _compile_modes(),
               f"compile must be true, false or one of {', '.join(_compile_modes())}, got {self.compile!r}")
         _need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
+        _need(self.ema_buffers in ("average", "student"), "ema_buffers must be average or student")
         _need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
         _need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
         _need(self.subset is None or self.subset >= 1, "subset must be >= 1")

@@ -27,7 +27,7 @@ from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import check_images, check_labels, finite_number, integer, number_pair
 from .compiling import Compiled, compile_mode, uses_cudagraphs
 from .distributed import all_reduce_sum, convert_sync_bn, ddp_world, shard_weight, wrap_ddp
-from .ema import EMATeacher
+from .ema import EMA_BUFFERS, EMATeacher
 from .estimator import (
     Normalize,
     check_classifier,
@@ -85,6 +85,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             :mod:`art_adr.awp`. (The authors' AWP runs use SGD without Nesterov; ``art-adr train`` does so.)
         attack_bn_mode: BatchNorm mode during the training attack, ``"train"``, ``"eval"`` or ``None`` (default:
             the method's — AT ``"train"`` as the ADR authors, TRADES its variant's, MART ``"eval"``).
+        ema_buffers: where the EMA teacher's buffers (BatchNorm running mean/var) come from: ``"average"``
+            (default; the ADR authors' timm ``ModelEmaV2`` averages them like the weights) or ``"student"``
+            (copied from the student at every update, timm's ``exclude_buffers``): an experiment of issue 28.
         bn_momentum: BatchNorm running-statistics momentum from the second iteration on, with 1.0 at the very
             first iteration (ADR authors' runs with extra DDPM data: 0.01); ``None`` (default) leaves the layers'.
         augment: ``True`` for random crop (``crop_padding`` px) + flip on the device, a callable
@@ -151,6 +154,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         awp_variant: str = "official",
         attack_bn_mode: str | None = None,
         bn_momentum: float | None = None,
+        ema_buffers: str = "average",
         augment: bool | Callable[[Tensor, torch.Generator | None], Tensor] = False,
         crop_padding: int = 4,
         drop_last: bool = True,
@@ -184,7 +188,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self._set_validation(val_attack, val_targets, best_metric, eval_max_iter, eval_every, eval_batch_size)
         log_every, seed = integer(log_every, "log_every", 1), integer(seed, "seed")
         self._set_augment(augment, crop_padding)
-        self._set_batchnorm(attack_bn_mode, bn_momentum)
+        self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
         self.drop_last = bool(drop_last)
         self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
         self.scheduler_interval, self.seed = scheduler_interval, int(seed)
@@ -255,8 +259,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"augment must be True, False or a callable (x, generator) -> x, got {augment!r}")
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
 
-    def _set_batchnorm(self, attack_bn_mode: str | None, bn_momentum: Any) -> None:
-        """BatchNorm during the attack (the method's default when ``None``) and the BN momentum override."""
+    def _set_batchnorm(self, attack_bn_mode: str | None, bn_momentum: Any, ema_buffers: str) -> None:
+        """BatchNorm during the attack (the method's default when ``None``), the BN momentum override and where the
+        teacher's BN statistics come from."""
+        if ema_buffers not in EMA_BUFFERS:
+            raise ValueError(f"ema_buffers must be one of {EMA_BUFFERS}, got {ema_buffers!r}")
+        self.ema_buffers = ema_buffers
         attack_bn_mode = self.method.default_bn_mode if attack_bn_mode is None else attack_bn_mode
         bn_mode_flag(attack_bn_mode, True)
         if bn_momentum is not None and not 0.0 < finite_number(bn_momentum, "bn_momentum") <= 1.0:
@@ -288,7 +296,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.sync_bn = bool(sync_bn)
         if self.sync_bn and self.world_size > 1:  # in place: the classifier's forward and optimizer keep working
             convert_sync_bn(raw, self.device)
-        self.teacher = EMATeacher(raw, decay=self.ema_decay)
+        self.teacher = EMATeacher(raw, decay=self.ema_decay, buffers=self.ema_buffers)
         self._teacher_forward = (
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
             else self.teacher.module
