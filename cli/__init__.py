@@ -25,6 +25,16 @@ COMMANDS = {
 }
 
 
+def commands_table() -> str:
+    """The Markdown table of the commands and their one-line help (README's "Commands" table is this text)."""
+    from art_adr.tables import markdown_table
+
+    ctx = click.Context(main)
+    rows = [[f"`art-adr {name}`", main.get_command(ctx, name).get_short_help_str(limit=200)]
+            for name in main.list_commands(ctx)]
+    return "\n".join(markdown_table(["command", "what it does"], rows))
+
+
 class LazyGroup(click.Group):
     """Imports each command's module only when it is run (keeps ``--help`` fast, torch imports lazy)."""
 

@@ -72,7 +72,8 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
     return adapt_images(x, shape).to(device)
 
 
-@click.command("analyze")
+@click.command("analyze",
+               short_help="The paper's analyses of trained models: calibration, entropy, JS divergence, landscapes.")
 @click.argument("run_or_checkpoint", type=click.Path(exists=True))
 @click.option("--vs", "others", multiple=True, type=click.Path(exists=True),
               help="Further run directories / checkpoints to compare side by side (repeatable).")

@@ -12,7 +12,8 @@ from art_adr.evaluation import attacks_help, robust_attack_names
 from art_adr.methods import METHOD_NAMES
 
 
-@click.command("benchmark")
+@click.command("benchmark",
+               short_help="The Table-1 benchmark: methods × seeds trained, best and final checkpoints evaluated.")
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
 @click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
               help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "

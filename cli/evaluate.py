@@ -37,7 +37,8 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
             "protocol": n >= ROBUSTBENCH_N, "table": format_leaderboard(rows)}
 
 
-@click.command("evaluate")
+@click.command("evaluate",
+               short_help="Evaluate a run or checkpoint: clean, PGD, CW, APGD, AutoAttack; a JSON report and a table.")
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
 @click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="student", show_default=True,
               help="Student, EMA teacher (\"+WA\") or both.")

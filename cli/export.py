@@ -9,7 +9,7 @@ import click
 from art_adr.cli import disk_full, disk_full_error, quiet_option
 
 
-@click.command("export")
+@click.command("export", short_help="Export a run or checkpoint as a RobustBench-format bundle.")
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["robustbench"]), default="robustbench", show_default=True,
               help="Bundle format.")

@@ -40,7 +40,7 @@ def _schedule_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
-@click.command("train")
+@click.command("train", short_help="Train one model from a recipe and flags into a resumable run directory.")
 @click.option("--recipe", "-r", show_default="none: RunConfig's defaults",
               help="Recipe name (see `art-adr recipes`) or a YAML file.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="runs/<recipe>-<time>",
@@ -228,7 +228,7 @@ def _leave_process_group() -> None:
 
 
 
-@click.command("recipes")
+@click.command("recipes", short_help="List the shipped recipes, or show one resolved.")
 @click.option("--show", metavar="NAME", show_default="none", help="Print one recipe's resolved options.")
 @click.option("--match", metavar="TEXT", show_default="all recipes",
               help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")

@@ -205,7 +205,7 @@ def _command_lines(text: str) -> list[str]:
 def _documented_commands() -> list[tuple[str, str]]:
     root = Path(__file__).resolve().parents[1]
     found = []
-    for path in (root / "README.md", root / "docs" / "DESIGN.md"):
+    for path in (root / "README.md", *sorted((root / "docs").rglob("*.md"))):
         text = path.read_text()
         found += [(path.name, line) for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
                   for line in _command_lines(block)]

@@ -35,7 +35,7 @@ def _markdown_outside_code(path: Path) -> list[tuple[int, str]]:
 def test_markdown_tables_are_well_formed():
     """Every table row of README and benchmarks/README starts and ends with '|' and has the column count of the
     rows above it (a pasted fragment such as 'AUTO| ...' or a row with a missing cell fails)."""
-    for path in (README, README.parent / "benchmarks" / "README.md"):
+    for path in (README, README.parent / "benchmarks" / "README.md", *sorted((README.parent / "docs").rglob("*.md"))):
         columns = None
         for number, line in _markdown_outside_code(path):
             where = f"{path.name}:{number}"

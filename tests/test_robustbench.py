@@ -233,10 +233,10 @@ def test_run_without_adr_is_not_exported_under_the_adr_paper(tmp_path, rn18_chec
 
 
 def test_readme_loading_snippet_runs_in_a_fresh_interpreter(tmp_path, rn18_checkpoint):
-    """The README's RobustBench block, as written, in a new Python process: plain ``import robustbench``
+    """The export guide's RobustBench block, as written, in a new Python process: plain ``import robustbench``
     (no art_adr import before it) and ``load_model`` of an exported bundle give our logits."""
     path, teacher = rn18_checkpoint
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "export.md").read_text()
     code = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "register_exported(" in b)
     assert code.index("robustbench") < code.index("art_adr"), "the snippet must import robustbench first"
     name = re.search(r'load_model\("(\w+)"', code).group(1)

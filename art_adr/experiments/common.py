@@ -84,6 +84,7 @@ def log_table(out: Path, loggers: Sequence[str], name: str, markdown: str, rows:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run directory's ``metrics.jsonl`` (empty when it has none)."""
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
