@@ -131,7 +131,7 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     for key in ("temperature", "interpolation"):
         if key in given:
             given[key] = _pair(given[key])
-    given.update(parse_sets(sets))
+    given.update(_sets(sets, given))
     loggers = _loggers(logger, out if resume else None, quiet)
     try:
         if resume:
@@ -174,6 +174,24 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         sys.exit(130)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"run written to {path}")
+
+
+def _sets(sets: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` values; a field also given by its own flag with another value is a usage error naming both."""
+    from art_adr.config import ConfigError, coerce
+
+    values = parse_sets(sets)
+    for key in set(values) & set(flags):
+        try:
+            same = coerce(key, values[key]) == coerce(key, flags[key])
+        except ConfigError:  # a bad value: resolve_config names it
+            same = True
+        if not same:
+            value = flags[key]
+            flag = "--no-compile" if key == "compile" and value is False else \
+                f"--{key.replace('_', '-')} {','.join(value) if isinstance(value, list) else value}"
+            raise click.UsageError(f"{flag} and --set {key}={values[key]} give {key} two values: give it once")
+    return values
 
 
 def _loggers(logger: str | None, resumed: str | None, quiet: bool) -> tuple[str, ...]:

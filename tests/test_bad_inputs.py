@@ -276,6 +276,12 @@ def test_config_validate_names_the_field(key, value, name):
     (["--set", "weight_decay=-1"], "weight_decay must be >= 0"),
     (["--set", "lr_gamma=-0.1"], "lr_gamma must be > 0"),
     (["--set", "eval_max_iter=0"], "eval_max_iter must be >= 1"),
+    (["--eval-max-iter", "3", "--set", "eval_max_iter=2"],
+     "--eval-max-iter 3 and --set eval_max_iter=2 give eval_max_iter two values"),
+    (["--set", "seed=1", "--set", "seed=2"], "--set seed=1 and --set seed=2 give seed two values"),
+    (["--set", "description=!!python/object/apply:os.system [true]"],
+     "YAML tags (!!python/object/apply:os.system) are not allowed"),
+    (["--set", "description=!!str hello"], "YAML tags (!!str) are not allowed"),
 ])
 def test_cli_train_bad_config_one_line_exit_2(tmp_path, args, text):
     res = _cli("train", "--dataset", "synthetic", "--out", tmp_path / "run", "-q", *args)
