@@ -306,3 +306,23 @@ def test_a_model_on_the_meta_device_or_a_missing_gpu_is_a_clear_value_error(make
     clf._device = torch.device("cuda", torch.cuda.device_count())  # one past the GPUs torch sees
     with pytest.raises(ValueError, match="is not available"):
         AdversarialTrainerADR(clf, **EPS)
+
+
+def test_a_recipe_name_resolves_only_in_the_recipe_folder_and_a_path_must_look_like_one(tmp_path, monkeypatch):
+    import os
+
+    from art_adr.config import ConfigError, recipe_dir, resolve_config
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "recipe.yaml").write_text("epochs: 7\n")
+    climbing = os.path.relpath(tmp_path / "x" / "recipe", recipe_dir())  # ../../.../x/recipe
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="recipe file .* not found .*read as a file path"):
+        resolve_config(climbing)
+    assert resolve_config("x/recipe.yaml").epochs == 7 and resolve_config("./x/recipe.yaml").epochs == 7
+    assert resolve_config("fashion-mnist-at").method == "at"
+    with pytest.raises(ConfigError, match="unknown recipe name 'recipe'.*e.g. ./recipe.yaml"):
+        resolve_config("recipe")
+    with pytest.raises(ConfigError, match="the shipped recipe is named 'fashion-mnist-at'"):
+        resolve_config("fashion-mnist-at.yaml")
+    _one_line_error(_cli("train", "-r", climbing, "--out", tmp_path / "run"), "not found")
