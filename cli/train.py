@@ -102,9 +102,10 @@ def _schedule_text(value: Any) -> str:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
 @click.option("--stop-after-epochs", type=click.IntRange(min=1), show_default="run to the end",
               help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
-@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none",
+@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none; with --resume the run's",
               help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
-                   "every epoch of metrics.jsonl is written once, resumes included. Allowed with --resume.")
+                   "every epoch of metrics.jsonl is written once, resumes included. --resume keeps the run's loggers "
+                   "unless --logger is given (none: without them).")
 @quiet_option("No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
                   stop_after_epochs: int | None, logger: str | None, quiet: bool, **flags: Any) -> None:
