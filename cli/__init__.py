@@ -61,6 +61,8 @@ class LazyGroup(click.Group):
                 sys.exit(128 + int(getattr(exc, "signum", 15)))
             if debug or not expected_error(exc):
                 raise
+            if disk_full(exc):
+                raise disk_full_error(exc, "free some space and run the same command again") from None
             error = click.ClickException(one_line(exc))
             error.exit_code = 2
             raise error from None

@@ -314,6 +314,19 @@ def test_uncaught_expected_errors_become_one_line(tmp_path, monkeypatch, exc, te
     assert res.exit_code != 0 and (isinstance(res.exception, type(exc)) or "Traceback" in res.output)
 
 
+def test_a_full_disk_in_any_command_is_one_disk_full_line(tmp_path, monkeypatch):
+    import errno
+
+    import art_adr.experiments
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b" / "table1.md"))
+
+    monkeypatch.setattr(art_adr.experiments, "run_benchmark", full)
+    res = _cli("benchmark", "--dataset", "synthetic", "--out", tmp_path / "b", "-q")
+    _one_line_error(res, f"disk full: no space left on device writing {tmp_path / 'b' / 'table1.md'}; free some space")
+
+
 def test_data_dir_missing_or_incomplete_is_named(tmp_path, monkeypatch):
     from test_data import write_idx
 
