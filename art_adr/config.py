@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -324,14 +325,27 @@ def list_recipes() -> dict[str, str]:
     return out
 
 
+def _is_path(name: str) -> bool:
+    """A recipe given as a file path: it ends in ``.yaml``/``.yml`` or holds a path separator."""
+    return name.endswith((".yaml", ".yml")) or any(sep and sep in name for sep in ("/", os.sep, os.altsep))
+
+
 def recipe_path(name: str) -> Path:
-    """Path of a shipped recipe by name, or of a YAML file given as a path."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
+    """A recipe's file: a *name* (``cifar10-at-adr``) resolves only inside the shipped recipe folder; a *path*
+    (ending in ``.yaml``/``.yml``, or holding a separator) is read where it points. ``ConfigError`` saying which
+    of the two was meant when there is no such file."""
+    if _is_path(name):
+        p = Path(name)
+        if p.is_file():
+            return p
+        stem = p.name.rsplit(".", 1)[0] if p.suffix in (".yaml", ".yml") else p.name
+        hint = f"; the shipped recipe is named {stem!r}" if (recipe_dir() / f"{stem}.yaml").is_file() else ""
+        raise ConfigError(f"recipe file {name!r} not found (a recipe ending in .yaml/.yml or holding a path "
+                          f"separator is read as a file path){hint}")
     cand = recipe_dir() / f"{name}.yaml"
-    if not cand.is_file():
-        raise ConfigError(f"unknown recipe {name!r}; `art-adr recipes` lists them")
+    if not name or not cand.is_file():
+        raise ConfigError(f"unknown recipe name {name!r}; `art-adr recipes` lists them (a file is read when given "
+                          f"as a path: ending in .yaml/.yml or holding a separator, e.g. ./{name}.yaml)")
     return cand
 
 

@@ -128,7 +128,8 @@ def check_gpus(gpus: Sequence[str]) -> None:
 
         raise LaunchError(f"--gpus {','.join(gpus)} asked for, but torch sees no CUDA GPU (torch {torch.__version__});"
                           f" leave --gpus out to train in this process, or use --jobs N for CPU jobs")
-    missing = [g for g in gpus if g.isdigit() and int(g) >= count]
+    visible = {v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")}  # ids as this shell has
+    missing = [g for g in gpus if g.isdigit() and int(g) >= count and g not in visible]
     if missing:
         raise LaunchError(f"--gpus: device {missing[0]} asked for, but torch sees only {count} GPU(s)")
 

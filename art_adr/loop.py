@@ -15,10 +15,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import non_finite_tensors
+from .checkpoint import non_finite_tensors, non_finite_weights
+from .checks import integer
 from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .functional import cosine_schedule
 from .snapshot import HostStateCopies
+
+
+def _check_state(state: dict[str, Any]) -> None:
+    """``ValueError`` for a state no trainer could have saved: non-finite student/teacher weights, a negative
+    or non-integer ``step``/``epoch``."""
+    bad = non_finite_weights(state)
+    if bad:
+        raise ValueError(f"state holds non-finite weights (NaN/inf in {', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}); nothing was changed")
+    for key in ("step", "epoch"):
+        integer(state[key], f"state[{key!r}]", 0)
 
 
 def _cpu_copy(obj: Any) -> Any:
@@ -334,6 +346,7 @@ class EpochLoop:
         missing = [k for k in self.STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"state lacks {missing}: pass a dict from state_dict() (or an art-adr checkpoint)")
+        _check_state(state)
         saved = _cpu_copy(self.state_dict())
         saved_scheduler = self.scheduler
         try:

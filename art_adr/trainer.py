@@ -24,7 +24,7 @@ from .attacks import AttackSpec, default_eps_step, norm_name, pgd
 from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
-from .checks import check_images, check_labels, finite_number, integer, number_pair
+from .checks import boolean, check_images, check_labels, finite_number, integer, number_pair
 from .compiling import Compiled, compile_mode, uses_cudagraphs
 from .distributed import all_reduce_sum, convert_sync_bn, ddp_world, shard_weight, wrap_ddp
 from .ema import EMA_BUFFERS, EMATeacher
@@ -186,13 +186,13 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self._set_validation(val_attack, val_targets, best_metric, eval_max_iter, eval_every, eval_batch_size)
-        log_every, seed = integer(log_every, "log_every", 1), integer(seed, "seed")
+        log_every, seed = integer(log_every, "log_every", 1), integer(seed, "seed", 0)
         self._set_augment(augment, crop_padding)
         self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
-        self.drop_last = bool(drop_last)
-        self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
+        self.drop_last = boolean(drop_last, "drop_last")
+        self.channels_last, self.compile = boolean(channels_last, "channels_last"), compile_mode(compile)
         self.scheduler_interval, self.seed = scheduler_interval, int(seed)
-        self.log_every, self.verbose = int(log_every), verbose
+        self.log_every, self.verbose = int(log_every), boolean(verbose, "verbose")
         self._set_up_model(classifier, sync_bn)
         self._set_up_forwards(amp)
         self._init_loop()
@@ -232,7 +232,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"interpolation must be in [0, 1], got {interpolation}")
         if not 0.0 <= finite_number(ema_decay, "ema_decay") < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
+        self.ema_decay, self.ema_warmup = float(ema_decay), boolean(ema_warmup, "ema_warmup")
+        self.adr = boolean(adr, "adr")
 
     def _set_awp(self, awp_rho: Any, awp_warmup: Any, awp_variant: str) -> None:
         if finite_number(awp_rho, "awp_rho") < 0:
@@ -293,7 +294,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device,
                             channels_last=self.channels_last)
         self.rank, self.world_size = ddp_world()
-        self.sync_bn = bool(sync_bn)
+        self.sync_bn = boolean(sync_bn, "sync_bn")
         if self.sync_bn and self.world_size > 1:  # in place: the classifier's forward and optimizer keep working
             convert_sync_bn(raw, self.device)
         self.teacher = EMATeacher(raw, decay=self.ema_decay, buffers=self.ema_buffers)
@@ -567,7 +568,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                 xs, ys = host_images(arr), torch.as_tensor(labels)
             else:
                 xs, ys = to_tensor_images(arr, self.device), torch.as_tensor(labels, device=self.device)
-            drop_last = bool(kwargs.get("drop_last", self.drop_last))
+            drop_last = boolean(kwargs.get("drop_last", self.drop_last), "drop_last")
             batches = DeviceBatches(xs, ys, batch_size, shuffle=True, augment=self.augment, seed=self.seed,
                                     drop_last=drop_last, device=self.device, channels_last=self.channels_last,
                                     rank=self.rank, world_size=self.world_size, stream=stream)
@@ -586,7 +587,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         def scoped() -> Any:
             saved = self.verbose
             if "verbose" in kwargs:
-                self.verbose = bool(kwargs["verbose"])
+                self.verbose = boolean(kwargs["verbose"], "verbose")
             try:
                 yield
             finally:

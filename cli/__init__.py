@@ -71,6 +71,8 @@ class LazyGroup(click.Group):
                 sys.exit(128 + int(getattr(exc, "signum", 15)))
             if debug or not expected_error(exc):
                 raise
+            if disk_full(exc):
+                raise disk_full_error(exc, "free some space and run the same command again") from None
             error = click.ClickException(one_line(exc))
             error.exit_code = 2
             raise error from None
@@ -158,8 +160,30 @@ def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
         key, text = item.split("=", 1)
+        key = key.strip()
+        if _yaml_tag(text):
+            raise click.UsageError(f"--set {key}: YAML tags ({_yaml_tag(text)}) are not allowed in values; quote "
+                                   f"the text to mean it literally: --set \"{key}='...'\"")
         try:
-            out[key.strip()] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            out[key.strip()] = text
+            value = text
+        if key in out and out[key] != value:
+            raise click.UsageError(f"--set {key}={out[key]!r} and --set {key}={value!r} give {key} two values: "
+                                   f"give it once")
+        out[key] = value
     return out
+
+
+def _yaml_tag(text: str) -> str | None:
+    """The first YAML tag (``!!python/object/apply:...``, ``!!str``, ``!x``) of a ``--set`` value, else ``None``."""
+    import yaml
+
+    try:
+        for token in yaml.scan(text):
+            if isinstance(token, yaml.TagToken):
+                handle, suffix = token.value
+                return f"{handle or ''}{suffix}"
+    except yaml.YAMLError:  # not YAML: read as plain text, where a '!' is only a character
+        return None
+    return None

@@ -106,9 +106,10 @@ def _schedule_text(value: Any) -> str:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
 @click.option("--stop-after-epochs", type=click.IntRange(min=1), show_default="run to the end",
               help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
-@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none",
+@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none; with --resume the run's",
               help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
-                   "every epoch of metrics.jsonl is written once, resumes included. Allowed with --resume.")
+                   "every epoch of metrics.jsonl is written once, resumes included. --resume keeps the run's loggers "
+                   "unless --logger is given (none: without them).")
 @quiet_option("No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
                   stop_after_epochs: int | None, logger: str | None, quiet: bool, **flags: Any) -> None:
@@ -128,7 +129,7 @@ def _given_options(flags: dict[str, Any], sets: tuple[str, ...]) -> dict[str, An
     for key in ("temperature", "interpolation"):
         if key in given:
             given[key] = _pair(given[key])
-    given.update(parse_sets(sets))
+    given.update(_sets(sets, given))
     return given
 
 
@@ -200,6 +201,24 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         sys.exit(130)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"run written to {path}")
+
+
+def _sets(sets: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` values; a field also given by its own flag with another value is a usage error naming both."""
+    from art_adr.config import ConfigError, coerce
+
+    values = parse_sets(sets)
+    for key in set(values) & set(flags):
+        try:
+            same = coerce(key, values[key]) == coerce(key, flags[key])
+        except ConfigError:  # a bad value: resolve_config names it
+            same = True
+        if not same:
+            value = flags[key]
+            flag = "--no-compile" if key == "compile" and value is False else \
+                f"--{key.replace('_', '-')} {','.join(value) if isinstance(value, list) else value}"
+            raise click.UsageError(f"{flag} and --set {key}={values[key]} give {key} two values: give it once")
+    return values
 
 
 def _loggers(logger: str | None, resumed: str | None, quiet: bool) -> tuple[str, ...]:

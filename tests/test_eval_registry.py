@@ -146,7 +146,7 @@ def test_a_damaged_cache_is_stale_evaluated_again_and_said_once(tmp_path, monkey
     real = pipeline.evaluate_model
     monkeypatch.setattr(pipeline, "evaluate_model", lambda model, x, y, **kw: calls.append(1) or real(model, x, y,
                                                                                                        **kw))
-    kw = dict(which="student", attacks=("clean", "pgd"), n=4, seed=0, device="cpu", progress=False)
+    kw = dict(which="student", attacks=("clean", "pgd"), n_examples=4, seed=0, device="cpu", progress=False)
     good = cached_evaluation(run, **kw)
     path = run / cache_name("student", 4, "pgd")
     whole = json.loads(path.read_text())

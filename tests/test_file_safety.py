@@ -119,7 +119,8 @@ def test_train_benchmark_and_sweep_keep_a_foreign_folders_files_and_leave_nothin
     res = _cli("train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "nonexistent"), "--out",
                str(folder), "-q")
     assert res.exit_code == 2, res.output
-    res = _cli("train", *TINY, "--set", "val_size=1000", "--out", str(folder))  # fails after the lock
+    tiny = TINY[:TINY.index("--val-size")] + TINY[TINY.index("--val-size") + 2:]
+    res = _cli("train", *tiny, "--set", "val_size=1000", "--out", str(folder))  # fails after the lock
     assert res.exit_code == 2, res.output
     assert (folder / ".thesis.tmp").exists() and (folder / ".table1.md.1.0a1b2c3d.tmp").exists()
     res = _cli("sweep", "--recipe", "fashion-mnist-at-adr", "--temperatures", "2", "--interpolations", "0.5",
