@@ -176,8 +176,11 @@ RUN_FIELDS = frozenset({
 })
 
 
-# trainer arguments no RunConfig field sets (the run layer passes or leaves them)
-TRAINER_ONLY_ARGS = frozenset({"classifier", "method", "attack", "scheduler_interval", "log_every", "verbose"})
+# trainer arguments no RunConfig field sets (the run layer passes or leaves them; num_random_init and nb_epochs
+# are ART's names for the Python API, the config's start is the method's and its epochs are `epochs`; runs
+# validate robustly: their best.pt is the robust one)
+TRAINER_ONLY_ARGS = frozenset({"classifier", "method", "attack", "scheduler_interval", "log_every", "verbose",
+                               "num_random_init", "nb_epochs", "validation"})
 
 
 def trainer_arguments(config: RunConfig) -> tuple[Any, dict[str, Any]]:
