@@ -79,7 +79,7 @@ class RunConfig:
     lr_schedule: str = "multistep"  # "multistep" or "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run
     lr_gamma: float = 0.1
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.0  # linear LR warm-up from 1e-6 (timm's), under either schedule
     # evaluation during training
     eval_every: int = 1
     eval_max_iter: int = defaults.EVAL_MAX_ITER

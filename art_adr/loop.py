@@ -7,6 +7,7 @@ epoch and the checkpoint state (weights, teacher, optimizer, scheduler, scaler, 
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -44,6 +45,8 @@ def _cpu_copy(obj: Any) -> Any:
     return obj
 
 __all__ = ["Callback", "EpochLoop", "TrainingDivergedError"]
+
+logger = logging.getLogger(__name__)
 
 Callback = Callable[[Any, dict[str, Any]], None]
 
@@ -171,8 +174,6 @@ class EpochLoop:
         scheduler: Any,
         callbacks: Iterable[Callback],
     ) -> list[dict[str, Any]]:
-        from tqdm.auto import tqdm
-
         end_epoch, val = self._start_fit(steps_per_epoch, nb_epochs, validation_data, scheduler)
         callbacks = list(callbacks)
         show = self.verbose and self.rank == 0
@@ -199,8 +200,8 @@ class EpochLoop:
                 self._validate_epoch(val, record)
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
-            if show:
-                tqdm.write(self._format_record(record, end_epoch))
+            if show:  # a message: through logging (the CLI prints it with tqdm.write, above the bars)
+                logger.info(self._format_record(record, end_epoch))
             for cb in callbacks:
                 cb(self, record)
         return self.history
@@ -259,7 +260,7 @@ class EpochLoop:
         """Validate student and teacher into ``record``, update the best epoch and the automatic τ/λ."""
         for hook in self.before_validation:
             hook(self)
-        record.update(self._evaluate_tensors(val[0], val[1], None, True))
+        record.update(self._evaluate_tensors(val[0], val[1], None, getattr(self, "validation", "robust") != "clean"))
         self._consider_best(record)
         record["best_epoch"] = self.best_epoch
         if self.adr and self.auto.active:
@@ -302,6 +303,8 @@ class EpochLoop:
         if "tau" in r:
             s += f"tau {r['tau']:.3f} lambda {r['lambda']:.3f} "
         s += f"lr {r['lr']:.4g} {r['seconds']:.1f}s"
+        if "clean_acc" in r and "pgd_acc" not in r:  # validation="clean"
+            s += f" | val clean {r['clean_acc']:.3f} | teacher clean {r['teacher_clean_acc']:.3f}"
         if "pgd_acc" in r:
             extra = [k[: -len("_acc")] for k in r if k.endswith("_acc") and not k.startswith(("teacher_", "train_"))
                      and k not in ("clean_acc", "pgd_acc")]

@@ -134,6 +134,9 @@ def quiet_option(help: str = "No progress output.") -> Callable[[Any], Any]:
 @click.option("--debug", is_flag=True, help="Show the full Python traceback of errors (for bug reports).")
 def main(debug: bool) -> None:
     """ADR (Annealing Self-Distillation Rectification) adversarial training for ART."""
+    from art_adr.logs import show_messages
+
+    show_messages()  # the trainers' epoch summaries (module loggers) print above the progress bars
 
 
 def resolve_cli_device(name: str) -> str:

@@ -34,7 +34,9 @@ def _score_attack(text: str) -> str:
 
 
 @click.command("sweep", short_help="The τ × λ grid of ADR, each cell scored on the training set's hold-out.")
-@click.option("--recipe", "-r", required=True, help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced.")
+@click.option("--recipe", "-r", "--config", "-c", required=True,
+              help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced. -c/--config: the same option "
+                   "(timm's name).")
 @click.option("--temperatures", default=None, show_default="the recipe's τ start",
               help="The grid's τ start values, a comma list, e.g. 1.5,2.0,2.5 (train's --temperature is one "
                    "start,end pair).")

@@ -40,9 +40,26 @@ def _schedule_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
-@click.command("train", short_help="Train one model from a recipe and flags into a resumable run directory.")
-@click.option("--recipe", "-r", show_default="none: RunConfig's defaults",
-              help="Recipe name (see `art-adr recipes`) or a YAML file.")
+class _TrainCommand(click.Command):
+    """``train``, whose ``--resume PATH`` (timm's ``--resume``) says where the path goes: ``--out``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, list(args))
+        except click.UsageError as exc:
+            at = args.index("--resume") if "--resume" in args else -1
+            path = args[at + 1] if 0 <= at < len(args) - 1 else ""
+            if not path or path.startswith("-") or "unexpected extra argument" not in exc.format_message():
+                raise
+            raise click.UsageError(f"--resume takes no path: it continues the run in --out; to continue {path}: "
+                                   f"art-adr train --out {path} --resume", ctx) from None
+
+
+@click.command("train", cls=_TrainCommand,
+               short_help="Train one model from a recipe and flags into a resumable run directory.")
+@click.option("--recipe", "-r", "--config", "-c", show_default="none: RunConfig's defaults",
+              help="Recipe name (see `art-adr recipes`) or a YAML file. -c/--config: the same option (timm's "
+                   "name).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="runs/<recipe>-<time>",
               help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")

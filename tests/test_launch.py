@@ -372,7 +372,7 @@ def test_sweep_two_by_one_through_submitit_local_executor(tmp_path):
     from art_adr.loggers import logged_scalars
 
     for run in records:
-        assert logged_scalars(Path(run) / "tb")["pgd_acc"] == {1}
+        assert logged_scalars(Path(run) / "tb")["val/pgd_acc"] == {1}
     assert (out / "tb").is_dir()
 
 
