@@ -310,7 +310,13 @@ def _integer(key: str, value: Any) -> int:
 
 
 def recipe_dir() -> Path:
-    return Path(str(resources.files("art_adr.recipes")))
+    """The folder of the shipped recipes (package data of ``art_adr.recipes``); ``ConfigError`` when it holds
+    none (an installation built without its package data)."""
+    folder = Path(str(resources.files("art_adr.recipes")))
+    if not any(folder.glob("*.yaml")):
+        raise ConfigError(f"no recipes in {folder}: this installation of art-adr lacks its package data "
+                          "(art_adr/recipes/*.yaml); reinstall art-adr")
+    return folder
 
 
 def list_recipes() -> dict[str, str]:
