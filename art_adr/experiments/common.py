@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig, parse_seeds  # parse_seeds: in config, which the CLI reads before torch
 from ..runs import RunError, config_diff, load_run_config, train_run
 
 __all__ = ["PlannedRun", "is_finished", "ensure_trained", "train_planned", "log_table", "read_history", "mean_std",
@@ -95,21 +95,3 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / n) ** 0.5
 
 
-def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"`` → ``[0, 1, 2]`` / ``[0, 1, 2, 3, 4]``; duplicates dropped, order kept."""
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        return list(dict.fromkeys(int(s) for s in text))
-    seeds: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-        try:
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
-        except ValueError:
-            raise ConfigError(f"seeds must be integers like 0,1,2 or 0-2, got {text!r}") from None
-    if not seeds:
-        raise ConfigError(f"no seeds in {text!r}")
-    return list(dict.fromkeys(seeds))
