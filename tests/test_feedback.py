@@ -130,3 +130,60 @@ def test_the_calibration_legend_covers_no_panel(tmp_path):
     for ax in fig.axes:
         assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
     assert plot_calibration(results, tmp_path / "calibration.png").is_file()
+
+
+def test_benchmark_jobs_says_what_it_evaluates_before_the_bar(monkeypatch, capsys):
+    """``benchmark --jobs 2``: the "== evaluating …" lines come before the bar of the parallel evaluations, once."""
+    from types import SimpleNamespace
+
+    from art_adr.experiments import table1
+
+    events = []
+    monkeypatch.setattr(table1, "warm_evaluations", lambda tasks, jobs, verbose: events.append(("bar", len(tasks))))
+    monkeypatch.setattr(table1, "evaluate_run", lambda *a, **k: {})
+    monkeypatch.setattr(table1, "_row", lambda *a, **k: {})
+    monkeypatch.setattr(table1, "read_history", lambda run_dir: [])
+    monkeypatch.setattr(table1, "say", lambda text, err=False: events.append(("say", text)))
+    entries = [(label, "r", f"runs/{label}", SimpleNamespace(seed=0, best_metric="pgd_acc"))
+               for label in ("AT", "AT + ADR")]
+    table1.evaluate_entries(entries, "fashion-mnist", ["student", "teacher"], ["aa"], n_examples=8,
+                            version="standard", device="cpu", verbose=True, jobs=2)
+    assert [kind for kind, _ in events] == ["say"] * 4 + ["bar"], events
+    assert events[0][1] == "== evaluating AT (student, seed 0; best and final: clean, aa)"
+    events.clear()
+    table1.evaluate_entries(entries, "fashion-mnist", ["student"], ["aa"], n_examples=8, version="standard",
+                            device="cpu", verbose=True, jobs=1)  # one at a time: each header before its own bars
+    assert [kind for kind, _ in events] == ["say", "say"]
+
+
+def test_log_lines_go_through_tqdm_write_and_keep_their_order_with_a_bar(capsys):
+    from tqdm import tqdm
+
+    from art_adr.console import say
+
+    bar = tqdm(total=3, desc="bar", file=sys.stderr)
+    bar.update(1)
+    say("first")
+    say("second", err=True)
+    bar.close()
+    out, err = capsys.readouterr()
+    assert out == "first\n" and "second\n" in err
+    assert err.index("second\n") > err.index("bar")  # the bar was drawn, cleared, the line written, redrawn
+
+
+def test_training_shows_a_validation_bar_unless_quiet(tmp_path):
+    from click.testing import CliRunner
+
+    from art_adr.cli import main
+
+    args = ["train", "--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4}",
+            "--val-size", "32", "--epochs", "1", "--max-iter", "1", "--batch-size", "32", "--set", "eval_max_iter=1",
+            "--set", "eval_batch_size=8", "--device", "cpu"]
+    loud = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert loud.exit_code == 0, loud.output
+    assert "validation 1:" in loud.output and "/4 [" in loud.output  # 32 images in batches of 8
+    # the epoch's line comes after its validation bar, at the start of a line (the bar's carriage return first)
+    line = loud.output.index("epoch 1/1 loss")
+    assert loud.output.rindex("validation 1") < line and loud.output[line - 1] in "\r\n", repr(loud.output[-300:])
+    quiet = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "-q"])
+    assert quiet.exit_code == 0 and "validation" not in quiet.output, quiet.output

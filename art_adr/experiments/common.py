@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, parse_seeds  # parse_seeds: in config, which the CLI reads before torch
+from ..console import say
 from ..runs import RunError, config_diff, load_run_config, train_run
 
 __all__ = ["PlannedRun", "is_finished", "ensure_trained", "train_planned", "log_table", "read_history", "mean_std",
@@ -52,7 +53,7 @@ def train_planned(planned: Sequence[tuple[PlannedRun, Path, str]], out: Path, *,
     if launcher is None or launcher.in_process:
         for plan, run_dir, text in planned:
             if verbose:
-                print(text)
+                say(text)
             ensure_trained(plan, run_dir, verbose, command, loggers)
         unfinished: list[Path] = []
     else:
@@ -60,7 +61,7 @@ def train_planned(planned: Sequence[tuple[PlannedRun, Path, str]], out: Path, *,
 
         todo = [(run_dir, plan.config) for plan, run_dir, _ in planned if not is_finished(plan, run_dir)]
         if verbose:
-            print(f"== {len(planned) - len(todo)} of {len(planned)} runs finished already")
+            say(f"== {len(planned) - len(todo)} of {len(planned)} runs finished already")
         unfinished = launch_runs(todo, launcher, out, loggers=loggers, verbose=verbose, command=command,
                                  name=f"art-adr-{out.resolve().name}") if todo else []
     if loggers:

@@ -13,6 +13,7 @@ from typing import Any
 from ..budget import format_eps
 from ..checkpoint import atomic_write
 from ..config import ConfigError, RunConfig, recipe_path, resolve_config, selected_model
+from ..console import say
 from ..evaluation import get_eval_attack, robust_attack_names
 from ..methods import METHOD_NAMES, get_method
 from ..runs import RunError, holding_lock, load_run_config, write_csv
@@ -527,15 +528,23 @@ def evaluate_entries(entries: Sequence[Entry], dataset: str, models: Sequence[st
     robust_key = "aa" if "aa" in robust else robust[0]
     rows: list[dict[str, Any]] = []
     grouped: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}  # (label, recipe) -> per-seed histories
-    if jobs > 1 and device == "cpu":
+
+    def header(label: str, which: str, config: RunConfig) -> None:
+        if verbose:
+            say(f"== evaluating {label} ({which}, seed {config.seed}; best and final: clean, {', '.join(robust)})")
+
+    warm = jobs > 1 and device == "cpu"
+    if warm:  # the headers first, then the one bar of the evaluations running `jobs` at a time
+        for label, _, _, config in entries:
+            for which in models:
+                header(label, which, config)
         warm_evaluations([{"run_dir": str(run_dir), "n_examples": n_examples, "attacks": ("clean", *robust),
                            "version": version, "seed": config.seed, "device": device, "which": which}
                           for _, _, run_dir, config in entries for which in models], jobs, verbose)
     for label, recipe, run_dir, config in entries:
         for which in models:
-            if verbose:
-                print(f"== evaluating {label} ({which}, seed {config.seed}; best and final: clean, "
-                      f"{', '.join(robust)})")
+            if not warm:  # (warmed: said above, before the bar)
+                header(label, which, config)
             ev = evaluate_run(run_dir, n_examples, attacks=("clean", *robust), version=version, seed=config.seed,
                               device=device, progress=verbose, which=which)
             paper = PAPER_TABLE1.get(dataset, {}).get(label) if which == reported_model(config) else None
