@@ -42,8 +42,11 @@ def tree_version() -> str:
 
 def tree_files(*under: str) -> list[str]:
     """The files of the tree (tracked, or new and not ignored by git; none deleted), relative to it."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", *under], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    proc = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", *under], cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("needs a git checkout (the tree's file list), e.g. not an unpacked sdist")
+    listed = proc.stdout.split("\0")
     return [p for p in listed if p and (ROOT / p).is_file()]
 
 
