@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STAMP := .make/installed
 
-.PHONY: install demo test test-slow lint docs
+.PHONY: install demo test test-slow lint docs dist
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -29,3 +29,6 @@ docs: install  # build the documentation site strictly, then serve it on http://
 
 lint: install
 	ruff check art_adr cli tests benchmarks scripts
+
+dist: install  # the sdist and the wheel users install, in dist/, checked as PyPI checks them
+	rm -rf dist && $(PYTHON) -m build --outdir dist . && $(PYTHON) -m twine check --strict dist/*

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,8 @@ from . import defaults
 from .budget import ConfigError, parse_number  # re-exported: their former home
 from .defaults import AUTO, is_auto
 
-__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
+__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "parse_seeds",
+           "resolve_config"]
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -311,7 +313,13 @@ def _integer(key: str, value: Any) -> int:
 
 
 def recipe_dir() -> Path:
-    return Path(str(resources.files("art_adr.recipes")))
+    """The folder of the shipped recipes (package data of ``art_adr.recipes``); ``ConfigError`` when it holds
+    none (an installation built without its package data)."""
+    folder = Path(str(resources.files("art_adr.recipes")))
+    if not any(folder.glob("*.yaml")):
+        raise ConfigError(f"no recipes in {folder}: this installation of art-adr lacks its package data "
+                          "(art_adr/recipes/*.yaml); reinstall art-adr")
+    return folder
 
 
 def list_recipes() -> dict[str, str]:
@@ -373,5 +381,28 @@ def resolve_config(recipe: str | None = None, overrides: dict[str, Any] | None =
     """Defaults ← recipe ← overrides (CLI flags), validated."""
     values = load_recipe(recipe) if recipe else {}
     for k, v in (overrides or {}).items():
-        values[k] = coerce(k, v)
+        try:
+            values[k] = coerce(k, v)
+        except ConfigError as exc:  # name the option (`--set lr=abc`: "lr: not a number: 'abc'")
+            raise ConfigError(str(exc) if k in str(exc) else f"{k}: {exc}") from None
     return RunConfig(**values).validate()
+
+
+def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` → ``[0, 1, 2]`` / ``[0, 1, 2, 3, 4]``; duplicates dropped, order kept."""
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        return list(dict.fromkeys(int(s) for s in text))
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(f"seeds must be integers like 0,1,2 or 0-2, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"no seeds in {text!r}")
+    return list(dict.fromkeys(seeds))

@@ -14,13 +14,14 @@ __all__ = ["TqdmHandler", "show_messages"]
 
 
 class TqdmHandler(logging.Handler):
-    """Writes each record with ``tqdm.write`` (above any running bar, on stdout)."""
+    """Writes each record with :func:`art_adr.console.say` (``tqdm.write`` on stdout, above any running bar, in
+    order with the bars)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tqdm.auto import tqdm
+        from .console import say
 
         try:
-            tqdm.write(self.format(record))
+            say(self.format(record))
         except Exception:  # noqa: BLE001 - logging's contract: a failing handler reports, never raises
             self.handleError(record)
 

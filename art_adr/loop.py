@@ -174,6 +174,7 @@ class EpochLoop:
         scheduler: Any,
         callbacks: Iterable[Callback],
     ) -> list[dict[str, Any]]:
+
         end_epoch, val = self._start_fit(steps_per_epoch, nb_epochs, validation_data, scheduler)
         callbacks = list(callbacks)
         show = self.verbose and self.rank == 0
@@ -257,14 +258,30 @@ class EpochLoop:
         return loss_sum, correct, seen
 
     def _validate_epoch(self, val: Any, record: dict[str, Any]) -> None:
-        """Validate student and teacher into ``record``, update the best epoch and the automatic τ/λ."""
+        """Validate student and teacher into ``record`` (a progress bar on rank 0 when verbose), update the best
+        epoch and the automatic τ/λ."""
         for hook in self.before_validation:
             hook(self)
-        record.update(self._evaluate_tensors(val[0], val[1], None, getattr(self, "validation", "robust") != "clean"))
+        self._validation_bar = f"validation {record['epoch']}" if self.verbose and self.rank == 0 else None
+        robust = getattr(self, "validation", "robust") != "clean"
+        try:
+            record.update(self._evaluate_tensors(val[0], val[1], None, robust))
+        finally:
+            self._validation_bar = None
         self._consider_best(record)
         record["best_epoch"] = self.best_epoch
         if self.adr and self.auto.active:
             self._update_auto(val, record)
+
+    def _validation_batches(self, starts: range) -> Iterable[int]:
+        """The batch starts of a validation, through a tqdm bar (stderr, closed when done) while
+        :meth:`_validate_epoch` asks for one; unchanged otherwise (``evaluate()``, other ranks, not verbose)."""
+        desc = getattr(self, "_validation_bar", None)
+        if not desc:
+            return starts
+        from tqdm.auto import tqdm
+
+        return tqdm(starts, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
     def _consider_best(self, record: dict[str, Any]) -> None:
         """Make ``record``'s epoch the best one when its ``best_metric`` beats ``best_value`` (first wins ties)."""

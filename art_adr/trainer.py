@@ -596,7 +596,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
                   for m in models for k in kinds}
         n = xs.shape[0]
-        for i in range(self.rank * bs, n, bs * self.world_size):
+        for i in self._validation_batches(range(self.rank * bs, n, bs * self.world_size)):
             xb = finish_batch(xs[i : i + bs], channels_last=self.channels_last)
             yb = ys[i : i + bs]
             for name, (fwd, mod) in models.items():
