@@ -62,8 +62,8 @@ def test_export_has_no_dataset_option_and_refuses_robust_above_clean(tmp_path):
     save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 10, "dataset": "cifar10",
                                    "kwargs": {}}, "config": {},
                          "student": create_model("preact-resnet18", 10, **model_inputs("cifar10")).state_dict()})
-    res = _cli("export", ck, "--name", "X", "--out", tmp_path / "b", "--clean-acc", "30", "--autoattack-acc", "60",
-               "--device", "cpu")
+    res = _cli("export", ck, "--name", "X", "--out", tmp_path / "b", "--external-numbers", "--clean-acc", "30",
+               "--autoattack-acc", "60", "--device", "cpu")
     _one_line_error(res, "cannot exceed clean")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.json"))
 
