@@ -229,6 +229,21 @@ def test_export_refuses_partial_evaluation_unless_allowed(tmp_path, rn18_checkpo
     assert "n_examples" not in json.loads(full["model_info"].read_text())
 
 
+def test_numbers_say_where_they_come_from(tmp_path, rn18_checkpoint):
+    """Typed numbers are recorded as external, never as "AutoAttack standard"; a weaker AutoAttack says so."""
+    path, _ = rn18_checkpoint
+    typed = export_robustbench(path, tmp_path / "a", "X2024Y", clean_acc=80, autoattack_acc=45, external_numbers=True)
+    issue, info = typed["issue"].read_text(), json.loads(typed["model_info"].read_text())
+    assert "AutoAttack standard" not in issue and "**Evaluation method**: external" in issue
+    assert info["footnote"].startswith("External numbers: supplied by the submitter")
+    assert not typed["report"].exists() and not typed["autoattack_log"].exists()
+    paper = export_robustbench(path, tmp_path / "b", "X2024Y", which="teacher",
+                               report=fake_report(path, 10000, version="paper"))
+    issue, info = paper["issue"].read_text(), json.loads(paper["model_info"].read_text())
+    assert "AutoAttack standard" not in issue and "AutoAttack 'paper'" in issue
+    assert info["footnote"].startswith("AutoAttack version 'paper', not 'standard'.")
+
+
 def test_run_without_adr_is_not_exported_under_the_adr_paper(tmp_path, rn18_checkpoint):
     path, _ = rn18_checkpoint
     ckpt = torch.load(path, weights_only=True)
