@@ -80,6 +80,8 @@ def export_command(run_or_checkpoint: Path | None, fmt: str, name: str | None, o
     through its own load_bundle.py.
     """
     if check is not None:
+        if run_or_checkpoint is not None:
+            raise click.UsageError("--check BUNDLE checks a bundle; drop RUN_OR_CHECKPOINT")
         _check(check, name, data_dir, check_examples, quiet)
         return
     if run_or_checkpoint is None or name is None or out is None:

@@ -20,7 +20,7 @@ from art_adr.checkpoint import save_checkpoint
 from art_adr.cli import main
 from art_adr.data import model_inputs
 from art_adr.models import create_model
-from art_adr.robustbench import BundleCheckError, check_bundle, export_robustbench
+from art_adr.robustbench import BundleCheckError, ExportError, check_bundle, export_robustbench
 from art_adr.robustbench.standalone import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -233,3 +233,27 @@ def test_cpu_chain_train_evaluate_export_load(tmp_path):
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), ours(x))
+
+
+def test_check_reads_the_bundles_own_class_file(checked_bundle, tmp_path):
+    check_bundle(checked_bundle)  # the class of the fresh bundle loaded first in this process
+    b = _tampered(checked_bundle, tmp_path / "b")
+    arch = b / "model_zoo" / "architectures" / "art_adr_small_cnn.py"
+    arch.write_text(arch.read_text().replace("return self.fc(self.features(x))", "return -self.fc(self.features(x))"))
+    with pytest.raises(BundleCheckError, match="logits differ"):
+        check_bundle(b)
+    res = CliRunner().invoke(main, ["export", "--check", str(b), str(b)], catch_exceptions=False)
+    assert res.exit_code == 2 and "drop RUN_OR_CHECKPOINT" in res.output
+
+
+def test_overwrite_with_external_numbers_leaves_no_stale_report(tmp_path):
+    ck, _ = _checkpoint(tmp_path / "c.pt", "mlp", "fashion-mnist", hidden=8)
+    out = tmp_path / "b"
+    first = export_robustbench(ck, out, "X2026Y", eps=0.1, report=_report(ck, "fashion-mnist", 20))
+    assert first["report"].exists() and first["autoattack_log"].exists()
+    with pytest.raises(ExportError, match="refusing to overwrite"):
+        export_robustbench(ck, out, "X2026Y", eps=0.1, clean_acc=50, autoattack_acc=20, external_numbers=True)
+    export_robustbench(ck, out, "X2026Y", eps=0.1, clean_acc=50, autoattack_acc=20, external_numbers=True,
+                       overwrite=True)
+    assert not first["report"].exists() and not first["autoattack_log"].exists()
+    assert "numbers are marked external" in check_bundle(out)

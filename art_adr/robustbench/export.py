@@ -265,6 +265,8 @@ def _write_bundle(out: Path, rel: dict[str, Path], state: dict[str, torch.Tensor
         for key in written:
             (out / rel[key]).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel[key], out / rel[key])
+        for key in set(rel) - set(written):  # an overwritten export's report and log, when this one has none
+            (out / rel[key]).unlink(missing_ok=True)
 
 
 def reference_logits(model: nn.Module, shape: tuple[int, ...] | list[int], seed: int = REFERENCE_SEED,
