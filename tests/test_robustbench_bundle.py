@@ -48,13 +48,16 @@ def test_fashion_mnist_mlp_bundle_loads_without_art_adr(tmp_path):
     """A user without art-adr (nor RobustBench) rebuilds the model from the bundle alone: bit-identical logits."""
     ck, model = _checkpoint(tmp_path / "mlp.pt", "mlp", "fashion-mnist", hidden=32)
     out = tmp_path / "bundle"
-    paths = export_robustbench(ck, out, "Me2026Tiny_MLP", eps=0.1, report=_report(ck, "fashion-mnist", 50))
+    with pytest.raises(ExportError, match="not the fashion-mnist test set at ε=8/255"):
+        export_robustbench(ck, out, "Me2026Tiny_MLP", eps=8 / 255, report=_report(ck, "fashion-mnist", 50))
+    paths = export_robustbench(ck, out, "Me2026Tiny_MLP", report=_report(ck, "fashion-mnist", 50))  # its ε
     assert paths["architecture"] == out / "model_zoo" / "architectures" / "art_adr_mlp.py"
     assert "import art_adr" not in paths["architecture"].read_text()
     assert "Not a submission" in paths["issue"].read_text() and "- [x] I use an architecture" in paths[
         "issue"].read_text()
     info = json.loads(paths["model_info"].read_text())
     assert info["dataset"] == "fashion-mnist" and info["footnote"] == "Evaluated on the first 50 test images."
+    assert info["eps"] == "0.1"
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     torch.save(x, tmp_path / "x.pt")
     site = str(Path(torch.__file__).resolve().parents[1])
@@ -215,8 +218,7 @@ def test_cpu_chain_train_evaluate_export_load(tmp_path):
         ["train", "-d", "fashion-mnist", "--arch", "mlp", "--set", "arch_kwargs={hidden: 32}", "--epochs", "1",
          "--subset", "256", "--val-size", "64", "--max-iter", "2", "--eval-max-iter", "2", "--out", run, "-q"],
         ["evaluate", run, "--attacks", "clean,aa", "--n-examples", "16", "--eps", "0.1", "--out", run / "ev", "-q"],
-        ["export", run, "--name", "Me2026Tiny_MLP", "--eps", "0.1", "--report", run / "ev" / "evaluation.json",
-         "--out", out],
+        ["export", run, "--name", "Me2026Tiny_MLP", "--report", run / "ev" / "evaluation.json", "--out", out],
         ["export", "--check", out],
     ]
     outputs = []
