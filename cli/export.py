@@ -20,7 +20,8 @@ from art_adr.cli import disk_full, disk_full_error, quiet_option
               help="Bundle folder.")
 @click.option("--which", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="Student or EMA teacher (the \"+WA\" model).")
-@click.option("--eps", default="8/255", show_default=True, help="L∞ radius of the evaluation.")
+@click.option("--eps", default=None, show_default="the report's; 8/255 with --external-numbers",
+              help="L∞ radius of the evaluation.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, show_default="none",
               help="evaluation.json of this checkpoint from `art-adr evaluate` (its SHA-256 is checked): the "
                    "clean and AutoAttack accuracy, the number of test images and the AutoAttack log.")
@@ -65,7 +66,7 @@ from art_adr.cli import disk_full, disk_full_error, quiet_option
               help="With --check: test images to re-evaluate.")
 @quiet_option("Do not list the written files (warnings and notes still go to stderr).")
 def export_command(run_or_checkpoint: Path | None, fmt: str, name: str | None, out: Path | None, which: str,
-                   eps: str, report: Path | None, external_numbers: bool, clean_acc: float | None,
+                   eps: str | None, report: Path | None, external_numbers: bool, clean_acc: float | None,
                    autoattack_acc: float | None, n_examples: int | None, allow_partial: bool,
                    reported: float | None, additional_data: bool | None, footnote: str | None,
                    paper_name: str | None, link: str | None, authors: str | None, venue: str | None,
@@ -80,6 +81,8 @@ def export_command(run_or_checkpoint: Path | None, fmt: str, name: str | None, o
     through its own load_bundle.py.
     """
     if check is not None:
+        if run_or_checkpoint is not None:
+            raise click.UsageError("--check BUNDLE checks a bundle; drop RUN_OR_CHECKPOINT")
         _check(check, name, data_dir, check_examples, quiet)
         return
     if run_or_checkpoint is None or name is None or out is None:
@@ -101,12 +104,12 @@ def export_command(run_or_checkpoint: Path | None, fmt: str, name: str | None, o
     _summary(paths, quiet)
 
 
-def _parse(eps: str, device: str) -> float:
+def _parse(eps: str | None, device: str) -> float | None:
     from art_adr.estimator import resolve_device
     from art_adr.evaluation import parse_eps
 
     try:
-        value = parse_eps(eps)
+        value = parse_eps(eps) if eps is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--eps") from None
     try:

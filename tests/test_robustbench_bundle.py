@@ -20,7 +20,7 @@ from art_adr.checkpoint import save_checkpoint
 from art_adr.cli import main
 from art_adr.data import model_inputs
 from art_adr.models import create_model
-from art_adr.robustbench import BundleCheckError, check_bundle, export_robustbench
+from art_adr.robustbench import BundleCheckError, ExportError, check_bundle, export_robustbench
 from art_adr.robustbench.standalone import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,13 +48,16 @@ def test_fashion_mnist_mlp_bundle_loads_without_art_adr(tmp_path):
     """A user without art-adr (nor RobustBench) rebuilds the model from the bundle alone: bit-identical logits."""
     ck, model = _checkpoint(tmp_path / "mlp.pt", "mlp", "fashion-mnist", hidden=32)
     out = tmp_path / "bundle"
-    paths = export_robustbench(ck, out, "Me2026Tiny_MLP", eps=0.1, report=_report(ck, "fashion-mnist", 50))
+    with pytest.raises(ExportError, match="not the fashion-mnist test set at ε=8/255"):
+        export_robustbench(ck, out, "Me2026Tiny_MLP", eps=8 / 255, report=_report(ck, "fashion-mnist", 50))
+    paths = export_robustbench(ck, out, "Me2026Tiny_MLP", report=_report(ck, "fashion-mnist", 50))  # its ε
     assert paths["architecture"] == out / "model_zoo" / "architectures" / "art_adr_mlp.py"
     assert "import art_adr" not in paths["architecture"].read_text()
     assert "Not a submission" in paths["issue"].read_text() and "- [x] I use an architecture" in paths[
         "issue"].read_text()
     info = json.loads(paths["model_info"].read_text())
     assert info["dataset"] == "fashion-mnist" and info["footnote"] == "Evaluated on the first 50 test images."
+    assert info["eps"] == "0.1"
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     torch.save(x, tmp_path / "x.pt")
     site = str(Path(torch.__file__).resolve().parents[1])
@@ -215,8 +218,7 @@ def test_cpu_chain_train_evaluate_export_load(tmp_path):
         ["train", "-d", "fashion-mnist", "--arch", "mlp", "--set", "arch_kwargs={hidden: 32}", "--epochs", "1",
          "--subset", "256", "--val-size", "64", "--max-iter", "2", "--eval-max-iter", "2", "--out", run, "-q"],
         ["evaluate", run, "--attacks", "clean,aa", "--n-examples", "16", "--eps", "0.1", "--out", run / "ev", "-q"],
-        ["export", run, "--name", "Me2026Tiny_MLP", "--eps", "0.1", "--report", run / "ev" / "evaluation.json",
-         "--out", out],
+        ["export", run, "--name", "Me2026Tiny_MLP", "--report", run / "ev" / "evaluation.json", "--out", out],
         ["export", "--check", out],
     ]
     outputs = []
@@ -233,3 +235,27 @@ def test_cpu_chain_train_evaluate_export_load(tmp_path):
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), ours(x))
+
+
+def test_check_reads_the_bundles_own_class_file(checked_bundle, tmp_path):
+    check_bundle(checked_bundle)  # the class of the fresh bundle loaded first in this process
+    b = _tampered(checked_bundle, tmp_path / "b")
+    arch = b / "model_zoo" / "architectures" / "art_adr_small_cnn.py"
+    arch.write_text(arch.read_text().replace("return self.fc(self.features(x))", "return -self.fc(self.features(x))"))
+    with pytest.raises(BundleCheckError, match="logits differ"):
+        check_bundle(b)
+    res = CliRunner().invoke(main, ["export", "--check", str(b), str(b)], catch_exceptions=False)
+    assert res.exit_code == 2 and "drop RUN_OR_CHECKPOINT" in res.output
+
+
+def test_overwrite_with_external_numbers_leaves_no_stale_report(tmp_path):
+    ck, _ = _checkpoint(tmp_path / "c.pt", "mlp", "fashion-mnist", hidden=8)
+    out = tmp_path / "b"
+    first = export_robustbench(ck, out, "X2026Y", eps=0.1, report=_report(ck, "fashion-mnist", 20))
+    assert first["report"].exists() and first["autoattack_log"].exists()
+    with pytest.raises(ExportError, match="refusing to overwrite"):
+        export_robustbench(ck, out, "X2026Y", eps=0.1, clean_acc=50, autoattack_acc=20, external_numbers=True)
+    export_robustbench(ck, out, "X2026Y", eps=0.1, clean_acc=50, autoattack_acc=20, external_numbers=True,
+                       overwrite=True)
+    assert not first["report"].exists() and not first["autoattack_log"].exists()
+    assert "numbers are marked external" in check_bundle(out)

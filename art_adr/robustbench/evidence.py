@@ -51,8 +51,9 @@ def numbers_from_report(report: dict[str, Any] | str | Path, sha256: str, which:
     report, text = read_report(report)
     theirs = report["checkpoint_info"]["sha256"]
     if theirs != sha256:
-        raise ExportError(f"the evaluation report is of another checkpoint (sha256 {theirs[:12]}…, the exported "
-                          f"file is {sha256[:12]}…): evaluate this checkpoint with `art-adr evaluate`")
+        raise ExportError(f"the evaluation report is of another checkpoint ({report['checkpoint_info']['file']}, "
+                          f"sha256 {theirs[:12]}…; the exported file's is {sha256[:12]}…): evaluate the exported "
+                          "checkpoint with `art-adr evaluate`")
     entry = report["models"].get(which)
     if entry is None or "aa" not in entry["results"] or "autoattack" not in entry:
         raise ExportError(f"evaluation report has no AutoAttack result for the {which} "

@@ -37,7 +37,7 @@ from .bundle import (
     new_model_issue,
     paper_fields,
 )
-from .evidence import Numbers, external_numbers, numbers_from_report
+from .evidence import Numbers, external_numbers, numbers_from_report, read_report
 from .local import local_spec
 from .standalone import zoo_namespace
 from .zoo import build_zoo_model, export_state_dict, model_zoo_entry, robustbench_spec, zoo_constructor, zoo_item
@@ -53,7 +53,7 @@ REFERENCE_SEED = 0
 
 def export_robustbench(
     checkpoint: str | Path, out_dir: str | Path, name: str, *, which: str = "student",
-    dataset: str | None = None, threat_model: str = "Linf", eps: float = 8 / 255,
+    dataset: str | None = None, threat_model: str = "Linf", eps: float | None = None,
     report: dict[str, Any] | str | Path | None = None, clean_acc: float | None = None,
     autoattack_acc: float | None = None, external_numbers: bool = False, reported: float | None = None,
     additional_data: bool | None = None, footnote: str | None = None, paper_name: str | None = None,
@@ -72,7 +72,8 @@ def export_robustbench(
 
     The numbers come from ``report``, ``art-adr evaluate``'s report of this very checkpoint (its SHA-256 must be
     the checkpoint file's), or, with ``external_numbers=True`` only, from ``clean_acc``/``autoattack_acc``
-    measured elsewhere on ``n_examples`` test images (default all 10 000), recorded as external. Where RobustBench
+    measured elsewhere on ``n_examples`` test images (default all 10 000), recorded as external. ``eps``: the
+    report's ε by default (8/255 with external numbers); a report at another ε is refused. Where RobustBench
     has a leaderboard for the dataset, fewer than ``ROBUSTBENCH_N_EXAMPLES`` images raise ``ExportError`` unless
     ``allow_partial``; a partial evaluation is marked in ``model_info``'s footnote and the issue text.
     ``paper_name`` and extra ``info`` keys (``link``, ``authors``, ``venue``, ``number_forward_passes``,
@@ -82,6 +83,8 @@ def export_robustbench(
     _check_arguments(name, threat_model, info)
     model, ckpt, file, dataset, spec = _exportable_model(checkpoint, which, dataset, device)
     leaderboard = dataset in ROBUSTBENCH_DATASETS
+    if eps is None:  # the report's ε, else RobustBench's L∞ 8/255
+        eps = float(read_report(report)[0]["eps"]) if report is not None and not external_numbers else 8 / 255
     numbers = _numbers(report, file, which, dataset, eps, (clean_acc, autoattack_acc), external_numbers,
                        n_examples)
     numbers["n"] = check_n_examples(numbers["n"], dataset, allow_partial, leaderboard)
@@ -265,6 +268,8 @@ def _write_bundle(out: Path, rel: dict[str, Path], state: dict[str, torch.Tensor
         for key in written:
             (out / rel[key]).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel[key], out / rel[key])
+        for key in set(rel) - set(written):  # an overwritten export's report and log, when this one has none
+            (out / rel[key]).unlink(missing_ok=True)
 
 
 def reference_logits(model: nn.Module, shape: tuple[int, ...] | list[int], seed: int = REFERENCE_SEED,

@@ -44,10 +44,9 @@ class Normalized(nn.Module):
 
 
 def _architecture_module(root: Path, module: str) -> Any:
-    """``model_zoo/architectures/<module>.py`` of the bundle, imported under RobustBench's module name."""
+    """``model_zoo/architectures/<module>.py`` of the bundle, imported under RobustBench's module name (read from
+    the file at every call: the bundle's own file, never one imported before)."""
     full = f"{ARCH_PACKAGE}.{module}"
-    if full in sys.modules:
-        return sys.modules[full]
     path = root / "model_zoo" / "architectures" / f"{module}.py"
     spec = importlib.util.spec_from_file_location(full, path)
     if spec is None or spec.loader is None or not path.is_file():
@@ -63,15 +62,16 @@ def _architecture_module(root: Path, module: str) -> Any:
 
 
 def zoo_namespace(root: Path, entry: str) -> dict[str, Any]:
-    """The names the model-zoo entry ``entry`` imports (its part before ``# 2)``); its
-    ``robustbench.model_zoo.architectures.<module>`` imports come from the bundle's own files."""
+    """The names the model-zoo entry ``entry`` imports (its part before ``# 2)``); a
+    ``robustbench.model_zoo.architectures.<module>`` import comes from the bundle's own file where it has one
+    (art-adr's classes), else from RobustBench (its classes)."""
     ns: dict[str, Any] = {}
     for line in entry.split("# 2)", 1)[0].splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         found = _FROM_ARCH.match(line)
-        if found:
+        if found and (root / "model_zoo" / "architectures" / f"{found[1]}.py").is_file():
             mod = _architecture_module(root, found[1])
             ns.update({n.strip(): getattr(mod, n.strip()) for n in found[2].split(",")})
         else:
