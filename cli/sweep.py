@@ -73,7 +73,8 @@ def sweep_command(recipe: str, temperatures: list[float] | None, interpolations:
     """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
-    sweep.png (τ × λ heat map of hold-out PGD, and AutoAttack with --attacks aa)."""
+    sweep.png (τ × λ heat map of the hold-out score, the validation attack's accuracy, and AutoAttack with
+    --attacks aa)."""
     from art_adr.config import ConfigError, parse_seeds, resolve_config
 
     attack = _score_attack(attacks)

@@ -101,3 +101,13 @@ def test_readme_is_the_front_door():
     assert len(text.splitlines()) <= 250
     assert commands_table() in text
     assert all(f"`art-adr {name}`" in text for name in COMMANDS)
+
+
+def test_design_lists_every_default():
+    """docs/DESIGN.md's row of art_adr/defaults.py names every constant of the module."""
+    import art_adr.defaults as defaults
+
+    row = next(line for line in (ROOT / "docs" / "DESIGN.md").read_text().splitlines()
+               if line.startswith("| `art_adr/defaults.py`"))
+    names = [n for n in vars(defaults) if n.isupper() and not n.startswith("_")]
+    assert len(names) >= 9 and [n for n in names if f"`{n}`" not in row] == []

@@ -163,8 +163,8 @@ def select_cell(cells: list[dict[str, Any]], attack: str = "val") -> int:
 
 
 def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
-    """τ (rows) × λ (columns) heat map of hold-out PGD accuracy (and AutoAttack when evaluated), selected cell
-    framed; the numbers are written in the cells (:func:`heatmap_figure`)."""
+    """τ (rows) × λ (columns) heat map of the hold-out score (the validation attack's accuracy; AutoAttack when
+    evaluated), selected cell framed; the numbers are written in the cells (:func:`heatmap_figure`)."""
     import matplotlib.pyplot as plt
 
     fig = heatmap_figure(summary)
