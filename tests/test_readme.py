@@ -63,15 +63,17 @@ def quick_start() -> tuple[list[list[str]], str]:
     return [shlex.split(line, comments=True) for line in shell.splitlines() if line.strip()], python
 
 
-def run_quick_start(cwd: Path, art_adr: list[str], python: str, shrink: bool = True) -> list[str]:
+def run_quick_start(cwd: Path, art_adr: list[str], python: str, shrink: bool = True,
+                    env: dict[str, str] | None = None) -> list[str]:
     """Run README's quick start in ``cwd`` with ``art_adr`` as the command (``[python, "-m", "art_adr.cli"]`` or
-    an installed ``art-adr``) and ``python`` for ``load.py``; returns each step's output."""
+    an installed ``art-adr``), ``python`` for ``load.py`` and ``env`` (default: this one); returns each step's
+    output."""
     import os
     import subprocess
 
     commands, load_py = quick_start()
     (cwd / "load.py").write_text(load_py)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
     outputs = []
     for words in commands:
         line = " ".join(words)

@@ -1,8 +1,8 @@
 """The package as users get it (issue 29 §4): ``python -m build`` makes an sdist and a wheel that ``twine check``
 accepts, the wheel built from the sdist holds the same files, every file of the packages (recipes, the
 leaderboard snapshot) is in the wheel, and the wheel — installed, not editable, into a clean venv that holds only
-the distributions its ``Requires-Dist`` name (and theirs) — runs ``art-adr --version``, ``art-adr recipes`` and a
-tiny Fashion-MNIST train → evaluate (AutoAttack) from a folder away from the tree.
+the distributions its ``Requires-Dist`` name (and theirs) — runs ``art-adr --version``, ``art-adr recipes`` and
+the README's quick start (train → AutoAttack → bundle → check → load back) from a folder away from the tree.
 
 The venv is built as ``test_simulated_host.py`` builds its bare host (``bare_venv``): the dependency closure is
 linked from this interpreter's installed distributions, since a clean venv cannot download torch here. A module
@@ -141,11 +141,6 @@ def ok(proc: subprocess.CompletedProcess, what: str) -> str:
     return proc.stdout
 
 
-TRAIN = ["art-adr", "train", "--recipe", "fashion-mnist-at-adr", "--data-dir", str(FASHION_MNIST), "--subset", "64",
-         "--epochs", "1", "--val-size", "32", "--batch-size", "32", "--max-iter", "1", "--set", "eval_max_iter=1",
-         "--device", "cpu", "-q", "--out", "run"]
-EVALUATE = ["art-adr", "evaluate", "run", "--attacks", "clean,pgd,aa", "--n-examples", "8", "--eval-max-iter", "2",
-            "--device", "cpu", "-q"]
 
 
 @pytest.mark.slow
@@ -166,11 +161,12 @@ def test_the_wheel_runs_in_a_clean_venv_away_from_the_tree(dists, tmp_path):
     assert {"fashion-mnist-at", "fashion-mnist-at-adr", "cifar10-at-adr"} <= set(names)
     ok(run(bin_dir, "python", "-c", "from art_adr.robustbench import leaderboard_table; "
            "assert len(leaderboard_table('cifar10', 'Linf')) > 10", cwd=work), "the leaderboard snapshot")
-    ok(run(bin_dir, *TRAIN, cwd=work), "train")
-    assert (work / "run" / "checkpoints" / "best.pt").is_file()
-    table = ok(run(bin_dir, *EVALUATE, cwd=work), "evaluate")
-    assert "AutoAttack" in table and (work / "run" / "evaluation" / "evaluation.json").is_file(), table
-    print(f"clean venv: install + version + recipes + train + evaluate in {time.perf_counter() - t0:.0f} s")
+    from test_readme import run_quick_start  # README's quick start, from the installed wheel
+
+    outputs = run_quick_start(work, [str(bin_dir / "art-adr")], str(bin_dir / "python"),
+                              env=clean_env(PATH=f"{bin_dir}:/usr/bin:/bin"))
+    assert "AutoAttack" in outputs[1] and "passes the checks" in outputs[3] and outputs[4].startswith("Normalized")
+    print(f"clean venv: install + version + recipes + the README's quick start in {time.perf_counter() - t0:.0f} s")
 
 
 def without(wheel: Path, out: Path, drop: str) -> Path:
