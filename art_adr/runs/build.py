@@ -108,6 +108,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
     :class:`WarmupCosineLR`, the authors' timm ``CosineLRScheduler`` (§5.4, ``yuyuwu5/ADR``
     ``build_cosine_scheduler``): the cosine over all ``epochs × steps_per_epoch`` iterations, a linear warm-up
     from ``WARMUP_LR_INIT`` over ``int(warmup_epochs × steps_per_epoch)`` iterations, to 0.
+
+    Why not timm's scheduler classes themselves: they are not torch ``LRScheduler``s (``step(epoch)`` /
+    ``step_update(num_updates)``, their own state), while the trainer's loop, every run directory's saved scheduler
+    state and ``--resume`` use torch's protocol; :class:`WarmupCosineLR` gives timm's ``CosineLRScheduler`` rate
+    at every iteration (``tests/test_schedulers.py`` runs timm's class beside it), so nothing is lost.
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
