@@ -233,3 +233,20 @@ def test_config_diff_ignores_the_description_text() -> None:
     saved = {"description": "old words", "epochs": 3, "device": "cpu"}
     assert config_diff(saved, {**saved, "description": "new words", "device": "cuda"}) == []
     assert config_diff(saved, {**saved, "epochs": 4}) == ["epochs"]
+
+
+def test_a_config_of_an_earlier_commit_differs_in_nothing(tmp_path):
+    """tests/data/config-84dff65.yaml is the config.yaml an earlier commit wrote (fashion-mnist-ro-at-adr, 2
+    epochs): read today, every field added since has the default that run trained with, so its ``last.pt`` (whose
+    ``config`` is this dict) resumes instead of "trained with different options"."""
+    import shutil
+
+    import yaml
+
+    from art_adr.runs import config_diff, load_run_config
+
+    saved = yaml.safe_load((Path(__file__).parent / "data" / "config-84dff65.yaml").read_text())
+    shutil.copy(Path(__file__).parent / "data" / "config-84dff65.yaml", tmp_path / "config.yaml")
+    now = load_run_config(tmp_path)
+    assert "ema_buffers" not in saved and now.ema_buffers == "average"
+    assert config_diff(saved, now.to_dict()) == []
