@@ -64,8 +64,8 @@ def export_command(run_or_checkpoint: Path, fmt: str, name: str, out: Path, whic
     import json
     import re
 
+    from art_adr.budget import parse_eps
     from art_adr.estimator import resolve_device
-    from art_adr.evaluation import parse_eps
     from art_adr.robustbench import PLACEHOLDERS, ROBUSTBENCH_N_EXAMPLES, export_robustbench
 
     try:
