@@ -47,11 +47,12 @@ def test_ema_is_timm_model_ema_v3_bit_for_bit():
     """timm's ModelEmaV3 update (foreach lerp, integer buffers copied) gives exactly our teacher, warm-up decays
     included; timm's ModelEmaV2 (the ADR authors' class) does not (art_adr/ema.py says why we keep ours)."""
     model_ema = pytest.importorskip("timm.utils.model_ema")
+    from art_adr.data import model_inputs
     from art_adr.functional import ema_warmup_decay
     from art_adr.models import create_model
 
     torch.manual_seed(0)
-    student = create_model("small-cnn", 10, "fashion-mnist", width=4)  # BatchNorm: float and integer buffers
+    student = create_model("small-cnn", 10, **model_inputs("fashion-mnist"), width=4)  # BN: float and int buffers
     ours, v3 = EMATeacher(student, 0.995), model_ema.ModelEmaV3(student, decay=0.995)
     v2 = model_ema.ModelEmaV2(student, decay=0.995)
     for step in range(12):
