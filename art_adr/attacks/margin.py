@@ -23,7 +23,7 @@ class Margin(PGD):
     cw_steps: int | None = None
     name: ClassVar[str] = "margin"
     label: ClassVar[str] = "Margin-PGD"
-    help: ClassVar[str] = "PGD on the CW margin, CW-∞; k: --cw-max-iter"
+    help: ClassVar[str] = "PGD-k on the CW margin, CW-∞"
     validates: ClassVar[bool] = True
 
     def attack_spec(self, spec: AttackSpec) -> AttackSpec:
