@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from art_adr.attacks import (
     ATTACKS,
+    AttackSpec,
     attack_names,
     get_attack,
     register_attack,
@@ -57,7 +59,6 @@ def test_registry_imports_without_torch():
 def test_margin_is_one_attack_for_validation_and_evaluation():
     """Validation's margin and the evaluation's former CW are one class: the same flags from the batch method and
     from the whole-set run (its loop), and the same PGD run as the validation's when cw_steps is the spec's k."""
-    from art_adr.attacks import AttackSpec
     from conftest import TinyNet
 
     torch.manual_seed(0)
@@ -86,25 +87,36 @@ def _design_example(monkeypatch) -> str:
     return name
 
 
-def test_the_designs_attack_example_validates_and_evaluates(tmp_path, monkeypatch, blobs, make_classifier):
-    """The example of docs/DESIGN.md, as a module of art_adr.attacks: one class that the trainer validates with
-    (--val-attack) and `evaluate --attacks` runs; Table 1 shows it (imported before the attack is registered)."""
-    from art_adr import AdversarialTrainerADR
-    from art_adr.config import RunConfig
+TRAIN = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 160, shape: [1, 8, 8], num_classes: 4}",
+         "--val-size", "32", "--max-iter", "1", "--batch-size", "64", "--eps", "0.1", "--eval-max-iter", "1",
+         "--arch", "small-cnn", "--set", "arch_kwargs={width: 4}", "--epochs", "2", "-q"]
+
+
+def test_the_designs_attack_example_validates_and_evaluates(tmp_path, monkeypatch):
+    """The example of docs/DESIGN.md, as a module of art_adr.attacks: one class that `train --val-attack` selects
+    best.pt with and `evaluate --attacks` runs; Table 1 shows it (imported before the attack is registered)."""
     from art_adr.experiments.table1 import format_markdown
+    from art_adr.validation import resolve_best_metric
+    from conftest import metric_rows
 
     before = attack_names()
     name = _design_example(monkeypatch)
     try:
         attack = ATTACKS[name]()
         assert attack_names() == (*before, name) and name in validating_attack_names()
-        RunConfig(val_attack=name)  # the config takes it
-        x, y = blobs
-        trainer = AdversarialTrainerADR(make_classifier(), val_attack=name, eps=0.1, max_iter=2, eval_max_iter=2,
-                                        verbose=False)
-        trainer.fit(x[:128], y[:128], validation_data=(x[256:320], y[256:320]), nb_epochs=2, batch_size=64)
-        assert trainer.best_metric == f"{name}_acc" and 0 <= trainer.history[-1][f"teacher_{name}_acc"] <= 1
-        run = _easy_run(tmp_path / "run")
+        run = tmp_path / "run"
+        r = CliRunner().invoke(main, ["train", *TRAIN, "--val-attack", name, "--out", str(run)],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        rows = [r for r in metric_rows(run / "metrics.jsonl") if f"{name}_acc" in r]
+        last = rows[-1]
+        assert 0 <= last[f"{name}_acc"] <= last["clean_acc"] and f"teacher_{name}_acc" in last
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        key = resolve_best_metric(config["best_metric"], config["val_attack"])
+        assert config["val_attack"] == name and key in (f"{name}_acc", f"teacher_{name}_acc")
+        assert last["best_epoch"] == max(rows, key=lambda r: r[key])["epoch"]  # it selects best.pt
+        r = CliRunner().invoke(main, ["train", *TRAIN, "--val-attack", "aa", "--out", str(tmp_path / "no")])
+        assert r.exit_code != 0 and f"val_attack must be one of {', '.join(validating_attack_names())}" in r.output
         out = tmp_path / "ev"
         r = CliRunner().invoke(main, ["evaluate", str(run), "--attacks", "no-such-attack", "-q"])
         assert r.exit_code != 0 and f"choose from {','.join(attack_names())}" in r.output
@@ -113,9 +125,7 @@ def test_the_designs_attack_example_validates_and_evaluates(tmp_path, monkeypatc
         assert r.exit_code == 0, r.output
         entry = json.loads((out / "evaluation.json").read_text())["models"]["student"]
         assert 0 <= entry["results"][name] <= entry["results"]["clean"] <= 100
-        from art_adr.attacks import AttackSpec
-
-        assert entry["attacks"][name] == attack.details(AttackSpec(eps=64 / 255, eps_step=16 / 255))
+        assert entry["attacks"][name] == attack.details(AttackSpec(eps=0.1))
         assert f"| model | Clean | PGD-10 | {attack.column({})} |" in r.output
         row = {"method": "AT", "which": "student", "n_examples": 8, f"{name}_best": 1.0, f"{name}_final": 1.0,
                f"{name}_diff": 0.0, "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1,
