@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["finite_number", "integer", "number_pair", "check_images", "check_labels", "OptionError",
+__all__ = ["finite_number", "integer", "boolean", "number_pair", "check_images", "check_labels", "OptionError",
            "call_with_options"]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -42,6 +42,14 @@ def integer(value: Any, name: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def boolean(value: Any, name: str) -> bool:
+    """A true boolean (``True``/``False``, numpy booleans too); ``"false"``, ``0``, ``None`` are refused with a
+    ``ValueError`` naming ``name`` (a string's truthiness would turn ``"false"`` into ``True``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {short_repr(value)} ({type(value).__name__})")
+    return bool(value)
 
 
 def number_pair(value: float | Sequence[float], name: str) -> tuple[float, float]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,7 +17,8 @@ from . import defaults
 from .budget import ConfigError, parse_number  # re-exported: their former home
 from .defaults import AUTO, is_auto
 
-__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "resolve_config"]
+__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "parse_seeds",
+           "resolve_config"]
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -58,6 +61,7 @@ class RunConfig:
     # pass, SGD without Nesterov) or "weights-only" (art-adr's former AWP: ndim > 1 weights only)
     attack_bn_mode: str | None = None  # None: the method's default (AT "train"; TRADES: its variant's; MART "eval")
     trades_variant: str = "official"  # "official" (ADR authors' code) or "reference" (TRADES reference code)
+    ema_buffers: str = "average"  # the EMA teacher's BN statistics: "average" (ADR authors') or "student" (copied)
     bn_momentum: float | None = None  # BatchNorm momentum (None: the layers' own); authors' DDPM runs: 0.01
     # attack
     eps: float = 0.1
@@ -77,7 +81,7 @@ class RunConfig:
     lr_schedule: str = "multistep"  # "multistep" or "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run
     lr_gamma: float = 0.1
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.0  # linear LR warm-up from 1e-6 (timm's), under either schedule
     # evaluation during training
     eval_every: int = 1
     eval_max_iter: int = defaults.EVAL_MAX_ITER
@@ -161,6 +165,7 @@ class RunConfig:
         _need(self.compile in (False, True) or self.compile in _compile_modes(),
               f"compile must be true, false or one of {', '.join(_compile_modes())}, got {self.compile!r}")
         _need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
+        _need(self.ema_buffers in ("average", "student"), "ema_buffers must be average or student")
         _need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
         _need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
         _need(self.subset is None or self.subset >= 1, "subset must be >= 1")
@@ -309,7 +314,13 @@ def _integer(key: str, value: Any) -> int:
 
 
 def recipe_dir() -> Path:
-    return Path(str(resources.files("art_adr.recipes")))
+    """The folder of the shipped recipes (package data of ``art_adr.recipes``); ``ConfigError`` when it holds
+    none (an installation built without its package data)."""
+    folder = Path(str(resources.files("art_adr.recipes")))
+    if not any(folder.glob("*.yaml")):
+        raise ConfigError(f"no recipes in {folder}: this installation of art-adr lacks its package data "
+                          "(art_adr/recipes/*.yaml); reinstall art-adr")
+    return folder
 
 
 def list_recipes() -> dict[str, str]:
@@ -323,14 +334,27 @@ def list_recipes() -> dict[str, str]:
     return out
 
 
+def _is_path(name: str) -> bool:
+    """A recipe given as a file path: it ends in ``.yaml``/``.yml`` or holds a path separator."""
+    return name.endswith((".yaml", ".yml")) or any(sep and sep in name for sep in ("/", os.sep, os.altsep))
+
+
 def recipe_path(name: str) -> Path:
-    """Path of a shipped recipe by name, or of a YAML file given as a path."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
+    """A recipe's file: a *name* (``cifar10-at-adr``) resolves only inside the shipped recipe folder; a *path*
+    (ending in ``.yaml``/``.yml``, or holding a separator) is read where it points. ``ConfigError`` saying which
+    of the two was meant when there is no such file."""
+    if _is_path(name):
+        p = Path(name)
+        if p.is_file():
+            return p
+        stem = p.name.rsplit(".", 1)[0] if p.suffix in (".yaml", ".yml") else p.name
+        hint = f"; the shipped recipe is named {stem!r}" if (recipe_dir() / f"{stem}.yaml").is_file() else ""
+        raise ConfigError(f"recipe file {name!r} not found (a recipe ending in .yaml/.yml or holding a path "
+                          f"separator is read as a file path){hint}")
     cand = recipe_dir() / f"{name}.yaml"
-    if not cand.is_file():
-        raise ConfigError(f"unknown recipe {name!r}; `art-adr recipes` lists them")
+    if not name or not cand.is_file():
+        raise ConfigError(f"unknown recipe name {name!r}; `art-adr recipes` lists them (a file is read when given "
+                          f"as a path: ending in .yaml/.yml or holding a separator, e.g. ./{name}.yaml)")
     return cand
 
 
@@ -358,5 +382,28 @@ def resolve_config(recipe: str | None = None, overrides: dict[str, Any] | None =
     """Defaults ← recipe ← overrides (CLI flags), validated."""
     values = load_recipe(recipe) if recipe else {}
     for k, v in (overrides or {}).items():
-        values[k] = coerce(k, v)
+        try:
+            values[k] = coerce(k, v)
+        except ConfigError as exc:  # name the option (`--set lr=abc`: "lr: not a number: 'abc'")
+            raise ConfigError(str(exc) if k in str(exc) else f"{k}: {exc}") from None
     return RunConfig(**values).validate()
+
+
+def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` → ``[0, 1, 2]`` / ``[0, 1, 2, 3, 4]``; duplicates dropped, order kept."""
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        return list(dict.fromkeys(int(s) for s in text))
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(f"seeds must be integers like 0,1,2 or 0-2, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"no seeds in {text!r}")
+    return list(dict.fromkeys(seeds))

@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["EMATeacher"]
+__all__ = ["EMA_BUFFERS", "EMATeacher"]
+
+EMA_BUFFERS = ("average", "student")  # the teacher's buffers: averaged (the authors') or the student's
 
 
 class EMATeacher:
@@ -30,16 +32,21 @@ class EMATeacher:
     Args:
         student: the model being trained.
         decay: γ in [0, 1) (default 0.995, the ADR authors').
+        buffers: ``"average"`` (default, the authors': floating-point buffers such as BatchNorm's running
+            statistics are averaged like the weights) or ``"student"`` (every buffer is the student's, copied at
+            each update — timm's ``exclude_buffers=True``).
 
     Example:
         >>> teacher = EMATeacher(model, decay=0.995)
         >>> optimizer.step(); teacher.update(model)
     """
 
-    def __init__(self, student: nn.Module, decay: float = 0.995) -> None:
+    def __init__(self, student: nn.Module, decay: float = 0.995, buffers: str = "average") -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
-        self.decay = float(decay)
+        if buffers not in EMA_BUFFERS:
+            raise ValueError(f"buffers must be one of {EMA_BUFFERS}, got {buffers!r}")
+        self.decay, self.buffers = float(decay), buffers
         self.module = copy.deepcopy(student)
         self.module.eval()
         for p in self.module.parameters():
@@ -51,12 +58,13 @@ class EMATeacher:
         s_state = student.state_dict(keep_vars=True)
         if t_state.keys() != s_state.keys():
             raise ValueError("student and teacher have different state_dict keys")
+        copied = {name for name, _ in self.module.named_buffers()} if self.buffers == "student" else set()
         self._float_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._other_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         for k, t in t_state.items():
             s = s_state[k]
             pair = (t.data, s.data)
-            (self._float_pairs if t.is_floating_point() else self._other_pairs).append(pair)
+            (self._float_pairs if t.is_floating_point() and k not in copied else self._other_pairs).append(pair)
         self._student_id = id(student)
 
     @torch.no_grad()

@@ -136,12 +136,21 @@ def classifier_module(classifier: Any) -> tuple[nn.Module, nn.Module]:
 
 
 def classifier_device(classifier: Any) -> torch.device:
-    """The device of an ART ``PyTorchClassifier``."""
+    """The device of an ART ``PyTorchClassifier``: ``ValueError`` for a CUDA device torch does not see (as
+    :func:`resolve_device` says it) and for a model on the meta device (no weights to train)."""
     dev = getattr(classifier, "_device", None)
+    params = list(classifier.model.parameters()) + list(classifier.model.buffers())
+    if any(t.is_meta for t in params):
+        raise ValueError("classifier: the model's weights are on the meta device (not materialised); build it with "
+                         "real weights (e.g. model.to_empty(device='cpu') and load_state_dict) first")
     if dev is None:
-        params = list(classifier.model.parameters())
         dev = params[0].device if params else torch.device("cpu")
-    return torch.device(dev)
+    dev = torch.device(dev)
+    gpus = torch.cuda.device_count() if dev.type == "cuda" and torch.cuda.is_available() else 0
+    if dev.type == "cuda" and (dev.index or 0) >= gpus:
+        raise ValueError(f"classifier: its device {dev} is not available (torch {torch.__version__} sees {gpus} CUDA "
+                         f"GPU(s)); build it with device_type='cpu' or on a GPU that exists")
+    return dev
 
 
 def classifier_clip_values(classifier: Any, required: bool = True) -> tuple[float, float] | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from .checkpoint import atomic_write
 from .config import RunConfig
+from .console import say
 from .runs import CONFIG_FILE, RunError, RunLock, config_diff, load_run_config, write_config
 
 __all__ = ["LAUNCHERS", "Launcher", "LaunchError", "LaunchInterrupted", "launch_runs", "prepare_run", "train_args",
@@ -128,7 +129,8 @@ def check_gpus(gpus: Sequence[str]) -> None:
 
         raise LaunchError(f"--gpus {','.join(gpus)} asked for, but torch sees no CUDA GPU (torch {torch.__version__});"
                           f" leave --gpus out to train in this process, or use --jobs N for CPU jobs")
-    missing = [g for g in gpus if g.isdigit() and int(g) >= count]
+    visible = {v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")}  # ids as this shell has
+    missing = [g for g in gpus if g.isdigit() and int(g) >= count and g not in visible]
     if missing:
         raise LaunchError(f"--gpus: device {missing[0]} asked for, but torch sees only {count} GPU(s)")
 
@@ -367,7 +369,7 @@ def launch_runs(runs: Sequence[tuple[Path, RunConfig]], launcher: Launcher, out:
     backend = _backend(launcher, out, train_args(loggers, quiet=not verbose), name)
     follow = _Follow(configs, backend, command)
     if verbose and follow.handles:
-        print(f"== waiting for {len(follow.handles)} job(s) of an earlier invocation")
+        say(f"== waiting for {len(follow.handles)} job(s) of an earlier invocation")
     poll_s = launcher.poll_s if launcher.poll_s is not None else (30.0 if launcher.kind == "slurm" else 1.0)
     bar = _progress(len(configs), verbose)
     local = launcher.kind == "local" and threading.current_thread() is threading.main_thread()
@@ -437,7 +439,7 @@ class _Follow:
             if verbose:
                 where = (f": devices {','.join(launcher.gpus)}" if launcher.gpus
                          else f": {launcher.jobs} CPU jobs at a time" if launcher.jobs else "")
-                print(f"== started {len(start)} job(s) ({launcher.kind}{where}): " + ", ".join(r.name for r in start))
+                say(f"== started {len(start)} job(s) ({launcher.kind}{where}): " + ", ".join(r.name for r in start))
         return remaining
 
     def raise_failures(self) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LOGGERS", "LoggerError", "parse_loggers", "check_loggers", "run_loggers", "open_loggers", "Loggers",
-           "TensorBoardLogger", "WandbLogger", "MlflowLogger", "scalars", "sync_run", "TB_DIR"]
+           "TensorBoardLogger", "WandbLogger", "MlflowLogger", "scalars", "sync_run", "TB_DIR", "tb_tag",
+           "BOOKKEEPING", "BOOKKEEPING_TAG", "logged_texts"]
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -64,17 +65,40 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
             if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+# history counters that are bookkeeping, not measurements: TensorBoard shows them as text, not as curves
+BOOKKEEPING = ("step", "best_epoch")
+BOOKKEEPING_TAG = "bookkeeping"
+_TIMES = ("seconds", "train_seconds", "images_per_s")
+
+
+def tb_tag(key: str) -> str:
+    """The TensorBoard tag of a history key, grouped: ``teacher/…`` (the EMA teacher's validation: ``teacher/
+    clean_acc``), ``val/…`` (the student's: ``val/pgd_acc``), ``time/…`` (``seconds``, ``images_per_s``) and
+    ``train/…`` (``loss``, ``lr``, τ/λ, ``train_robust_acc`` as ``train/robust_acc``, anything else)."""
+    if key.startswith("teacher_"):
+        return "teacher/" + key[len("teacher_"):]
+    if key in _TIMES:
+        return "time/" + key
+    if key.startswith("train_"):
+        return "train/" + key[len("train_"):]
+    return ("val/" if key.endswith("_acc") else "train/") + key
+
+
 def _epoch_records(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in history if isinstance(r.get("epoch"), int)]
 
 
 class TensorBoardLogger:
-    """Scalars of every history key (step = epoch) in ``<run_dir>/tb/``; a table as text (``add_text``)."""
+    """Scalars of every history key (step = epoch) in ``<run_dir>/tb/``, tagged by :func:`tb_tag` (``train/…``,
+    ``val/…``, ``teacher/…``, ``time/…``); the bookkeeping counters (``step``, ``best_epoch``) as one text entry per
+    epoch (tag ``bookkeeping``); a table as text (``add_text``). Event files of earlier versions (flat tags) are
+    rewritten from the history."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         check_loggers(["tensorboard"])
         self.dir = Path(run_dir) / TB_DIR
         self.logged = logged_scalars(self.dir)
+        self.texts = logged_texts(self.dir).get(BOOKKEEPING_TAG, set())
         self._writer: Any = None
 
     def _open(self) -> Any:
@@ -88,23 +112,29 @@ class TensorBoardLogger:
         """Write the (key, epoch) scalars of ``history`` that the event files do not hold yet."""
         records = _epoch_records(history)
         epochs = {r["epoch"] for r in records}
-        if any(step not in epochs for steps in self.logged.values() for step in steps):
-            self._rebuild()  # events of epochs the history does not have (a run started again): start over
-        new = [(k, v, r["epoch"]) for r in records for k, v in scalars(r).items()
-               if r["epoch"] not in self.logged.get(k, set())]
-        if not new:
+        if any(step not in epochs for steps in self.logged.values() for step in steps) or \
+                any("/" not in tag for tag in self.logged):
+            self._rebuild()  # epochs the history does not have (a run started again), or flat tags: start over
+        new = [(tb_tag(k), v, r["epoch"]) for r in records for k, v in scalars(r).items()
+               if k not in BOOKKEEPING and r["epoch"] not in self.logged.get(tb_tag(k), set())]
+        notes = [(r["epoch"], ", ".join(f"{k} {r[k]}" for k in BOOKKEEPING if k in r)) for r in records
+                 if r["epoch"] not in self.texts and any(k in r for k in BOOKKEEPING)]
+        if not new and not notes:
             return
         writer = self._open()
-        for key, value, step in new:
-            writer.add_scalar(key, value, step)
-            self.logged.setdefault(key, set()).add(step)
+        for tag, value, step in new:
+            writer.add_scalar(tag, value, step)
+            self.logged.setdefault(tag, set()).add(step)
+        for step, text in notes:
+            writer.add_text(BOOKKEEPING_TAG, text, step)
+            self.texts.add(step)
         writer.flush()
 
     def _rebuild(self) -> None:
         self.close()
         for path in self.dir.glob("events.out.tfevents.*"):
             path.unlink()
-        self.logged = {}
+        self.logged, self.texts = {}, set()
 
     def log_table(self, name: str, markdown: str, rows: Sequence[dict[str, Any]] = ()) -> None:
         writer = self._open()
@@ -128,6 +158,19 @@ def logged_scalars(tb_dir: str | os.PathLike) -> dict[str, set[int]]:
             for value in event.summary.value:
                 if value.HasField("simple_value") or value.metadata.plugin_data.plugin_name == "scalars":
                     out.setdefault(value.tag, set()).add(int(event.step))
+    return out
+
+
+def logged_texts(tb_dir: str | os.PathLike) -> dict[str, set[int]]:
+    """``{tag: {steps}}`` of the text events (``add_text``'s, tag without its ``/text_summary``)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out: dict[str, set[int]] = {}
+    for path in sorted(Path(tb_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "text":
+                    out.setdefault(value.tag.removesuffix("/text_summary"), set()).add(int(event.step))
     return out
 
 

@@ -7,6 +7,7 @@ epoch and the checkpoint state (weights, teacher, optimizer, scheduler, scaler, 
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -15,10 +16,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import non_finite_tensors
+from .checkpoint import non_finite_tensors, non_finite_weights
+from .checks import integer
 from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .functional import cosine_schedule
 from .snapshot import HostStateCopies
+
+
+def _check_state(state: dict[str, Any]) -> None:
+    """``ValueError`` for a state no trainer could have saved: non-finite student/teacher weights, a negative
+    or non-integer ``step``/``epoch``."""
+    bad = non_finite_weights(state)
+    if bad:
+        raise ValueError(f"state holds non-finite weights (NaN/inf in {', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}); nothing was changed")
+    for key in ("step", "epoch"):
+        integer(state[key], f"state[{key!r}]", 0)
 
 
 def _cpu_copy(obj: Any) -> Any:
@@ -32,6 +45,8 @@ def _cpu_copy(obj: Any) -> Any:
     return obj
 
 __all__ = ["Callback", "EpochLoop", "TrainingDivergedError"]
+
+logger = logging.getLogger(__name__)
 
 Callback = Callable[[Any, dict[str, Any]], None]
 
@@ -159,7 +174,6 @@ class EpochLoop:
         scheduler: Any,
         callbacks: Iterable[Callback],
     ) -> list[dict[str, Any]]:
-        from tqdm.auto import tqdm
 
         end_epoch, val = self._start_fit(steps_per_epoch, nb_epochs, validation_data, scheduler)
         callbacks = list(callbacks)
@@ -187,8 +201,8 @@ class EpochLoop:
                 self._validate_epoch(val, record)
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
-            if show:
-                tqdm.write(self._format_record(record, end_epoch))
+            if show:  # a message: through logging (the CLI prints it with tqdm.write, above the bars)
+                logger.info(self._format_record(record, end_epoch))
             for cb in callbacks:
                 cb(self, record)
         return self.history
@@ -244,14 +258,30 @@ class EpochLoop:
         return loss_sum, correct, seen
 
     def _validate_epoch(self, val: Any, record: dict[str, Any]) -> None:
-        """Validate student and teacher into ``record``, update the best epoch and the automatic τ/λ."""
+        """Validate student and teacher into ``record`` (a progress bar on rank 0 when verbose), update the best
+        epoch and the automatic τ/λ."""
         for hook in self.before_validation:
             hook(self)
-        record.update(self._evaluate_tensors(val[0], val[1], None, True))
+        self._validation_bar = f"validation {record['epoch']}" if self.verbose and self.rank == 0 else None
+        robust = getattr(self, "validation", "robust") != "clean"
+        try:
+            record.update(self._evaluate_tensors(val[0], val[1], None, robust))
+        finally:
+            self._validation_bar = None
         self._consider_best(record)
         record["best_epoch"] = self.best_epoch
         if self.adr and self.auto.active:
             self._update_auto(val, record)
+
+    def _validation_batches(self, starts: range) -> Iterable[int]:
+        """The batch starts of a validation, through a tqdm bar (stderr, closed when done) while
+        :meth:`_validate_epoch` asks for one; unchanged otherwise (``evaluate()``, other ranks, not verbose)."""
+        desc = getattr(self, "_validation_bar", None)
+        if not desc:
+            return starts
+        from tqdm.auto import tqdm
+
+        return tqdm(starts, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
     def _consider_best(self, record: dict[str, Any]) -> None:
         """Make ``record``'s epoch the best one when its ``best_metric`` beats ``best_value`` (first wins ties)."""
@@ -290,6 +320,8 @@ class EpochLoop:
         if "tau" in r:
             s += f"tau {r['tau']:.3f} lambda {r['lambda']:.3f} "
         s += f"lr {r['lr']:.4g} {r['seconds']:.1f}s"
+        if "clean_acc" in r and "pgd_acc" not in r:  # validation="clean"
+            s += f" | val clean {r['clean_acc']:.3f} | teacher clean {r['teacher_clean_acc']:.3f}"
         if "pgd_acc" in r:
             extra = [k[: -len("_acc")] for k in r if k.endswith("_acc") and not k.startswith(("teacher_", "train_"))
                      and k not in ("clean_acc", "pgd_acc")]
@@ -334,6 +366,7 @@ class EpochLoop:
         missing = [k for k in self.STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"state lacks {missing}: pass a dict from state_dict() (or an art-adr checkpoint)")
+        _check_state(state)
         saved = _cpu_copy(self.state_dict())
         saved_scheduler = self.scheduler
         try:

@@ -20,14 +20,15 @@ from art.defences.trainer import Trainer
 from torch import Tensor, nn
 
 from . import defaults
+from .art_compat import is_art_pgd, threat_model_of
 from .attacks import AttackSpec, default_eps_step, get_attack, norm_name, pgd
 from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
-from .checks import check_images, check_labels, finite_number, integer, number_pair
+from .checks import boolean, check_images, check_labels, finite_number, integer, number_pair
 from .compiling import Compiled, compile_mode, uses_cudagraphs
 from .distributed import all_reduce_sum, convert_sync_bn, ddp_world, shard_weight, wrap_ddp
-from .ema import EMATeacher
+from .ema import EMA_BUFFERS, EMATeacher
 from .estimator import (
     Normalize,
     check_classifier,
@@ -49,10 +50,39 @@ from .precision import Precision
 from .validation import metric_name, resolve_best_metric
 
 __all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "AdversarialTrainerMARTADR",
-           "TrainingDivergedError", "TRADES_VARIANTS", "FIT_KWARGS"]
+           "AdversarialTrainerAWPADR", "TrainingDivergedError", "TRADES_VARIANTS", "FIT_KWARGS"]
+
+# what the validation of every epoch measures (the trainer's validation=): robust (default) or clean only
+VALIDATIONS = ("robust", "clean")
 
 # the ART keywords fit() uses (PyTorchClassifier.fit's names); others ART passes along are ignored with a warning
 FIT_KWARGS = ("verbose", "drop_last")
+
+
+def _warn_implausible_eps(eps: Any, norm: Any, clip_values: tuple[float, float], input_shape: Any) -> None:
+    """A ``UserWarning`` when ``eps`` cannot be meant for inputs in ``clip_values`` (ε is in the classifier's
+    units: 8/255 on ``(0, 1)`` is 8 on ``(0, 255)``): L∞ above half the range or below a thousandth of it, L2
+    above half the diagonal's length."""
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        return  # the checks that follow refuse it
+    width = float(clip_values[1]) - float(clip_values[0])
+    try:
+        linf = norm_name(norm) == "inf"
+    except ValueError:
+        return
+    limit = 0.5 * width * (1.0 if linf else float(np.sqrt(np.prod(input_shape))))
+    if eps > limit or (linf and eps < 1e-3 * width):
+        warnings.warn(f"eps={eps:g} is implausible for a classifier clipped to {tuple(clip_values)} (an "
+                      f"{'L∞' if linf else 'L2'} radius {'above' if eps > limit else 'below'} "
+                      f"{limit if eps > limit else 1e-3 * width:g}): eps is in the classifier's units, e.g. 8/255 "
+                      "with clip_values (0, 1), 8 with (0, 255)", UserWarning, stacklevel=4)
+
+
+def _is_attack(value: Any) -> bool:
+    """An attack object (an ART PGD or a :class:`SoftLabelPGD`) where ART's order puts the attack."""
+    from .attacks import SoftLabelPGD
+
+    return isinstance(value, SoftLabelPGD) or is_art_pgd(value)
 
 
 class AdversarialTrainerADR(EpochLoop, Trainer):
@@ -85,6 +115,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             :mod:`art_adr.awp`. (The authors' AWP runs use SGD without Nesterov; ``art-adr train`` does so.)
         attack_bn_mode: BatchNorm mode during the training attack, ``"train"``, ``"eval"`` or ``None`` (default:
             the method's — AT ``"train"`` as the ADR authors, TRADES its variant's, MART ``"eval"``).
+        ema_buffers: where the EMA teacher's buffers (BatchNorm running mean/var) come from: ``"average"``
+            (default; the ADR authors' timm ``ModelEmaV2`` averages them like the weights) or ``"student"``
+            (copied from the student at every update, timm's ``exclude_buffers``): an experiment of issue 28.
         bn_momentum: BatchNorm running-statistics momentum from the second iteration on, with 1.0 at the very
             first iteration (ADR authors' runs with extra DDPM data: 0.01); ``None`` (default) leaves the layers'.
         augment: ``True`` for random crop (``crop_padding`` px) + flip on the device, a callable
@@ -115,6 +148,13 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             ``"pgd"`` (PGD-k on CE). PGD-k is always computed too (``pgd_acc``); the attack's accuracy is
             ``<val_attack>_acc`` / ``teacher_<val_attack>_acc`` in the history.
         val_targets: APGD-T target classes of ``val_attack="apgd"`` (default 3).
+        validation: what ``fit(..., validation_data=)`` measures every ``eval_every`` epochs: ``"robust"``
+            (default: clean accuracy, PGD-k and ``val_attack`` on student and teacher: per hold-out image and
+            model one clean forward, k PGD forward+backward passes and up to (1 + ``val_targets``)·k more for
+            APGD — 51 at k = 10 with 3 targets; on a CPU, 200 images took 19 s against a 25 s training epoch) or
+            ``"clean"`` (clean accuracy of student and teacher only, as ART's trainers report: one forward per
+            image and model, some 50× cheaper; ``best_metric`` then selects by ``clean_acc`` (or
+            ``teacher_clean_acc``), and τ/λ ``"auto"`` are unavailable).
         best_metric: the validation metric that picks the best epoch: ``"robust_acc"`` (default: the validation
             attack's accuracy of the student), ``"teacher_robust_acc"`` (of the EMA teacher, the +WA model) or a
             history key (``"pgd_acc"``, ``"teacher_clean_acc"``, ...); ``self.best_metric`` is the resolved key.
@@ -123,11 +163,20 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         log_every: iterations between progress-bar refreshes and divergence checks (default 25).
         verbose: show tqdm progress bars.
         method: a :class:`art_adr.methods.TrainingMethod` (default ``AT()``); see also the TRADES and MART faces.
-        attack: ``None`` (default: the method's own device-resident attack with the arguments above), or an
-            :class:`art_adr.attacks.SoftLabelPGD` whose ``eps``/``eps_step``/``max_iter``/``norm`` replace them.
-            Other ART ``EvasionAttack`` objects are refused: the method's attack must see the rectified label
-            ``P(x)`` (a probability row, which ART's loss gradients reduce to its argmax), run on the device without
-            a host round trip, and follow the method (TRADES attacks the KL term).
+        attack: ``None`` (default: the method's own device-resident attack with the arguments above), an ART
+            ``ProjectedGradientDescent`` (the wrapper, its numpy or PyTorch implementation) or an
+            :class:`art_adr.attacks.SoftLabelPGD`, whose ``eps``/``eps_step``/``max_iter``/``norm`` (and an ART
+            PGD's ``num_random_init``) replace them: the method's attack is run with them (ART's order, the attack
+            second, works too: ``AdversarialTrainerADR(classifier, attack)``). An ART PGD that is targeted, has
+            ``random_eps``, ``decay`` or ``num_random_init > 1``, and every other ``EvasionAttack``, are refused
+            with the reason: the method's attack must see the rectified label ``P(x)`` (a probability row, which
+            ART's loss gradients reduce to its argmax), run on the device without a host round trip, and follow
+            the method (TRADES attacks the KL term). The attack's ``batch_size`` and ``verbose`` do not apply.
+        num_random_init: ART's (``AdversarialTrainerMadryPGD``'s) name for the random start of AT's attack: ``1``
+            uniform in the ε-ball, ``0`` at ``x``; ``None`` (default): 1, or the ART attack's. TRADES and MART
+            keep their own 0.001-scale starts.
+        nb_epochs, batch_size: the defaults of :meth:`fit` / :meth:`fit_generator` (ART's
+            ``AdversarialTrainerMadryPGD`` keywords; default 20 and 128).
 
     Example:
         >>> trainer = AdversarialTrainerADR(clf, eps=8/255, max_iter=10, temperature=(2.5, 2.0))
@@ -152,6 +201,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         awp_variant: str = "official",
         attack_bn_mode: str | None = None,
         bn_momentum: float | None = None,
+        ema_buffers: str = "average",
         augment: bool | Callable[[Tensor, torch.Generator | None], Tensor] = False,
         crop_padding: int = 4,
         drop_last: bool = True,
@@ -171,25 +221,26 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         verbose: bool = True,
         method: TrainingMethod | None = None,
         attack: Any = None,
+        num_random_init: int | None = None, validation: str = "robust",
+        nb_epochs: int = 20, batch_size: int = 128,
     ) -> None:
         check_classifier(classifier)
         super().__init__(classifier)
         if getattr(classifier, "optimizer", None) is None:
             raise ValueError("the classifier has no optimizer; pass optimizer=... to PyTorchClassifier")
         self.method = self._checked_method(method)
-        self._set_threat_model(classifier, attack, eps, eps_step, max_iter, norm)
+        self._set_threat_model(classifier, attack, eps, eps_step, max_iter, norm, num_random_init)
         self._set_rectification(temperature, interpolation, ema_decay, ema_warmup, adr)
         self._set_awp(awp_rho, awp_warmup, awp_variant)
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        self._set_validation(val_attack, val_targets, best_metric, eval_max_iter, eval_every, eval_batch_size)
-        log_every, seed = integer(log_every, "log_every", 1), integer(seed, "seed")
+        self._set_fit_defaults(scheduler_interval, nb_epochs, batch_size)
+        self._set_validation(val_attack, val_targets, best_metric, eval_max_iter, eval_every, eval_batch_size,
+                             validation)
+        self.log_every, self.seed = int(integer(log_every, "log_every", 1)), int(integer(seed, "seed", 0))
         self._set_augment(augment, crop_padding)
-        self._set_batchnorm(attack_bn_mode, bn_momentum)
-        self.drop_last = bool(drop_last)
-        self.channels_last, self.compile = bool(channels_last), compile_mode(compile)
-        self.scheduler_interval, self.seed = scheduler_interval, int(seed)
-        self.log_every, self.verbose = int(log_every), verbose
+        self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
+        self.drop_last = boolean(drop_last, "drop_last")
+        self.channels_last, self.compile = boolean(channels_last, "channels_last"), compile_mode(compile)
+        self.verbose = boolean(verbose, "verbose")
         self._set_up_model(classifier, sync_bn)
         self._set_up_forwards(amp)
         self._init_loop()
@@ -203,18 +254,39 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         return checked
 
     def _set_threat_model(self, classifier: Any, attack: Any, eps: Any, eps_step: Any, max_iter: Any,
-                          norm: Any) -> None:
-        """``eps``, ``eps_step``, ``max_iter``, ``norm`` (from ``attack`` when given) and the clip values, checked."""
-        eps, eps_step, max_iter, norm = self._attack_arguments(attack, eps, eps_step, max_iter, norm)
+                          norm: Any, num_random_init: Any) -> None:
+        """``eps``, ``eps_step``, ``max_iter``, ``norm``, the random start (from ``attack`` when given; an attack
+        where ``eps`` goes is ART's order, ``AdversarialTrainer(classifier, attack)``) and the clip values, checked."""
+        if attack is None and _is_attack(eps):
+            attack, eps = eps, 8 / 255
+        eps, eps_step, max_iter, norm, random_init = self._attack_arguments(attack, eps, eps_step, max_iter, norm,
+                                                                            classifier)
+        if num_random_init is not None:
+            if attack is not None and is_art_pgd(attack):
+                raise ValueError("num_random_init: given twice, by the trainer and by the ART attack's "
+                                 "num_random_init; pass it once")
+            if integer(num_random_init, "num_random_init", 0) > 1:
+                raise ValueError(f"num_random_init must be 0 or 1, got {num_random_init}: the training attack runs "
+                                 "one start (restarts keep each example's worst case, at n times the cost)")
+            random_init = bool(num_random_init)
+        self.random_init = random_init
         self.clip_values = classifier_clip_values(classifier, required=True)
         eps = finite_number(eps, "eps")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
+        _warn_implausible_eps(eps, norm, self.clip_values, classifier.input_shape)
         max_iter = integer(max_iter, "max_iter", 1)
         eps_step = default_eps_step(eps, max_iter) if eps_step is None else finite_number(eps_step, "eps_step")
         if not 0 < eps_step <= eps:
             raise ValueError(f"eps_step must be in (0, eps], got eps_step={eps_step}, eps={eps}")
         self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
+
+    def _set_fit_defaults(self, scheduler_interval: str, nb_epochs: Any, batch_size: Any) -> None:
+        """How the scheduler steps, and :meth:`fit`'s default epochs and batch size (ART's Madry keywords)."""
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
+        self.nb_epochs, self.batch_size = integer(nb_epochs, "nb_epochs", 1), integer(batch_size, "batch_size", 1)
 
     def _set_rectification(self, temperature: Any, interpolation: Any, ema_decay: Any, ema_warmup: Any,
                            adr: Any) -> None:
@@ -229,7 +301,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"interpolation must be in [0, 1], got {interpolation}")
         if not 0.0 <= finite_number(ema_decay, "ema_decay") < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        self.ema_decay, self.ema_warmup, self.adr = float(ema_decay), bool(ema_warmup), bool(adr)
+        self.ema_decay, self.ema_warmup = float(ema_decay), boolean(ema_warmup, "ema_warmup")
+        self.adr = boolean(adr, "adr")
 
     def _set_awp(self, awp_rho: Any, awp_warmup: Any, awp_variant: str) -> None:
         if finite_number(awp_rho, "awp_rho") < 0:
@@ -240,10 +313,23 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.awp_rho, self.awp_warmup, self.awp_variant = float(awp_rho), int(awp_warmup), awp_variant
 
     def _set_validation(self, val_attack: str, val_targets: int, best_metric: str, eval_max_iter: Any,
-                        eval_every: Any, eval_batch_size: Any) -> None:
+                        eval_every: Any, eval_batch_size: Any, validation: str = "robust") -> None:
         """The validation attack, what selects (``best_metric``, resolved), its iterations, period and batch."""
+        if validation not in VALIDATIONS:
+            raise ValueError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
+        self.validation = validation
         self.val_attack = get_attack(val_attack, validates=True, targets=val_targets)
-        self.best_metric = resolve_best_metric(best_metric, val_attack)
+        if validation == "clean":
+            if self.auto.active:
+                raise ValueError("validation='clean' computes no robust accuracy: temperature/interpolation='auto' "
+                                 "are set from the validation attack; use validation='robust'")
+            self.best_metric = {"robust_acc": "clean_acc", "teacher_robust_acc": "teacher_clean_acc"}.get(
+                best_metric, best_metric)
+            if self.best_metric not in ("clean_acc", "teacher_clean_acc"):
+                raise ValueError(f"best_metric={best_metric!r} needs the robust validation; with validation='clean' "
+                                 "it is clean_acc or teacher_clean_acc (robust_acc selects clean_acc)")
+        else:
+            self.best_metric = resolve_best_metric(best_metric, val_attack)
         self.eval_every = integer(eval_every, "eval_every", 1)
         self.eval_max_iter = integer(eval_max_iter, "eval_max_iter", 1)
         self.eval_batch_size = None if eval_batch_size is None else integer(eval_batch_size, "eval_batch_size", 1)
@@ -256,8 +342,12 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"augment must be True, False or a callable (x, generator) -> x, got {augment!r}")
         self.augment = CropFlip(crop_padding) if augment is True else (augment or None)
 
-    def _set_batchnorm(self, attack_bn_mode: str | None, bn_momentum: Any) -> None:
-        """BatchNorm during the attack (the method's default when ``None``) and the BN momentum override."""
+    def _set_batchnorm(self, attack_bn_mode: str | None, bn_momentum: Any, ema_buffers: str) -> None:
+        """BatchNorm during the attack (the method's default when ``None``), the BN momentum override and where the
+        teacher's BN statistics come from."""
+        if ema_buffers not in EMA_BUFFERS:
+            raise ValueError(f"ema_buffers must be one of {EMA_BUFFERS}, got {ema_buffers!r}")
+        self.ema_buffers = ema_buffers
         attack_bn_mode = self.method.default_bn_mode if attack_bn_mode is None else attack_bn_mode
         bn_mode_flag(attack_bn_mode, True)
         if bn_momentum is not None and not 0.0 < finite_number(bn_momentum, "bn_momentum") <= 1.0:
@@ -286,10 +376,10 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device,
                             channels_last=self.channels_last)
         self.rank, self.world_size = ddp_world()
-        self.sync_bn = bool(sync_bn)
+        self.sync_bn = boolean(sync_bn, "sync_bn")
         if self.sync_bn and self.world_size > 1:  # in place: the classifier's forward and optimizer keep working
             convert_sync_bn(raw, self.device)
-        self.teacher = EMATeacher(raw, decay=self.ema_decay)
+        self.teacher = EMATeacher(raw, decay=self.ema_decay, buffers=self.ema_buffers)
         self._teacher_forward = (
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
             else self.teacher.module
@@ -313,28 +403,35 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self._attack_ctx = AttackContext(
             forward=self._local_forward, model=self._raw, eps=self.eps, eps_step=self.eps_step,
             max_iter=self.max_iter, norm=norm_name(self.norm), clip_values=self.clip_values,
-            bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self.precision.autocast_factory)
+            bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self.precision.autocast_factory,
+            random_init=self.random_init)
         self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
         self.scheduler: Any = None
         self._teacher_classifier: Any = None
 
     @staticmethod
-    def _attack_arguments(attack: Any, eps: Any, eps_step: Any, max_iter: Any, norm: Any) -> tuple[Any, ...]:
-        """The threat model: from ``attack`` (a :class:`SoftLabelPGD`) when given, else the arguments."""
+    def _attack_arguments(attack: Any, eps: Any, eps_step: Any, max_iter: Any, norm: Any,
+                          classifier: Any) -> tuple[Any, ...]:
+        """The threat model and random start: from ``attack`` (a :class:`SoftLabelPGD` or an ART PGD, converted)
+        when given, else the arguments (the method's random start)."""
         if attack is None:
-            return eps, eps_step, max_iter, norm
+            return eps, eps_step, max_iter, norm, True
         from art.attacks.attack import EvasionAttack
 
         from .attacks import SoftLabelPGD
 
         if isinstance(attack, SoftLabelPGD):
-            return attack.eps, attack.eps_step, attack.max_iter, attack.norm
+            return attack.eps, attack.eps_step, attack.max_iter, attack.norm, True
+        if is_art_pgd(attack):
+            art = threat_model_of(attack, classifier)
+            return art.eps, art.eps_step, art.max_iter, art.norm, art.random_init
         kind = "an ART EvasionAttack" if isinstance(attack, EvasionAttack) else type(attack).__name__
         raise ValueError(
-            f"attack must be None or an art_adr.attacks.SoftLabelPGD, got {kind} ({type(attack).__name__}): the "
-            "training attack must see ADR's rectified label (a probability row; ART's loss gradients reduce it "
-            "to its argmax), follow the training method (TRADES attacks its KL term) and stay on the device. "
-            "Pass eps=, eps_step=, max_iter=, norm= (or a SoftLabelPGD) instead")
+            f"attack must be None, an ART ProjectedGradientDescent or an art_adr.attacks.SoftLabelPGD, got {kind} "
+            f"({type(attack).__name__}): the training attack must see ADR's rectified label (a probability row; "
+            "ART's loss gradients reduce it to its argmax), follow the training method (TRADES attacks its KL "
+            "term) and stay on the device, so only a PGD can be converted to it. Pass eps=, eps_step=, max_iter=, "
+            "norm= (or an ART ProjectedGradientDescent) instead")
 
     # ------------------------------------------------------------------ torch.compile
     def _compile(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -372,7 +469,13 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
 
     # ------------------------------------------------------------------ input checks
     def _check_x(self, x: Any, name: str = "x") -> np.ndarray | Tensor:
-        return check_images(x, self.input_shape, self.clip_values, name)
+        checked = check_images(x, self.input_shape, self.clip_values, name)
+        if checked.dtype in (np.uint8, torch.uint8) and self.clip_values[1] > 1.0:
+            warnings.warn(f"{name} is uint8 and the classifier is clipped to {tuple(self.clip_values)}: the trainer "
+                          "divides uint8 images by 255 (to [0, 1]) and ART's classifier does not, so the two see "
+                          "different inputs; pass float images in the classifier's range, or a classifier clipped "
+                          "to (0, 1)", UserWarning, stacklevel=3)
+        return checked
 
     def _check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
         return check_labels(y, n, self.nb_classes, name)
@@ -494,7 +597,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
                   for m in models for k in kinds}
         n = xs.shape[0]
-        for i in range(self.rank * bs, n, bs * self.world_size):
+        for i in self._validation_batches(range(self.rank * bs, n, bs * self.world_size)):
             xb = finish_batch(xs[i : i + bs], channels_last=self.channels_last)
             yb = ys[i : i + bs]
             for name, (fwd, mod) in models.items():
@@ -534,13 +637,14 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         x: np.ndarray,
         y: np.ndarray,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-        batch_size: int = 128,
-        nb_epochs: int = 20,
+        batch_size: int | None = None,
+        nb_epochs: int | None = None,
         scheduler: Any = None,
         callbacks: Iterable[Callback] = (),
         **kwargs: Any,
     ) -> list[dict[str, Any]]:
-        """Train ``nb_epochs`` more epochs on numpy ``x`` (``[N, *input_shape]`` in ``clip_values``, or uint8) and
+        """Train ``nb_epochs`` (default: the trainer's) more epochs, in batches of ``batch_size`` (the trainer's),
+        on numpy ``x`` (``[N, *input_shape]`` in ``clip_values``, or uint8) and
         index/one-hot ``y``, as ART's trainers do: a second call continues with ``nb_epochs`` more.
 
         The τ/λ cosine schedules span this call's epochs; after :meth:`load_state_dict` of a checkpoint taken
@@ -551,7 +655,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         ignored with a warning. Returns the history of every epoch so far (also ``self.history``).
         """
         with self._fit_keywords(kwargs, "fit"):
-            batch_size = integer(batch_size, "batch_size", 1)
+            batch_size = self.batch_size if batch_size is None else integer(batch_size, "batch_size", 1)
+            nb_epochs = self.nb_epochs if nb_epochs is None else nb_epochs
             nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
             arr = self._check_x(x)
             labels = self._check_y(y, arr.shape[0])
@@ -560,7 +665,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                 xs, ys = host_images(arr), torch.as_tensor(labels)
             else:
                 xs, ys = to_tensor_images(arr, self.device), torch.as_tensor(labels, device=self.device)
-            drop_last = bool(kwargs.get("drop_last", self.drop_last))
+            drop_last = boolean(kwargs.get("drop_last", self.drop_last), "drop_last")
             batches = DeviceBatches(xs, ys, batch_size, shuffle=True, augment=self.augment, seed=self.seed,
                                     drop_last=drop_last, device=self.device, channels_last=self.channels_last,
                                     rank=self.rank, world_size=self.world_size, stream=stream)
@@ -579,7 +684,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         def scoped() -> Any:
             saved = self.verbose
             if "verbose" in kwargs:
-                self.verbose = bool(kwargs["verbose"])
+                self.verbose = boolean(kwargs["verbose"], "verbose")
             try:
                 yield
             finally:
@@ -604,7 +709,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
     def fit_generator(
         self,
         generator: Any,
-        nb_epochs: int = 20,
+        nb_epochs: int | None = None,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         scheduler: Any = None,
         callbacks: Iterable[Callback] = (),
@@ -618,6 +723,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                              "fit_generator(generator, nb_epochs, validation_data, ...); pass validation_data=(x, y) "
                              "by keyword (ART's AWP trainer puts validation_data second)")
         with self._fit_keywords(kwargs, "fit_generator", ("verbose",)):  # the generator makes the batches
+            nb_epochs = self.nb_epochs if nb_epochs is None else nb_epochs
             nb_epochs, callbacks = self._check_fit_args(nb_epochs, validation_data, callbacks)
             if steps_per_epoch is not None:
                 steps_per_epoch = integer(steps_per_epoch, "steps_per_epoch", 1)
@@ -683,6 +789,9 @@ class AdversarialTrainerTRADESADR(AdversarialTrainerADR):
     (but ``method``) plus:
 
     Args:
+        attack: as :class:`AdversarialTrainerADR`'s, second as in ART's ``AdversarialTrainerTRADESPyTorch(classifier,
+            attack, beta)``: an ART PGD gives its ``eps``, ``eps_step``, ``max_iter`` and ``norm`` to the KL attack
+            (which keeps its variant's start: ``num_random_init`` does not apply).
         beta: TRADES β (default 6.0).
         trades_variant: ``"official"`` (default: the ADR authors' code — train-mode attack from
             ``x + 0.001·U[0, 1)``, one forward of ``cat[x, x']``) or ``"reference"`` (the TRADES reference code —
@@ -692,13 +801,16 @@ class AdversarialTrainerTRADESADR(AdversarialTrainerADR):
 
     Example:
         >>> trainer = AdversarialTrainerTRADESADR(clf, beta=6.0, temperature=(1.5, 1.0))
+        >>> trainer = AdversarialTrainerTRADESADR(clf, ProjectedGradientDescent(clf, eps=0.3, eps_step=0.03,
+        ...                                       max_iter=5), beta=6.0)  # ART's call, class name swapped
         >>> trainer.fit(x_train, y_train, nb_epochs=200)
     """
 
-    def __init__(self, classifier: Any, beta: float = defaults.BETA, trades_variant: str = "official",
-                 **kwargs: Any) -> None:
-        finite_number(beta, "beta")
-        super().__init__(classifier, method=TRADES(beta=float(beta), trades_variant=trades_variant), **kwargs)
+    def __init__(self, classifier: Any, attack: Any = None, beta: float = defaults.BETA,
+                 trades_variant: str = "official", **kwargs: Any) -> None:
+        attack, beta = _attack_and_beta(attack, beta, "AdversarialTrainerTRADESADR")
+        super().__init__(classifier, method=TRADES(beta=beta, trades_variant=trades_variant), attack=attack,
+                         **kwargs)
 
     @property
     def beta(self) -> float:
@@ -717,6 +829,8 @@ class AdversarialTrainerMARTADR(AdversarialTrainerADR):
     :mod:`art_adr.methods.mart`. Takes every argument of :class:`AdversarialTrainerADR` (but ``method``) plus:
 
     Args:
+        attack: as :class:`AdversarialTrainerADR`'s (second, as in ART's TRADES trainer; MART keeps its own
+            0.001-scale start: ``num_random_init`` does not apply).
         beta: MART β (default 6.0).
 
     ``adr=False`` gives plain MART in the same loop.
@@ -726,10 +840,54 @@ class AdversarialTrainerMARTADR(AdversarialTrainerADR):
         >>> trainer.fit(x_train, y_train, nb_epochs=100)
     """
 
-    def __init__(self, classifier: Any, beta: float = defaults.BETA, **kwargs: Any) -> None:
-        finite_number(beta, "beta")
-        super().__init__(classifier, method=MART(beta=float(beta)), **kwargs)
+    def __init__(self, classifier: Any, attack: Any = None, beta: float = defaults.BETA, **kwargs: Any) -> None:
+        attack, beta = _attack_and_beta(attack, beta, "AdversarialTrainerMARTADR")
+        super().__init__(classifier, method=MART(beta=beta), attack=attack, **kwargs)
 
     @property
     def beta(self) -> float:
         return self.method.beta
+
+
+def _attack_and_beta(attack: Any, beta: Any, name: str) -> tuple[Any, float]:
+    """The TRADES/MART faces' ``(attack, beta)``: ``beta`` checked; a number where the attack goes (the order of
+    art-adr before ART's, ``(classifier, beta)``) is taken as ``beta`` with a ``FutureWarning``."""
+    if isinstance(attack, (int, float)) and not isinstance(attack, bool):
+        if beta != defaults.BETA:
+            raise ValueError(f"{name}(classifier, attack, beta): the second argument is the attack (ART's order), "
+                             f"got the number {attack!r} and beta={beta!r}")
+        warnings.warn(f"{name}(classifier, {attack!r}): the second argument is now the attack, as in ART's "
+                      f"trainers; the number is taken as beta: pass beta={attack!r} by keyword", FutureWarning,
+                      stacklevel=3)
+        attack, beta = None, attack
+    return attack, float(finite_number(beta, "beta"))
+
+
+class AdversarialTrainerAWPADR(AdversarialTrainerADR):
+    """ART's ``AdversarialTrainerAWPPyTorch`` face: AT or TRADES with adversarial weight perturbation and ADR.
+
+    ``AdversarialTrainerAWPADR(classifier, proxy_classifier, attack, mode, gamma, beta, warmup)`` takes ART's
+    arguments and is :class:`AdversarialTrainerADR` (``mode="PGD"``) or :class:`AdversarialTrainerTRADESADR`
+    (``mode="TRADES"``) with ``awp_rho=gamma`` and ``awp_warmup=warmup``; every other keyword of
+    :class:`AdversarialTrainerADR` applies (``adr=False`` gives ART's plain AWP).
+
+    Args:
+        proxy_classifier: accepted for ART's order and not used: the weight perturbation is computed on the
+            student itself (:mod:`art_adr.awp`; ART's proxy is a copy of the classifier's weights at every step).
+        attack: an ART PGD or ``None`` (as :class:`AdversarialTrainerADR`'s).
+        mode: ``"PGD"`` (AT) or ``"TRADES"``.
+        gamma: the relative weight-perturbation radius (``awp_rho``, default 0.005). beta: TRADES β (``mode=
+            "TRADES"`` only; default 6.0). warmup: epochs before the weight perturbation starts (``awp_warmup``).
+
+    Example:
+        >>> trainer = AdversarialTrainerAWPADR(clf, proxy_clf, attack, mode="PGD", gamma=0.01, beta=6.0, warmup=0)
+    """
+
+    def __init__(self, classifier: Any, proxy_classifier: Any = None, attack: Any = None, mode: str = "PGD",
+                 gamma: float = 0.005, beta: float = defaults.BETA, warmup: int = 0, **kwargs: Any) -> None:
+        if mode not in ("PGD", "TRADES"):
+            raise ValueError(f"mode must be 'PGD' or 'TRADES' (ART's AWP modes), got {mode!r}")
+        beta = float(finite_number(beta, "beta"))
+        method = TRADES(beta=beta) if mode == "TRADES" else kwargs.pop("method", None)
+        self.mode, self.proxy_classifier = mode, proxy_classifier
+        super().__init__(classifier, attack=attack, method=method, awp_rho=gamma, awp_warmup=warmup, **kwargs)

@@ -17,6 +17,7 @@ import torch
 from bench_utils import environment, format_table, write_json
 from timm.utils.model_ema import ModelEmaV2, ModelEmaV3
 
+from art_adr.data import model_inputs
 from art_adr.ema import EMATeacher
 from art_adr.functional import ema_warmup_decay
 from art_adr.models import create_model
@@ -24,7 +25,9 @@ from art_adr.models import create_model
 
 def _model(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(arch, 10, "cifar10") if arch != "mlp" else create_model(arch, 10, "fashion-mnist", hidden=512)
+    if arch == "mlp":
+        return create_model(arch, 10, **model_inputs("fashion-mnist"), hidden=512)
+    return create_model(arch, 10, **model_inputs("cifar10"))
 
 
 def _perturb(model: torch.nn.Module) -> None:

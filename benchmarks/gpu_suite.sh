@@ -14,11 +14,12 @@
 #    under its cap (CAP below; the budget's rest caps them all): eager first, so that a cut compiled step leaves
 #    the basics measured: tests = `pytest -m cuda -k "not compile" tests/test_cuda.py` (train -> resume ->
 #    evaluate cycles, one validating with apgd, steps under torch.cuda.set_sync_debug_mode("error")); throughput =
-#    the eager ResNet-18 rows (`throughput.py --preset suite-eager`); tests-compiled = the compiled cycles (AT,
-#    TRADES and MART under reduce-overhead) and graph counts (`-k compile`); throughput-compiled = `--preset
-#    suite-compiled`;
+#    the eager ResNet-18 rows (`throughput.py --preset suite-eager`); tests-compiled = `-k compile`: the AT cycle
+#    under reduce-overhead and the graph counts (AT default, TRADES and MART reduce-overhead, CUDA-graph skips);
+#    throughput-compiled = `--preset suite-compiled`;
 # 3. writes everything into one JSON, DIR/suite.json ($OUT if set, else --out, else ./gpu-suite-out).
-# Every step runs even when an earlier one fails; the exit code is 1 if any failed, 2 if nothing could run.
+# Every step runs even when an earlier one fails; the exit code is 1 if any failed, 2 when art-adr does not import
+# or torch sees no GPU (every step skipped).
 # --dry-run: check the host and that every step resolves (files exist, modules import or come from a wheel,
 # commands parse); nothing needs CUDA or installs anything.
 # --install-only: steps 0 and 1 alone (no GPU needed), then check that art-adr imports from $GPU_SUITE_SITE; the
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
     --data-dir) DATA_DIR=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --install-only) INSTALL_ONLY=1; shift ;;
-    -h|--help) sed -n '2,30p' "$SCRIPT"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$SCRIPT"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

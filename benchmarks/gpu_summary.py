@@ -4,7 +4,7 @@
 ``gpu_host_check.py``) and the steps it skipped with their reasons, each step's exit code, seconds and whether it
 ran out of its time, the ``pytest -m cuda`` outcomes of both test steps (from the JUnit XML), each train → resume →
 evaluate cycle (``cuda-<cycle>.json``), the training steps run under ``torch.cuda.set_sync_debug_mode("error")``
-(``cuda-sync-*.json``), the compiled graph counts (``cuda-compile-*.json``), Inductor's CUDA-graph skips per
+(``cuda-sync-*.json``), the compiled graph counts (``cuda-graphs-*.json``), Inductor's CUDA-graph skips per
 compiled function and cycle, and the throughput rows of ``throughput.py --preset suite-eager`` and
 ``suite-compiled`` with the projected seconds per CIFAR epoch (plus the full throughput JSON), and what never ran.
 Runs without a GPU too (``gpu_suite.sh --dry-run`` checks it).
@@ -119,8 +119,10 @@ def cudagraph_skips(compile_records: dict[str, Any], cycles: dict[str, Any]) -> 
 def summarize(out: Path, steps: dict[str, Any]) -> dict[str, Any]:
     cuda = {p.stem.removeprefix("cuda-"): _json(p) for p in sorted(out.glob("cuda-*.json"))}
     throughput = _throughput(out)
-    cycles = {k: v for k, v in cuda.items() if not k.startswith(("sync-", "compile-"))}
-    compiled = {k.removeprefix("compile-"): v for k, v in cuda.items() if k.startswith("compile-")}
+    # cuda-graphs-<case>.json: the graph-count tests; cuda-sync-<case>.json: sync-debug steps; the rest: cycles
+    # (a cycle may be called compile-...)
+    cycles = {k: v for k, v in cuda.items() if not k.startswith(("sync-", "graphs-"))}
+    compiled = {k.removeprefix("graphs-"): v for k, v in cuda.items() if k.startswith("graphs-")}
     return {
         "environment": environment(), "steps": steps,
         "ok": all(s.get("exit_code") == 0 or s.get("reason") for s in steps.values()),

@@ -4,7 +4,9 @@ Reads the ``table1.json`` that ``art-adr benchmark`` writes (one or more files: 
 ``<method>`` run with its ``<method> + ADR`` run of the same seed (same data subset, hold-out split and
 initialisation), and prints, for students and teachers: final AutoAttack of each, the best − final AutoAttack
 gap of each, and the paired differences (mean ± population std over seeds), with a plain verdict. A difference
-counts as "within noise" when its mean is smaller than its std over seeds or smaller than 1 pp.
+counts as "within noise" when its mean is smaller than its std over seeds or smaller than 1 pp. With fewer than 3
+paired seeds (the project's rule for a claim) there is no verdict ("one seed: no verdict", "2 seeds: no
+verdict"), and one seed's numbers are printed without a ± (a std of one value is no spread).
 
     python benchmarks/ro_verdicts.py OUT/table1.json [MORE.json ...] --out benchmarks/results/NAME-verdicts
 """
@@ -34,7 +36,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values)
 
 
-def _verdict(mean: float, std: float, better: str, worse: str) -> str:
+MIN_SEEDS = 3  # the project's rule: a claim rests on at least 3 seeds
+
+
+def _verdict(mean: float, std: float, better: str, worse: str, n_seeds: int = MIN_SEEDS) -> str:
+    if n_seeds < MIN_SEEDS:
+        return f"{'one seed' if n_seeds == 1 else f'{n_seeds} seeds'}: no verdict"
     if abs(mean) < max(std, 1.0):
         return "within noise"
     return better if mean > 0 else worse
@@ -60,22 +67,25 @@ def compare(rows: list[dict[str, Any]], attack: str = "aa") -> list[dict[str, An
             entry[f"{name}_final"] = _mean_std([r[f"{attack}_final"] for r in group])
             entry[f"{name}_gap"] = _mean_std([r[f"{attack}_diff"] for r in group])
         entry["final_gain"], entry["gap_reduction"] = _mean_std(final_gain), _mean_std(gap_cut)
-        entry["raised_final"] = _verdict(*entry["final_gain"], "yes", "no, lowered it")
-        entry["reduced_gap"] = _verdict(*entry["gap_reduction"], "yes", "no, widened it")
+        entry["raised_final"] = _verdict(*entry["final_gain"], "yes", "no, lowered it", len(seeds))
+        entry["reduced_gap"] = _verdict(*entry["gap_reduction"], "yes", "no, widened it", len(seeds))
         out.append(entry)
     return out
 
 
-def _pm(pair: tuple[float, float]) -> str:
-    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+def _pm(pair: tuple[float, float], n_seeds: int) -> str:
+    return f"{pair[0]:.2f} ± {pair[1]:.2f}" if n_seeds > 1 else f"{pair[0]:.2f}"
 
 
 def to_markdown(entries: list[dict[str, Any]]) -> str:
     head = ["method", "model", "seeds", "final AA", "+ ADR final AA", "paired gain (pp)", "raised final AA?",
             "best − final AA gap", "+ ADR gap", "paired reduction (pp)", "reduced the gap?"]
-    rows = [[e["method"], e["which"], ",".join(map(str, e["seeds"])), _pm(e["base_final"]), _pm(e["adr_final"]),
-             _pm(e["final_gain"]), e["raised_final"], _pm(e["base_gap"]), _pm(e["adr_gap"]), _pm(e["gap_reduction"]),
-             e["reduced_gap"]] for e in entries]
+    rows = []
+    for e in entries:
+        n = len(e["seeds"])
+        rows.append([e["method"], e["which"], ",".join(map(str, e["seeds"])), _pm(e["base_final"], n),
+                     _pm(e["adr_final"], n), _pm(e["final_gain"], n), e["raised_final"], _pm(e["base_gap"], n),
+                     _pm(e["adr_gap"], n), _pm(e["gap_reduction"], n), e["reduced_gap"]])
     return "\n".join(markdown_table(head, rows)) + "\n"
 
 

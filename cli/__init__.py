@@ -7,6 +7,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +24,16 @@ COMMANDS = {
     "sweep": "sweep",
     "analyze": "analyze",
 }
+
+
+def commands_table() -> str:
+    """The Markdown table of the commands and their one-line help (README's "Commands" table is this text)."""
+    from art_adr.tables import markdown_table
+
+    ctx = click.Context(main)
+    rows = [[f"`art-adr {name}`", main.get_command(ctx, name).get_short_help_str(limit=200)]
+            for name in main.list_commands(ctx)]
+    return "\n".join(markdown_table(["command", "what it does"], rows))
 
 
 class LazyGroup(click.Group):
@@ -61,6 +72,8 @@ class LazyGroup(click.Group):
                 sys.exit(128 + int(getattr(exc, "signum", 15)))
             if debug or not expected_error(exc):
                 raise
+            if disk_full(exc):
+                raise disk_full_error(exc, "free some space and run the same command again") from None
             error = click.ClickException(one_line(exc))
             error.exit_code = 2
             raise error from None
@@ -117,11 +130,86 @@ def quiet_option(help: str = "No progress output.") -> Callable[[Any], Any]:
     return click.option("--quiet", "-q", is_flag=True, help=help)
 
 
+class Number(click.ParamType):
+    """A number or a fraction (``0.1``, ``8/255``) as a float, read with the command line — before a command
+    imports torch — so a bad value is an error in well under a second that names the option. ``low``/``high``:
+    an optional range (``low_open``: ``low`` itself excluded); ``what`` names the value in the range error."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False,
+                 what: str = "the value", why: str = "") -> None:
+        self.low, self.high, self.low_open, self.what, self.why = low, high, low_open, what, why
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from art_adr.budget import parse_number
+
+        try:
+            number = parse_number(value)
+        except ValueError:
+            self.fail(f"not a number: {value!r}; give a number or a fraction like 8/255", param, ctx)
+        too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+        if number != number or too_low or (self.high is not None and number > self.high):
+            left = "(" if self.low_open else "["
+            interval = f"{left}{'-∞' if self.low is None else f'{self.low:g}'}, " \
+                       f"{'∞)' if self.high is None else f'{self.high:g}]'}"
+            self.fail(f"{self.what} must be in {interval}{' ' + self.why if self.why else ''}, got {value!r}",
+                      param, ctx)
+        return number
+
+
+class NumberList(click.ParamType):
+    """A comma list of numbers or fractions (``1.5,2,8/255``) as floats, checked with the command line; with
+    ``auto``: also the word ``auto`` (kept as the text ``"auto"``), and at most ``most`` numbers."""
+
+    name = "numbers"
+
+    def __init__(self, auto: bool = False, most: int | None = None) -> None:
+        self.auto, self.most = auto, most
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "START[,END]|auto" if self.auto else "NUMBER[,NUMBER...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        if self.auto and value.strip().lower() == "auto":
+            return "auto"
+        items = [t for t in value.replace(":", ",").split(",") if t.strip()] if self.auto else \
+            [t for t in value.split(",") if t.strip()]
+        what = "a number or start,end" + (" or auto" if self.auto else "") if self.most == 2 \
+            else "a comma list of numbers"
+        if not items or (self.most is not None and len(items) > self.most):
+            self.fail(f"{value!r}: {what}", param, ctx)
+        return [Number().convert(t, param, ctx) for t in items]
+
+
+NUMBER = Number()
+
+
+class ExistingPath(click.Path):
+    """A path that must exist, checked with the command line (before torch is imported); the error names it as
+    ``what`` (``checkpoint not found: PATH``)."""
+
+    def __init__(self, what: str, path_type: type = str) -> None:
+        super().__init__(path_type=path_type)
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        if not Path(path).exists():
+            self.fail(f"{self.what} not found: {value}", param, ctx)
+        return path
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="art-adr")
 @click.option("--debug", is_flag=True, help="Show the full Python traceback of errors (for bug reports).")
 def main(debug: bool) -> None:
     """ADR (Annealing Self-Distillation Rectification) adversarial training for ART."""
+    from art_adr.logs import show_messages
+
+    show_messages()  # the trainers' epoch summaries (module loggers) print above the progress bars
 
 
 def resolve_cli_device(name: str) -> str:
@@ -148,8 +236,30 @@ def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
         key, text = item.split("=", 1)
+        key = key.strip()
+        if _yaml_tag(text):
+            raise click.UsageError(f"--set {key}: YAML tags ({_yaml_tag(text)}) are not allowed in values; quote "
+                                   f"the text to mean it literally: --set \"{key}='...'\"")
         try:
-            out[key.strip()] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            out[key.strip()] = text
+            value = text
+        if key in out and out[key] != value:
+            raise click.UsageError(f"--set {key}={out[key]!r} and --set {key}={value!r} give {key} two values: "
+                                   f"give it once")
+        out[key] = value
     return out
+
+
+def _yaml_tag(text: str) -> str | None:
+    """The first YAML tag (``!!python/object/apply:...``, ``!!str``, ``!x``) of a ``--set`` value, else ``None``."""
+    import yaml
+
+    try:
+        for token in yaml.scan(text):
+            if isinstance(token, yaml.TagToken):
+                handle, suffix = token.value
+                return f"{handle or ''}{suffix}"
+    except yaml.YAMLError:  # not YAML: read as plain text, where a '!' is only a character
+        return None
+    return None

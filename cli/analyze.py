@@ -8,21 +8,9 @@ from typing import Any
 
 import click
 
-from art_adr.cli import quiet_option
+from art_adr.cli import NUMBER, quiet_option
 
 ANALYSES = ("outputs", "weights", "inputs")
-
-
-def _parse_eps(value: Any) -> float | None:
-    """A radius given as a number or a fraction string like ``"8/255"``."""
-    from art_adr.config import parse_number
-
-    if value is None:
-        return None
-    try:
-        return parse_number(value)
-    except ValueError:
-        raise click.BadParameter(f"not a number or fraction: {value!r}") from None
 
 
 def _default_label(path: str) -> str:
@@ -72,7 +60,8 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
     return adapt_images(x, shape).to(device)
 
 
-@click.command("analyze")
+@click.command("analyze",
+               short_help="The paper's analyses of trained models: calibration, entropy, JS divergence, landscapes.")
 @click.argument("run_or_checkpoint", type=click.Path(exists=True))
 @click.option("--vs", "others", multiple=True, type=click.Path(exists=True),
               help="Further run directories / checkpoints to compare side by side (repeatable).")
@@ -88,9 +77,10 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 @click.option("--n-ood", type=click.IntRange(1), default=500, show_default=True, help="OOD examples.")
 @click.option("--norm", type=click.Choice(["inf", "2"]), default=None, show_default="the first run's norm",
               help="Threat model of the PGD attack: L∞ (inf) or L2 (2).")
-@click.option("--eps", default=None, show_default="the first run's training ε, else 8/255",
+@click.option("--eps", type=NUMBER, default=None, show_default="the first run's training ε, else 8/255",
               help="Radius, e.g. 0.1 or 8/255.")
-@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
+@click.option("--eps-step", type=NUMBER, default=None,
+              show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD step size α.")
 @click.option("--eval-max-iter", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
 @click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
@@ -106,7 +96,8 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
               help="Images for the input loss landscape.")
 @click.option("--grid", type=click.IntRange(2), default=21, show_default=True,
               help="Points per axis of the input loss landscape.")
-@click.option("--radius", default=None, show_default="2ε", help="Half-width of the input landscape's axes.")
+@click.option("--radius", type=NUMBER, default=None, show_default="2ε",
+              help="Half-width of the input landscape's axes.")
 @click.option("--style", type=click.Choice(["surface", "contour"]), default="surface", show_default=True,
               help="Input landscape plot style.")
 @click.option("--skip", multiple=True, type=click.Choice(ANALYSES),
@@ -120,10 +111,10 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 @quiet_option("No progress bars.")
 def analyze_command(
     run_or_checkpoint: str, others: tuple[str, ...], labels: tuple[str, ...], which: str, dataset: str | None,
-    data_dir: str | None, ood: str, n_examples: int, n_ood: int, norm: str | None, eps: str | None,
-    eps_step: str | None, eval_max_iter: int, bins: int, directions: int, magnitude: float, points: int,
+    data_dir: str | None, ood: str, n_examples: int, n_ood: int, norm: str | None, eps: float | None,
+    eps_step: float | None, eval_max_iter: int, bins: int, directions: int, magnitude: float, points: int,
     weight_examples: int,
-    input_examples: int, grid: int, radius: str | None, style: str, skip: tuple[str, ...], batch_size: int,
+    input_examples: int, grid: int, radius: float | None, style: str, skip: tuple[str, ...], batch_size: int,
     seed: int, out: str, device: str, quiet: bool,
 ) -> None:
     """Entropy / JS / calibration histograms and weight & input loss landscapes of one or more models.
@@ -156,7 +147,7 @@ def analyze_command(
     results = analyze_models(
         models, x, y, spec=spec, x_ood=x_ood, n_bins=bins,
         magnitudes=np.linspace(-magnitude, magnitude, points).tolist(), directions=directions,
-        weight_examples=weight_examples, input_examples=input_examples, grid=grid, radius=_parse_eps(radius),
+        weight_examples=weight_examples, input_examples=input_examples, grid=grid, radius=radius,
         analyses=analyses, batch_size=batch_size, seed=seed, progress=not quiet,
     )
     results["settings"].update({"dataset": dataset, "ood": ood if x_ood is not None else None, "which": which,
@@ -204,14 +195,14 @@ def _test_sample(names: list[str], ckpts: list[dict], dataset: str | None, data_
     return dataset, x, y
 
 
-def _attack_spec(ckpt: dict[str, Any], norm: str | None, eps: str | None, eps_step: str | None,
+def _attack_spec(ckpt: dict[str, Any], norm: str | None, eps: float | None, eps_step: float | None,
                  eval_max_iter: int) -> Any:
     """The first run's own attack (norm, ε, step), as `art-adr evaluate` uses it, with the options' changes."""
     from art_adr.attacks import AttackSpec
 
-    changes: dict[str, Any] = {"norm": norm, "eps": _parse_eps(eps), "steps": eval_max_iter}
+    changes: dict[str, Any] = {"norm": norm, "eps": eps, "steps": eval_max_iter}
     if eps_step is not None:
-        changes["eps_step"] = _parse_eps(eps_step)
+        changes["eps_step"] = eps_step
     try:
         return AttackSpec.from_config(ckpt.get("config") or {}, **changes)
     except ValueError as exc:

@@ -12,7 +12,8 @@ from art_adr.cli.launch_options import launch_options, launcher_from_options, ru
 from art_adr.methods import METHOD_NAMES
 
 
-@click.command("benchmark")
+@click.command("benchmark",
+               short_help="The Table-1 benchmark: methods × seeds trained, best and final checkpoints evaluated.")
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
 @click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
               help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "
@@ -78,16 +79,16 @@ def benchmark_command(more_runs: tuple[str, ...], dataset: str | None, recipe_pr
       art-adr benchmark --dataset fashion-mnist
       art-adr benchmark --runs runs/a runs/b --out tables/     # only evaluate + tabulate
       art-adr benchmark --dataset cifar100 --seeds 0,1,2 --launcher slurm --slurm-partition gpu --logger tensorboard"""
-    from art_adr.checkpoint import CheckpointError
+    runs, recipes = _sources(more_runs, runs, dataset, recipe_names, recipe_prefix)
+    attack_list = _robust_attacks(attacks)
+    model_list = ["student", "teacher"] if which == "both" else [which]
+    seed_list = _seed_list(seeds, seed)
+    from art_adr.checkpoint import CheckpointError  # torch: after the options were checked
     from art_adr.config import ConfigError
     from art_adr.data import DatasetError
     from art_adr.experiments import CPU_DEFAULTS, run_benchmark
     from art_adr.runs import RunError
 
-    runs, recipes = _sources(more_runs, runs, dataset, recipe_names, recipe_prefix)
-    attack_list = _robust_attacks(attacks)
-    model_list = ["student", "teacher"] if which == "both" else [which]
-    seed_list = _seed_list(seeds, seed)
     # the CPU-sized budget belongs to the <dataset>-<method> recipes, not to named ones
     defaults: dict[str, Any] = {} if recipes or recipe_prefix else CPU_DEFAULTS.get(dataset or "", {})
     budget = {"epochs": epochs, "subset": subset, "val_size": val_size}
@@ -136,8 +137,7 @@ def _robust_attacks(attacks: str) -> list[str]:
 
 def _seed_list(seeds: str | None, seed: int) -> list[int]:
     """``--seeds`` (``0,1,2``, ``0-4``) or else ``[--seed]``."""
-    from art_adr.config import ConfigError
-    from art_adr.experiments import parse_seeds
+    from art_adr.config import ConfigError, parse_seeds
 
     try:
         return parse_seeds(seeds) if seeds else [seed]

@@ -9,9 +9,11 @@ from typing import Any
 import click
 
 from art_adr.attacks import attack_names, attacks_help
-from art_adr.cli import quiet_option
+from art_adr.cli import ExistingPath, Number, quiet_option
 
 ROBUSTBENCH_N = 10_000  # RobustBench: the first 10 000 test images
+# ε and α: numbers or fractions in (0, 1] (images in [0, 1]), checked before torch is imported
+EPS = Number(low=0, high=1, low_open=True, what="eps", why="for [0, 1] images")
 
 
 def _split_list(text: str, cast: Any = str) -> list[Any]:
@@ -38,8 +40,9 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
             "protocol": n >= ROBUSTBENCH_N, "table": format_leaderboard(rows)}
 
 
-@click.command("evaluate")
-@click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
+@click.command("evaluate",
+               short_help="Evaluate a run or checkpoint: clean, PGD, CW, APGD, AutoAttack; a JSON report and a table.")
+@click.argument("run_or_checkpoint", type=ExistingPath("checkpoint", Path))
 @click.option("--which", type=click.Choice(["student", "teacher", "both"]), default="student", show_default=True,
               help="Student, EMA teacher (\"+WA\") or both.")
 @click.option("--dataset", "-d", default=None, show_default="the checkpoint's dataset", help="Test set.")
@@ -51,13 +54,13 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
               show_default="all; 10 000 with --robustbench", help="Evaluate the first N test examples in order.")
 @click.option("--norm", type=click.Choice(["inf", "2"]), default=None, show_default="the run's norm",
               help="Threat model of the attacks: L∞ (inf) or L2 (2; AutoAttack norm='L2').")
-@click.option("--eps", default=None, show_default="the run's training ε, else 8/255",
+@click.option("--eps", type=EPS, default=None, show_default="the run's training ε, else 8/255",
               help="Radius, a number or fraction in (0, 1].")
 @click.option("--eval-max-iter", type=click.IntRange(min=1), default=10, show_default=True,
               help="PGD iterations of the evaluation attacks (as the runs' eval_max_iter validates).")
 @click.option("--cw-max-iter", type=click.IntRange(min=1), default=None, show_default="--eval-max-iter",
               help="Iterations of margin (PGD on the CW margin).")
-@click.option("--eps-step", default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
+@click.option("--eps-step", type=EPS, default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD/margin step size α.")
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="PGD/margin restarts.")
 @click.option("--aa-version", "aa_version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
@@ -82,23 +85,18 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
               help="RobustBench protocol (first 10 000 test images, AutoAttack standard, L∞ ε=8/255) + placement.")
 @quiet_option("No progress bars.")
 def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, data_dir: Path | None,
-                     attacks: str, n_examples: int | None, norm: str | None, eps: str | None,
-                     eval_max_iter: int, cw_max_iter: int | None, eps_step: str | None, restarts: int,
+                     attacks: str, n_examples: int | None, norm: str | None, eps: float | None,
+                     eval_max_iter: int, cw_max_iter: int | None, eps_step: float | None, restarts: int,
                      aa_version: str, seed: int, batch_size: int, device: str,
                      out: Path | None, sanity: bool, sanity_max_iter: str, sanity_eps_max_iter: int,
                      sanity_tolerance: float, robustbench: bool, quiet: bool) -> None:
     """Evaluate RUN_OR_CHECKPOINT (a run folder or .pt file) in the run's own threat model (L∞ or L2):
     JSON report + Markdown table in --out, naming the checkpoint file, its epoch and its SHA-256."""
-    from art_adr.budget import parse_eps
     from art_adr.cli import resolve_cli_device
     from art_adr.data import DATASETS
     from art_adr.evaluation import evaluate_checkpoint, format_table
 
-    try:
-        eps_value = parse_eps(eps) if eps is not None else None
-        step_value = parse_eps(eps_step) if eps_step is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--eps/--eps-step") from None
+    eps_value, step_value = eps, eps_step  # parsed and checked by EPS
     attack_list = _registered_attacks(attacks)
     try:
         steps_list = _split_list(sanity_max_iter, int)

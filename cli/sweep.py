@@ -7,20 +7,8 @@ from typing import Any
 import click
 
 from art_adr.attacks import attacks_help, robust_attack_names
-from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
+from art_adr.cli import NumberList, parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
-
-
-def _floats(text: str | None, name: str) -> list[float]:
-    """A comma list of numbers (fractions allowed); ``None`` → ``[]``."""
-    if text is None:
-        return []
-    from art_adr.config import ConfigError, parse_number
-
-    try:
-        return [parse_number(t) for t in text.split(",") if t.strip()]
-    except ConfigError:
-        raise click.BadParameter(f"{text!r}: a comma list of numbers", param_hint=name) from None
 
 
 def _score_attack(text: str) -> str:
@@ -34,12 +22,14 @@ def _score_attack(text: str) -> str:
     return robust[0] if robust else "val"
 
 
-@click.command("sweep")
-@click.option("--recipe", "-r", required=True, help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced.")
-@click.option("--temperatures", default=None, show_default="the recipe's τ start",
+@click.command("sweep", short_help="The τ × λ grid of ADR, each cell scored on the training set's hold-out.")
+@click.option("--recipe", "-r", "--config", "-c", required=True,
+              help="An ADR recipe (e.g. fashion-mnist-at-adr); its τ/λ are replaced. -c/--config: the same option "
+                   "(timm's name).")
+@click.option("--temperatures", type=NumberList(), default=None, show_default="the recipe's τ start",
               help="The grid's τ start values, a comma list, e.g. 1.5,2.0,2.5 (train's --temperature is one "
                    "start,end pair).")
-@click.option("--interpolations", default=None, show_default="the recipe's λ start",
+@click.option("--interpolations", type=NumberList(), default=None, show_default="the recipe's λ start",
               help="The grid's λ start values, a comma list, e.g. 0.5,0.7,0.9.")
 @click.option("--ends", type=click.Choice(["gap", "constant"]), default="gap", show_default=True,
               help="End values of the cosine schedules: 'gap' keeps the recipe's end − start (τ_end ≥ 0.1, λ_end "
@@ -77,7 +67,7 @@ def _score_attack(text: str) -> str:
               help="Output folder.")
 @launch_options
 @quiet_option()
-def sweep_command(recipe: str, temperatures: str | None, interpolations: str | None, ends: str,
+def sweep_command(recipe: str, temperatures: list[float] | None, interpolations: list[float] | None, ends: str,
                   temperature_end: float | None, interpolation_end: float | None, which: str | None, epoch: str,
                   attacks: str, n_examples: int | None, aa_version: str, seeds: str, epochs: int | None,
                   subset: int | None, val_size: int | None, data_dir: str | None, download: bool | None, device: str,
@@ -86,11 +76,8 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
     sweep.png (τ × λ heat map of the hold-out validation score, and of the attack of --attacks, e.g. aa)."""
-    from art_adr.config import ConfigError, resolve_config
-    from art_adr.experiments import parse_seeds, run_sweep
+    from art_adr.config import ConfigError, parse_seeds, resolve_config
 
-    eval_device = resolve_cli_device(device)
-    launcher, loggers = launcher_from_options(launch)
     attack = _score_attack(attacks)
     try:
         seed_list = parse_seeds(seeds)
@@ -106,10 +93,17 @@ def sweep_command(recipe: str, temperatures: str | None, interpolations: str | N
     if bad:
         raise click.UsageError(f"--set {bad[0]}=... is what the sweep varies; use --temperatures/--interpolations/"
                                "--seeds")
-    try:
+    try:  # the recipe and the options, before torch is imported
         base = resolve_config(recipe, overrides)
-        taus = _floats(temperatures, "--temperatures") or [base.temperature[0]]
-        lams = _floats(interpolations, "--interpolations") or [base.interpolation[0]]
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    from art_adr.experiments import run_sweep
+
+    eval_device = resolve_cli_device(device)
+    launcher, loggers = launcher_from_options(launch)
+    taus = temperatures or [base.temperature[0]]
+    lams = interpolations or [base.interpolation[0]]
+    try:
         result = run_launched(lambda: run_sweep(
                            recipe, out or f"sweeps-out/{recipe}", temperatures=taus, interpolations=lams, ends=ends,
                            temperature_end=temperature_end, interpolation_end=interpolation_end, seeds=seed_list,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from art_adr.attacks import ATTACKS, validating_attack_names
-from art_adr.cli import disk_full, disk_full_error, parse_sets, quiet_option
+from art_adr.cli import NUMBER, ExistingPath, NumberList, disk_full, disk_full_error, parse_sets, quiet_option
 from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
 
@@ -29,20 +29,30 @@ def _default(field: str) -> str:
     return f"the recipe's, else {value}"
 
 
-def _pair(text: str | None) -> list[str] | str | None:
-    """``"2.5,2"`` → ``["2.5", "2"]``; ``"auto"`` stays ``"auto"`` (τ/λ set from the hold-out)."""
-    if text is not None and text.strip().lower() == "auto":
-        return "auto"
-    return None if text is None else [t for t in text.replace(":", ",").split(",") if t.strip()]
-
-
 def _schedule_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0]:g}→{value[1]:g}"
 
 
-@click.command("train")
-@click.option("--recipe", "-r", show_default="none: RunConfig's defaults",
-              help="Recipe name (see `art-adr recipes`) or a YAML file.")
+class _TrainCommand(click.Command):
+    """``train``, whose ``--resume PATH`` (timm's ``--resume``) says where the path goes: ``--out``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, list(args))
+        except click.UsageError as exc:
+            at = args.index("--resume") if "--resume" in args else -1
+            path = args[at + 1] if 0 <= at < len(args) - 1 else ""
+            if not path or path.startswith("-") or "unexpected extra argument" not in exc.format_message():
+                raise
+            raise click.UsageError(f"--resume takes no path: it continues the run in --out; to continue {path}: "
+                                   f"art-adr train --out {path} --resume", ctx) from None
+
+
+@click.command("train", cls=_TrainCommand,
+               short_help="Train one model from a recipe and flags into a resumable run directory.")
+@click.option("--recipe", "-r", "--config", "-c", show_default="none: RunConfig's defaults",
+              help="Recipe name (see `art-adr recipes`) or a YAML file. -c/--config: the same option (timm's "
+                   "name).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), show_default="runs/<recipe>-<time>",
               help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
@@ -59,14 +69,14 @@ def _schedule_text(value: Any) -> str:
               help="Rectify labels with the EMA teacher (ADR).")
 @click.option("--epochs", type=int, show_default=_default("epochs"), help="Epochs of the run.")
 @click.option("--batch-size", type=int, show_default=_default("batch_size"), help="Batch size (all processes).")
-@click.option("--lr", type=str, show_default=_default("lr"), help="Peak SGD learning rate.")
-@click.option("--eps", type=str, show_default=_default("eps"), help="Attack radius, e.g. 8/255.")
-@click.option("--eps-step", type=str, show_default="the recipe's, else min(eps, 2.5*eps/max_iter)",
+@click.option("--lr", type=NUMBER, show_default=_default("lr"), help="Peak SGD learning rate.")
+@click.option("--eps", type=NUMBER, show_default=_default("eps"), help="Attack radius, e.g. 8/255.")
+@click.option("--eps-step", type=NUMBER, show_default="the recipe's, else min(eps, 2.5*eps/max_iter)",
               help="Attack step, e.g. 2/255.")
 @click.option("--max-iter", type=int, show_default=_default("max_iter"), help="PGD iterations of the training attack.")
-@click.option("--temperature", show_default=_default("temperature"),
+@click.option("--temperature", type=NumberList(auto=True, most=2), show_default=_default("temperature"),
               help="ADR temperature τ start,end, or auto (calibrated on the hold-out under attack).")
-@click.option("--interpolation", show_default=_default("interpolation"),
+@click.option("--interpolation", type=NumberList(auto=True, most=2), show_default=_default("interpolation"),
               help="ADR interpolation λ start,end, or auto (the teacher's hold-out robust accuracy).")
 @click.option("--val-attack", metavar="NAME", show_default=_default("val_attack"),
               help="Validation attack that selects best.pt, a registered attack that validates (the run's config "
@@ -74,9 +84,9 @@ def _schedule_text(value: Any) -> str:
                    + ".")
 @click.option("--eval-max-iter", type=int, show_default=_default("eval_max_iter"),
               help="PGD iterations of the validation attack.")
-@click.option("--ema-decay", type=str, show_default=_default("ema_decay"), help="EMA teacher decay γ.")
-@click.option("--beta", type=str, show_default=_default("beta"), help="TRADES / MART β.")
-@click.option("--awp-rho", type=str, show_default=_default("awp_rho"), help="AWP radius ρ (0 = off).")
+@click.option("--ema-decay", type=NUMBER, show_default=_default("ema_decay"), help="EMA teacher decay γ.")
+@click.option("--beta", type=NUMBER, show_default=_default("beta"), help="TRADES / MART β.")
+@click.option("--awp-rho", type=NUMBER, show_default=_default("awp_rho"), help="AWP radius ρ (0 = off).")
 @click.option("--subset", type=int, show_default="the recipe's, else all",
               help="Train on this many (seeded random) training examples.")
 @click.option("--val-split", type=click.Choice(["holdout", "test"]), show_default=_default("val_split"),
@@ -85,8 +95,9 @@ def _schedule_text(value: Any) -> str:
 @click.option("--val-size", type=int, show_default=_default("val_size"),
               help="Images of the hold-out (--val-split holdout; test is the whole test set).")
 @click.option("--eval-every", type=int, show_default=_default("eval_every"), help="Validate every k epochs.")
-@click.option("--extra-data", type=click.Path(), show_default="none", help=".npz with image/label arrays (DDPM data).")
-@click.option("--extra-fraction", type=str, show_default=_default("extra_fraction"),
+@click.option("--extra-data", type=ExistingPath("file"), show_default="none",
+              help=".npz with image/label arrays (DDPM data).")
+@click.option("--extra-fraction", type=NUMBER, show_default=_default("extra_fraction"),
               help="Fraction of each batch from --extra-data.")
 @click.option("--extra-sampling", type=click.Choice(["shuffle", "replacement"]),
               show_default=_default("extra_sampling"),
@@ -107,9 +118,10 @@ def _schedule_text(value: Any) -> str:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config field, repeatable.")
 @click.option("--stop-after-epochs", type=click.IntRange(min=1), show_default="run to the end",
               help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
-@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none",
+@click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none; with --resume the run's",
               help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
-                   "every epoch of metrics.jsonl is written once, resumes included. Allowed with --resume.")
+                   "every epoch of metrics.jsonl is written once, resumes included. --resume keeps the run's loggers "
+                   "unless --logger is given (none: without them).")
 @quiet_option("No progress bars.")
 def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
                   stop_after_epochs: int | None, logger: str | None, quiet: bool, **flags: Any) -> None:
@@ -121,15 +133,12 @@ def train_command(recipe: str | None, out: str | None, resume: bool, sets: tuple
 
 
 def _given_options(flags: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
-    """The flags given (every flag is named after its RunConfig field; ``--no-compile`` is ``compile: false``),
-    τ/λ as pairs, then ``--set``."""
+    """The flags given (every flag is named after its RunConfig field; ``--no-compile`` is ``compile: false``;
+    numbers and τ/λ pairs already parsed by their option types), then ``--set``."""
     given = {k: v for k, v in flags.items() if v is not None}
     if given.pop("no_compile", False):
         given["compile"] = False
-    for key in ("temperature", "interpolation"):
-        if key in given:
-            given[key] = _pair(given[key])
-    given.update(parse_sets(sets))
+    given.update(_sets(sets, given))
     return given
 
 
@@ -137,7 +146,6 @@ def _run_config(recipe: str | None, out: str | None, resume: bool, given: dict[s
     """``(RunConfig, run directory)``: the saved config of ``--resume`` (only ``--device`` may change), else the
     recipe with the flags; a new run without ``--out`` goes to ``runs/<name>-<time>``."""
     from art_adr.config import resolve_config
-    from art_adr.runs import load_run_config
 
     if resume:
         if out is None:
@@ -148,6 +156,11 @@ def _run_config(recipe: str | None, out: str | None, resume: bool, given: dict[s
                 "extended or changed: its cosine τ/λ and LR schedules are planned over its epochs. To train "
                 "longer or with other options, start a new run: art-adr train <recipe/options> --epochs N "
                 "--out NEW_DIR")
+        saved = Path(out) / "config.yaml"
+        if not saved.is_file():  # checked before torch is imported (art_adr.runs imports it)
+            raise click.ClickException(f"{saved} not found: not a run directory")
+        from art_adr.runs import load_run_config
+
         config = load_run_config(out)
         if "device" in given:
             config.device = given["device"]
@@ -171,6 +184,12 @@ def _diverged(exc: Any, out: str | None) -> click.ClickException:
 
 def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, ...],
            stop_after_epochs: int | None, quiet: bool, logger: str | None = None, **flags: Any) -> None:
+    given = _given_options(flags, sets)
+    loggers = _loggers(logger, out if resume else None, quiet)
+    try:  # the recipe and the options (or the resumed run's config) are checked before torch is imported
+        config, out = _run_config(recipe, out, resume, given)
+    except ValueError as exc:  # ConfigError, RunError
+        raise click.ClickException(" ".join(str(exc).split())) from None
     if not quiet and os.environ.get("RANK", "0") == "0":  # the imports and the data take seconds: say so first
         click.echo("art-adr train: importing torch and ART ...", err=True)
     from art_adr.checkpoint import CheckpointError
@@ -179,10 +198,7 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
     from art_adr.runs import RunError, RunInterrupted, resume_hint, train_run
     from art_adr.trainer import TrainingDivergedError
 
-    given = _given_options(flags, sets)
-    loggers = _loggers(logger, out if resume else None, quiet)
     try:
-        config, out = _run_config(recipe, out, resume, given)
         path = train_run(config, out, resume=resume, stop_after_epochs=stop_after_epochs, verbose=not quiet,
                          command=" ".join(["art-adr"] + sys.argv[1:]), loggers=loggers)
     except (ConfigError, RunError, DatasetError, CheckpointError) as exc:
@@ -203,6 +219,24 @@ def _train(recipe: str | None, out: str | None, resume: bool, sets: tuple[str, .
         click.echo(f"run written to {path}")
 
 
+def _sets(sets: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` values; a field also given by its own flag with another value is a usage error naming both."""
+    from art_adr.config import ConfigError, coerce
+
+    values = parse_sets(sets)
+    for key in set(values) & set(flags):
+        try:
+            same = coerce(key, values[key]) == coerce(key, flags[key])
+        except ConfigError:  # a bad value: resolve_config names it
+            same = True
+        if not same:
+            value = flags[key]
+            flag = "--no-compile" if key == "compile" and value is False else \
+                f"--{key.replace('_', '-')} {','.join(value) if isinstance(value, list) else value}"
+            raise click.UsageError(f"{flag} and --set {key}={values[key]} give {key} two values: give it once")
+    return values
+
+
 def _loggers(logger: str | None, resumed: str | None, quiet: bool) -> tuple[str, ...]:
     """``--logger``'s loggers; a resumed run (``resumed``: its directory) without ``--logger`` keeps the loggers
     it was followed with (``--logger none``: none)."""
@@ -221,15 +255,14 @@ def _loggers(logger: str | None, resumed: str | None, quiet: bool) -> tuple[str,
 
 def _leave_process_group() -> None:
     """Under ``torchrun``: leave the process group on every way out (torch warns, and gloo may abort, when a
-    process exits with the group still up)."""
-    import torch
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    process exits with the group still up); nothing to do when torch was never imported (a bad option)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
 
-@click.command("recipes")
+@click.command("recipes", short_help="List the shipped recipes, or show one resolved.")
 @click.option("--show", metavar="NAME", show_default="none", help="Print one recipe's resolved options.")
 @click.option("--match", metavar="TEXT", show_default="all recipes",
               help="Only recipes whose name contains TEXT (e.g. cifar100, mart, -ro-).")

@@ -276,6 +276,12 @@ def test_config_validate_names_the_field(key, value, name):
     (["--set", "weight_decay=-1"], "weight_decay must be >= 0"),
     (["--set", "lr_gamma=-0.1"], "lr_gamma must be > 0"),
     (["--set", "eval_max_iter=0"], "eval_max_iter must be >= 1"),
+    (["--eval-max-iter", "3", "--set", "eval_max_iter=2"],
+     "--eval-max-iter 3 and --set eval_max_iter=2 give eval_max_iter two values"),
+    (["--set", "seed=1", "--set", "seed=2"], "--set seed=1 and --set seed=2 give seed two values"),
+    (["--set", "description=!!python/object/apply:os.system [true]"],
+     "YAML tags (!!python/object/apply:os.system) are not allowed"),
+    (["--set", "description=!!str hello"], "YAML tags (!!str) are not allowed"),
 ])
 def test_cli_train_bad_config_one_line_exit_2(tmp_path, args, text):
     res = _cli("train", "--dataset", "synthetic", "--out", tmp_path / "run", "-q", *args)
@@ -306,6 +312,19 @@ def test_uncaught_expected_errors_become_one_line(tmp_path, monkeypatch, exc, te
     res = _cli("--debug", "train", "--dataset", "synthetic", "--out", tmp_path / "run", "-q")
     # --debug: re-raised (python prints the traceback), or the command's own message follows the traceback
     assert res.exit_code != 0 and (isinstance(res.exception, type(exc)) or "Traceback" in res.output)
+
+
+def test_a_full_disk_in_any_command_is_one_disk_full_line(tmp_path, monkeypatch):
+    import errno
+
+    import art_adr.experiments
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b" / "table1.md"))
+
+    monkeypatch.setattr(art_adr.experiments, "run_benchmark", full)
+    res = _cli("benchmark", "--dataset", "synthetic", "--out", tmp_path / "b", "-q")
+    _one_line_error(res, f"disk full: no space left on device writing {tmp_path / 'b' / 'table1.md'}; free some space")
 
 
 def test_data_dir_missing_or_incomplete_is_named(tmp_path, monkeypatch):

@@ -241,13 +241,22 @@ def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:
         return {"kind": "seed", "method": method, "which": "student", "seed": seed, "aa_best": best,
                 "aa_final": final, "aa_diff": best - final}
 
-    rows = [row("AT", 0, 55, 50), row("AT", 1, 56, 52), row("AT + ADR (τ 2→1.5)", 0, 55, 54),
-            row("AT + ADR", 1, 56, 55.5),
-            row("MART", 0, 56, 56), row("MART + ADR", 0, 56.5, 56.4), row("TRADES", 3, 50, 50)]
+    rows = [row("AT", 0, 55, 50), row("AT", 1, 56, 52), row("AT", 2, 55, 51), row("AT + ADR (τ 2→1.5)", 0, 55, 54),
+            row("AT + ADR", 1, 56, 55.5), row("AT + ADR", 2, 55, 54.5),
+            row("MART", 0, 56, 56), row("MART", 1, 56, 56), row("MART", 2, 56, 56), row("MART + ADR", 0, 56.5, 56.4),
+            row("MART + ADR", 1, 56.5, 56.4), row("MART + ADR", 2, 56.5, 56.4), row("TRADES", 3, 50, 50),
+            row("TRADES + ADR", 3, 50, 45), row("TRADES", 4, 50, 50), row("AWP", 0, 50, 45), row("AWP", 1, 50, 45),
+            row("AWP + ADR", 0, 50, 49), row("AWP + ADR", 1, 50, 49)]
     (tmp_path / "t.json").write_text(json.dumps({"rows": rows}))
-    at, mart = ro_verdicts.compare(ro_verdicts._seed_rows([str(tmp_path / "t.json")]))
-    assert at["seeds"] == [0, 1] and at["final_gain"] == (3.75, 0.25) and at["raised_final"] == "yes"
-    assert at["gap_reduction"] == (3.75, 0.25) and at["reduced_gap"] == "yes"
+    at, mart, trades, awp = ro_verdicts.compare(ro_verdicts._seed_rows([str(tmp_path / "t.json")]))
+    assert at["seeds"] == [0, 1, 2] and at["final_gain"][0] == pytest.approx(11 / 3) and at["raised_final"] == "yes"
+    assert at["reduced_gap"] == "yes"
     assert mart["raised_final"] == "within noise"  # +0.4 pp: under 1 pp
+    # fewer than 3 paired seeds: no firm verdict, however large the difference (issue 29)
+    assert trades["seeds"] == [3] and trades["raised_final"] == trades["reduced_gap"] == "one seed: no verdict"
+    assert awp["seeds"] == [0, 1] and awp["raised_final"] == awp["reduced_gap"] == "2 seeds: no verdict"
     ro_verdicts.main([str(tmp_path / "t.json"), "--out", str(tmp_path / "v")])
-    assert (tmp_path / "v.md").read_text().count("\n") == 4  # header, rule, AT, MART (TRADES has no ADR pair)
+    text = (tmp_path / "v.md").read_text()
+    assert text.count("\n") == 6  # header, rule, AT, MART, TRADES, AWP
+    trades_line = next(line for line in text.splitlines() if line.startswith("| TRADES"))
+    assert "±" not in trades_line and "lowered" not in trades_line and "no verdict" in trades_line

@@ -133,30 +133,33 @@ def test_evaluate_wrong_architecture_weights(tmp_path, ckpt):
 
 def test_export_errors_are_one_line(tmp_path, ckpt):
     out = tmp_path / "bundle"
-    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80)
+    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--external-numbers", "--clean-acc", 80)
     assert res.exit_code == 2 and "--autoattack-acc" in res.output
     res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
                   "--autoattack-acc", 50)
-    assert res.exit_code == 2 and "no L∞ leaderboard for 'synthetic'" in res.output
-    c10 = _small_checkpoint(tmp_path / "c10.pt", dataset="cifar10")
-    res = _invoke("export", c10, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
-                  "--autoattack-acc", 50)
-    assert res.exit_code == 2 and "no RobustBench class" in res.output and "Traceback" not in res.output
-    res = _invoke("export", c10, "--name", "Wu2024Annealing", "--out", out, "--clean-acc", 80,
+    assert res.exit_code == 2 and "need --external-numbers" in res.output
+    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out)
+    assert res.exit_code == 2 and "--report evaluation.json" in res.output
+    res = _invoke("export", ckpt, "--out", out, "--report", "r.json")
+    assert res.exit_code == 2 and "--name" in res.output
+    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--report", tmp_path / "none.json")
+    assert res.exit_code == 2 and "cannot read evaluation report" in res.output and "Traceback" not in res.output
+    res = _invoke("export", ckpt, "--name", "Wu2024Annealing", "--out", out, "--external-numbers", "--clean-acc", 80,
                   "--autoattack-acc", 50, "--eps", "3")
     assert res.exit_code == 2 and "eps must be in (0, 1]" in res.output
     assert not out.exists() or not any(out.rglob("*"))
 
 
 def test_export_robustbench_bundle_via_cli(tmp_path):
+    from test_robustbench import fake_report
+
     torch.manual_seed(0)
     model = create_model("preact-resnet18", 100, **model_inputs("cifar100"))
     ck = tmp_path / "c.pt"
     save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 100, "dataset": "cifar100",
                                    "kwargs": {}}, "config": {}, "student": model.state_dict(), "teacher": None})
     report = tmp_path / "evaluation.json"
-    report.write_text(json.dumps({"dataset": "cifar100", "eps": 8 / 255, "n_examples": 10000, "models": {
-        "student": {"results": {"clean": 56.1, "aa": 26.87}, "autoattack": {"version": "standard", "seed": 0}}}}))
+    report.write_text(json.dumps(fake_report(ck, 10000, dataset="cifar100", which="student", clean=56.1, aa=26.87)))
     out = tmp_path / "bundle"
     res = _invoke("export", ck, "--name", "Wu2024Annealing_PRN18", "--out", out, "--report", report,
                   "--reported", 26.87, "--venue", "ICLR 2024")
@@ -165,6 +168,8 @@ def test_export_robustbench_bundle_via_cli(tmp_path):
     assert info["clean_acc"] == "56.10" and info["autoattack_acc"] == "26.87" and info["dataset"] == "cifar100"
     entry = (out / "model_zoo" / "cifar100" / "Linf" / "Wu2024Annealing_PRN18.py").read_text()
     assert "DMPreActResNet(num_classes=100" in entry
+    assert "Placement: rank" in res.output and "**Wu2024Annealing_PRN18**" in res.output
+    assert (out / "evaluation" / "Wu2024Annealing_PRN18" / "evaluation.json").read_text() == report.read_text()
     res = _invoke("export", ck, "--which", "teacher", "--name", "X2024Y", "--out", out, "--report", report)
     assert res.exit_code == 2 and "no teacher weights" in res.output
 
@@ -179,16 +184,17 @@ def _rb_checkpoint(path, config=None):
 
 
 def test_export_partial_evaluation_needs_allow_partial(tmp_path):
+    from test_robustbench import fake_report
+
     ck = _rb_checkpoint(tmp_path / "c.pt")
     report = tmp_path / "evaluation.json"
-    report.write_text(json.dumps({"dataset": "cifar10", "eps": 8 / 255, "n_examples": 4, "models": {
-        "student": {"results": {"clean": 50.0, "aa": 25.0}, "autoattack": {"version": "standard", "seed": 0}}}}))
+    report.write_text(json.dumps(fake_report(ck, 4, which="student", clean=50.0, aa=25.0)))
     out = tmp_path / "bundle"
     res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--report", report)
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "from 4 of the 10000 cifar10 test images" in res.output and "--allow-partial" in res.output
-    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--clean-acc", 50, "--autoattack-acc", 25,
-                  "--n-examples", 100)
+    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--external-numbers", "--clean-acc", 50,
+                  "--autoattack-acc", 25, "--n-examples", 100)
     assert res.exit_code != 0 and "from 100 of the 10000" in res.output
     assert not out.exists() or not any(out.rglob("*"))
 
@@ -199,21 +205,24 @@ def test_export_partial_evaluation_needs_allow_partial(tmp_path):
     info = json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Y.json").read_text())
     assert "n_examples" not in info and info["footnote"].startswith("Partial evaluation: 4 of the 10000")
     assert info["unreliable"] is False and info["autoattack_acc"] == "25.00"
-    res = _invoke("export", ck, "--name", "X2024Z", "--out", out, "--clean-acc", 50, "--autoattack-acc", 25)
-    assert res.exit_code == 0 and "partial evaluation" not in res.output  # explicit accuracies: all 10 000
+    res = _invoke("export", ck, "--name", "X2024Z", "--out", out, "--external-numbers", "--clean-acc", 50,
+                  "--autoattack-acc", 25)
+    assert res.exit_code == 0 and "partial evaluation" not in res.output  # external accuracies: all 10 000
+    assert "external numbers" in res.output
     assert "n_examples" not in json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Z.json").read_text())
 
 
 def test_export_without_adr_gets_a_neutral_name(tmp_path):
     ck = _rb_checkpoint(tmp_path / "c.pt", config={"adr": False, "method": "at"})
     out = tmp_path / "bundle"
-    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--clean-acc", 80, "--autoattack-acc", 45)
+    res = _invoke("export", ck, "--name", "X2024Y", "--out", out, "--external-numbers", "--clean-acc", 80,
+                  "--autoattack-acc", 45)
     assert res.exit_code == 0, res.output
     info = json.loads((out / "model_info" / "cifar10" / "Linf" / "X2024Y.json").read_text())
     assert info["name"] == "PGD-AT (art-adr)" and "arxiv.org/abs/2305.12118" not in json.dumps(info)
     assert "trained without ADR" in res.output and "--link" in res.output
-    res = _invoke("export", ck, "--name", "X2024Y", "-o", out, "--clean-acc", 80, "--autoattack-acc", 45,
-                  "--overwrite", "-q")  # quiet: no list of written files, the note stays
+    res = _invoke("export", ck, "--name", "X2024Y", "-o", out, "--external-numbers", "--clean-acc", 80,
+                  "--autoattack-acc", 45, "--overwrite", "-q")  # quiet: no list of written files, the note stays
     assert res.exit_code == 0 and "model_info:" not in res.output and "trained without ADR" in res.output
 
 
@@ -222,8 +231,8 @@ def test_export_device_and_option_defaults(tmp_path, ckpt):
 
     from art_adr.cli.export import export_command
 
-    res = _invoke("export", ckpt, "--name", "X2024Y", "--out", tmp_path / "b", "--clean-acc", 80,
-                  "--autoattack-acc", 50, "--device", "tpu")
+    res = _invoke("export", ckpt, "--name", "X2024Y", "--out", tmp_path / "b", "--external-numbers", "--clean-acc",
+                  80, "--autoattack-acc", 50, "--device", "tpu")
     assert res.exit_code == 2 and "unknown device 'tpu'" in res.output and "Traceback" not in res.output
     device = next(p for p in export_command.params if p.name == "device")
     assert device.default == "auto"

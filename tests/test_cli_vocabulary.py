@@ -79,7 +79,7 @@ def test_a_long_flag_has_one_parameter_name_and_the_same_short_flags_everywhere(
                 assert (option.name, shorts) == (other_name, other_shorts), f"{flag}: {name} vs {first}"
             else:
                 seen[flag] = (option.name, shorts, name)
-    expected = {"--out": {"-o"}, "--recipe": {"-r"}, "--dataset": {"-d"}, "--quiet": {"-q"}}
+    expected = {"--out": {"-o"}, "--recipe": {"-r", "-c"}, "--dataset": {"-d"}, "--quiet": {"-q"}}
     assert {flag: set(seen[flag][1]) for flag in expected} == expected
 
 
@@ -205,7 +205,7 @@ def _command_lines(text: str) -> list[str]:
 def _documented_commands() -> list[tuple[str, str]]:
     root = Path(__file__).resolve().parents[1]
     found = []
-    for path in (root / "README.md", root / "docs" / "DESIGN.md"):
+    for path in (root / "README.md", *sorted((root / "docs").rglob("*.md"))):
         text = path.read_text()
         found += [(path.name, line) for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
                   for line in _command_lines(block)]
@@ -229,3 +229,21 @@ def test_readme_design_makefile_and_scripts_use_only_the_current_spellings():
                 assert flag in visible | {"--help", "-h"}, f"{source}: {flag} is not an option of {words[1]}: {line}"
         checked += 1
     assert checked >= 30  # README, Makefile and benchmarks/fashion_mnist_ro.sh hold dozens
+
+
+def test_resume_with_a_path_points_to_out(tmp_path):
+    """timm's ``--resume PATH``: the run directory is ``--out`` here; the error says so, with the command."""
+    result = CliRunner().invoke(main, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"art-adr train --out {tmp_path} --resume" in result.output and "takes no path" in result.output
+    other = CliRunner().invoke(main, ["train", "stray"])  # another extra argument: click's own message
+    assert other.exit_code == 2 and "unexpected extra argument (stray)" in other.output
+
+
+def test_config_is_recipes_short_form_not_a_second_option():
+    train = _commands()["train"]
+    recipe = [o for o in _options(train) if o.name == "recipe"]
+    assert len(recipe) == 1 and {"-r", "--recipe", "-c", "--config"} == set(recipe[0].opts)
+    assert "-c/--config" in recipe[0].help
+    ctx = train.make_context("train", ["-c", "fashion-mnist-at-adr", "-q"])
+    assert ctx.params["recipe"] == "fashion-mnist-at-adr"

@@ -361,7 +361,15 @@ def test_recompile_limit_is_loud_through_the_old_names(eager_backend, monkeypatc
 
 
 # ---------------------------------------------------------------- CUDA-graph skips, per compiled function
-@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="Inductor's CPU code needs a C compiler")
+def _can_build_c() -> bool:
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    return shutil.which("cc") is not None and (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
+
+
+@pytest.mark.skipif(not _can_build_c(), reason="Inductor's CPU code needs a C compiler and Python.h")
 def test_cudagraph_skips_are_counted_per_compiled_function():
     """Real Inductor on CPU: reduce-overhead cannot record CUDA graphs of CPU tensors, and says so by bumping
     counters["inductor"]["cudagraph_skips"]; each Compiled counts its own, the default mode none."""

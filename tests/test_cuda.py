@@ -196,7 +196,7 @@ def test_compiled_graphs_are_counted_and_fixed(method, mode):
     t2 = time.perf_counter()
     stats = trainer.compile_stats()
     name = mode if method == "at" else f"{method}-{mode}"
-    _record(f"compile-{name}", {"method": method, "mode": mode, "stats": stats, "first_epoch_s": t1 - t0,
+    _record(f"graphs-{name}", {"method": method, "mode": mode, "stats": stats, "first_epoch_s": t1 - t0,
                                 "second_epoch_s": t2 - t1, "history": trainer.history})
     assert stats == first
     student = COMPILED[(method, mode)]

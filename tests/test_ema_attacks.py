@@ -47,12 +47,11 @@ def test_ema_is_timm_model_ema_v3_bit_for_bit():
     """timm's ModelEmaV3 update (foreach lerp, integer buffers copied) gives exactly our teacher, warm-up decays
     included; timm's ModelEmaV2 (the ADR authors' class) does not (art_adr/ema.py says why we keep ours)."""
     model_ema = pytest.importorskip("timm.utils.model_ema")
-    from art_adr.data import model_inputs
     from art_adr.functional import ema_warmup_decay
     from art_adr.models import create_model
 
     torch.manual_seed(0)
-    student = create_model("small-cnn", 10, **model_inputs("fashion-mnist"), width=4)  # BN: float and int buffers
+    student = create_model("small-cnn", 10, input_shape=(1, 28, 28), width=4)  # BN: float and integer buffers
     ours, v3 = EMATeacher(student, 0.995), model_ema.ModelEmaV3(student, decay=0.995)
     v2 = model_ema.ModelEmaV2(student, decay=0.995)
     for step in range(12):
@@ -69,6 +68,31 @@ def test_ema_is_timm_model_ema_v3_bit_for_bit():
     assert not all(torch.equal(mine[k], authors[k]) for k in mine)
     floats = [k for k in mine if mine[k].is_floating_point()]
     assert all(torch.allclose(mine[k], authors[k], atol=1e-6) for k in floats)
+
+
+def test_ema_student_buffers_copies_bn_statistics_and_averages_weights():
+    """``buffers="student"`` (issue 28's experiment): BN running statistics are the student's after every update,
+    the weights still the EMA; the default averages both (the authors')."""
+    from art_adr.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("small-cnn", 10, input_shape=(1, 28, 28), width=4)
+    averaged, copied = EMATeacher(student, 0.9), EMATeacher(student, 0.9, buffers="student")
+    for _ in range(3):
+        student.train()(torch.rand(8, 1, 28, 28))
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(0.1)
+        averaged.update(student)
+        copied.update(student)
+    s, a, c = student.state_dict(), averaged.module.state_dict(), copied.module.state_dict()
+    buffers = [k for k in s if "running_" in k]
+    weights = [k for k, _ in student.named_parameters()]
+    assert buffers and all(torch.equal(c[k], s[k]) for k in buffers)
+    assert all(not torch.equal(a[k], s[k]) for k in buffers)
+    assert all(torch.equal(c[k], a[k]) and not torch.equal(c[k], s[k]) for k in weights)
+    with pytest.raises(ValueError, match="buffers must be one of"):
+        EMATeacher(student, 0.9, buffers="copy")
 
 
 def test_ema_rejects_bad_decay():
@@ -160,3 +184,16 @@ def test_pgd_restarts_never_worse_than_single_run():
     many = pgd(net, x, y, generator=torch.Generator().manual_seed(0), restarts=3, **kw)
     with torch.no_grad():
         assert (net(many).argmax(1) != y).sum() >= (net(one).argmax(1) != y).sum()
+
+
+def test_trainer_and_config_take_ema_buffers(make_classifier):
+    from art_adr import AdversarialTrainerADR
+    from art_adr.config import ConfigError, RunConfig
+
+    trainer = AdversarialTrainerADR(make_classifier(), ema_buffers="student", verbose=False)
+    assert trainer.teacher.buffers == "student"
+    assert AdversarialTrainerADR(make_classifier(), verbose=False).teacher.buffers == "average"
+    with pytest.raises(ValueError, match="ema_buffers must be one of"):
+        AdversarialTrainerADR(make_classifier(), ema_buffers="students")
+    with pytest.raises(ConfigError, match="ema_buffers"):
+        RunConfig(ema_buffers="copy").validate()

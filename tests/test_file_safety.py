@@ -119,7 +119,8 @@ def test_train_benchmark_and_sweep_keep_a_foreign_folders_files_and_leave_nothin
     res = _cli("train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "nonexistent"), "--out",
                str(folder), "-q")
     assert res.exit_code == 2, res.output
-    res = _cli("train", *TINY, "--set", "val_size=1000", "--out", str(folder))  # fails after the lock
+    tiny = TINY[:TINY.index("--val-size")] + TINY[TINY.index("--val-size") + 2:]
+    res = _cli("train", *tiny, "--set", "val_size=1000", "--out", str(folder))  # fails after the lock
     assert res.exit_code == 2, res.output
     assert (folder / ".thesis.tmp").exists() and (folder / ".table1.md.1.0a1b2c3d.tmp").exists()
     res = _cli("sweep", "--recipe", "fashion-mnist-at-adr", "--temperatures", "2", "--interpolations", "0.5",
@@ -174,8 +175,8 @@ def test_non_finite_checkpoints_are_refused_by_save_evaluate_and_export(tmp_path
     assert not (tmp_path / "x.pt").exists()
     torch.save(ckpt, path)  # as an older art-adr wrote it
     for args in (["evaluate", str(out), "--attacks", "clean", "--n-examples", "8"],
-                 ["export", str(out), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
-                  "--autoattack-acc", "40", "--allow-partial", "--n-examples", "8"]):
+                 ["export", str(out), "--name", "X", "--out", str(tmp_path / "bundle"), "--external-numbers",
+                  "--clean-acc", "50", "--autoattack-acc", "40", "--allow-partial", "--n-examples", "8"]):
         res = _cli(*args)
         assert res.exit_code == 2, res.output
         assert res.output.strip().splitlines()[-1].startswith("Error: ") and "non-finite" in res.output, res.output
@@ -288,13 +289,13 @@ def test_full_disk_during_checkpoint_and_export_is_one_error_line(tmp_path, monk
         res = _cli("train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run2"))
         assert res.exit_code == 2 and res.output.startswith("Error: disk full"), res.output
         assert "from scratch" in res.output  # config.yaml was written: --resume starts it again
-        res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
-                   "--autoattack-acc", "40", "--device", "cpu")
+        res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--external-numbers",
+                   "--clean-acc", "50", "--autoattack-acc", "40", "--device", "cpu")
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
         assert res.output.startswith("Error: disk full") and "nothing was exported" in res.output, res.output
         _small_disk_for(art_adr.checkpoint, m)
-        res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--clean-acc", "50",
-                   "--autoattack-acc", "40", "--device", "cpu")
+        res = _cli("export", str(c10), "--name", "X", "--out", str(tmp_path / "bundle"), "--external-numbers",
+                   "--clean-acc", "50", "--autoattack-acc", "40", "--device", "cpu")
         assert res.exit_code == 2 and res.output.startswith("Error: disk full"), res.output
     assert (out / "checkpoints" / "best.pt").read_bytes() == before
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "bundle").exists()

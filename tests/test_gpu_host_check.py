@@ -117,3 +117,37 @@ def test_the_suite_records_the_host_and_skips_what_it_cannot_run(tmp_path):
     assert set(suite["steps"]) == {"tests", "throughput", "tests-compiled", "throughput-compiled"}
     assert all(s["skipped"] and s["reason"] == "no CUDA GPU" for s in suite["steps"].values())
     assert suite["ok"] and set(suite["skipped"]) == set(suite["steps"]) and "NCCL" in suite["never_run"]
+
+
+def test_summary_merges_both_test_steps_both_throughput_files_and_the_skips(tmp_path):
+    import gpu_summary
+
+    def xml(name: str, *cases: tuple[str, str | None]) -> None:
+        body = "".join(f'<testcase name="{c}" time="1.5">' + (f'<{k} message="m"/>' if k else "") + "</testcase>"
+                       for c, k in cases)
+        (tmp_path / name).write_text(f"<testsuites><testsuite>{body}</testsuite></testsuites>")
+
+    xml("cuda-tests.xml", ("cycle[bf16]", None), ("cycle[bf16-apgd]", "failure"))
+    xml("cuda-tests-compiled.xml", ("graphs[trades-reduce-overhead]", None), ("cycle[compile]", "skipped"))
+    row = {"row": "ours-at-adr", "images_per_s": 1.0, "ms_per_batch": 1.0, "epoch_s": 1.0}
+    config = {"name": "c", "arch": "resnet18", "amp": "bf16", "channels_last": True, "compile": False}
+    (tmp_path / "throughput.json").write_text(json.dumps({"configs": [{"config": config, "rows": [row]}]}))
+    compiled = {**config, "name": "c-ro", "compile": "reduce-overhead"}
+    (tmp_path / "throughput-compiled.json").write_text(json.dumps({"configs": [{"config": compiled,
+                                                                                 "rows": [row]}]}))
+    stats = {"student forward": {"graphs": 5, "cudagraph_skips": 2}, "teacher forward": {"cudagraph_skips": 0}}
+    (tmp_path / "cuda-graphs-trades-reduce-overhead.json").write_text(json.dumps({"stats": stats}))
+    (tmp_path / "cuda-compile-reduce-overhead.json").write_text(json.dumps({"cudagraph_skips": 1, "history": []}))
+    (tmp_path / "host.json").write_text(json.dumps({"skip": {"tests-compiled": "no C compiler"}}))
+    steps = {"tests": {"exit_code": 1}, "throughput": {"exit_code": 0},
+             "tests-compiled": {"exit_code": None, "skipped": True, "reason": "no C compiler"}}
+    s = gpu_summary.summarize(tmp_path, steps)
+    assert s["cuda_tests"]["counts"] == {"passed": 2, "failed": 1, "skipped": 1}
+    assert [r["config"] for r in s["throughput_rows"]] == ["c", "c-ro"]
+    assert s["cudagraph_skips"] == {"trades-reduce-overhead: student forward": 2,
+                                    "trades-reduce-overhead: teacher forward": 0,
+                                    "cycle compile-reduce-overhead": 1}  # a cycle named compile-...: a cycle
+    assert set(s["cycles"]) == {"compile-reduce-overhead"} and set(s["compile"]) == {"trades-reduce-overhead"}
+    assert s["skipped"] == {"tests-compiled": "no C compiler"} and s["host"]["skip"]
+    assert not s["ok"]  # the failed tests step; the host-skipped step alone would not fail the suite
+    assert gpu_summary.summarize(tmp_path, {k: v for k, v in steps.items() if k != "tests"})["ok"]

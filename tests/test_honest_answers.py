@@ -62,8 +62,8 @@ def test_export_has_no_dataset_option_and_refuses_robust_above_clean(tmp_path):
     save_checkpoint(ck, {"model": {"arch": "preact-resnet18", "num_classes": 10, "dataset": "cifar10",
                                    "kwargs": {}}, "config": {},
                          "student": create_model("preact-resnet18", 10, **model_inputs("cifar10")).state_dict()})
-    res = _cli("export", ck, "--name", "X", "--out", tmp_path / "b", "--clean-acc", "30", "--autoattack-acc", "60",
-               "--device", "cpu")
+    res = _cli("export", ck, "--name", "X", "--out", tmp_path / "b", "--external-numbers", "--clean-acc", "30",
+               "--autoattack-acc", "60", "--device", "cpu")
     _one_line_error(res, "cannot exceed clean")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.json"))
 
@@ -178,10 +178,12 @@ SYN = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 96, shape: [1, 8, 
     ("arch_kwargs={width: abc}", "architecture 'small-cnn' with options"),
     ("arch_kwargs={bogus: 1}", "unknown option(s) ['bogus']"),
     ("arch_kwargs={num_classes: 3}", "arch_kwargs cannot set ['num_classes']"),
-    ("dataset_kwargs={bogus: 1}", "dataset 'synthetic': unknown option(s) ['bogus']"),
+    ("dataset_kwargs={n: 96, shape: [1, 8, 8], num_classes: 4, bogus: 1}",
+     "dataset 'synthetic': unknown option(s) ['bogus']"),
 ])
 def test_bad_builder_options_are_one_line_errors(tmp_path, sets, text):
-    _one_line_error(_cli("train", *SYN, "--set", sets, "--out", tmp_path / "r"), text)
+    syn = SYN[:2] + SYN[4:] if sets.startswith("dataset_kwargs") else SYN  # --set gives a field one value
+    _one_line_error(_cli("train", *syn, "--set", sets, "--out", tmp_path / "r"), text)
 
 
 def test_evaluate_of_a_checkpoint_with_bad_options_or_other_classes_is_one_line(tmp_path):
@@ -253,3 +255,78 @@ def test_bn_momentum_of_the_wrong_type_names_the_argument(make_classifier):
 
     with pytest.raises(ValueError, match="bn_momentum must be a finite real number"):
         AdversarialTrainerADR(make_classifier(), bn_momentum="a", **EPS)
+
+
+@pytest.mark.parametrize("name,value", [("adr", "false"), ("ema_warmup", "no"), ("drop_last", "x"),
+                                        ("sync_bn", "false"), ("channels_last", 1), ("verbose", None)])
+def test_api_booleans_are_booleans(make_classifier, name, value):
+    from art_adr import AdversarialTrainerADR, AdversarialTrainerTRADESADR
+
+    for cls in (AdversarialTrainerADR, AdversarialTrainerTRADESADR):
+        with pytest.raises(ValueError, match=f"{name} must be True or False, got {value!r}"):
+            cls(make_classifier(), **{name: value}, **EPS)
+    trainer = AdversarialTrainerADR(make_classifier(), **{"verbose": False, name: np.bool_(False)}, **EPS)
+    assert getattr(trainer, name) is False
+
+
+def test_fit_drop_last_and_seed_are_checked(make_classifier, blobs):
+    from art_adr import AdversarialTrainerADR
+
+    trainer = AdversarialTrainerADR(make_classifier(), verbose=False, **EPS)
+    with pytest.raises(ValueError, match="drop_last must be True or False, got 'x'"):
+        trainer.fit(*blobs, nb_epochs=1, batch_size=64, drop_last="x")
+    assert trainer.epoch == 0 and trainer.history == []
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        AdversarialTrainerADR(make_classifier(), seed=-1, **EPS)
+
+
+def test_load_state_dict_refuses_states_no_trainer_saves(make_classifier):
+    import torch
+
+    from art_adr import AdversarialTrainerADR
+
+    trainer = AdversarialTrainerADR(make_classifier(), verbose=False, **EPS)
+    state = AdversarialTrainerADR(make_classifier(seed=1), verbose=False, **EPS).state_dict()
+    before = {k: v.clone() for k, v in trainer._raw.state_dict().items()}
+    name = next(iter(state["student"]))
+    nan = {**state, "student": {**state["student"], name: torch.full_like(state["student"][name], float("nan"))}}
+    for bad, text in ((nan, f"non-finite weights.*student.{name}"), ({**state, "epoch": -1}, r"state\['epoch'\]"),
+                      ({**state, "step": 2.5}, r"state\['step'\] must be an integer")):
+        with pytest.raises(ValueError, match=text):
+            trainer.load_state_dict(bad)
+        assert all(torch.equal(v, before[k]) for k, v in trainer._raw.state_dict().items())
+
+
+def test_a_model_on_the_meta_device_or_a_missing_gpu_is_a_clear_value_error(make_classifier):
+    import torch
+
+    from art_adr import AdversarialTrainerADR
+
+    clf = make_classifier()
+    clf.model.to("meta")
+    with pytest.raises(ValueError, match="meta device"):
+        AdversarialTrainerADR(clf, **EPS)
+    clf = make_classifier()
+    clf._device = torch.device("cuda", torch.cuda.device_count())  # one past the GPUs torch sees
+    with pytest.raises(ValueError, match="is not available"):
+        AdversarialTrainerADR(clf, **EPS)
+
+
+def test_a_recipe_name_resolves_only_in_the_recipe_folder_and_a_path_must_look_like_one(tmp_path, monkeypatch):
+    import os
+
+    from art_adr.config import ConfigError, recipe_dir, resolve_config
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "recipe.yaml").write_text("epochs: 7\n")
+    climbing = os.path.relpath(tmp_path / "x" / "recipe", recipe_dir())  # ../../.../x/recipe
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="recipe file .* not found .*read as a file path"):
+        resolve_config(climbing)
+    assert resolve_config("x/recipe.yaml").epochs == 7 and resolve_config("./x/recipe.yaml").epochs == 7
+    assert resolve_config("fashion-mnist-at").method == "at"
+    with pytest.raises(ConfigError, match="unknown recipe name 'recipe'.*e.g. ./recipe.yaml"):
+        resolve_config("recipe")
+    with pytest.raises(ConfigError, match="the shipped recipe is named 'fashion-mnist-at'"):
+        resolve_config("fashion-mnist-at.yaml")
+    _one_line_error(_cli("train", "-r", climbing, "--out", tmp_path / "run"), "not found")

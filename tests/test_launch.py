@@ -141,6 +141,19 @@ def test_slurm_failures_are_one_line_saying_what_slurm_answered(tmp_path, monkey
         assert r.output.startswith("Error: ") and needle in r.output, r.output
 
 
+def test_gpu_ids_are_checked_against_the_gpus_torch_sees(monkeypatch):
+    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    launch.check_gpus(("0", "1", "GPU-8a1b"))
+    with pytest.raises(LaunchError, match="device 2 asked for, but torch sees only 2"):
+        launch.check_gpus(("1", "2"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # this shell's two GPUs, by their ids
+    launch.check_gpus(("2", "3"))
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    with pytest.raises(LaunchError, match="torch sees no CUDA GPU"):
+        launch.check_gpus(("0",))
+
+
 def test_launcher_option_errors_are_one_line(tmp_path):
     base = ["benchmark", "--recipes", RECIPES[0], "--out", str(tmp_path / "x"), "-q"]
     for extra, needle in ((["--launcher", "slurm", "--gpus", "0,1"], "--gpus is for --launcher local"),
@@ -359,7 +372,7 @@ def test_sweep_two_by_one_through_submitit_local_executor(tmp_path):
     from art_adr.loggers import logged_scalars
 
     for run in records:
-        assert logged_scalars(Path(run) / "tb")["pgd_acc"] == {1}
+        assert logged_scalars(Path(run) / "tb")["val/pgd_acc"] == {1}
     assert (out / "tb").is_dir()
 
 

@@ -13,7 +13,17 @@ import pytest
 from click.testing import CliRunner
 
 from art_adr.cli import main
-from art_adr.loggers import LoggerError, MlflowLogger, TensorBoardLogger, WandbLogger, parse_loggers, scalars
+from art_adr.loggers import (
+    BOOKKEEPING,
+    LoggerError,
+    MlflowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+    logged_texts,
+    parse_loggers,
+    scalars,
+    tb_tag,
+)
 
 pytest.importorskip("tensorboard")
 
@@ -67,10 +77,13 @@ def test_tensorboard_holds_every_epoch_exactly_once_after_kill_and_resume(tmp_pa
         history = _history(run)
         assert [r["epoch"] for r in history] == [1, 2, 3]
         events = _events(run / "tb")
-        assert set(events) == {k for r in history for k in scalars(r)}, spec
+        keys = {tb_tag(k): k for r in history for k in scalars(r) if k not in BOOKKEEPING}
+        assert set(events) == set(keys), spec
         for tag, points in events.items():
-            assert [s for s, _ in points] == [r["epoch"] for r in history if tag in r], (spec, tag)
-            assert [v for _, v in points] == pytest.approx([r[tag] for r in history if tag in r], rel=1e-6)
+            key = keys[tag]
+            assert [s for s, _ in points] == [r["epoch"] for r in history if key in r], (spec, tag)
+            assert [v for _, v in points] == pytest.approx([r[key] for r in history if key in r], rel=1e-6)
+        assert logged_texts(run / "tb") == {"bookkeeping": {1, 2, 3}}, spec  # step, best_epoch: text, once
 
 
 def test_a_resume_without_logger_keeps_the_runs_loggers_and_logger_none_drops_them(tmp_path):
@@ -82,11 +95,11 @@ def test_a_resume_without_logger_keeps_the_runs_loggers_and_logger_none_drops_th
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--stop-after-epochs", "1"])
     assert res.exit_code == 0 and "resuming with the run's loggers: tensorboard" in res.output, res.output
-    assert {tag: [s for s, _ in points] for tag, points in _events(run / "tb").items()}["loss"] == [1, 2]
+    assert {tag: [s for s, _ in points] for tag, points in _events(run / "tb").items()}["train/loss"] == [1, 2]
     res = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--logger", "none", "-q"])
     assert res.exit_code == 0 and "loggers" not in res.output, res.output
     assert [r["epoch"] for r in _history(run)] == [1, 2, 3]
-    assert [s for s, _ in _events(run / "tb")["loss"]] == [1, 2]
+    assert [s for s, _ in _events(run / "tb")["train/loss"]] == [1, 2]
 
 
 def test_tensorboard_logger_appends_missing_epochs_and_rebuilds_on_foreign_ones(tmp_path):
@@ -100,7 +113,7 @@ def test_tensorboard_logger_appends_missing_epochs_and_rebuilds_on_foreign_ones(
     again.log_table("table1", "| a | b |\n|---|---|\n| 1 | 2 |")
     again.close()
     events = _events(tmp_path / "tb")
-    assert set(events) == {"loss", "pgd_acc"} and [s for s, _ in events["loss"]] == [1, 2, 3]
+    assert set(events) == {"train/loss", "val/pgd_acc"} and [s for s, _ in events["train/loss"]] == [1, 2, 3]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "tb"))
@@ -109,7 +122,7 @@ def test_tensorboard_logger_appends_missing_epochs_and_rebuilds_on_foreign_ones(
     # a history that does not hold the logged epochs (the run was started again): the events are rewritten
     restarted = [{"epoch": 1, "loss": 9.0}]
     TensorBoardLogger(tmp_path).log_history(restarted)
-    assert _events(tmp_path / "tb") == {"loss": [(1, 9.0)]}
+    assert _events(tmp_path / "tb") == {"train/loss": [(1, 9.0)]}
 
 
 def _fake_module(name: str, monkeypatch: pytest.MonkeyPatch, **attrs) -> types.ModuleType:
@@ -178,3 +191,33 @@ def test_missing_logger_packages_and_bad_names_are_one_error_line(tmp_path, monk
     assert parse_loggers("tensorboard,none,tensorboard") == ("tensorboard",) and parse_loggers(None) == ()
     with pytest.raises(LoggerError, match="visdom"):
         parse_loggers("visdom")
+
+
+def test_tensorboard_tags_are_grouped_and_bookkeeping_is_text(tmp_path):
+    record = {"epoch": 1, "step": 40, "best_epoch": 1, "loss": 1.5, "train_robust_acc": 0.3, "lr": 0.1, "tau": 2.0,
+              "clean_acc": 0.8, "pgd_acc": 0.4, "apgd_acc": 0.35, "teacher_clean_acc": 0.7, "teacher_apgd_acc": 0.3,
+              "seconds": 3.0, "train_seconds": 2.0, "images_per_s": 100.0}
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_history([record])
+    logger.log_history([record])  # nothing new: neither curves nor text again
+    logger.close()
+    assert set(_events(tmp_path / "tb")) == {
+        "train/loss", "train/robust_acc", "train/lr", "train/tau", "val/clean_acc", "val/pgd_acc", "val/apgd_acc",
+        "teacher/clean_acc", "teacher/apgd_acc", "time/seconds", "time/train_seconds", "time/images_per_s"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    notes = acc.Tensors("bookkeeping/text_summary")
+    assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in notes] == [(1, "step 40, best_epoch 1")]
+
+
+def test_flat_tags_of_earlier_versions_are_rewritten_grouped(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "tb"))  # what a run of an earlier version left
+    writer.add_scalar("loss", 2.0, 1)
+    writer.add_scalar("step", 10, 1)
+    writer.close()
+    TensorBoardLogger(tmp_path).log_history([{"epoch": 1, "loss": 2.0, "step": 10}, {"epoch": 2, "loss": 1.0}])
+    assert _events(tmp_path / "tb") == {"train/loss": [(1, 2.0), (2, 1.0)]}

@@ -47,7 +47,9 @@ def test_every_config_field_reaches_the_run_layer_the_trainer_or_a_method():
     fields = set(FIELDS)
     assert fields == RUN_FIELDS | (trainer_params - TRAINER_ONLY_ARGS) | method_params, (
         fields ^ (RUN_FIELDS | (trainer_params - TRAINER_ONLY_ARGS) | method_params))
-    assert RUN_FIELDS & trainer_params == {"method"}  # the config's name, turned into the method object
+    # method: the config's name, turned into the method object; batch_size: the run layer passes it to fit(), the
+    # trainer's (ART's AdversarialTrainerMadryPGD keyword) is fit()'s default: the same concept
+    assert RUN_FIELDS & trainer_params == {"method", "batch_size"}
     assert not method_params & trainer_params
     assert TRAINER_ONLY_ARGS <= trainer_params
     cfg = resolve_config("fashion-mnist-ro-mart-adr").validate()
@@ -162,7 +164,7 @@ def test_fit_accepts_art_keywords(blobs, make_classifier, capsys):
 
 
 def test_training_attack_from_an_attack_object(make_classifier):
-    from art.attacks.evasion import ProjectedGradientDescent
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 
     from art_adr.attacks import SoftLabelPGD
 
@@ -170,8 +172,10 @@ def test_training_attack_from_an_attack_object(make_classifier):
     attack = SoftLabelPGD(clf, eps=0.2, eps_step=0.05, max_iter=3)
     trainer = AdversarialTrainerADR(clf, attack=attack, verbose=False)
     assert (trainer.eps, trainer.eps_step, trainer.max_iter) == (0.2, 0.05, 3)
+    art_pgd = AdversarialTrainerADR(clf, attack=ProjectedGradientDescent(clf, eps=0.1, eps_step=0.01, max_iter=2))
+    assert (art_pgd.eps, art_pgd.eps_step, art_pgd.max_iter) == (0.1, 0.01, 2)  # converted (issue 27)
     with pytest.raises(ValueError, match="rectified label"):
-        AdversarialTrainerADR(clf, attack=ProjectedGradientDescent(clf, eps=0.1, eps_step=0.01, max_iter=2))
+        AdversarialTrainerADR(clf, attack=FastGradientMethod(clf, eps=0.1))
 
 
 def test_state_carries_the_plan_and_the_best_metric(blobs, make_classifier):

@@ -149,14 +149,21 @@ def test_sweep_heatmap_has_room_for_its_labels(taus, lams):
     plt.close(fig)
 
 
-def test_sweep_heatmap_of_a_constant_score_has_a_readable_bar():
+@pytest.mark.parametrize("score", [None, 50.0, 0.0])
+def test_sweep_heatmap_colours_on_a_fixed_0_to_100_scale(score):
+    """Issue 29: a constant score (all cells 0 after a one-epoch sweep) no more gets a bar spanning −0.5…0.5 %."""
     import matplotlib.pyplot as plt
 
     from art_adr.experiments.sweep import heatmap_figure
 
-    fig = heatmap_figure(_sweep_summary([2.0], [0.5, 0.9], const=True))
-    image = fig.axes[0].images[0]
-    assert image.norm.vmin == pytest.approx(49.5) and image.norm.vmax == pytest.approx(50.5)
+    summary = _sweep_summary([2.0], [0.5, 0.9], const=score is not None)
+    for c in summary["cells"] if score is not None else []:
+        c["val_robust"] = c["val_aa"] = score
+    fig = heatmap_figure(summary)
+    for ax in [a for a in fig.axes if a.images]:
+        assert (ax.images[0].norm.vmin, ax.images[0].norm.vmax) == (0.0, 100.0)
+    bars = [a for a in fig.axes if not a.images]
+    assert bars and all(min(a.get_ylim()) == 0.0 and max(a.get_ylim()) == 100.0 for a in bars)
     plt.close(fig)
 
 

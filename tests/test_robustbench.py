@@ -108,6 +108,24 @@ def test_robustbench_benchmark_runs_through_adapter(tmp_path, monkeypatch):
     assert 0.0 <= robust <= clean and calls and calls[0]["bs"] == 6
 
 
+def fake_report(checkpoint, n: int, *, dataset: str = "cifar10", which: str = "teacher", clean: float = 82.0,
+                aa: float = 50.0, eps: float = 8 / 255, norm: str = "inf", version: str = "standard",
+                split: str = "test") -> dict:
+    """An ``art-adr evaluate`` report of ``checkpoint`` (its real SHA-256) with the given AutoAttack numbers."""
+    from art_adr.evaluation import build_report
+    from art_adr.evaluation.identity import checkpoint_info
+
+    cumulative = {"clean": clean, "apgd-ce": aa, "apgd-t": aa, "fab-t": aa, "square": aa}
+    entry = {"results": {"clean": clean, "aa": aa}, "time_s": {"clean": 0.1, "aa": 1.0},
+             "autoattack": {"version": version, "seed": 0, "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"],
+                            "cumulative": cumulative, "warnings": []}}
+    settings = {"attacks": ["clean", "aa"], "pgd_steps": 10, "restarts": 1, "eps_step": None, "cw_steps": 10,
+                "aa_version": version}
+    return build_report({which: entry}, checkpoint=str(checkpoint), checkpoint_info=checkpoint_info(checkpoint),
+                        dataset=dataset, n_examples=n, eps=eps, seed=0, batch_size=n, device="cpu",
+                        settings=settings, norm=norm, split=split)
+
+
 @pytest.fixture(scope="module")
 def rn18_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
@@ -122,7 +140,8 @@ def rn18_checkpoint(tmp_path_factory):
 def test_export_bundle_and_robustbench_round_trip(tmp_path, rn18_checkpoint):
     path, teacher = rn18_checkpoint
     name = "Wu2024Annealing_RN18"
-    paths = export_robustbench(path, tmp_path, name, which="teacher", clean_acc=82.406, autoattack_acc=50.38)
+    paths = export_robustbench(path, tmp_path, name, which="teacher", report=fake_report(path, 10000, clean=82.406,
+                                                                                        aa=50.38))
     assert paths["weights"] == tmp_path / "models" / "cifar10" / "Linf" / f"{name}.pt"
     info = json.loads(paths["model_info"].read_text())
     assert info["eps"] == "8/255" and info["clean_acc"] == "82.41" and info["autoattack_acc"] == "50.38"
@@ -136,6 +155,11 @@ def test_export_bundle_and_robustbench_round_trip(tmp_path, rn18_checkpoint):
     assert not any("model." in k or "module." in k for k in sd)
     issue = paths["issue"].read_text()
     assert "[New Model] Wu2024Annealing_RN18" in issue and "**Robust accuracy**: 50.38%" in issue
+    assert "[x]" not in issue and "- [ ] I want to add my models to the Model Zoo" in issue  # consent: the user's
+    assert "- [ ] I agree to release my model(s) under MIT license" in issue and "yours to tick" in issue
+    assert "gdrive_id" in issue and "AutoAttack standard" in issue and "first 10000 cifar10" in issue
+    assert json.loads(paths["report"].read_text())["checkpoint_info"]["sha256"] in paths["autoattack_log"].read_text()
+    assert "robust accuracy after Square: 50.38%" in paths["autoattack_log"].read_text()
     assert not any(p.name.startswith(".export-") for p in tmp_path.iterdir())
 
     from robustbench.utils import load_model
@@ -150,7 +174,8 @@ def test_export_bundle_and_robustbench_round_trip(tmp_path, rn18_checkpoint):
     assert torch.equal(theirs, ours)
 
     with pytest.raises(ExportError, match="refusing to overwrite"):
-        export_robustbench(path, tmp_path, name, which="teacher", clean_acc=1, autoattack_acc=1)
+        export_robustbench(path, tmp_path, name, which="teacher", clean_acc=1, autoattack_acc=1,
+                           external_numbers=True)
 
 
 def test_model_info_has_every_field_of_the_shipped_schema():
@@ -176,37 +201,47 @@ def test_model_info_has_every_field_of_the_shipped_schema():
         model_info(dataset="cifar10", architecture="ResNet-18", clean_acc=30, autoattack_acc=60)
 
 
-def _report(n: int, **extra) -> dict:
-    return {"dataset": "cifar10", "eps": 8 / 255, "n_examples": n, "norm": "Linf", "models": {
-        "teacher": {"results": {"clean": 82.0, "aa": 50.0}, "autoattack": {"version": "standard", "seed": 0}}},
-        **extra}
-
-
 def test_export_refuses_partial_evaluation_unless_allowed(tmp_path, rn18_checkpoint):
     path, _ = rn18_checkpoint
     out = tmp_path / "bundle"
     with pytest.raises(ExportError, match="from 500 of the 10000 cifar10 test images.*allow-partial"):
-        export_robustbench(path, out, "X2024Y", which="teacher", report=_report(500))
+        export_robustbench(path, out, "X2024Y", which="teacher", report=fake_report(path, 500))
     with pytest.raises(ExportError, match="from 20 of the 10000"):
-        export_robustbench(path, out, "X2024Y", clean_acc=80, autoattack_acc=50, n_examples=20)
+        export_robustbench(path, out, "X2024Y", clean_acc=80, autoattack_acc=50, n_examples=20, external_numbers=True)
     with pytest.raises(ExportError, match="contradicts the evaluation report"):
-        export_robustbench(path, out, "X2024Y", which="teacher", report=_report(10000), n_examples=500)
+        export_robustbench(path, out, "X2024Y", which="teacher", report=fake_report(path, 10000), n_examples=500)
     with pytest.raises(ExportError, match="integer in \\[1, 10000\\]"):
-        export_robustbench(path, out, "X2024Y", clean_acc=80, autoattack_acc=50, n_examples=20000)
-    with pytest.raises(ExportError, match="does not say how many"):
-        export_robustbench(path, out, "X2024Y", which="teacher", report={**_report(1), "n_examples": None})
+        export_robustbench(path, out, "X2024Y", clean_acc=80, autoattack_acc=50, n_examples=20000,
+                           external_numbers=True)
+    with pytest.raises(ExportError, match="n_examples: expected int"):
+        export_robustbench(path, out, "X2024Y", which="teacher", report={**fake_report(path, 1), "n_examples": None})
     with pytest.raises(ExportError, match="L2 norm"):
-        export_robustbench(path, out, "X2024Y", which="teacher", report=_report(10000, norm="L2"))
+        export_robustbench(path, out, "X2024Y", which="teacher", report=fake_report(path, 10000, norm="2"))
     assert not out.exists() or not any(out.rglob("*"))
 
-    paths = export_robustbench(path, out, "X2024Y", which="teacher", report=_report(500), allow_partial=True)
+    paths = export_robustbench(path, out, "X2024Y", which="teacher", report=fake_report(path, 500), allow_partial=True)
     info = json.loads(paths["model_info"].read_text())
     assert "n_examples" not in info and info["clean_acc"] == "82.00" and info["autoattack_acc"] == "50.00"
     assert info["footnote"].startswith("Partial evaluation: 500 of the 10000 test images") and "+WA" in info["footnote"]
     issue = paths["issue"].read_text()
     assert "partial evaluation, 500 of the 10000 test images" in issue and "first 500 cifar10 test images" in issue
-    full = export_robustbench(path, out, "X2024Z", which="teacher", report=_report(10000), allow_partial=True)
+    full = export_robustbench(path, out, "X2024Z", which="teacher", report=fake_report(path, 10000), allow_partial=True)
     assert "n_examples" not in json.loads(full["model_info"].read_text())
+
+
+def test_numbers_say_where_they_come_from(tmp_path, rn18_checkpoint):
+    """Typed numbers are recorded as external, never as "AutoAttack standard"; a weaker AutoAttack says so."""
+    path, _ = rn18_checkpoint
+    typed = export_robustbench(path, tmp_path / "a", "X2024Y", clean_acc=80, autoattack_acc=45, external_numbers=True)
+    issue, info = typed["issue"].read_text(), json.loads(typed["model_info"].read_text())
+    assert "AutoAttack standard" not in issue and "**Evaluation method**: external" in issue
+    assert info["footnote"].startswith("External numbers: supplied by the submitter")
+    assert not typed["report"].exists() and not typed["autoattack_log"].exists()
+    paper = export_robustbench(path, tmp_path / "b", "X2024Y", which="teacher",
+                               report=fake_report(path, 10000, version="paper"))
+    issue, info = paper["issue"].read_text(), json.loads(paper["model_info"].read_text())
+    assert "AutoAttack standard" not in issue and "AutoAttack 'paper'" in issue
+    assert info["footnote"].startswith("AutoAttack version 'paper', not 'standard'.")
 
 
 def test_run_without_adr_is_not_exported_under_the_adr_paper(tmp_path, rn18_checkpoint):
@@ -215,32 +250,35 @@ def test_run_without_adr_is_not_exported_under_the_adr_paper(tmp_path, rn18_chec
     for method, label in (("at", "PGD-AT (art-adr)"), ("trades", "TRADES (art-adr)")):
         plain = tmp_path / f"{method}.pt"
         torch.save({**ckpt, "config": {"adr": False, "method": method}}, plain)
-        paths = export_robustbench(plain, tmp_path / method, "X2024Y", clean_acc=80, autoattack_acc=45)
+        paths = export_robustbench(plain, tmp_path / method, "X2024Y", clean_acc=80, autoattack_acc=45,
+                                   external_numbers=True)
         info = json.loads(paths["model_info"].read_text())
         assert info["name"] == label and info["name"] != ADR_PAPER["name"]
         assert {info["link"], info["authors"], info["venue"]} == set(PLACEHOLDERS.values())
         assert ADR_PAPER["link"] not in paths["issue"].read_text()
     adr = tmp_path / "adr.pt"
     torch.save({**ckpt, "config": {"adr": True, "method": "trades"}}, adr)
-    info = json.loads(export_robustbench(adr, tmp_path / "adr", "X2024Y", clean_acc=80,
-                                         autoattack_acc=45)["model_info"].read_text())
+    info = json.loads(export_robustbench(adr, tmp_path / "adr", "X2024Y", clean_acc=80, autoattack_acc=45,
+                                         external_numbers=True)["model_info"].read_text())
     assert info["name"] == ADR_PAPER["name"] and info["authors"] == ADR_PAPER["authors"]
     mine = export_robustbench(plain, tmp_path / "mine", "X2024Y", clean_acc=80, autoattack_acc=45,
-                              paper_name="My TRADES", link="https://example.org/p", authors="Me", venue="arXiv 2025")
+                              external_numbers=True, paper_name="My TRADES", link="https://example.org/p",
+                              authors="Me", venue="arXiv 2025")
     info = json.loads(mine["model_info"].read_text())
     assert (info["name"], info["link"], info["authors"], info["venue"]) == (
         "My TRADES", "https://example.org/p", "Me", "arXiv 2025")
 
 
 def test_readme_loading_snippet_runs_in_a_fresh_interpreter(tmp_path, rn18_checkpoint):
-    """The README's RobustBench block, as written, in a new Python process: plain ``import robustbench``
+    """The export guide's RobustBench block, as written, in a new Python process: plain ``import robustbench``
     (no art_adr import before it) and ``load_model`` of an exported bundle give our logits."""
     path, teacher = rn18_checkpoint
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "export.md").read_text()
     code = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "register_exported(" in b)
     assert code.index("robustbench") < code.index("art_adr"), "the snippet must import robustbench first"
     name = re.search(r'load_model\("(\w+)"', code).group(1)
-    export_robustbench(path, tmp_path / "submission", name, which="teacher", clean_acc=80, autoattack_acc=45)
+    export_robustbench(path, tmp_path / "submission", name, which="teacher", clean_acc=80, autoattack_acc=45,
+                       external_numbers=True)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     torch.save(x, tmp_path / "x.pt")
     check = ("\nimport torch\nwith torch.no_grad():\n"
@@ -256,19 +294,26 @@ def test_readme_loading_snippet_runs_in_a_fresh_interpreter(tmp_path, rn18_check
 def test_export_errors_leave_nothing(tmp_path, rn18_checkpoint):
     path, _ = rn18_checkpoint
     out = tmp_path / "bundle"
-    with pytest.raises(ExportError, match="autoattack_acc is required"):
-        export_robustbench(path, out, "Name2024X", clean_acc=80.0)
-    with pytest.raises(ExportError, match="no L∞ leaderboard"):
-        export_robustbench(path, out, "Name2024X", dataset="tinyimagenet", clean_acc=1, autoattack_acc=1)
+    with pytest.raises(ExportError, match="both clean_acc and autoattack_acc"):
+        export_robustbench(path, out, "Name2024X", clean_acc=80.0, external_numbers=True)
+    with pytest.raises(ExportError, match="marked as measured elsewhere"):
+        export_robustbench(path, out, "Name2024X", clean_acc=80.0, autoattack_acc=50.0)
+    with pytest.raises(ExportError, match="evaluation report of this checkpoint"):
+        export_robustbench(path, out, "Name2024X")
+    with pytest.raises(ExportError, match="exclude each other"):
+        export_robustbench(path, out, "Name2024X", report=fake_report(path, 10000), clean_acc=1, autoattack_acc=1,
+                           external_numbers=True)
+    with pytest.raises(ExportError, match="trained on 'cifar10', not 'tinyimagenet'"):
+        export_robustbench(path, out, "Name2024X", dataset="tinyimagenet", report=fake_report(path, 10000))
     with pytest.raises(ExportError, match="model name"):
-        export_robustbench(path, out, "bad name!", clean_acc=1, autoattack_acc=1)
-    small = tmp_path / "small.pt"
-    save_checkpoint(small, {"model": {"arch": "small-cnn", "num_classes": 10, "dataset": "cifar10",
-                                      "kwargs": {"in_channels": 3}},
-                            "student": create_model("small-cnn", 10, **model_inputs("cifar10"),
-                                                    in_channels=3).state_dict()})
-    with pytest.raises(ExportError, match="no RobustBench class"):
-        export_robustbench(small, out, "Name2024X", clean_acc=1, autoattack_acc=1)
+        export_robustbench(path, out, "bad name!", report=fake_report(path, 10000))
+    with pytest.raises(ExportError, match="sha256"):  # a report of another checkpoint
+        export_robustbench(path, out, "Name2024X", report={**fake_report(path, 10000), "checkpoint_info": {
+            "file": "other.pt", "epoch": None, "sha256": "0" * 64}})
+    with pytest.raises(ExportError, match="no AutoAttack result for the student"):
+        export_robustbench(path, out, "Name2024X", report=fake_report(path, 10000))  # the report is the teacher's
+    with pytest.raises(ExportError, match="holdout split"):
+        export_robustbench(path, out, "Name2024X", which="teacher", report=fake_report(path, 10000, split="holdout"))
     assert not out.exists() or not any(out.rglob("*"))
 
 

@@ -240,3 +240,67 @@ def test_a_cosine_run_stopped_inside_the_warmup_resumes_bit_exactly(tmp_path):
     want = [rates[4 * e] for e in range(3)]  # each epoch's first iteration
     assert [r["lr"] for r in a["history"]] == pytest.approx(want, rel=1e-9)
     assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
+
+
+# ---------------------------------------------------------------- warm-up under multistep (issue 27 §3)
+def test_multistep_warms_up_linearly_then_follows_multisteplr():
+    """4 iterations an epoch, 10 epochs, warm-up 1.5 epochs = 6 iterations, milestones at 20 and 30."""
+    config = RunConfig(lr_schedule="multistep", epochs=10, milestones=(0.5, 0.75), lr_gamma=0.1, warmup_epochs=1.5)
+    opt, plain = _optimizer(), _optimizer()
+    sched = build_scheduler(opt, config, 4)
+    reference = torch.optim.lr_scheduler.MultiStepLR(plain, [20, 30], gamma=0.1)
+    init = 1e-6
+    for step in range(41):
+        peaks = [LR, 2 * LR]
+        if step < 6:
+            assert _lrs(opt) == pytest.approx([init + step * (p - init) / 6 for p in peaks], rel=1e-12), step
+        else:  # from the end of the warm-up: torch's MultiStepLR's own rates, bit for bit
+            assert _lrs(opt) == _lrs(plain), step
+        assert _lrs(opt)[0] < LR if step < 6 else True
+        for o, s in ((opt, sched), (plain, reference)):
+            o.step()
+            s.step()
+    assert _lrs(opt) == pytest.approx([LR * 0.01, 2 * LR * 0.01])
+
+
+def test_no_warmup_is_torchs_multisteplr_itself():
+    sched = build_scheduler(_optimizer(), RunConfig(lr_schedule="multistep", epochs=4, warmup_epochs=0.0), 5)
+    assert type(sched) is torch.optim.lr_scheduler.MultiStepLR  # the state and the numbers of before
+
+
+def test_a_multistep_checkpoint_of_before_the_warmup_resumes_without_one():
+    """A run of an earlier version with warmup_epochs > 0 under multistep trained without warm-up (it was
+    ignored): its MultiStepLR state resumes so, rate for rate, with a warning."""
+    config = RunConfig(lr_schedule="multistep", epochs=10, milestones=(0.5, 0.75), warmup_epochs=2.0)
+    old_opt = _optimizer()
+    old = torch.optim.lr_scheduler.MultiStepLR(old_opt, [20, 30], gamma=config.lr_gamma)  # what it built then
+    for _ in range(3):
+        old_opt.step()
+        old.step()
+    opt = _optimizer()
+    sched = build_scheduler(opt, config, 4)  # as a resume does: the scheduler, then the checkpoint's states
+    opt.load_state_dict(old_opt.state_dict())
+    with pytest.warns(RuntimeWarning, match="continues without one"):
+        state = upgrade_scheduler_state(old.state_dict(), config, 4, opt)
+    sched.load_state_dict(state)
+    for step in range(3, 40):
+        assert _lrs(opt) == _lrs(old_opt), step
+        for o, s in ((opt, sched), (old_opt, old)):
+            o.step()
+            s.step()
+    fresh = build_scheduler(_optimizer(), config, 4)
+    assert upgrade_scheduler_state(fresh.state_dict(), config, 4, opt) == fresh.state_dict()
+
+
+def test_a_multistep_run_stopped_inside_the_warmup_resumes_bit_exactly(tmp_path):
+    multistep = [a if a != "lr_schedule=cosine" else "lr_schedule=multistep" for a in SYNTH]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    _train(*multistep, "--out", str(straight))
+    _train(*multistep, "--out", str(split), "--stop-after-epochs", "1")
+    _train("--out", str(split), "--resume", "-q")
+    a = load_checkpoint(straight / "checkpoints" / "final.pt")
+    b = load_checkpoint(split / "checkpoints" / "final.pt")
+    for key in a["student"]:
+        assert torch.equal(a["student"][key], b["student"][key]), key
+    assert a["history"][0]["lr"] == 1e-6 and a["history"][1]["lr"] < a["config"]["lr"]  # warming up
+    assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
+from bare_venv import clean_env, closure, make_bare_python
+from bare_venv import norm as _norm
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_DISTRIBUTIONS = ("torch", "numpy", "scipy", "pip")  # what the lent GPU machines have (pip: the installer)
@@ -32,59 +34,19 @@ WHEELS = Path(os.environ.get("ART_ADR_WHEEL_CACHE",
 DROPPED = "cloudpickle"  # the wheel the second host lacks
 
 
-def _norm(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def base_closure(names: tuple[str, ...] = BASE_DISTRIBUTIONS) -> list[md.Distribution]:
     """The installed distributions ``names`` and, recursively, their declared runtime requirements (markers
     evaluated for this interpreter, no extras); a declared requirement that is not installed is left out."""
-    from packaging.requirements import Requirement
-
-    seen: dict[str, md.Distribution] = {}
-    todo = list(names)
-    while todo:
-        name = _norm(todo.pop())
-        if name in seen:
-            continue
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue
-        seen[name] = dist
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    return list(seen.values())
-
-
-def make_bare_python(root: Path) -> Path:
-    """A venv without system site-packages whose site-packages links only the top-level entries (packages,
-    modules, ``.dist-info``, ``.libs``) of :func:`base_closure`'s distributions. Returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    python = root / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    for dist in base_closure():
-        origin = Path(dist.locate_file(""))
-        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
-        for top in tops:
-            if top in ("__pycache__", "bin") or (site / top).exists() or not (origin / top).exists():
-                continue
-            (site / top).symlink_to(origin / top)
-    return python
+    return closure(names)
 
 
 def _env(site: Path) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    return {**keep, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "MPLBACKEND": "Agg"}
+    return clean_env(PYTHONPATH=str(site))
 
 
 def install(python: Path, wheels: Path, site: Path) -> subprocess.CompletedProcess:
     """``gpu_suite.sh --install-only``: the suite's own install of ``wheels`` and of this tree into ``site``."""
-    env = {**_env(site), "PYTHON": str(python), "GPU_SUITE_SITE": str(site)}
+    env = {**_env(site), "PYTHON": str(python), "GPU_SUITE_SITE": str(site), "OUT": str(site.parent / "suite-out")}
     env.pop("PYTHONPATH")
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--install-only", "--wheels",
                            str(wheels)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -110,7 +72,7 @@ def _wheel_set() -> Path:
 def host(tmp_path_factory):
     wheels = _wheel_set()
     root = tmp_path_factory.mktemp("host")
-    python = make_bare_python(root / "venv")
+    python = make_bare_python(root / "venv", base_closure())
     return python, wheels, root
 
 

@@ -87,7 +87,13 @@ def plot_js(results: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_calibration(results: Mapping[str, Any], path: Path) -> Path:
-    """Reliability diagrams, clean (top) and PGD (bottom) per model, with ECE in the titles."""
+    """Reliability diagrams, clean (top) and PGD (bottom) per model, with ECE in the titles
+    (:func:`calibration_figure`)."""
+    return _save(calibration_figure(results), path)
+
+
+def calibration_figure(results: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_calibration`; its legend sits below the panels, off the bars."""
     names = list(results["models"])
     fig, axes = _figure(2, len(names), 3.2, 3.0)
     for col, name in enumerate(names):
@@ -102,13 +108,15 @@ def plot_calibration(results: Mapping[str, Any], path: Path) -> Path:
             ax.bar(centers, acc, width=width, edgecolor="black", linewidth=0.5, label="accuracy")
             ax.bar(centers, np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width, color="none",
                    edgecolor="tab:red", hatch="//", linewidth=0.5, label="|gap| to confidence")
-            ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+            ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
             label = "clean" if key == "clean" else f"PGD-{results['settings']['max_iter']}"
             ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}, {label}: ECE {o[f'ece_{key}']:.3f}",
                    xlabel="confidence", ylabel="accuracy")
             ax.title.set_fontsize(9)
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    # one legend below the panels, never over the bars
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8,
+               frameon=False)
+    return fig
 
 
 def plot_weight_landscape(results: Mapping[str, Any], path: Path) -> Path:

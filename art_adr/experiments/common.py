@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig, parse_seeds  # parse_seeds: in config, which the CLI reads before torch
+from ..console import say
 from ..runs import RunError, config_diff, load_run_config, train_run
 
 __all__ = ["PlannedRun", "is_finished", "ensure_trained", "train_planned", "log_table", "read_history", "mean_std",
@@ -52,7 +53,7 @@ def train_planned(planned: Sequence[tuple[PlannedRun, Path, str]], out: Path, *,
     if launcher is None or launcher.in_process:
         for plan, run_dir, text in planned:
             if verbose:
-                print(text)
+                say(text)
             ensure_trained(plan, run_dir, verbose, command, loggers)
         unfinished: list[Path] = []
     else:
@@ -60,7 +61,7 @@ def train_planned(planned: Sequence[tuple[PlannedRun, Path, str]], out: Path, *,
 
         todo = [(run_dir, plan.config) for plan, run_dir, _ in planned if not is_finished(plan, run_dir)]
         if verbose:
-            print(f"== {len(planned) - len(todo)} of {len(planned)} runs finished already")
+            say(f"== {len(planned) - len(todo)} of {len(planned)} runs finished already")
         unfinished = launch_runs(todo, launcher, out, loggers=loggers, verbose=verbose, command=command,
                                  name=f"art-adr-{out.resolve().name}") if todo else []
     if loggers:
@@ -84,6 +85,7 @@ def log_table(out: Path, loggers: Sequence[str], name: str, markdown: str, rows:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run directory's ``metrics.jsonl`` (empty when it has none)."""
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
@@ -95,21 +97,3 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / n) ** 0.5
 
 
-def parse_seeds(text: str | Sequence[int] | None) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"`` → ``[0, 1, 2]`` / ``[0, 1, 2, 3, 4]``; duplicates dropped, order kept."""
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        return list(dict.fromkeys(int(s) for s in text))
-    seeds: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-        try:
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
-        except ValueError:
-            raise ConfigError(f"seeds must be integers like 0,1,2 or 0-2, got {text!r}") from None
-    if not seeds:
-        raise ConfigError(f"no seeds in {text!r}")
-    return list(dict.fromkeys(seeds))

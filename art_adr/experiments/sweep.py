@@ -177,7 +177,7 @@ def plot_heatmap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def heatmap_figure(summary: dict[str, Any]) -> Any:
     """The figure of :func:`plot_heatmap`: one panel per score, sized so titles, tick labels and colour bars
-    never overlap (constrained layout), even for 1 × 2 or 2 × 2 grids; a constant score gets a ±0.5 pp bar."""
+    never overlap (constrained layout), even for 1 × 2 or 2 × 2 grids; colours on a fixed 0–100 % scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,9 +195,7 @@ def heatmap_figure(summary: dict[str, Any]) -> Any:
     sel = summary["selected"]["index"]
     for ax, (key, name) in zip(axes[0], keys):
         grid = np.array([c[key] for c in cells], dtype=float).reshape(len(taus), len(lams))
-        lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
-        if hi - lo < 1.0:  # (nearly) constant: a readable bar around the value, not matplotlib's ±0.1
-            lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
+        lo, hi = 0.0, 100.0  # a fixed accuracy scale: sweeps compare by colour, and no bar spans −0.5…0.5 %
         im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower", vmin=lo, vmax=hi)
         for k, c in enumerate(cells):
             r, q = divmod(k, len(lams))

@@ -14,6 +14,7 @@ from ..attacks import ATTACKS, get_attack, robust_attack_names, validating_attac
 from ..budget import format_eps
 from ..checkpoint import atomic_write
 from ..config import ConfigError, RunConfig, recipe_path, resolve_config, selected_model
+from ..console import say
 from ..methods import METHOD_NAMES, get_method
 from ..runs import RunError, holding_lock, load_run_config, write_csv
 from ..tables import markdown_table
@@ -337,11 +338,22 @@ def _selecting_key(history: list[dict[str, Any]]) -> str | None:
 
 def plot_methods(histories: dict[str, list[dict[str, Any]]], path: str | os.PathLike, title: str) -> None:
     """Per-epoch validation accuracy of every method (solid student, dashed teacher): under the runs' validation
-    attack when it is not PGD (what selects ``best.pt``), under PGD-10, and clean."""
+    attack when it is not PGD (what selects ``best.pt``), under PGD-10, and clean (:func:`methods_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = methods_figure(histories, title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def methods_figure(histories: dict[str, list[dict[str, Any]]], title: str) -> Any:
+    """The figure of :func:`plot_methods`: whole-epoch ticks and a fixed 0–100 % scale on every panel (runs of
+    one epoch included)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     selecting = {label: _selecting_key(h) for label, h in histories.items()}
     panels = (["selecting"] if any(selecting.values()) else []) + ["pgd_acc", "clean_acc"]
@@ -355,13 +367,13 @@ def plot_methods(histories: dict[str, list[dict[str, Any]]], path: str | os.Path
     titles = {"selecting": f"validation attack ({', '.join(names)}; selects best.pt)",
               "pgd_acc": "PGD-10 validation accuracy", "clean_acc": "clean validation accuracy"}
     for ax, panel in zip(axes[0], panels):
-        ax.set(title=titles[panel], xlabel="epoch", ylabel="%")
+        ax.set(title=titles[panel], xlabel="epoch", ylabel="%", ylim=(0, 100))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: tick 1 only
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    return fig
 
 
 def _plot_history(ax: Any, history: list[dict[str, Any]], key: str | None, color: str, label: str) -> None:
@@ -372,7 +384,7 @@ def _plot_history(ax: Any, history: list[dict[str, Any]], key: str | None, color
     if pts:
         ax.plot(*zip(*pts), "-", color=color, marker="o", ms=3, label=f"{label}")
     if tpts:
-        ax.plot(*zip(*tpts), "--", color=color, lw=1, label=f"{label} (teacher)")
+        ax.plot(*zip(*tpts), "--", color=color, lw=1, marker="s", ms=2, label=f"{label} (teacher)")
 
 
 def write_table(rows: list[dict[str, Any]], histories: dict[str, list[dict[str, Any]]], out: Path,
@@ -515,15 +527,23 @@ def evaluate_entries(entries: Sequence[Entry], dataset: str, models: Sequence[st
     robust_key = "aa" if "aa" in robust else robust[0]
     rows: list[dict[str, Any]] = []
     grouped: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}  # (label, recipe) -> per-seed histories
-    if jobs > 1 and device == "cpu":
+
+    def header(label: str, which: str, config: RunConfig) -> None:
+        if verbose:
+            say(f"== evaluating {label} ({which}, seed {config.seed}; best and final: clean, {', '.join(robust)})")
+
+    warm = jobs > 1 and device == "cpu"
+    if warm:  # the headers first, then the one bar of the evaluations running `jobs` at a time
+        for label, _, _, config in entries:
+            for which in models:
+                header(label, which, config)
         warm_evaluations([{"run_dir": str(run_dir), "n_examples": n_examples, "attacks": ("clean", *robust),
                            "version": version, "seed": config.seed, "device": device, "which": which}
                           for _, _, run_dir, config in entries for which in models], jobs, verbose)
     for label, recipe, run_dir, config in entries:
         for which in models:
-            if verbose:
-                print(f"== evaluating {label} ({which}, seed {config.seed}; best and final: clean, "
-                      f"{', '.join(robust)})")
+            if not warm:  # (warmed: said above, before the bar)
+                header(label, which, config)
             ev = evaluate_run(run_dir, n_examples, attacks=("clean", *robust), version=version, seed=config.seed,
                               device=device, progress=verbose, which=which)
             paper = PAPER_TABLE1.get(dataset, {}).get(label) if which == reported_model(config) else None

@@ -29,8 +29,8 @@ class AT(TrainingMethod):
 
     def attack(self, ctx: AttackContext, x: Tensor, target: Tensor, y: Tensor) -> Tensor:
         return pgd(ctx.forward, x, target, eps=ctx.eps, eps_step=ctx.eps_step, max_iter=ctx.max_iter,
-                   norm=ctx.norm, clip_values=ctx.clip_values, random_init=True, loss="ce", bn_mode=ctx.bn_mode,
-                   generator=ctx.generator, autocast=ctx.autocast)
+                   norm=ctx.norm, clip_values=ctx.clip_values, random_init=ctx.random_init, loss="ce",
+                   bn_mode=ctx.bn_mode, generator=ctx.generator, autocast=ctx.autocast)
 
     def loss(self, forward: Forward, x: Tensor, x_adv: Tensor, target: Tensor, y: Tensor,
              autocast: Any) -> tuple[Tensor, Tensor]:

@@ -35,6 +35,8 @@ class AttackContext:
             trainer was given one).
         generator: ``torch.Generator`` on the device, for random starts (seeded ``seed + rank``).
         autocast: zero-argument factory of the autocast context, or ``None``.
+        random_init: start AT's attack uniformly in the ε-ball (default) or at ``x`` (``False``: an ART PGD with
+            ``num_random_init=0``); TRADES and MART keep their own 0.001-scale starts.
     """
 
     forward: Forward
@@ -47,6 +49,7 @@ class AttackContext:
     bn_mode: str
     generator: torch.Generator
     autocast: Callable[[], contextlib.AbstractContextManager] | None
+    random_init: bool = True
 
     def autocast_ctx(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.autocast)

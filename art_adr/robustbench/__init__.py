@@ -9,8 +9,13 @@
   RobustBench's classes (:func:`robustbench_spec`) and their weights under its keys (:func:`robustbench_state_dict`).
 - :mod:`~art_adr.robustbench.bundle`: what a submission says: :func:`model_info` (every field of RobustBench's
   schema), :func:`new_model_issue`, the paper fields.
-- :mod:`~art_adr.robustbench.export`: :func:`export_robustbench`, the files of a submission, written atomically;
-  evaluations on fewer than the 10 000 test images only with ``allow_partial`` (and marked).
+- :mod:`~art_adr.robustbench.local`: art-adr's own architectures as self-contained files of a bundle.
+- :mod:`~art_adr.robustbench.standalone`: the torch-only code a bundle carries (``Normalized``, ``load_bundle.py``).
+- :mod:`~art_adr.robustbench.evidence`: the numbers of a bundle, from the evaluation report of its checkpoint
+  (SHA-256 checked) or marked external, and the AutoAttack log.
+- :mod:`~art_adr.robustbench.export`: :func:`export_robustbench`, the files of a bundle, written atomically, for any
+  dataset; evaluations on fewer than the 10 000 test images of a leaderboard only with ``allow_partial`` (marked).
+- :mod:`~art_adr.robustbench.check`: :func:`check_bundle`, what a maintainer runs on a bundle.
 - :mod:`~art_adr.robustbench.leaderboard`: :func:`leaderboard_table`, placement against the shipped snapshot.
 """
 
@@ -31,6 +36,7 @@ from .bundle import (
     new_model_issue,
     paper_fields,
 )
+from .check import BundleCheckError, check_bundle
 from .export import export_robustbench, register_exported
 from .leaderboard import LEADERBOARD_FILE, format_leaderboard, leaderboard_table, load_leaderboard
 from .upstream import AUTOATTACK_SUBMODULES, fill_autoattack_module
@@ -63,4 +69,6 @@ __all__ = [
     "leaderboard_table",
     "format_leaderboard",
     "ExportError",
+    "check_bundle",
+    "BundleCheckError",
 ]

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from ..budget import format_eps
 
 __all__ = ["ROBUSTBENCH_DATASETS", "THREAT_MODELS", "ROBUSTBENCH_N_EXAMPLES", "ADR_PAPER", "PLACEHOLDERS",
            "ARCH_NAMES", "NAME_RE", "FORBIDDEN_KEY_PARTS", "ExportError", "model_info", "new_model_issue",
-           "paper_fields", "default_footnote", "accuracies_from_report", "check_n_examples"]
+           "paper_fields", "default_footnote", "check_n_examples", "CONSENT_LINES", "CHECKPOINT_HELP"]
 
 
 ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")
@@ -37,7 +35,8 @@ PLACEHOLDERS = {"link": "<PAPER URL>", "authors": "<AUTHORS>", "venue": "<VENUE>
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18",
               "wrn-28-10": "WideResNet-28-10", "wrn-34-10": "WideResNet-34-10",
-              "dm-wrn-28-10": "WideResNet-28-10", "dm-wrn-34-10": "WideResNet-34-10"}
+              "dm-wrn-28-10": "WideResNet-28-10", "dm-wrn-34-10": "WideResNet-34-10",
+              "mlp": "MLP", "small-cnn": "SmallCNN", "conv-fc": "ConvFC", "conv-bn": "ConvBN"}
 
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -102,13 +101,40 @@ def model_info(
     return info
 
 
-def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoint_url: str = "<URL>",
-                    n_examples: int = ROBUSTBENCH_N_EXAMPLES) -> str:
-    """The RobustBench "[New Model]" issue template (.github/ISSUE_TEMPLATE/new-model.md), filled in (with a
-    warning when ``n_examples`` is fewer than the full test set)."""
-    yes = "x"  # export is for the Model Zoo, under the MIT license
+CONSENT_LINES = (
+    "The boxes below are yours to tick: art-adr leaves them empty.",
+    "- \"add my models to the Model Zoo\": RobustBench's maintainers add the entry of model_zoo/ (and the file of "
+    "model_zoo/architectures/, if any) to their repository, and `robustbench.utils.load_model` downloads your "
+    "checkpoint from the link you give.",
+    "- \"MIT license\": you release the weights under the MIT license (RobustBench's own); tick the custom-license "
+    "box with a URL instead if you do not.",
+)
+
+
+CHECKPOINT_HELP = (
+    "<URL: host models/{dataset}/Linf/{name}.pt where RobustBench can download it; its zoo entries name a Google "
+    "Drive file by its id (`'gdrive_id'`, the part after /d/ of a share link open to anyone with the link), so "
+    "upload the .pt to Google Drive, share it, and put the link here and the id in the entry's 'gdrive_id'>"
+)
+
+
+def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoint_url: str | None = None,
+                    n_examples: int = ROBUSTBENCH_N_EXAMPLES, own_architecture: bool = False,
+                    leaderboard: bool = True) -> str:
+    """The RobustBench "[New Model]" issue template (.github/ISSUE_TEMPLATE/new-model.md), filled in: the consent
+    boxes (Model Zoo, MIT license) left unticked with what each means, the checkpoint link explained (RobustBench
+    hosts by ``gdrive_id``), a warning when ``n_examples`` is fewer than the full test set or when RobustBench
+    has no leaderboard for the dataset."""
+    url = checkpoint_url or CHECKPOINT_HELP.format(dataset=info["dataset"], name=name)
+    own = "x" if own_architecture else " "
+    head = "" if leaderboard else (
+        f"> Not a submission: RobustBench has no L∞ leaderboard for {info['dataset']!r}. This bundle is in its "
+        "format (model_info, model-zoo entry, weights) and loads with the bundle's load_bundle.py.\n\n")
+    partial = (f"- **Warning**: partial evaluation, {n_examples} of the {ROBUSTBENCH_N_EXAMPLES} test images "
+               "(RobustBench's protocol evaluates all of them; not a leaderboard result)\n"
+               if leaderboard and n_examples < ROBUSTBENCH_N_EXAMPLES else "")
     return (
-        f"Title: [New Model] {name}\n\n"
+        f"Title: [New Model] {name}\n\n" + head +
         "# Paper Information\n\n"
         f"- **Paper Title**: {info['name']}\n- **Paper URL**: {info['link']}\n"
         f"- **Paper authors**: {info['authors']}\n- **Venue**: {info['venue']}\n\n"
@@ -119,45 +145,16 @@ def new_model_issue(name: str, info: dict[str, Any], *, eval_note: str, checkpoi
         f" (reported: {info['reported']}%)\n"
         f"- **Additional data**: {str(info['additional_data']).lower()}\n"
         f"- **Evaluation method**: {eval_note}\n"
-        f"- **Checkpoint and code**: {checkpoint_url} (code: https://github.com/Trusted-AI/"
+        f"- **Checkpoint and code**: {url} (code: https://github.com/Trusted-AI/"
         "adversarial-robustness-toolbox + art-adr)\n"
-        + (f"- **Footnote**: {info['footnote']}\n" if info.get("footnote") else "")
-        + (f"- **Warning**: partial evaluation, {n_examples} of the {ROBUSTBENCH_N_EXAMPLES} test images "
-           "(not RobustBench's protocol)\n" if n_examples < ROBUSTBENCH_N_EXAMPLES else "")
-        + "\n# Model Zoo:\n\n"
-        f"- [{yes}] I want to add my models to the Model Zoo (check if true)\n"
-        "- [ ] I use an architecture that is **not** included among those in "
+        + (f"- **Footnote**: {info['footnote']}\n" if info.get("footnote") else "") + partial
+        + "\n# Model Zoo:\n\n" + "\n".join(CONSENT_LINES) + "\n\n"
+        "- [ ] I want to add my models to the Model Zoo (check if true)\n"
+        f"- [{own}] I use an architecture that is **not** included among those in "
         "robustbench/model_zoo/architectures (check if true).\n"
-        f"- [{yes}] I agree to release my model(s) under MIT license (check if true) **OR**\n"
+        "- [ ] I agree to release my model(s) under MIT license (check if true) **OR**\n"
         "- [ ] I want my models to be released under a custom license, located here: (custom license URL here)\n"
     )
-
-
-def accuracies_from_report(report: dict[str, Any] | str | Path, which: str, dataset: str,
-                            eps: float) -> tuple[float, float, str, int]:
-    """``(clean, autoattack, evaluation note, number of test images)`` of an ``art-adr evaluate`` report."""
-    if not isinstance(report, dict):
-        try:
-            report = json.loads(Path(report).read_text())
-        except (OSError, ValueError) as exc:
-            raise ExportError(f"cannot read evaluation report {report}: {exc}") from None
-    entry = report.get("models", {}).get(which, {})
-    res = entry.get("results", {})
-    if "aa" not in res:
-        raise ExportError(f"evaluation report has no AutoAttack result for the {which}")
-    if report.get("norm", "Linf") != "Linf":
-        raise ExportError(f"evaluation report is for the {report.get('norm')} norm; the export is for L∞ (Linf)")
-    if report.get("dataset") != dataset or abs(float(report.get("eps", -1)) - eps) > 1e-9:
-        raise ExportError(f"evaluation report is for {report.get('dataset')} at ε={report.get('eps')}, "
-                          f"not {dataset} at ε={eps}")
-    n = report.get("n_examples")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ExportError(f"evaluation report does not say how many test images were evaluated "
-                          f"(n_examples = {n!r})")
-    aa = entry.get("autoattack", {})
-    note = (f"AutoAttack {aa.get('version', 'standard')} (pyautoattack, seed {aa.get('seed')}) on the first "
-            f"{n} {dataset} test images")
-    return float(res["clean"]), float(res["aa"]), note, n
 
 
 def default_footnote(which: str, decay: float = 0.995) -> str | None:
@@ -178,16 +175,16 @@ def paper_fields(cfg: dict[str, Any]) -> dict[str, str]:
     return {"name": f"{title} (art-adr)", **PLACEHOLDERS}
 
 
-def check_n_examples(n: int | None, dataset: str, allow_partial: bool) -> int:
+def check_n_examples(n: int | None, dataset: str, allow_partial: bool, leaderboard: bool = True) -> int:
     """The number of test images behind the accuracies (``None``: the full test set); ``ExportError`` for a
-    partial evaluation unless ``allow_partial``."""
+    partial evaluation of a ``leaderboard`` dataset (a leaderboard claim) unless ``allow_partial``."""
     full = ROBUSTBENCH_N_EXAMPLES
     if n is None:
         return full
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= full:
         raise ExportError(f"n_examples must be an integer in [1, {full}] ({dataset} has {full} test images), "
                           f"got {n!r}")
-    if n < full and not allow_partial:
+    if n < full and leaderboard and not allow_partial:
         raise ExportError(f"the accuracies come from {n} of the {full} {dataset} test images; RobustBench's "
                           f"protocol evaluates all {full} (`art-adr evaluate --robustbench`). Pass --allow-partial "
                           "(allow_partial=True) to export anyway, marked as partial in model_info")

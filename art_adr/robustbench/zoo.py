@@ -148,10 +148,13 @@ def export_state_dict(state: dict[str, torch.Tensor], spec: dict[str, Any]) -> d
     return out
 
 
-def model_zoo_entry(name: str, dataset: str, import_line: str, constructor: str) -> str:
-    """Text to paste into ``robustbench/model_zoo/<dataset>.py`` (imports + the ``linf`` OrderedDict item)."""
+def model_zoo_entry(name: str, dataset: str, import_line: str, constructor: str, leaderboard: bool = True) -> str:
+    """Text to paste into ``robustbench/model_zoo/<dataset>.py`` (imports + the ``linf`` OrderedDict item); for a
+    dataset RobustBench has no zoo for (``leaderboard`` false), the same entry, said to be in its format only."""
+    where = (f"robustbench/model_zoo/{dataset}.py" if leaderboard else
+             f"a model-zoo file for {dataset} (RobustBench has none; this entry is in its format)")
     return (
-        f"# 1) add to the imports of robustbench/model_zoo/{dataset}.py:\n{import_line}\n\n"
+        f"# 1) add to the imports of {where}:\n{import_line}\n\n"
         f"# 2) add to its `linf = OrderedDict([...])` (ThreatModel.Linf) list:\n"
         f"('{name}', {{\n    'model': lambda: {constructor},\n    'gdrive_id': '<GDRIVE_ID>',\n}}),\n"
     )

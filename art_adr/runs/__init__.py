@@ -24,6 +24,7 @@ from .build import (
     TRAINER_ONLY_ARGS,
     WARMUP_LR_INIT,
     WarmupCosineLR,
+    WarmupMultiStepLR,
     build_scheduler,
     build_trainer,
     fused_sgd_supported,
@@ -57,6 +58,7 @@ __all__ = ["train_run", "RunError", "RunStopped", "RunInterrupted", "RunLock", "
            "build_scheduler", "plot_curves", "curves_figure", "upgrade_scheduler_state", "holding_lock",
            "remove_leftover_tmp", "CONFIG_FILE", "RUN_OUTPUTS", "CHECKPOINT_FILES", "ADR_ONLY_FIELDS", "KILL_ENV",
            "KILL_POINTS", "DistInfo", "init_distributed", "pick_device", "replicas_in_sync", "WARMUP_LR_INIT",
-           "WarmupCosineLR", "write_config", "write_csv", "config_diff", "epoch_checkpoint", "load_data", "place_data",
+           "WarmupCosineLR", "WarmupMultiStepLR",
+           "write_config", "write_csv", "config_diff", "epoch_checkpoint", "load_data", "place_data",
            "parameter_groups", "fused_sgd_supported", "RUN_FIELDS", "TRAINER_ONLY_ARGS", "trainer_arguments",
            "build_trainer"]

@@ -17,7 +17,8 @@ from .files import RunError
 if TYPE_CHECKING:
     from ..trainer import AdversarialTrainerADR
 
-__all__ = ["pick_device", "WARMUP_LR_INIT", "WarmupCosineLR", "build_scheduler", "upgrade_scheduler_state",
+__all__ = ["pick_device", "WARMUP_LR_INIT", "WarmupCosineLR", "WarmupMultiStepLR", "build_scheduler",
+           "upgrade_scheduler_state",
            "model_desc", "arch_kwargs", "parameter_groups", "fused_sgd_supported", "RUN_FIELDS", "TRAINER_ONLY_ARGS",
            "trainer_arguments", "build_trainer"]
 
@@ -69,13 +70,41 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         return [self.rate(peak, self.last_epoch) for peak in self.base_lrs]
 
 
+class WarmupMultiStepLR(torch.optim.lr_scheduler.MultiStepLR):
+    """torch's ``MultiStepLR`` after a linear warm-up (timm's ``MultiStepLRScheduler(warmup_t, warmup_lr_init)``):
+    iteration ``i < warmup_iters`` trains with ``warmup_lr_init + i·(lr − warmup_lr_init) / warmup_iters``, iteration
+    ``warmup_iters`` with the peak (times ``gamma`` per milestone passed), and from there on ``MultiStepLR``'s own
+    rates. ``warmup_iters = 0`` is ``MultiStepLR`` exactly. ``last_epoch`` counts iterations."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, milestones: list[int], gamma: float = 0.1,
+                 warmup_iters: int = 0, warmup_lr_init: float = WARMUP_LR_INIT, last_epoch: int = -1) -> None:
+        if warmup_iters < 0:
+            raise ValueError(f"warmup_iters must be >= 0, got {warmup_iters}")
+        self.warmup_iters, self.warmup_lr_init = int(warmup_iters), float(warmup_lr_init)
+        super().__init__(optimizer, milestones, gamma, last_epoch)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        t = self.last_epoch
+        if not self.warmup_iters or t > self.warmup_iters:
+            return super().get_lr()
+        if t == self.warmup_iters:
+            passed = sum(count for m, count in self.milestones.items() if m <= t)
+            return [peak * self.gamma ** passed for peak in self.base_lrs]
+        return [self.warmup_lr_init + t * (peak - self.warmup_lr_init) / self.warmup_iters for peak in self.base_lrs]
+
+
+_WARMUP_KEYS = frozenset({"warmup_iters", "warmup_lr_init"})
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     """The run's LR scheduler, stepped once per iteration.
 
     ``"multistep"``: torch's ``MultiStepLR`` decaying by ``lr_gamma`` at ``milestones`` (fractions of the run's
     ``epochs × steps_per_epoch`` iterations, rounded; §5.1 of Wu et al. 2024; the authors' timm
-    ``MultiStepLRScheduler``, stepped after the update, decays one iteration later). ``"cosine"``:
+    ``MultiStepLRScheduler``, stepped after the update, decays one iteration later), after a linear warm-up from
+    ``WARMUP_LR_INIT`` over ``int(warmup_epochs × steps_per_epoch)`` iterations when there is one
+    (:class:`WarmupMultiStepLR`; none: torch's ``MultiStepLR`` itself). ``"cosine"``:
     :class:`WarmupCosineLR`, the authors' timm ``CosineLRScheduler`` (§5.4, ``yuyuwu5/ADR``
     ``build_cosine_scheduler``): the cosine over all ``epochs × steps_per_epoch`` iterations, a linear warm-up
     from ``WARMUP_LR_INIT`` over ``int(warmup_epochs × steps_per_epoch)`` iterations, to 0.
@@ -85,7 +114,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
     sched = torch.optim.lr_scheduler
     total = config.epochs * steps_per_epoch
     if config.lr_schedule == "multistep":
-        return sched.MultiStepLR(optimizer, [round(m * total) for m in config.milestones], gamma=config.lr_gamma)
+        milestones, warmup = [round(m * total) for m in config.milestones], int(config.warmup_epochs * steps_per_epoch)
+        if warmup:
+            return WarmupMultiStepLR(optimizer, milestones, config.lr_gamma, warmup, WARMUP_LR_INIT)
+        return sched.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
     if config.lr_schedule != "cosine":
         raise ValueError(f"lr_schedule must be 'multistep' or 'cosine', got {config.lr_schedule!r}")
     return WarmupCosineLR(optimizer, total, int(config.warmup_epochs * steps_per_epoch), WARMUP_LR_INIT, 0.0)
@@ -109,6 +141,12 @@ def upgrade_scheduler_state(saved: dict[str, Any] | None, config: RunConfig, ste
     scheduler = build_scheduler(scratch, config, steps_per_epoch)
     if set(saved) == set(scheduler.state_dict()):
         return saved
+    if isinstance(scheduler, WarmupMultiStepLR) and set(saved) == set(scheduler.state_dict()) - _WARMUP_KEYS:
+        # a multistep run of a version that ignored warmup_epochs: trained without warm-up, it continues so
+        warnings.warn(f"the checkpoint's multistep LR schedule has no warm-up (warmup_epochs={config.warmup_epochs} "
+                      "was ignored under multistep before); the run continues without one", RuntimeWarning,
+                      stacklevel=2)
+        return {**saved, "warmup_iters": 0, "warmup_lr_init": WARMUP_LR_INIT}
     if config.lr_schedule == "cosine":
         warnings.warn("the checkpoint's cosine LR schedule (torch's warm-up, then a cosine over the rest) is "
                       "replaced by the ADR authors' timm schedule (a cosine over the whole run) from iteration "
@@ -176,8 +214,11 @@ RUN_FIELDS = frozenset({
 })
 
 
-# trainer arguments no RunConfig field sets (the run layer passes or leaves them)
-TRAINER_ONLY_ARGS = frozenset({"classifier", "method", "attack", "scheduler_interval", "log_every", "verbose"})
+# trainer arguments no RunConfig field sets (the run layer passes or leaves them; num_random_init and nb_epochs
+# are ART's names for the Python API, the config's start is the method's and its epochs are `epochs`; runs
+# validate robustly: their best.pt is the robust one)
+TRAINER_ONLY_ARGS = frozenset({"classifier", "method", "attack", "scheduler_interval", "log_every", "verbose",
+                               "num_random_init", "nb_epochs", "validation"})
 
 
 def trainer_arguments(config: RunConfig) -> tuple[Any, dict[str, Any]]:

@@ -32,7 +32,8 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: s
 
 def curves_figure(history: list[dict[str, Any]], title: str = "", attack: str = "pgd",
                   attack_label: str = "PGD-10") -> Any:
-    """The figure of :func:`plot_curves`: accuracy in % (as the tables), whole-epoch ticks, the validation attack
+    """The figure of :func:`plot_curves`: accuracy in % (as the tables) on a fixed 0–100 scale, whole-epoch
+    ticks, the validation attack
     named with its step count (``attack_label``, e.g. ``"APGD-CE+T-10"``), both panels titled."""
     import matplotlib
 
@@ -53,7 +54,8 @@ def curves_figure(history: list[dict[str, Any]], title: str = "", attack: str = 
     best = [r.get("best_epoch") for r in history if r.get("best_epoch")]
     if best:
         ax.axvline(best[-1], color="grey", lw=0.8, ls=":", label=f"best epoch {best[-1]}")
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=(title + ": " if title else "") + "validation accuracy")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=(title + ": " if title else "") + "validation accuracy",
+           ylim=(0, 100))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax2.plot(epochs, [r["loss"] for r in history], "k-", marker="o", ms=3, label="train loss")
@@ -69,7 +71,7 @@ def curves_figure(history: list[dict[str, Any]], title: str = "", attack: str = 
         handles, labels = handles + h2, labels + l2
     ax2.legend(handles, labels, fontsize=8)
     for a in (ax, ax2):
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: tick 1 only
     fig.tight_layout()
     return fig
 

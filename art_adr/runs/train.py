@@ -16,6 +16,7 @@ import torch
 from .. import __version__
 from ..checkpoint import save_checkpoint
 from ..config import RunConfig
+from ..console import say
 from ..distributed import DistInfo, init_distributed, leave_together, replicas_in_sync, together
 from .build import build_scheduler, build_trainer, model_desc, pick_device
 from .curves import plot_run
@@ -153,7 +154,7 @@ class TrainingRun:
 
     def _say(self, text: str, flush: bool = False) -> None:
         if self.verbose and self.dist.is_main:
-            print(text, flush=flush)
+            say(text)  # in order with the progress bars (flushed)
 
     def run(self) -> Path:
         """Train the run to its last epoch (or to ``stop_after_epochs``); returns the run directory."""
