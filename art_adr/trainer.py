@@ -175,8 +175,9 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         num_random_init: ART's (``AdversarialTrainerMadryPGD``'s) name for the random start of AT's attack: ``1``
             uniform in the ε-ball, ``0`` at ``x``; ``None`` (default): 1, or the ART attack's. TRADES and MART
             keep their own 0.001-scale starts.
-        nb_epochs, batch_size: the defaults of :meth:`fit` / :meth:`fit_generator` (ART's
-            ``AdversarialTrainerMadryPGD`` keywords; default 20 and 128).
+        nb_epochs: the default epochs of :meth:`fit` / :meth:`fit_generator` (ART's ``AdversarialTrainerMadryPGD``
+            keyword; default 20).
+        batch_size: their default batch size (ART's keyword too; default 128).
 
     Example:
         >>> trainer = AdversarialTrainerADR(clf, eps=8/255, max_iter=10, temperature=(2.5, 2.0))

@@ -39,7 +39,7 @@ BAD_INPUTS = [  # (arguments, what the one error line must say)
     (["train", "--temperature", "2.5,abc"], "Invalid value for '--temperature': not a number: 'abc'"),
     (["train", "--interpolation", "0.1,0.2,0.3"], "Invalid value for '--interpolation'"),
     (["train", "--set", "lr=abc"], "lr: not a number: 'abc'"),
-    (["train", "--recipe", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+    (["train", "--recipe", "no-such-recipe"], "unknown recipe name 'no-such-recipe'"),
     (["train", "--lr", "-1"], "lr"),
     (["train", "--extra-data", "nowhere.npz"], "Invalid value for '--extra-data': file not found: nowhere.npz"),
     (["train", "--resume", "--out", "runs/nonexistent"], "runs/nonexistent/config.yaml not found"),
@@ -47,7 +47,7 @@ BAD_INPUTS = [  # (arguments, what the one error line must say)
     (["analyze", "run", "--radius", "abc"], "Invalid value for '--radius': not a number: 'abc'"),
     (["sweep", "--recipe", "fashion-mnist-at-adr", "--temperatures", "1,abc"],
      "Invalid value for '--temperatures': not a number: 'abc'"),
-    (["sweep", "--recipe", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+    (["sweep", "--recipe", "no-such-recipe"], "unknown recipe name 'no-such-recipe'"),
     (["sweep", "--recipe", "fashion-mnist-at-adr", "--seeds", "a,b"], "--seeds: seeds must be integers"),
     (["benchmark", "--dataset", "fashion-mnist", "--seeds", "a,b"], "--seeds: seeds must be integers"),
 ]
