@@ -3,10 +3,11 @@ one PGD step-size rule. Imports nothing of art-adr (nor torch), so ``config`` an
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["ConfigError", "parse_number", "format_eps", "default_eps_step"]
+__all__ = ["ConfigError", "parse_number", "parse_eps", "format_eps", "default_eps_step"]
 
 
 class ConfigError(ValueError):
@@ -22,6 +23,17 @@ def parse_number(value: Any) -> float:
     except (ValueError, ZeroDivisionError):
         raise ConfigError(f"not a number: {value!r}") from None
 
+
+
+def parse_eps(value: str | float) -> float:
+    """ε from ``"8/255"``, ``"0.031"`` or a number; ``ValueError`` unless ``0 < ε ≤ 1`` (images in [0, 1])."""
+    try:
+        eps = parse_number(value)
+    except ValueError:
+        raise ValueError(f"eps must be a number or a fraction like 8/255, got {value!r}") from None
+    if not math.isfinite(eps) or not 0.0 < eps <= 1.0:
+        raise ValueError(f"eps must be in (0, 1] for [0, 1] images, got {value!r}")
+    return eps
 
 def format_eps(eps: float) -> str:
     """``8/255``-style text when ε is a whole number of 255ths (RobustBench's ``eps`` field), else decimal."""

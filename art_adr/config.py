@@ -86,7 +86,7 @@ class RunConfig:
     eval_every: int = 1
     eval_max_iter: int = defaults.EVAL_MAX_ITER
     eval_batch_size: int = 256
-    val_attack: str = defaults.VAL_ATTACK  # art_adr.validation: "apgd", "margin" or "pgd"; what selects
+    val_attack: str = defaults.VAL_ATTACK  # an attack that validates (art_adr.attacks): "apgd", "margin", "pgd"
     val_targets: int = defaults.VAL_TARGETS  # APGD-T target classes of val_attack="apgd"
     best_metric: str = defaults.BEST_METRIC  # "robust_acc" (val_attack, student), "teacher_robust_acc" (+WA), or a
     # history key such as "pgd_acc"; the trainer, metrics and best.pt agree
@@ -152,9 +152,10 @@ class RunConfig:
 
     def _validate_selection(self) -> None:
         try:
-            from .validation import get_val_attack, resolve_best_metric
+            from .attacks import get_attack
+            from .validation import resolve_best_metric
 
-            get_val_attack(self.val_attack, self.val_targets)
+            get_attack(self.val_attack, validates=True, targets=self.val_targets)
             resolve_best_metric(self.best_metric, self.val_attack)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import defaults
 from .art_compat import is_art_pgd, threat_model_of
-from .attacks import AttackSpec, default_eps_step, norm_name, pgd
+from .attacks import AttackSpec, default_eps_step, get_attack, norm_name, pgd
 from .augment import CropFlip
 from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
 from .awp import AWP, AWP_VARIANTS, awp_backward
@@ -47,7 +47,7 @@ from .methods.mart import MART
 from .methods.trades import TRADES, TRADES_VARIANTS
 from .modes import bn_mode_flag, module_mode, set_bn_momentum
 from .precision import Precision
-from .validation import get_val_attack, metric_name, resolve_best_metric
+from .validation import metric_name, resolve_best_metric
 
 __all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "AdversarialTrainerMARTADR",
            "AdversarialTrainerAWPADR", "TrainingDivergedError", "TRADES_VARIANTS", "FIT_KWARGS"]
@@ -142,7 +142,8 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             in one process (default False).
         eval_max_iter: iterations k of the validation attacks (default 10; step ``default_eps_step``).
             eval_every: validate every k epochs. eval_batch_size: validation batch size (default 256).
-        val_attack: the validation attack that selects (:mod:`art_adr.validation`): ``"apgd"`` (default:
+        val_attack: the validation attack that selects (a registered attack that validates,
+            :mod:`art_adr.attacks`): ``"apgd"`` (default:
             APGD-CE + APGD-T, k iterations, ``val_targets`` targets), ``"margin"`` (PGD-k on the CW margin) or
             ``"pgd"`` (PGD-k on CE). PGD-k is always computed too (``pgd_acc``); the attack's accuracy is
             ``<val_attack>_acc`` / ``teacher_<val_attack>_acc`` in the history.
@@ -318,7 +319,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         if validation not in VALIDATIONS:
             raise ValueError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
         self.validation = validation
-        self.val_attack = get_val_attack(val_attack, val_targets)
+        self.val_attack = get_attack(val_attack, validates=True, targets=val_targets)
         if validation == "clean":
             if self.auto.active:
                 raise ValueError("validation='clean' computes no robust accuracy: temperature/interpolation='auto' "

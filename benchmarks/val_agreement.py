@@ -28,12 +28,12 @@ from typing import Any
 import scipy.stats
 import torch
 
-from art_adr.attacks import AttackSpec
+from art_adr.attacks import AttackSpec, get_attack
+from art_adr.attacks.autoattack import autoattack_eval
 from art_adr.checkpoint import load_checkpoint, model_from_checkpoint
-from art_adr.evaluation import autoattack_eval, file_sha256, first_n, load_split
+from art_adr.evaluation import file_sha256, first_n, load_split
 from art_adr.loader import to_unit_float
 from art_adr.tables import markdown_table
-from art_adr.validation import get_val_attack
 
 CANDIDATES = ("pgd", "margin", "apgd-ce", "apgd")
 CACHE_VERSION = 1
@@ -75,7 +75,7 @@ def _candidate(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
         with torch.no_grad():
             flags = counting(adv).argmax(1) == y
     else:
-        flags = get_val_attack(name).flags(counting, x, y, spec, clip_values=(0.0, 1.0), generator=gen)
+        flags = get_attack(name, validates=True).flags(counting, x, y, spec, clip_values=(0.0, 1.0), generator=gen)
     return {"acc": 100.0 * float(flags.float().mean()), "seconds": time.perf_counter() - t0,
             "forwards_per_image": counting.images / len(y)}
 

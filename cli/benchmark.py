@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
+from art_adr.attacks import attacks_help, robust_attack_names
 from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
-from art_adr.evaluation import attacks_help, robust_attack_names
 from art_adr.methods import METHOD_NAMES
 
 

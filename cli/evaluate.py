@@ -1,4 +1,5 @@
-"""``art-adr evaluate``: clean / PGD-k / CW-∞ / AutoAttack accuracy, appendix-E sanity checks, RobustBench."""
+"""``art-adr evaluate``: accuracy under the registered attacks (clean, PGD-k, margin = CW-∞, APGD-CE+T,
+AutoAttack), appendix-E sanity checks, RobustBench."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import click
 
+from art_adr.attacks import attack_names, attacks_help
 from art_adr.cli import ExistingPath, Number, quiet_option
-from art_adr.evaluation import attacks_help
 
 ROBUSTBENCH_N = 10_000  # RobustBench: the first 10 000 test images
 # ε and α: numbers or fractions in (0, 1] (images in [0, 1]), checked before torch is imported
@@ -47,21 +48,21 @@ def _placement(entry: dict[str, Any], dataset: str, arch: str, which: str, n: in
 @click.option("--dataset", "-d", default=None, show_default="the checkpoint's dataset", help="Test set.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, show_default="the run's",
               help="Dataset root folder.")
-@click.option("--attacks", default="clean,pgd,cw,aa", show_default=True,
+@click.option("--attacks", default="clean,pgd,margin,aa", show_default=True,
               help=f"Comma list from {attacks_help()}; k: --eval-max-iter.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None,
               show_default="all; 10 000 with --robustbench", help="Evaluate the first N test examples in order.")
 @click.option("--norm", type=click.Choice(["inf", "2"]), default=None, show_default="the run's norm",
-              help="Threat model of PGD, CW and AutoAttack: L∞ (inf) or L2 (2; AutoAttack norm='L2').")
+              help="Threat model of the attacks: L∞ (inf) or L2 (2; AutoAttack norm='L2').")
 @click.option("--eps", type=EPS, default=None, show_default="the run's training ε, else 8/255",
               help="Radius, a number or fraction in (0, 1].")
 @click.option("--eval-max-iter", type=click.IntRange(min=1), default=10, show_default=True,
               help="PGD iterations of the evaluation attacks (as the runs' eval_max_iter validates).")
 @click.option("--cw-max-iter", type=click.IntRange(min=1), default=None, show_default="--eval-max-iter",
-              help="CW iterations.")
+              help="Iterations of margin (PGD on the CW margin).")
 @click.option("--eps-step", type=EPS, default=None, show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
-              help="PGD/CW step size α.")
-@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="PGD/CW restarts.")
+              help="PGD/margin step size α.")
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="PGD/margin restarts.")
 @click.option("--aa-version", "aa_version", type=click.Choice(["standard", "rand", "paper"]), default="standard",
               show_default=True,
               help="AutoAttack version: 'standard' (Croce & Hein), 'rand' (stochastic models), or 'paper': the ADR "
@@ -93,14 +94,10 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
     JSON report + Markdown table in --out, naming the checkpoint file, its epoch and its SHA-256."""
     from art_adr.cli import resolve_cli_device
     from art_adr.data import DATASETS
-    from art_adr.evaluation import attack_names, evaluate_checkpoint, format_table
+    from art_adr.evaluation import evaluate_checkpoint, format_table
 
     eps_value, step_value = eps, eps_step  # parsed and checked by EPS
-    attack_list = _split_list(attacks)
-    bad = [a for a in attack_list if a not in attack_names()]
-    if bad or not attack_list:
-        raise click.BadParameter(f"unknown attack(s) {bad}; choose from {','.join(attack_names())}",
-                                 param_hint="--attacks")
+    attack_list = _registered_attacks(attacks)
     try:
         steps_list = _split_list(sanity_max_iter, int)
     except ValueError:
@@ -139,6 +136,16 @@ def evaluate_command(run_or_checkpoint: Path, which: str, dataset: str | None, d
         raise click.ClickException(str(exc)) from None
     click.echo(format_table(report))
     click.echo(f"wrote {paths['json']} and {paths['markdown']}")
+
+
+def _registered_attacks(attacks: str) -> list[str]:
+    """``--attacks`` → its names, each a registered attack (``BadParameter`` listing them otherwise)."""
+    attack_list = _split_list(attacks)
+    bad = [a for a in attack_list if a not in attack_names()]
+    if bad or not attack_list:
+        raise click.BadParameter(f"unknown attack(s) {bad}; choose from {','.join(attack_names())}",
+                                 param_hint="--attacks")
+    return attack_list
 
 
 def _robustbench_settings(path: Path, dataset: str | None, norm: str | None, eps: float | None,

@@ -105,8 +105,8 @@ def export_command(run_or_checkpoint: Path | None, fmt: str, name: str | None, o
 
 
 def _parse(eps: str | None, device: str) -> float | None:
+    from art_adr.budget import parse_eps
     from art_adr.estimator import resolve_device
-    from art_adr.evaluation import parse_eps
 
     try:
         value = parse_eps(eps) if eps is not None else None

@@ -6,19 +6,20 @@ from typing import Any
 
 import click
 
+from art_adr.attacks import attacks_help, robust_attack_names
 from art_adr.cli import NumberList, parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
 
-SCORE_ATTACKS = ("val", "aa")
-
 
 def _score_attack(text: str) -> str:
-    """``--attacks`` → the attack that scores the cells: ``aa`` when listed, else ``val`` (the runs' own
-    validation score, always there)."""
+    """``--attacks`` → the attack that scores the cells: the registered attack listed (at most one), else ``val``
+    (the runs' own validation score, always there)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names or any(n not in SCORE_ATTACKS for n in names):
-        raise click.BadParameter(f"{text!r}: a comma list of val, aa", param_hint="--attacks")
-    return "aa" if "aa" in names else "val"
+    robust = [n for n in dict.fromkeys(names) if n != "val"]
+    if not names or len(robust) > 1 or any(n not in robust_attack_names() for n in robust):
+        raise click.BadParameter(f"{text!r}: val and at most one of {', '.join(robust_attack_names())}",
+                                 param_hint="--attacks")
+    return robust[0] if robust else "val"
 
 
 @click.command("sweep", short_help="The τ × λ grid of ADR, each cell scored on the training set's hold-out.")
@@ -43,10 +44,11 @@ def _score_attack(text: str) -> str:
               help="Score the best validation epoch (best.pt) or the last one (final.pt).")
 @click.option("--attacks", default="val", show_default=True,
               help="Hold-out scores, a comma list: val (always: the runs' per-epoch hold-out accuracy under their "
-                   "validation attack, --set val_attack=..., default apgd) and aa (AutoAttack "
-                   "on --n-examples hold-out images). The cells are selected by aa when it is listed, else by val.")
+                   "validation attack, --set val_attack=..., default apgd) and at most one attack of "
+                   f"{attacks_help(robust_attack_names())} on --n-examples hold-out images (e.g. aa). The cells are "
+                   "selected by that attack when it is listed, else by val.")
 @click.option("--n-examples", type=click.IntRange(min=1), default=None, show_default="the whole hold-out",
-              help="With --attacks aa: first N hold-out images.")
+              help="With an attack besides val: first N hold-out images.")
 @click.option("--aa-version", type=click.Choice(["standard", "rand", "paper"]), default="standard", show_default=True,
               help="AutoAttack version of --attacks aa (see `art-adr evaluate --help`).")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds per cell, e.g. 0,1,2 (scores averaged).")
@@ -73,8 +75,7 @@ def sweep_command(recipe: str, temperatures: list[float] | None, interpolations:
     """Train one run per (τ start, λ start) cell and seed under OUT/runs/, resumably (finished runs are reused,
     interrupted ones resumed), score every cell on the validation hold-out of the training set (never on test
     images), select the best, and write sweep.json (every cell, the selected one, the rule), sweep.md and
-    sweep.png (τ × λ heat map of the hold-out score, the validation attack's accuracy, and AutoAttack with
-    --attacks aa)."""
+    sweep.png (τ × λ heat map of the hold-out validation score, and of the attack of --attacks, e.g. aa)."""
     from art_adr.config import ConfigError, parse_seeds, resolve_config
 
     attack = _score_attack(attacks)

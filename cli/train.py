@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
+from art_adr.attacks import ATTACKS, validating_attack_names
 from art_adr.cli import NUMBER, ExistingPath, NumberList, disk_full, disk_full_error, parse_sets, quiet_option
 from art_adr.data import dataset_names
 from art_adr.methods import METHOD_NAMES
-from art_adr.validation import VAL_ATTACK_NAMES, VAL_ATTACKS
 
 
 def _default(field: str) -> str:
@@ -78,9 +78,10 @@ class _TrainCommand(click.Command):
               help="ADR temperature τ start,end, or auto (calibrated on the hold-out under attack).")
 @click.option("--interpolation", type=NumberList(auto=True, most=2), show_default=_default("interpolation"),
               help="ADR interpolation λ start,end, or auto (the teacher's hold-out robust accuracy).")
-@click.option("--val-attack", type=click.Choice(VAL_ATTACK_NAMES), show_default=_default("val_attack"),
-              help="Validation attack that selects best.pt (art_adr.validation): "
-                   + ", ".join(f"{name} = {VAL_ATTACKS[name].label}" for name in VAL_ATTACK_NAMES) + ".")
+@click.option("--val-attack", metavar="NAME", show_default=_default("val_attack"),
+              help="Validation attack that selects best.pt, a registered attack that validates (the run's config "
+                   "checks it): " + ", ".join(f"{name} = {ATTACKS[name].label}" for name in validating_attack_names())
+                   + ".")
 @click.option("--eval-max-iter", type=int, show_default=_default("eval_max_iter"),
               help="PGD iterations of the validation attack.")
 @click.option("--ema-decay", type=NUMBER, show_default=_default("ema_decay"), help="EMA teacher decay γ.")

@@ -102,20 +102,20 @@ def test_benchmark_seeds_per_seed_rows_aggregate_and_single_seed_layout_reuse(tm
     assert student["pgd_best"] == pytest.approx((data["rows"][0]["pgd_best"] + data["rows"][2]["pgd_best"]) / 2)
     assert "± " in (out / "table1.md").read_text() and (out / "curves.png").is_file()
     assert len(list(csv.DictReader((out / "table1.csv").open()))) == 6
-    # a run dir of the single-seed layout (runs/<recipe>) holding the same run is reused in place; CW is added
-    # to the table while the cached PGD result is reused
+    # a run dir of the single-seed layout (runs/<recipe>) holding the same run is reused in place; margin (CW-∞) is
+    # added to the table while the cached PGD result is reused
     (out / "runs" / "fashion-mnist-at-adr-s0").rename(out / "runs" / "fashion-mnist-at-adr")
     legacy = out / "runs" / "fashion-mnist-at-adr"
     final, pgd_cache = legacy / "checkpoints" / "final.pt", legacy / "eval-teacher-n24-clean-pgd-standard-s0.json"
     stamps = final.stat().st_mtime_ns, pgd_cache.stat().st_mtime_ns
-    r = CliRunner().invoke(main, [*args, "--seed", "0", "--attacks", "pgd,cw", "--which", "teacher"],
+    r = CliRunner().invoke(main, [*args, "--seed", "0", "--attacks", "pgd,margin", "--which", "teacher"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     data = json.loads((out / "table1.json").read_text())
     assert data["runs"] == [str(legacy)] and (final.stat().st_mtime_ns, pgd_cache.stat().st_mtime_ns) == stamps
     assert not (out / "runs" / "fashion-mnist-at-adr-s0").exists()
     assert [x["which"] for x in data["rows"]] == ["teacher"] and data["rows"][0]["robust_attack"] == "pgd"
-    assert {"pgd_best", "cw_best", "clean_best"} <= set(data["rows"][0]) and "CW-∞-10 best" in r.output
+    assert {"pgd_best", "margin_best", "clean_best"} <= set(data["rows"][0]) and "CW-∞-10 best" in r.output
     r = CliRunner().invoke(main, [*args, "--attacks", "pgd,xx"])
     assert r.exit_code != 0 and "--attacks" in r.output
 

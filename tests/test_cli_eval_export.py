@@ -53,7 +53,7 @@ def test_evaluate_run_dir_both_models_with_aa_and_sanity(tmp_path, ckpt):
     assert set(report["models"]) == {"student", "teacher"} and report["n_examples"] == 4
     assert report["dataset"] == "synthetic" and report["eps_text"] == "64/255"
     for entry in report["models"].values():
-        assert set(entry["results"]) == {"clean", "pgd", "cw", "aa"}
+        assert set(entry["results"]) == {"clean", "pgd", "margin", "aa"}
         assert entry["autoattack"]["version"] == "standard" and "passed" in entry["sanity"]
     assert (out / "evaluation.md").read_text() in res.output + "\n" or "| student |" in res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(

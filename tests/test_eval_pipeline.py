@@ -89,11 +89,12 @@ def _test_tensors(run, n):
 
 
 def test_l2_run_is_evaluated_in_l2_end_to_end_with_checkpoint_identity(l2_run, tmp_path):
+    from art_adr.attacks import get_attack
     from art_adr.checkpoint import load_model
-    from art_adr.evaluation import format_table, pgd_flags, validate_report
+    from art_adr.evaluation import format_table, validate_report
 
     out = tmp_path / "ev"
-    res = CliRunner().invoke(main, ["evaluate", str(l2_run), "--attacks", "clean,pgd,cw,aa", "--n-examples", "16",
+    res = CliRunner().invoke(main, ["evaluate", str(l2_run), "--attacks", "clean,pgd,margin,aa", "--n-examples", "16",
                                     "--batch-size", "16", "--out", str(out), "-q"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
@@ -113,8 +114,9 @@ def test_l2_run_is_evaluated_in_l2_end_to_end_with_checkpoint_identity(l2_run, t
     assert f"`{best}`, epoch {ckpt['epoch']}, sha256 {info['sha256'][:16]}" in format_table(report)
     # the PGD number is L2 PGD; L∞ PGD at the same radius (what the run used to be evaluated with) is far lower
     x, y = _test_tensors(l2_run, 16)
-    l2 = pgd_flags(model, x, y, spec=AttackSpec(norm="2", eps=L2_EPS, eps_step=L2_EPS / 4, steps=10))
-    linf = pgd_flags(model, x, y, spec=AttackSpec(norm="inf", eps=L2_EPS, steps=10))
+    pgd = get_attack("pgd")
+    l2 = pgd.run(model, x, y, spec=AttackSpec(norm="2", eps=L2_EPS, eps_step=L2_EPS / 4, steps=10))
+    linf = pgd.run(model, x, y, spec=AttackSpec(norm="inf", eps=L2_EPS, steps=10))
     assert entry["results"]["pgd"] == pytest.approx(100 * l2.float().mean().item())
     assert l2.sum() > linf.sum()
     assert entry["results"]["aa"] <= entry["results"]["pgd"] + 1e-9

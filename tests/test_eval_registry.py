@@ -1,4 +1,4 @@
-"""The evaluation-attack registry (and docs/DESIGN.md's example of adding one), the one loader and subsetting rule
+"""The attack registry (and docs/DESIGN.md's example of adding one), the one loader and subsetting rule
 of a run's images, and the one cache of a run's evaluations."""
 
 from __future__ import annotations
@@ -13,72 +13,127 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
+from art_adr.attacks import (
+    ATTACKS,
+    AttackSpec,
+    attack_names,
+    get_attack,
+    register_attack,
+    robust_attack_names,
+    validating_attack_names,
+)
 from art_adr.cli import main
-from art_adr.evaluation import EVAL_ATTACKS, attack_names, get_eval_attack, register_attack
 from conftest import easy_run as _easy_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # AutoAttack is far slower oversubscribed
 ROOT = Path(__file__).resolve().parents[1]
+BUILT_IN = ("clean", "pgd", "margin", "apgd", "aa")
 
 
 def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
-    assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
-    import art_adr.evaluation as ev
-    from art_adr.evaluation import robust_attack_names
-
-    assert ev.ATTACKS == attack_names() and robust_attack_names() == ("pgd", "cw", "apgd", "aa")
+    assert attack_names()[:len(BUILT_IN)] == BUILT_IN and robust_attack_names() == attack_names()[1:]
+    assert validating_attack_names() == tuple(n for n in attack_names() if ATTACKS[n].validates)
+    assert {"pgd", "margin", "apgd"} <= set(validating_attack_names()) and "aa" not in validating_attack_names()
     settings = {"pgd_steps": 10, "cw_steps": 20, "norm": "L2", "aa_version": "paper"}
-    assert [get_eval_attack(a).column(settings) for a in attack_names()] == [
+    assert [get_attack(a).column(settings) for a in BUILT_IN] == [
         "Clean", "PGD-10", "CW-L2-20", "APGD-CE+T-10", "AutoAttack (paper)"]
-    assert get_eval_attack("aa").column({**settings, "aa_version": None}) == "AutoAttack"
-    assert get_eval_attack("cw", cw_steps=7, aa_version="rand").cw_steps == 7  # options: only its own fields
-    assert get_eval_attack("aa", cw_steps=7, aa_version="rand").aa_version == "rand"
-    with pytest.raises(ValueError, match="choose from clean, pgd, cw, apgd, aa"):
-        get_eval_attack("fgsm")
+    assert get_attack("aa").column({**settings, "aa_version": None}) == "AutoAttack"
+    assert get_attack("margin", cw_steps=7, aa_version="rand").cw_steps == 7  # options: only its own fields
+    assert get_attack("aa", cw_steps=7, aa_version="rand").aa_version == "rand"
+    with pytest.raises(ValueError, match=f"choose from {', '.join(attack_names())}"):
+        get_attack("no-such-attack")
     with pytest.raises(ValueError, match="needs a new name"):
-        register_attack(type("Again", (EVAL_ATTACKS["pgd"],), {}))  # the name "pgd" is taken
+        register_attack(type("Again", (ATTACKS["pgd"],), {}))  # the name "pgd" is taken
 
 
 def test_registry_imports_without_torch():
-    code = ("import sys; from art_adr.evaluation import EVAL_ATTACKS, attacks_help; attacks_help(); "
-            "import art_adr.cli.evaluate; assert 'torch' not in sys.modules, 'torch'")
+    code = ("import sys; from art_adr.attacks import ATTACKS, attacks_help; attacks_help(); "
+            "import art_adr.evaluation, art_adr.validation, art_adr.cli.evaluate, art_adr.cli.train; "
+            "assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_designs_evaluation_attack_example_registers_and_runs(tmp_path, monkeypatch):
-    """The PGD-50 example of docs/DESIGN.md, as a module of art_adr.evaluation: `evaluate --attacks` takes it, and
-    Table 1 shows it (imported before the attack is registered: it reads the registry when it tabulates)."""
-    from art_adr.experiments.table1 import format_markdown
+def test_margin_is_one_attack_for_validation_and_evaluation():
+    """Validation's margin and the evaluation's former CW are one class: the same flags from the batch method and
+    from the whole-set run (its loop), and the same PGD run as the validation's when cw_steps is the spec's k."""
+    from conftest import TinyNet
 
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    x, y = torch.rand(24, 1, 8, 8), torch.randint(0, 4, (24,))
+    spec = AttackSpec(eps=0.3, steps=3)
+    margin = get_attack("margin")
+    whole = margin.run(model, x, y, spec=spec, seed=5, batch_size=8, start_flags=torch.ones(24, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(5)
+    batches = torch.cat([margin.flags(model, x[i:i + 8], y[i:i + 8], spec, clip_values=(0.0, 1.0), generator=gen)
+                         for i in range(0, 24, 8)])
+    assert torch.equal(whole, batches)
+    assert margin.details(spec) == spec.replace(loss="cw").describe() and margin.describe(spec) == "Margin-PGD-3"
+    assert get_attack("margin", cw_steps=6).details(spec) == spec.replace(loss="cw", steps=6).describe()
+
+
+def _design_example(monkeypatch) -> str:
+    """Register docs/DESIGN.md's "Adding an attack" example as the module art_adr.attacks.<name>."""
     design = (ROOT / "docs" / "DESIGN.md").read_text()
-    code = re.search(r"```python\n(.*?)```", design.split("## Adding an evaluation attack")[1], flags=re.S).group(1)
-    module = types.ModuleType("art_adr.evaluation.pgd50")
-    module.__package__ = "art_adr.evaluation"
-    monkeypatch.setitem(sys.modules, "art_adr.evaluation.pgd50", module)  # dataclasses look their module up
+    code = re.search(r"```python\n(.*?)```", design.split("## Adding an attack")[1], flags=re.S).group(1)
+    name = re.search(r'name: ClassVar\[str\] = "(\w+)"', code).group(1)
+    module = types.ModuleType(f"art_adr.attacks.{name}")
+    module.__package__ = "art_adr.attacks"
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look their module up
+    exec(compile(code, "DESIGN.md", "exec"), module.__dict__)
+    return name
+
+
+TRAIN = ["--dataset", "synthetic", "--set", "dataset_kwargs={n: 160, shape: [1, 8, 8], num_classes: 4}",
+         "--val-size", "32", "--max-iter", "1", "--batch-size", "64", "--eps", "0.1", "--eval-max-iter", "1",
+         "--arch", "small-cnn", "--set", "arch_kwargs={width: 4}", "--epochs", "2", "-q"]
+
+
+def test_the_designs_attack_example_validates_and_evaluates(tmp_path, monkeypatch):
+    """The example of docs/DESIGN.md, as a module of art_adr.attacks: one class that `train --val-attack` selects
+    best.pt with and `evaluate --attacks` runs; Table 1 shows it (imported before the attack is registered)."""
+    from art_adr.experiments.table1 import format_markdown
+    from art_adr.validation import resolve_best_metric
+    from conftest import metric_rows
+
+    before = attack_names()
+    name = _design_example(monkeypatch)
     try:
-        exec(compile(code, "DESIGN.md", "exec"), module.__dict__)
-        assert attack_names()[-1] == "pgd50" and EVAL_ATTACKS["pgd50"].__name__ == "PGD50"
-        run = _easy_run(tmp_path / "run")
+        attack = ATTACKS[name]()
+        assert attack_names() == (*before, name) and name in validating_attack_names()
+        run = tmp_path / "run"
+        r = CliRunner().invoke(main, ["train", *TRAIN, "--val-attack", name, "--out", str(run)],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        rows = [r for r in metric_rows(run / "metrics.jsonl") if f"{name}_acc" in r]
+        last = rows[-1]
+        assert 0 <= last[f"{name}_acc"] <= last["clean_acc"] and f"teacher_{name}_acc" in last
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        key = resolve_best_metric(config["best_metric"], config["val_attack"])
+        assert config["val_attack"] == name and key in (f"{name}_acc", f"teacher_{name}_acc")
+        assert last["best_epoch"] == max(rows, key=lambda r: r[key])["epoch"]  # it selects best.pt
+        r = CliRunner().invoke(main, ["train", *TRAIN, "--val-attack", "aa", "--out", str(tmp_path / "no")])
+        assert r.exit_code != 0 and f"val_attack must be one of {', '.join(validating_attack_names())}" in r.output
         out = tmp_path / "ev"
-        r = CliRunner().invoke(main, ["evaluate", str(run), "--attacks", "nope", "-q"])
-        assert r.exit_code != 0 and "choose from clean,pgd,cw,apgd,aa,pgd50" in r.output
-        r = CliRunner().invoke(main, ["evaluate", str(run), "--attacks", "clean,pgd,pgd50", "--n-examples", "8",
+        r = CliRunner().invoke(main, ["evaluate", str(run), "--attacks", "no-such-attack", "-q"])
+        assert r.exit_code != 0 and f"choose from {','.join(attack_names())}" in r.output
+        r = CliRunner().invoke(main, ["evaluate", str(run), "--attacks", f"clean,pgd,{name}", "--n-examples", "8",
                                       "--out", str(out), "-q"], catch_exceptions=False)
         assert r.exit_code == 0, r.output
-        report = json.loads((out / "evaluation.json").read_text())
-        entry = report["models"]["student"]
-        assert 0 <= entry["results"]["pgd50"] <= entry["results"]["pgd"] <= entry["results"]["clean"] <= 100
-        assert entry["attacks"]["pgd50"] == "PGD-50 L∞ ε=64/255 α=0.012549, 5 restarts"  # α = 2.5·ε/50
-        assert "| model | Clean | PGD-10 | PGD-50×5 |" in r.output
-        row = {"method": "AT", "which": "student", "n_examples": 8, "pgd50_best": 1.0, "pgd50_final": 1.0,
-               "pgd50_diff": 0.0, "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1,
+        entry = json.loads((out / "evaluation.json").read_text())["models"]["student"]
+        assert 0 <= entry["results"][name] <= entry["results"]["clean"] <= 100
+        assert entry["attacks"][name] == attack.details(AttackSpec(eps=0.1))
+        assert f"| model | Clean | PGD-10 | {attack.column({})} |" in r.output
+        row = {"method": "AT", "which": "student", "n_examples": 8, f"{name}_best": 1.0, f"{name}_final": 1.0,
+               f"{name}_diff": 0.0, "clean_best": 2.0, "clean_final": 2.0, "clean_diff": 0.0, "best_epoch": 1,
                "kind": "aggregate"}
-        assert "PGD-50×5 best" in format_markdown([row], "fashion-mnist")
+        assert f"{attack.column({})} best" in format_markdown([row], "fashion-mnist")
     finally:
-        EVAL_ATTACKS.pop("pgd50", None)
-    assert attack_names() == ("clean", "pgd", "cw", "apgd", "aa")
+        ATTACKS.pop(name, None)
+    assert attack_names() == before
 
 
 def test_one_loader_and_first_n_for_test_set_and_holdout(tmp_path):
@@ -179,3 +234,26 @@ def test_cache_reads_the_sweeps_former_files(tmp_path, monkeypatch):
     ev = cached_evaluation(run, which="teacher", attacks=("clean", "aa"), n_examples=16, version="paper", seed=3,
                            split="holdout", tags=("best",))
     assert ev["n_examples"] == 16 and (ev["best"]["aa"], ev["best"]["clean"], ev["best"]["epoch"]) == (12.5, 60.0, 1)
+
+
+def test_cache_reads_the_files_of_margins_former_name_cw(tmp_path, monkeypatch):
+    """Cache files written when margin was called cw (user data: ``-clean-cw-`` files, key ``cw``) still count,
+    under the new name; an entry of a changed checkpoint is evaluated again."""
+    import art_adr.evaluation.pipeline as pipeline
+    from art_adr.evaluation import cache_name, cached_evaluation, file_sha256
+
+    run = _easy_run(tmp_path / "run")
+    digest = file_sha256(run / "checkpoints" / "best.pt")
+    old = {"which": "student", "attacks": ["clean", "cw"], "version": "standard", "n_examples": 6,
+           "best": {"epoch": 1, "clean": 50.0, "cw": 16.67, "sha256": digest, "norm": "Linf", "eps": 64 / 255},
+           "final": {"epoch": 2, "clean": 50.0, "cw": 33.33, "sha256": "0" * 64, "norm": "Linf", "eps": 64 / 255}}
+    (run / "eval-student-n6-clean-cw-standard-s0.json").write_text(json.dumps(old))
+    assert cache_name("student", 6, "cw") == "eval-student-n6-clean-cw-standard-s0.json"  # the old file's name
+    monkeypatch.setattr(pipeline, "evaluate_model", lambda *a, **k: pytest.fail("the former cache was not read"))
+    kw = dict(which="student", attacks=("clean", "margin"), n_examples=6, seed=0, device="cpu", progress=False)
+    ev = cached_evaluation(run, tags=("best",), **kw)
+    assert (ev["best"]["margin"], ev["best"]["clean"], ev["n_examples"]) == (16.67, 50.0, 6) and "cw" not in ev["best"]
+    monkeypatch.undo()
+    ev = cached_evaluation(run, **kw)  # final.pt's hash differs from the old entry's: evaluated again
+    assert ev["best"]["margin"] == 16.67 and ev["final"]["sha256"] == file_sha256(run / "checkpoints" / "final.pt")
+    assert json.loads((run / cache_name("student", 6, "margin")).read_text())["best"]["margin"] == 16.67

@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from art_adr.attacks import AttackSpec
+from art_adr.attacks.autoattack import capture_autoattack_warnings
+from art_adr.budget import parse_eps
 from art_adr.evaluation import (
     SCHEMA,
     build_report,
-    capture_autoattack_warnings,
     default_eps_step,
     evaluate_model,
     format_eps,
     format_table,
-    parse_eps,
     sanity_checks,
     validate_report,
     write_report,
@@ -91,13 +91,13 @@ def test_evaluate_model_all_attacks_report_schema_and_files(tmp_path):
     entry = evaluate_model(model, x, y, spec=AttackSpec(eps=0.25, steps=3), batch_size=4, seed=0, progress=False)
     res = entry["results"]
     assert res["clean"] == 75.0
-    assert res["pgd"] <= res["clean"] and res["cw"] <= res["clean"]
+    assert res["pgd"] <= res["clean"] and res["margin"] <= res["clean"]
     cum = entry["autoattack"]["cumulative"]
     assert entry["autoattack"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     values = [cum["clean"]] + [cum[a] for a in entry["autoattack"]["attacks"]]
     assert values == sorted(values, reverse=True)  # cumulative worst case never increases
     assert res["aa"] == cum["square"] and entry["autoattack"]["seed"] == 0
-    settings = {"attacks": ["clean", "pgd", "cw", "aa"], "pgd_steps": 3, "restarts": 1, "eps_step": None,
+    settings = {"attacks": ["clean", "pgd", "margin", "aa"], "pgd_steps": 3, "restarts": 1, "eps_step": None,
                 "cw_steps": 3, "aa_version": "standard"}
     report = build_report({"student": entry}, checkpoint="c.pt", checkpoint_info=INFO, dataset="toy",
                           n_examples=len(y), eps=64 / 255, seed=0, batch_size=4, device="cpu", settings=settings)
@@ -110,7 +110,7 @@ def test_evaluate_model_all_attacks_report_schema_and_files(tmp_path):
     assert "| student | 75.00 |" in table and "+APGD-CE" in table
     assert "Checkpoint `c.pt`, epoch 3, sha256 0000000000000000" in table and "L∞ ε = 64/255" in table
     assert loaded["checkpoint_info"] == INFO and loaded["norm"] == "Linf"
-    assert entry["attacks"] == {"pgd": "PGD-3 L∞ ε=0.25 α=0.208333", "cw": "CW-3 L∞ ε=0.25 α=0.208333",
+    assert entry["attacks"] == {"pgd": "PGD-3 L∞ ε=0.25 α=0.208333", "margin": "CW-3 L∞ ε=0.25 α=0.208333",
                                 "apgd": "APGD-CE-3+APGD-T-3×3"}
     assert format_table(loaded) == table
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["evaluation.json", "evaluation.md"]
@@ -172,7 +172,12 @@ def test_paper_protocol_sets_pyautoattack_iterations_targets_and_queries():
     from pyautoattack import AutoAttack
     from pyautoattack.autopgd_base import APGDAttack
 
-    from art_adr.evaluation import AA_ATTACKS, autoattack_settings, configure_paper_protocol, describe_autoattack
+    from art_adr.attacks.autoattack import (
+        AA_ATTACKS,
+        autoattack_settings,
+        configure_paper_protocol,
+        describe_autoattack,
+    )
 
     model = Linear()
     adv = AutoAttack(model, eps=0.1, version="custom", attacks=list(AA_ATTACKS["paper"]), seed=0)

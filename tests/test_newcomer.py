@@ -31,7 +31,7 @@ def test_train_says_what_it_does_first_and_never_imports_robustbench(tmp_path):
 
 def test_help_texts_name_only_options_that_exist():
     sweep = " ".join(_cli("sweep", "--help").output.split())
-    assert "--n-val" not in sweep and "AutoAttack on --n-examples" in sweep
+    assert "--n-val" not in sweep and "on --n-examples hold-out images" in sweep
     for command in ("train", "benchmark", "sweep"):  # the missing-data error suggests --download
         assert "--download / --no-download" in _cli(command, "--help").output, command
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from art_adr.attacks import _random_start
+from art_adr.attacks.core import _random_start
 from art_adr.checkpoint import load_checkpoint
 from art_adr.config import RunConfig, load_recipe, resolve_config
 from art_adr.loader import DeviceBatches, MixedBatches

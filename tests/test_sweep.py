@@ -89,7 +89,7 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
 
     def fake_evaluate_model(model, x, y, *, attacks, **kw):
         seen.append((x.clone(), attacks, kw["aa_version"], kw["spec"]))
-        return {"results": {"clean": 50.0, "aa": 10.0 * len(seen)}}
+        return {"results": {"clean": 50.0, **{a: 10.0 * len(seen) for a in attacks if a != "clean"}}}
 
     monkeypatch.setattr(ev, "evaluate_model", fake_evaluate_model)
     r = CliRunner().invoke(main, [*args, "--attacks", "aa", "--n-examples", "16", "--aa-version", "paper"],
@@ -109,6 +109,17 @@ def test_sweep_trains_grid_selects_on_holdout_resumes_and_adds_autoattack(tmp_pa
     # cached: a third call attacks nothing
     r = CliRunner().invoke(main, [*args, "--attacks", "aa", "--n-examples", "16", "--aa-version", "paper"])
     assert r.exit_code == 0 and len(seen) == 2
+    # any other registered attack scores the cells the same way (one registry): margin on the hold-out
+    from art_adr.attacks import ATTACKS
+
+    r = CliRunner().invoke(main, [*args, "--attacks", "val,margin", "--n-examples", "16"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "sweep.json").read_text())
+    assert [c["val_margin"] for c in data["cells"]] == [30.0, 40.0] and data["selected"]["index"] == 1
+    assert len(seen) == 4 and seen[2][1] == ("clean", "margin") and data["selection"]["attack"] == "margin"
+    assert f"hold-out {ATTACKS['margin'].label}" in r.output and (out / "sweep.png").is_file()
+    r = CliRunner().invoke(main, [*args, "--attacks", "aa,margin"])
+    assert r.exit_code == 2 and "at most one of" in r.output
     # the removed old spellings are unknown options now
     r = CliRunner().invoke(main, [*args, "--attack", "aa"])
     assert r.exit_code == 2 and "No such option '--attack'" in r.output

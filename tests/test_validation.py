@@ -1,4 +1,5 @@
-"""Validation attacks (art_adr.validation): the three kinds, what selects, old runs, and the agreement maths."""
+"""Validation attacks (the registered attacks that validate): the built-in three, what selects (art_adr.validation),
+old runs, and the agreement maths."""
 
 from __future__ import annotations
 
@@ -12,14 +13,8 @@ import torch
 import yaml
 
 from art_adr import AdversarialTrainerADR
-from art_adr.attacks import AttackSpec
-from art_adr.validation import (
-    VAL_ATTACK_NAMES,
-    best_metric_choices,
-    get_val_attack,
-    metric_name,
-    resolve_best_metric,
-)
+from art_adr.attacks import ATTACKS, AttackSpec, get_attack, validating_attack_names
+from art_adr.validation import best_metric_choices, metric_name, resolve_best_metric
 
 EPS = dict(eps=0.1, eps_step=0.05, max_iter=2, eval_max_iter=3)
 
@@ -56,8 +51,8 @@ def soft_model():
 
 def _acc(name: str, model, x, y, **kw) -> float:
     spec = AttackSpec(eps=0.15, steps=5)
-    flags = get_val_attack(name, **kw).flags(model, x, y, spec, clip_values=(0.0, 1.0),
-                                             generator=torch.Generator().manual_seed(0))
+    flags = get_attack(name, validates=True, **kw).flags(model, x, y, spec, clip_values=(0.0, 1.0),
+                                                         generator=torch.Generator().manual_seed(0))
     assert flags.dtype == torch.bool and flags.shape == y.shape
     return float(flags.float().mean())
 
@@ -80,35 +75,40 @@ def test_apgd_leaves_the_global_rng_alone_and_is_seeded_by_its_generator(soft_mo
 
 def test_apgd_costs_what_it_says():
     spec = AttackSpec(eps=0.1, steps=10)
-    assert get_val_attack("pgd").forwards(spec) == 11 == get_val_attack("margin").forwards(spec)
-    assert get_val_attack("apgd", targets=3).forwards(spec) == 1 + 11 * 4
-    assert "APGD-T-10×3" in get_val_attack("apgd", targets=3).describe(spec)
+    assert get_attack("pgd").forwards(spec) == 11 == get_attack("margin").forwards(spec)
+    assert get_attack("margin", cw_steps=20).forwards(spec) == 11  # validation runs the spec's k
+    assert get_attack("apgd", targets=3).forwards(spec) == 1 + 11 * 4
+    assert "APGD-T-10×3" in get_attack("apgd", targets=3).describe(spec)
 
 
 def test_bad_names_and_targets_are_errors():
-    with pytest.raises(ValueError, match="val_attack must be one of pgd, margin, apgd"):
-        get_val_attack("fgsm")
+    validating = ", ".join(validating_attack_names())
+    for name in ("no-such-attack", "aa", "clean"):  # unknown, or registered but not one that validates
+        with pytest.raises(ValueError, match=f"val_attack must be one of {validating}, got '{name}'"):
+            get_attack(name, validates=True)
     with pytest.raises(ValueError, match="val_targets"):
-        get_val_attack("apgd", targets=0)
+        get_attack("apgd", targets=0)
     with pytest.raises(ValueError, match="clip_values"):
-        get_val_attack("apgd").flags(torch.nn.Identity(), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long),
-                                     AttackSpec(eps=0.1), clip_values=(0.0, 255.0), generator=torch.Generator())
+        get_attack("apgd").flags(torch.nn.Identity(), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long),
+                                 AttackSpec(eps=0.1), clip_values=(0.0, 255.0), generator=torch.Generator())
 
 
-def test_registry_imports_without_torch_and_train_offers_its_attacks():
+def test_registry_imports_without_torch_and_train_offers_its_validating_attacks():
     import subprocess
 
     from art_adr.cli.train import train_command
 
-    code = ("import sys; from art_adr.validation import VAL_ATTACK_NAMES; import art_adr.cli.train; "
-            "assert 'torch' not in sys.modules, 'torch'")
+    code = ("import sys; from art_adr.attacks import validating_attack_names; validating_attack_names(); "
+            "import art_adr.validation, art_adr.cli.train; assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
     option = next(p for p in train_command.params if p.name == "val_attack")
-    assert tuple(option.type.choices) == VAL_ATTACK_NAMES
+    for name in validating_attack_names():
+        assert f"{name} = {ATTACKS[name].label}" in " ".join(option.help.split())
+    assert all(ATTACKS[n].validates for n in validating_attack_names())
+    assert set(validating_attack_names()) >= {"pgd", "margin", "apgd"} and "aa" not in validating_attack_names()
 
 
 def test_best_metric_resolves_through_the_validation_attack():
-    assert VAL_ATTACK_NAMES == ("pgd", "margin", "apgd")
     assert resolve_best_metric("robust_acc", "apgd") == "apgd_acc"
     assert resolve_best_metric("teacher_robust_acc", "margin") == "teacher_margin_acc"
     assert resolve_best_metric("robust_acc", "pgd") == "pgd_acc" == metric_name("pgd")

@@ -5,7 +5,9 @@ evaluate a run's ``checkpoints/<tag>.pt``: one JSON file per model × attack × 
 named by :func:`cache_name` (``eval-student-n100-clean-aa-standard-s0.json``: the names of earlier versions, so
 their caches still count), holding one entry per checkpoint tag with its SHA-256. An entry whose checkpoint
 changed since is evaluated again; an entry without a SHA-256 (earlier versions) is trusted. The sweep's former
-files (``sweep-aa-<which>-<tag>-n<N>-<version>.json``) are read when no entry of the new name exists.
+files (``sweep-aa-<which>-<tag>-n<N>-<version>.json``) are read when no entry of the new name exists, and so are
+the files of the ``margin`` attack's former name, ``cw`` (``eval-...-clean-cw-...json``, key ``cw``):
+:func:`margin_from_former_cw_file`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from ..checkpoint import atomic_write
 from .identity import file_sha256
 
-__all__ = ["cache_name", "cached_evaluation"]
+__all__ = ["cache_name", "cached_evaluation", "margin_from_former_cw_file"]
 
 
 def cache_name(which: str, n_examples: int | None, attack: str | None, version: str = "standard", seed: int = 0,
@@ -75,6 +77,25 @@ def _legacy_sweep(run_dir: Path, which: str, tag: str, n_examples: int | None, v
     return {"n_examples": old["n_val"], "entry": entry}
 
 
+def margin_from_former_cw_file(run_dir: Path, tag: str, s: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An entry of the ``margin`` attack from a cache file written when it was called ``cw`` (the same attack,
+    PGD on the CW margin: ``-clean-cw-`` in the file name, ``"cw"`` the key of its accuracy), under the new key."""
+    old = _read(run_dir / cache_name(s["which"], s["n_examples"], "cw", s["version"], s["seed"], s["split"], s["spec"]))
+    if old is None or not _valid(old, tag, "cw"):
+        return None
+    entry = {("margin" if k == "cw" else k): v for k, v in old[tag].items()}
+    return {"n_examples": old["n_examples"], "entry": entry}
+
+
+def _former(run_dir: Path, attack: str | None, tag: str, s: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An entry of ``tag`` in a cache file of an earlier version (the sweep's, or ``cw``'s for ``margin``)."""
+    if attack == "margin":
+        return margin_from_former_cw_file(run_dir, tag, s)
+    if attack == "aa" and s["split"] == "holdout" and not s["spec"] and s["seed"] == s["run_seed"]:
+        return _legacy_sweep(run_dir, s["which"], tag, s["n_examples"], s["version"])
+    return None
+
+
 def _current(entry: Mapping[str, Any] | None, checkpoint: Path) -> bool:
     """A cached entry still describes ``checkpoint``: same SHA-256 (entries without one are trusted)."""
     if entry is None:
@@ -123,8 +144,7 @@ def _one_attack(run_dir: Path, attack: str | None, tags: Sequence[str], load: An
         checkpoint = run_dir / "checkpoints" / f"{tag}.pt"
         if _valid(cached, tag, attack) and _current(cached[tag], checkpoint):
             continue
-        legacy = _legacy_sweep(run_dir, s["which"], tag, s["n_examples"], s["version"]) \
-            if attack == "aa" and s["split"] == "holdout" and not s["spec"] and s["seed"] == s["run_seed"] else None
+        legacy = _former(run_dir, attack, tag, s)
         if legacy is not None and _current(legacy["entry"], checkpoint):
             if not _number(cached.get("n_examples")):
                 cached["n_examples"] = legacy["n_examples"]
@@ -149,7 +169,7 @@ def cached_evaluation(
 
     Args:
         run_dir: a run directory (``config.yaml``, ``checkpoints/<tag>.pt``).
-        which: ``"student"`` or ``"teacher"``. attacks: registered evaluation attacks (``clean`` always runs).
+        which: ``"student"`` or ``"teacher"``. attacks: registered attacks (``clean`` always runs).
         n_examples: the first N images of ``split`` (``None``: all). version: AutoAttack version. seed: attack seed.
         split: ``"test"`` or ``"holdout"`` (the run's validation hold-out). tags: checkpoints (default best, final).
         spec: changes to the run's attack (as :func:`evaluate_checkpoint`'s ``spec`` dict; default none).

@@ -1,5 +1,6 @@
 """The one evaluation pipeline: a model on images (:func:`evaluate_model`), a checkpoint or run directory on its
-test set or hold-out (:func:`evaluate_checkpoint`), looping over the registered evaluation attacks.
+test set or hold-out (:func:`evaluate_checkpoint`), looping over the registered attacks
+(:mod:`art_adr.attacks`: the one registry, that validation runs too).
 
 Every model maps ``[0, 1]`` NCHW images to logits. Accuracies in reports are percentages (0-100) of the
 evaluated examples; a point misclassified without attack counts as non-robust for every attack
@@ -25,11 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks import AttackSpec
+from ..attacks import ATTACKS, AttackSpec, attack_names, get_attack
+from ..attacks.autoattack import AA_ATTACKS
+from ..attacks.batches import percent
 from ..loader import to_unit_float
-from .attacks import EVAL_ATTACKS, attack_names, get_eval_attack
-from .autoattack import AA_ATTACKS
-from .flags import percent
 from .identity import checkpoint_info
 from .report import build_report
 from .sanity import sanity_checks
@@ -43,7 +43,7 @@ WHICH = ("student", "teacher", "both")
 def _attack_list(attacks: Sequence[str] | None) -> tuple[str, ...]:
     """``attacks`` (default: every registered one); ``ValueError`` naming unknown ones."""
     names = attack_names() if attacks is None else tuple(attacks)
-    unknown = [a for a in names if a not in EVAL_ATTACKS]
+    unknown = [a for a in names if a not in ATTACKS]
     if unknown or not names:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(attack_names())}")
     return names
@@ -59,29 +59,31 @@ def evaluate_model(
     Args:
         model: maps ``[N, C, H, W]`` images in ``[0, 1]`` to logits ``[N, K]``.
         x: images ``[N, C, H, W]`` (float in ``[0, 1]`` or uint8). y: int labels ``[N]``.
-        attacks: registered evaluation attacks (:data:`EVAL_ATTACKS`: clean, pgd, cw, apgd (the validation
-            attack), aa, ...; default all). ``clean`` always runs first: its correct points are the ones attacked.
-        spec: the PGD attack (default ``AttackSpec()``: PGD-10 L∞ ε = 8/255, α = 2/255); CW uses it with the CW
-            margin loss, AutoAttack its norm and ε.
-        cw_steps: CW steps (default ``spec.steps``). aa_version: ``standard`` (default), ``rand`` or ``paper``.
+        attacks: registered attacks (:data:`~art_adr.attacks.ATTACKS`: clean, pgd, margin (CW-∞), apgd (the
+            trainers' default validation attack), aa, ...; default all). ``clean`` always runs first: its correct
+            points are the ones attacked.
+        spec: the PGD attack (default ``AttackSpec()``: PGD-10 L∞ ε = 8/255, α = 2/255); margin uses it with
+            the CW margin loss, AutoAttack its norm and ε.
+        cw_steps: margin (CW) steps (default ``spec.steps``). aa_version: ``standard`` (default), ``rand`` or
+            ``paper``.
         seed: PGD starts and AutoAttack (default 0). batch_size: default 256. device: default ``"cpu"``.
         progress: tqdm bars (default True).
 
     Returns:
-        ``{"results": {attack: %}, "time_s": {attack: s}, "attacks": {"pgd": text, "cw": text, ...}}`` and, with
+        ``{"results": {attack: %}, "time_s": {attack: s}, "attacks": {"pgd": text, "margin": text, ...}}`` and, with
         ``aa``, ``"autoattack"`` (version, norm, seed, attacks, cumulative %, warnings, settings).
     """
     names = _attack_list(attacks)
     spec = spec if spec is not None else AttackSpec()
     if spec.loss != "ce":
-        raise ValueError(f"spec.loss must be 'ce' (the PGD attack; CW is derived from it), got {spec.loss!r}")
+        raise ValueError(f"spec.loss must be 'ce' (the PGD attack; margin is derived from it), got {spec.loss!r}")
     model = model.to(device).eval()
     y = y.cpu().long()
     common = dict(spec=spec, seed=seed, batch_size=batch_size, device=device, progress=progress)
     entry: dict[str, Any] = {"results": {}, "time_s": {}, "attacks": {}}
     clean = None
-    for name in ("clean", *(a for a in EVAL_ATTACKS if a in names and a != "clean")):
-        attack = get_eval_attack(name, cw_steps=cw_steps, aa_version=aa_version)
+    for name in ("clean", *(a for a in ATTACKS if a in names and a != "clean")):
+        attack = get_attack(name, cw_steps=cw_steps, aa_version=aa_version)
         t0 = time.perf_counter()
         result = attack.run(model, x, y, start_flags=clean, **common)
         flags = result["robust_flags"] if isinstance(result, dict) else result
@@ -146,11 +148,11 @@ def evaluate_checkpoint(
         path: a ``.pt`` checkpoint or a run directory (→ ``checkpoints/<prefer>.pt``, default ``best``).
         which: ``"student"`` (default), ``"teacher"`` (the EMA / "+WA" model) or ``"both"`` (the teacher only
             when the checkpoint holds one; the report's ``models`` says which were evaluated).
-        attacks: registered evaluation attacks (clean, pgd, cw, apgd, aa, ...; default all).
+        attacks: registered attacks (clean, pgd, margin, apgd, aa, ...; default all).
         spec: the PGD attack: an ``AttackSpec``, or ``None`` (default): the run's training attack from the
             checkpoint's config (its norm, ε and step) at 10 steps, so an L2 run is evaluated in L2
             (config-less checkpoints: L∞ 8/255); or a dict of changes to that attack, e.g. ``{"steps": 20}``.
-        cw_steps: CW steps (default ``spec.steps``). n_examples: the first N examples in order (default all).
+        cw_steps: margin (CW) steps (default ``spec.steps``). n_examples: the first N examples in order (default all).
         aa_version: AutoAttack ``standard`` (default), ``rand`` or ``paper``. seed: default 0.
         batch_size: default 256. device: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:N``.
         progress: tqdm bars (default True).

@@ -1,5 +1,5 @@
 """The evaluation report: its JSON layout (``SCHEMA``, :func:`validate_report`), assembly (:func:`build_report`),
-the Markdown summary (:func:`format_table`; attack columns named by the evaluation-attack registry) and writing.
+the Markdown summary (:func:`format_table`; attack columns named by the attack registry) and writing.
 
 Accuracies are percentages (0-100) of the evaluated examples; ``format`` is ``"art-adr-evaluation"``, ``version`` 2
 (``checkpoint_info`` = file, epoch, sha256; norm ``Linf``/``L2``; per-model attack texts).
@@ -16,11 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..attacks import format_eps, threat_model
+from ..attacks import attack_names, format_eps, get_attack, threat_model
+from ..attacks.autoattack import AA_LABELS, describe_autoattack, unique
 from ..checkpoint import atomic_write
 from ..tables import markdown_table
-from .attacks import attack_names, get_eval_attack
-from .autoattack import AA_LABELS, describe_autoattack, unique
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "SCHEMA", "build_report", "validate_report", "format_table",
            "write_report", "column_names"]
@@ -144,11 +143,11 @@ def validate_report(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- output
 def column_names(report: dict[str, Any]) -> dict[str, str]:
     """The attacks a report's models were evaluated with, in registry order (unregistered ones last, by name),
-    each with its table header from the registry (:meth:`EvalAttack.column`)."""
+    each with its table header from the registry (:meth:`~art_adr.attacks.Attack.column`)."""
     s = {**report["settings"], "norm": report.get("norm", "Linf")}
     seen = unique([a for m in report["models"].values() for a in m["results"]])
     names = [a for a in attack_names() if a in seen] + [a for a in seen if a not in attack_names()]
-    return {a: get_eval_attack(a).column(s) if a in attack_names() else a for a in names}
+    return {a: get_attack(a).column(s) if a in attack_names() else a for a in names}
 
 
 def _header_lines(report: dict[str, Any]) -> list[str]:

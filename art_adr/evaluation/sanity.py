@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks import AttackSpec, format_eps, threat_model
+from ..attacks import AttackSpec, format_eps, get_attack, threat_model
+from ..attacks.batches import correct_flags, percent, progress_bar
 from ..checkpoint import atomic_write
-from .flags import correct_flags, percent, pgd_flags, progress_bar
 
 __all__ = ["DEFAULT_SANITY_EPS", "DEFAULT_SANITY_STEPS", "unbounded_eps", "default_sanity_eps", "accuracy_vs_eps",
            "accuracy_vs_steps", "plot_curve", "sanity_checks", "write_sanity_plots"]
@@ -52,8 +52,8 @@ def accuracy_vs_eps(
             out.append(percent(clean, len(y)))
             continue
         spec = AttackSpec(norm=norm, eps=float(eps), steps=int(steps), restarts=restarts)
-        flags = pgd_flags(model, x, y, spec=spec, seed=seed, batch_size=batch_size, device=device,
-                          start_flags=clean)
+        flags = get_attack("pgd").run(model, x, y, spec=spec, seed=seed, batch_size=batch_size, device=device,
+                                       start_flags=clean)
         out.append(percent(flags, len(y)))
     return out
 
@@ -67,8 +67,9 @@ def accuracy_vs_steps(
     Figure 6b."""
     model = model.to(device).eval()
     clean = correct_flags(model, x, y, batch_size=batch_size, device=device)
-    return [percent(pgd_flags(model, x, y, spec=AttackSpec(norm=norm, eps=eps, steps=int(k), restarts=restarts),
-                           seed=seed, batch_size=batch_size, device=device, start_flags=clean), len(y))
+    pgd = get_attack("pgd")
+    return [percent(pgd.run(model, x, y, spec=AttackSpec(norm=norm, eps=eps, steps=int(k), restarts=restarts),
+                            seed=seed, batch_size=batch_size, device=device, start_flags=clean), len(y))
             for k in progress_bar(list(steps_values), progress, "sanity: steps")]
 
 

@@ -16,9 +16,9 @@ Selection. The score of a cell is, averaged over its seeds, the hold-out robust 
 select by (``model``: the student, ``robust_acc``, or the EMA teacher, ``teacher_robust_acc``; every run's
 ``best_metric`` is set to it) at the ``epoch`` ``"best"`` (the best validation epoch, the run's ``best.pt``) or
 ``"final"`` (``final.pt``), under ``attack`` ``"val"`` (the runs' own per-epoch validation attack, ``val_attack``
-at ``eval_max_iter`` iterations — APGD-CE+T by default, see :mod:`art_adr.validation`) or ``"aa"`` (AutoAttack
-on the first ``n_examples`` hold-out images, that checkpoint). Ties go to the higher hold-out clean accuracy, then to
-the first cell in grid order.
+at ``eval_max_iter`` iterations — APGD-CE+T by default, see :mod:`art_adr.attacks`) or a registered attack
+(:mod:`art_adr.attacks`; ``"aa"``: AutoAttack) on the first ``n_examples`` hold-out images, that checkpoint. Ties go
+to the higher hold-out clean accuracy, then to the first cell in grid order.
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "be
               progress: bool = False) -> dict[str, Any]:
     """Hold-out scores of one finished run at the best (or final) epoch from ``metrics.jsonl``: ``val_robust``
     (the runs' validation attack, ``val_attack``, of the selected model — the metric ``best_metric`` names;
-    ``val_metric`` says which), ``val_pgd`` (its PGD-k, logged beside it) and ``val_clean``; with ``attack="aa"``
-    also ``val_aa`` (AutoAttack on ``n_examples`` hold-out images of ``checkpoints/<epoch>.pt`` through
+    ``val_metric`` says which), ``val_pgd`` (its PGD-k, logged beside it) and ``val_clean``; with a registered
+    ``attack`` also ``val_<attack>`` (e.g. ``val_aa``: AutoAttack) and ``val_<attack>_clean`` on ``n_examples``
+    hold-out images of ``checkpoints/<epoch>.pt`` through
     :func:`art_adr.evaluation.evaluate_checkpoint`, in the run's threat model, cached in the run directory with
     the checkpoint's SHA-256). A run from before ``val_attack`` existed has only PGD: it is scored by PGD, and
     ``val_metric`` says so. Accuracies in %."""
@@ -132,13 +133,14 @@ def score_run(run_dir: str | os.PathLike, config: RunConfig, *, epoch: str = "be
                            "val_robust": pct(rec, key), "val_pgd": pct(rec, prefix + "pgd_acc"),
                            "val_clean": pct(rec, prefix + "clean_acc"), "val_robust_final": pct(hist[-1], key),
                            "val_robust_best": 100.0 * float(max((r[key] for r in scored), default=float("nan")))}
-    if attack == "aa":
+    if attack != "val":
         from ..evaluation import cached_evaluation
 
-        ev = cached_evaluation(run_dir, which=which, attacks=("clean", "aa"), n_examples=n_examples, version=aa_version,
-                               seed=config.seed, split="holdout", tags=(epoch,), device=device, progress=progress)
-        aa = {**ev[epoch], "n_examples": ev["n_examples"]}
-        out.update(val_aa=aa["aa"], val_aa_clean=aa["clean"], n_examples=aa["n_examples"], aa_epoch=aa["epoch"])
+        ev = cached_evaluation(run_dir, which=which, attacks=("clean", attack), n_examples=n_examples,
+                               version=aa_version, seed=config.seed, split="holdout", tags=(epoch,), device=device,
+                               progress=progress)
+        out.update({f"val_{attack}": ev[epoch][attack], f"val_{attack}_clean": ev[epoch]["clean"],
+                    "n_examples": ev["n_examples"], f"{attack}_epoch": ev[epoch]["epoch"]})
     return out
 
 
@@ -148,17 +150,17 @@ def _cell_summary(cell: dict[str, Any], scores: list[dict[str, Any]], run_dirs: 
                                "which": scores[0]["which"], "epochs": [s["epoch"] for s in scores],
                                "per_seed": scores}
     summary["val_metric"] = scores[0]["val_metric"]
-    for key in ("val_robust", "val_pgd", "val_clean", "val_robust_best", "val_robust_final", "val_aa",
-                "val_aa_clean"):
+    keys = ("val_robust", "val_pgd", "val_clean", "val_robust_best", "val_robust_final")
+    for key in keys + tuple(k for k in scores[0] if k.startswith("val_") and k not in (*keys, "val_metric")):
         if all(key in s for s in scores):
             summary[key], summary[f"{key}_std"] = mean_std([s[key] for s in scores])
     return summary
 
 
 def select_cell(cells: list[dict[str, Any]], attack: str = "val") -> int:
-    """Index of the cell with the highest hold-out score (``val_aa``, or ``val_robust``: the runs' validation
-    attack); ties: higher hold-out clean accuracy, then grid order."""
-    key, clean = ("val_aa", "val_aa_clean") if attack == "aa" else ("val_robust", "val_clean")
+    """Index of the cell with the highest hold-out score (``val_<attack>``, e.g. ``val_aa``, or ``val_robust``: the
+    runs' validation attack); ties: higher hold-out clean accuracy, then grid order."""
+    key, clean = ("val_robust", "val_clean") if attack == "val" else (f"val_{attack}", f"val_{attack}_clean")
     return max(range(len(cells)), key=lambda i: (round(cells[i][key], 9), round(cells[i].get(clean, 0.0), 9), -i))
 
 
@@ -184,9 +186,9 @@ def heatmap_figure(summary: dict[str, Any]) -> Any:
 
     taus, lams = summary["grid"]["temperatures"], summary["grid"]["interpolations"]
     cells = summary["cells"]
-    aa_name = f"AutoAttack ({summary['selection']['aa_version']})"
+    attack = _scored_attack(summary)
     keys = [("val_robust", _metric_label(cells[0]["val_metric"]))] + (
-        [("val_aa", aa_name)] if "val_aa" in cells[0] else [])
+        [(f"val_{attack}", _attack_title(attack, summary["selection"].get("aa_version")))] if attack else [])
     panel_w, height = max(3.6, 1.9 + 1.1 * len(lams)), max(3.0, 1.9 + 0.7 * len(taus))
     fig, axes = plt.subplots(1, len(keys), figsize=(panel_w * len(keys), height), squeeze=False,
                              layout="constrained")
@@ -217,15 +219,32 @@ def heatmap_figure(summary: dict[str, Any]) -> Any:
 
 def _metric_label(key: str) -> str:
     """``"teacher_apgd_acc"`` → ``"APGD-CE+T"`` (the validation attack's label; ``"PGD"`` for PGD)."""
-    from ..validation import VAL_ATTACKS
+    from ..attacks import ATTACKS, validating_attack_names
 
     name = key.removeprefix("teacher_").removesuffix("_acc")
-    return VAL_ATTACKS[name].label if name in VAL_ATTACKS else name
+    return ATTACKS[name].label if name in validating_attack_names() else name
+
+
+def _scored_attack(summary: dict[str, Any]) -> str | None:
+    """The registered attack a sweep scored its cells with besides the runs' validation (``None``: none)."""
+    attack = summary["selection"].get("attack") or ("aa" if "val_aa" in summary["cells"][0] else "val")
+    return attack if attack != "val" and f"val_{attack}" in summary["cells"][0] else None
+
+
+def _attack_title(attack: str, aa_version: str | None) -> str:
+    """``"AutoAttack (standard)"``, or the attack's label (``"Margin-PGD"``)."""
+    from ..attacks import ATTACKS
+
+    if attack == "aa":
+        return f"AutoAttack ({aa_version})"
+    return ATTACKS[attack].label if attack in ATTACKS else attack
 
 
 def format_sweep(summary: dict[str, Any]) -> str:
     """Markdown: one row per cell (hold-out scores, mean ± std over seeds), the selected cell marked."""
-    has_aa = "val_aa" in summary["cells"][0]
+    attack = _scored_attack(summary)
+    extra = (["hold-out AutoAttack", "AA clean"] if attack == "aa" else
+             [f"hold-out {_attack_title(attack, None)}", f"{attack} clean"] if attack else [])
     multi = len(summary["seeds"]) > 1
 
     def cell(c: dict[str, Any], key: str) -> str:
@@ -234,8 +253,7 @@ def format_sweep(summary: dict[str, Any]) -> str:
     sel = summary["selection"]
     name = _metric_label(summary["cells"][0]["val_metric"])
     head = ["τ start→end", "λ start→end", f"hold-out {name} ({sel['epoch']})", "hold-out PGD", "hold-out clean",
-            f"{name} at best epoch", f"{name} at final epoch"] + (["hold-out AutoAttack", "AA clean"] if has_aa
-                                                                  else []) + ["selected"]
+            f"{name} at best epoch", f"{name} at final epoch"] + extra + ["selected"]
     lines = [f"ADR sweep of {summary['recipe']} ({sel['model']}, seeds {', '.join(map(str, summary['seeds']))}; "
              f"% on the validation hold-out of the training set)", ""]
     body = []
@@ -243,8 +261,8 @@ def format_sweep(summary: dict[str, Any]) -> str:
         row = [f"{c['temperature'][0]:g}→{c['temperature'][1]:g}",
                f"{c['interpolation'][0]:g}→{c['interpolation'][1]:g}", cell(c, "val_robust"), cell(c, "val_pgd"),
                cell(c, "val_clean"), cell(c, "val_robust_best"), cell(c, "val_robust_final")]
-        if has_aa:
-            row += [cell(c, "val_aa"), cell(c, "val_aa_clean")]
+        if attack:
+            row += [cell(c, f"val_{attack}"), cell(c, f"val_{attack}_clean")]
         row.append("**←**" if k == summary["selected"]["index"] else "")
         body.append(row)
     lines += markdown_table(head, body) + ["", f"Selection: {sel['rule']}"]
@@ -263,8 +281,10 @@ def run_sweep(recipe: str, out: str | os.PathLike, *, temperatures: Sequence[flo
     ``loggers`` as in :func:`art_adr.experiments.run_benchmark` (``{"unfinished": [...]}`` while runs are left)."""
     if epoch not in ("best", "final"):
         raise ConfigError(f"epoch must be best or final, got {epoch!r}")
-    if attack not in ("val", "aa"):
-        raise ConfigError(f"attack must be val or aa, got {attack!r}")
+    from ..attacks import robust_attack_names
+
+    if attack != "val" and attack not in robust_attack_names():
+        raise ConfigError(f"attack must be val or one of {', '.join(robust_attack_names())}, got {attack!r}")
     out = Path(out)
     cells = grid_configs(recipe, temperatures, interpolations, ends=ends, temperature_end=temperature_end,
                          interpolation_end=interpolation_end, seeds=seeds, model=model, overrides=overrides)
@@ -305,9 +325,10 @@ def sweep_summary(recipe: str, cells: list[dict[str, Any]], summaries: list[dict
     index = select_cell(summaries, attack)
     base = cells[0]["configs"][0]
     which = summaries[0]["which"]
-    score = "AutoAttack" + f" ({aa_version}) on the first {summaries[0]['per_seed'][0]['n_examples']} hold-out images" \
-        if attack == "aa" else (f"{_metric_label(summaries[0]['val_metric'])}-{base.eval_max_iter} (the runs' "
-                                f"per-epoch validation, {summaries[0]['val_metric']})")
+    n_examples_scored = summaries[0]["per_seed"][0].get("n_examples")
+    score = f"{_attack_title(attack, aa_version)} on the first {n_examples_scored} hold-out images" \
+        if attack != "val" else (f"{_metric_label(summaries[0]['val_metric'])}-{base.eval_max_iter} (the runs' "
+                                 f"per-epoch validation, {summaries[0]['val_metric']})")
     rule = (f"highest mean over seeds of the {which}'s {score} accuracy at the {epoch} checkpoint "
             f"({'best validation epoch by ' + summaries[0]['val_metric'] if epoch == 'best' else 'last epoch'}), "
             "on the "
@@ -323,7 +344,7 @@ def sweep_summary(recipe: str, cells: list[dict[str, Any]], summaries: list[dict
         "cells": summaries,
         "selected": {"index": index, "temperature": summaries[index]["temperature"],
                      "interpolation": summaries[index]["interpolation"],
-                     "score": summaries[index]["val_aa" if attack == "aa" else "val_robust"]},
+                     "score": summaries[index]["val_robust" if attack == "val" else f"val_{attack}"]},
     }
 
 

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..attacks import ATTACKS, get_attack, robust_attack_names, validating_attack_names
 from ..budget import format_eps
 from ..checkpoint import atomic_write
 from ..config import ConfigError, RunConfig, recipe_path, resolve_config, selected_model
 from ..console import say
-from ..evaluation import get_eval_attack, robust_attack_names
 from ..methods import METHOD_NAMES, get_method
 from ..runs import RunError, holding_lock, load_run_config, write_csv
 from ..tables import markdown_table
@@ -178,7 +178,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_examples: int | None, attacks: Se
 
     Args:
         run_dir: a finished run directory (``config.yaml``, ``checkpoints/{best,final}.pt``).
-        n_examples: first N test images (``None``: all). attacks: clean, pgd, cw, aa (default clean, aa).
+        n_examples: first N test images (``None``: all). attacks: registered attacks (default clean, aa).
         version: AutoAttack version (default ``standard``). seed: PGD starts / AutoAttack (default 0).
         device: default ``auto``. batch_size: default 256. progress: tqdm bars (default True).
         which: ``"student"``, ``"teacher"`` (the EMA model) or ``None`` (default): the run's reported model (the
@@ -274,7 +274,7 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, version: str = "st
     norms = {r["norm"] for r in rows if "norm" in r}
     settings = {"pgd_steps": 10, "cw_steps": 10, "norm": norms.pop() if len(norms) == 1 else "Linf",
                 "aa_version": None if version == "standard" else version}
-    names = {a: get_eval_attack(a).column(settings) for a in robust_attack_names()}
+    names = {a: get_attack(a).column(settings) for a in robust_attack_names()}
     robust = [a for a in robust_attack_names() if rows and f"{a}_best" in rows[0]]
     if rows and not robust:  # rows of an older layout: only robust_*
         robust = [rows[0]["robust_attack"]]
@@ -362,9 +362,8 @@ def methods_figure(histories: dict[str, list[dict[str, Any]]], title: str) -> An
         for ax, panel in zip(axes[0], panels):
             key = selecting[label] if panel == "selecting" else panel
             _plot_history(ax, hist, key, f"C{i}", label)
-    from ..validation import VAL_ATTACKS
-
-    names = sorted({VAL_ATTACKS[k[:-4]].label if k[:-4] in VAL_ATTACKS else k[:-4] for k in selecting.values() if k})
+    validating = validating_attack_names()
+    names = sorted({ATTACKS[k[:-4]].label if k[:-4] in validating else k[:-4] for k in selecting.values() if k})
     titles = {"selecting": f"validation attack ({', '.join(names)}; selects best.pt)",
               "pgd_acc": "PGD-10 validation accuracy", "clean_acc": "clean validation accuracy"}
     for ax, panel in zip(axes[0], panels):

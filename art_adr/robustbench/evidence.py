@@ -86,8 +86,7 @@ def external_numbers(clean_acc: float | None, autoattack_acc: float | None, n_ex
 def autoattack_log(report: dict[str, Any], which: str) -> str:
     """AutoAttack's log of ``which`` in a report: settings, then the robust accuracy after each attack (art-adr
     runs the attacks one after another on the points still robust, as ``run_standard_evaluation``)."""
-    from ..evaluation import describe_autoattack
-    from ..evaluation.autoattack import AA_LABELS
+    from ..attacks.autoattack import AA_LABELS, describe_autoattack
 
     aa = report["models"][which]["autoattack"]
     info, soft = report["checkpoint_info"], report["software"]

@@ -83,9 +83,8 @@ def plot_run(out: Path, history: list[dict[str, Any]], config: RunConfig) -> Non
         print(f"note: {out / 'curves.png'} not drawn: matplotlib is not installed (metrics.jsonl has the numbers)",
               file=sys.stderr)
         return
-    from ..attacks import AttackSpec
-    from ..validation import get_val_attack
+    from ..attacks import AttackSpec, get_attack
 
-    label = get_val_attack(config.val_attack, config.val_targets).describe(AttackSpec(steps=config.eval_max_iter))
+    label = get_attack(config.val_attack, targets=config.val_targets).describe(AttackSpec(steps=config.eval_max_iter))
     plot_curves(history, out / "curves.png", title=config.recipe or f"{config.dataset} {config.method}",
                 attack=config.val_attack, attack_label=label)

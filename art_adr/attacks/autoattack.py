@@ -1,5 +1,6 @@
-"""AutoAttack (Croce & Hein 2020) through ``pyautoattack``: the versions, the ADR paper's protocol, the checks'
-messages captured, and one line describing the settings that ran.
+"""``aa``: AutoAttack (Croce & Hein 2020) through ``pyautoattack``, as a registered attack that runs on a whole
+image set (:class:`AutoAttack`): the versions, the ADR paper's protocol, the checks' messages captured, and one
+line describing the settings that ran. Importing this module imports no torch (the runner does when it runs).
 
 The ADR paper's protocol: its code (yuyuwu5/ADR, src/robust_eval.py) evaluates with torchattacks 3.3.0's
 ``AutoAttack(model, eps, n_classes=n_class, seed)``, version 'standard', whose attacks keep torchattacks'
@@ -14,16 +15,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor, nn
+from .base import Attack, register_attack
 
-from ..attacks import threat_model
-from .flags import correct_flags, percent, progress_bar, to_float
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
-__all__ = ["AA_ATTACKS", "AA_LABELS", "PAPER_AA_ITERATIONS", "PAPER_AA_SQUARE_QUERIES", "autoattack_eval",
+    from .core import AttackSpec
+
+__all__ = ["AutoAttack", "AA_ATTACKS", "AA_LABELS", "PAPER_AA_ITERATIONS", "PAPER_AA_SQUARE_QUERIES", "autoattack_eval",
            "autoattack_settings", "capture_autoattack_warnings", "configure_paper_protocol", "describe_autoattack",
            "unique"]
 
@@ -65,6 +69,8 @@ def unique(items: Sequence[str]) -> list[str]:
 
 
 def _rng_fork(device: str | torch.device) -> contextlib.AbstractContextManager:
+    import torch
+
     dev = torch.device(device)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     return torch.random.fork_rng(devices=devices)
@@ -100,7 +106,11 @@ def autoattack_eval(
     ``run_standard_evaluation`` does), so ``cumulative[attack]`` is the worst case over the attacks so far.
     The global torch RNG is restored afterwards (AutoAttack reseeds it).
     """
+    import torch
     from pyautoattack import checks as aa_checks
+
+    from .batches import correct_flags, percent, progress_bar, to_float
+    from .core import threat_model
 
     if version not in AA_ATTACKS:
         raise ValueError(f"AutoAttack version must be one of {sorted(AA_ATTACKS)}, got {version!r}")
@@ -194,3 +204,38 @@ def describe_autoattack(version: str, settings: dict[str, dict[str, Any]]) -> st
         parts.append(f"{AA_LABELS.get(name, name)} ({', '.join(b for b in bits if b)})")
     origin = " — the ADR code's protocol (torchattacks 3.3 AutoAttack defaults)" if version == "paper" else ""
     return f"AutoAttack '{version}'{origin}: " + ", ".join(parts)
+
+
+@register_attack
+@dataclass(frozen=True)
+class AutoAttack(Attack):
+    """AutoAttack at the spec's norm and ε, version ``aa_version``: ``standard``, ``rand`` or ``paper`` (the ADR
+    code's protocol). It runs on a whole set (:func:`autoattack_eval`), so it does not validate."""
+
+    aa_version: str = "standard"
+    name: ClassVar[str] = "aa"
+    label: ClassVar[str] = "AutoAttack"
+    help: ClassVar[str] = "AutoAttack, pyautoattack"
+
+    def forwards(self, spec: AttackSpec) -> int:
+        raise NotImplementedError("AutoAttack's cost depends on the points it breaks; it is not counted ahead")
+
+    def describe(self, spec: AttackSpec) -> str:
+        from ..budget import format_eps
+
+        norm = "L∞" if spec.threat_model == "Linf" else "L2"
+        return f"AutoAttack '{self.aa_version}' {norm} ε={format_eps(spec.eps)}"
+
+    def column(self, settings: Mapping[str, Any]) -> str:
+        version = settings.get("aa_version")
+        return "AutoAttack" + (f" ({version})" if version else "")
+
+    def run(self, model: Any, x: Tensor, y: Tensor, *, spec: AttackSpec, seed: int = 0, batch_size: int = 256,
+            device: Any = "cpu", start_flags: Tensor | None = None, progress: bool = False) -> dict[str, Any]:
+        return autoattack_eval(model, x, y, eps=spec.eps, norm=spec.norm, version=self.aa_version, seed=seed,
+                               batch_size=batch_size, device=device, start_flags=start_flags, progress=progress)
+
+    def record(self, entry: dict[str, Any], spec: AttackSpec, result: Tensor | dict[str, Any]) -> None:
+        """The report keeps AutoAttack's details (version, attacks, cumulative %, warnings, settings)."""
+        keys = ("version", "norm", "seed", "attacks", "cumulative", "warnings", "settings")
+        entry["autoattack"] = {k: result[k] for k in keys}  # type: ignore[index]

@@ -1,4 +1,5 @@
-"""Soft-label PGD (Madry et al. 2018, Eq. 2 with ADR's rectified targets, Algorithm 1 lines 10-13)."""
+"""The attack maths: soft-label PGD (Madry et al. 2018, Eq. 2 with ADR's rectified targets, Algorithm 1 lines 10-13),
+the attack specification and the ART attack object. (The registry of attacks is :mod:`art_adr.attacks.base`.)"""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from torch import Tensor, nn
 
-from .budget import default_eps_step, format_eps, parse_number
-from .checks import finite_number, integer
-from .functional import (
+from ..budget import default_eps_step, format_eps, parse_number
+from ..checks import finite_number, integer
+from ..functional import (
     clip_to_range,
     cw_margin_loss,
     l2_normalize,
@@ -29,7 +30,7 @@ from .functional import (
     soft_cross_entropy,
     trades_kl,
 )
-from .modes import bn_mode_flag, module_mode
+from ..modes import bn_mode_flag, module_mode
 
 __all__ = ["pgd", "attack_loss", "SoftLabelPGD", "AttackSpec", "default_eps_step", "format_eps", "norm_name",
            "threat_model"]
@@ -388,7 +389,7 @@ class SoftLabelPGD(EvasionAttack):
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
         """Adversarial examples for ``x`` (numpy, same dtype/shape), labels ``y`` index / one-hot / soft."""
-        from .estimator import classifier_clip_values, classifier_device, classifier_module
+        from ..estimator import classifier_clip_values, classifier_device, classifier_module
 
         _, forward = classifier_module(self.estimator)
         device = classifier_device(self.estimator)

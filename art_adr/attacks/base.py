@@ -1,0 +1,124 @@
+"""The one attack registry: what validation (``--val-attack``, the trainers' per-epoch selecting attack) and
+evaluation (``evaluate`` / ``benchmark`` / ``sweep --attacks``, reports, Table 1) run.
+
+An attack is a frozen dataclass registered at its definition (:func:`register_attack`) with a ``name`` (what the
+options take; metric names ``<name>_acc`` / ``teacher_<name>_acc`` in a run's history), a short ``label``, a
+``help`` phrase for the options, ``validates`` (cheap enough to select checkpoints with: ``--val-attack`` accepts
+it), its cost in forward passes per image (:meth:`Attack.forwards`), and :meth:`Attack.flags`, which returns which
+points of a batch stay correct. :meth:`Attack.run` attacks a whole image set batch by batch with ``flags`` (an
+attack that works on a whole set, as AutoAttack, overrides it). Options are dataclass fields named like the keyword
+arguments they are read from (``cw_steps``, ``aa_version``, ``targets``).
+
+This module imports no torch (the command line's ``--help`` reads the registry); the attacks import it when they
+run. The built-in attacks are one module each in this package, imported by its ``__init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from .core import AttackSpec
+
+__all__ = ["ATTACKS", "Attack", "register_attack", "attack_names", "validating_attack_names", "robust_attack_names",
+           "get_attack", "attacks_help"]
+
+ATTACKS: dict[str, type[Attack]] = {}
+Forward = Callable[["Tensor"], "Tensor"]
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: add an attack to :data:`ATTACKS` under its ``name`` (a new one)."""
+    if not cls.name or cls.name in ATTACKS and ATTACKS[cls.name] is not cls:
+        raise ValueError(f"an attack needs a new name, got {cls.name!r} ({', '.join(ATTACKS)} taken)")
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack. ``flags(forward, x, y, spec, ...)`` → bool ``[N]``, True where ``x`` stays correct.
+
+    ``spec`` is the PGD :class:`~art_adr.attacks.AttackSpec` it runs against (norm, ε, step, ``k`` = ``steps``:
+    the trainer's ``eval_max_iter`` in validation, ``--eval-max-iter`` in evaluation).
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    validates: ClassVar[bool] = False
+
+    def forwards(self, spec: AttackSpec) -> int:
+        """Worst-case cost per image in forward+backward passes (a clean forward counts 1)."""
+        return spec.steps + 1
+
+    def describe(self, spec: AttackSpec) -> str:
+        """Short name of what runs, e.g. ``"PGD-10"`` (validation curves, progress bars)."""
+        return f"{self.label}-{spec.steps}"
+
+    def details(self, spec: AttackSpec) -> str:
+        """What runs in full, for a report (``models[w]["attacks"][name]``); default :meth:`describe`."""
+        return self.describe(spec)
+
+    def column(self, settings: Mapping[str, Any]) -> str:
+        """Table header for the evaluation ``settings`` (``pgd_steps``, ``cw_steps``, ``norm`` ``Linf``/``L2``,
+        ``aa_version``: ``None`` leaves the version out), e.g. ``"PGD-10"``."""
+        return self.name
+
+    def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
+              generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
+        """Bool ``[N]``: is each point of the batch ``(x, y)`` still correct after the attack?"""
+        raise NotImplementedError(f"attack {self.name!r} runs only on a whole set (run)")
+
+    def run(self, model: Any, x: Tensor, y: Tensor, *, spec: AttackSpec, seed: int = 0, batch_size: int = 256,
+            device: Any = "cpu", start_flags: Tensor | None = None, progress: bool = False) -> Tensor | dict[str, Any]:
+        """Bool ``[N]`` (CPU) over an image set: :meth:`flags` batch by batch on the points of ``start_flags``
+        (default: the clean-correct ones), random starts from a generator seeded with ``seed``."""
+        from .batches import batched_flags
+
+        return batched_flags(self, model, x, y, spec=spec, seed=seed, batch_size=batch_size, device=device,
+                             start_flags=start_flags, progress=progress)
+
+    def record(self, entry: dict[str, Any], spec: AttackSpec, result: Tensor | dict[str, Any]) -> None:
+        """Add what ran to a report's model ``entry`` (default: ``entry["attacks"][name] = details(spec)``)."""
+        entry["attacks"][self.name] = self.details(spec)
+
+
+def attack_names() -> tuple[str, ...]:
+    """Every registered attack, ``clean`` first, in registration order."""
+    return tuple(ATTACKS)
+
+
+def robust_attack_names() -> tuple[str, ...]:
+    """The registered attacks other than ``clean`` (``art-adr benchmark --attacks``)."""
+    return tuple(name for name in ATTACKS if name != "clean")
+
+
+def validating_attack_names() -> tuple[str, ...]:
+    """The attacks cheap enough to select checkpoints with (``validates``): what ``--val-attack`` takes."""
+    return tuple(name for name, cls in ATTACKS.items() if cls.validates)
+
+
+def get_attack(name: str, *, validates: bool = False, **options: Any) -> Attack:
+    """The attack ``name`` with those ``options`` that are its fields (the others, and ``None``, are ignored);
+    ``ValueError`` listing the choices for an unknown one (with ``validates``: ``val_attack``, only the attacks
+    that validate)."""
+    choices = validating_attack_names() if validates else attack_names()
+    if name not in choices:
+        what = "val_attack must be one of" if validates else f"unknown attack {name!r}; choose from"
+        raise ValueError(f"{what} {', '.join(choices)}" + (f", got {name!r}" if validates else ""))
+    cls = ATTACKS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in fields and v is not None})
+
+
+def attacks_help(names: Sequence[str] | None = None) -> str:
+    """``"clean, pgd (PGD-k on the cross-entropy), ..."``: the attacks ``names`` (default all) with their help."""
+    return ", ".join(f"{n} ({ATTACKS[n].help})" if ATTACKS[n].help else n
+                     for n in (attack_names() if names is None else names))
