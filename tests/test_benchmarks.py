@@ -260,3 +260,18 @@ def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:
     assert text.count("\n") == 6  # header, rule, AT, MART, TRADES, AWP
     trades_line = next(line for line in text.splitlines() if line.startswith("| TRADES"))
     assert "±" not in trades_line and "lowered" not in trades_line and "no verdict" in trades_line
+
+
+def test_compare_runs_finds_the_first_difference_and_ignores_timings_and_descriptions():
+    import torch
+
+    import compare_runs
+
+    a = {"student": {"w": torch.ones(3)}, "history": [{"loss": 1.0, "seconds": 2.0}], "config": {"x": 1}}
+    b = {"student": {"w": torch.ones(3)}, "history": [{"loss": 1.0, "seconds": 9.0}], "config": {"x": 2}}
+    keep = {k: v for k, v in a.items() if k not in compare_runs.DESCRIPTIONS}
+    assert compare_runs.same(keep, {k: v for k, v in b.items() if k not in compare_runs.DESCRIPTIONS}, "c") is None
+    b["student"]["w"] = torch.tensor([1.0, 1.0, 1.0 + 1e-7])
+    assert compare_runs.same(a, b, "c") == "c.config.x: 1 != 2"
+    assert compare_runs.same(keep, {"student": b["student"], "history": b["history"]}, "c") == "c.student.w"
+    assert compare_runs.same([1], [1, 2], "m") == "m: lengths 1 != 2"
