@@ -180,12 +180,7 @@ def write_robust_overfitting() -> None:
            "eval_every": 4, "save_every": 40}
     what2 = ("Fashion-MNIST second robust-overfitting regime: MLP 3x512, 500 images, batch 32, no augmentation, "
              "200 epochs, eps 0.1, checkpoints selected by the default validation attack (apgd), every 40th kept")
-    for method, cls in METHODS.items():
-        for adr in (False, True):
-            desc = f"{what2}, {cls.label}{'+ADR' if adr else ''}" + (
-                " (tau/lambda of the first regime's AT+ADR, not re-tuned here)" if adr else "")
-            write(f"fashion-mnist-ro2-{method}{'-adr' if adr else ''}",
-                  {"description": desc, **ro2, "method": method, "adr": adr, **(ro_adr if adr else {})})
+    write_regime("fashion-mnist-ro2", ro2, what2, ro_adr)
     ro3_recipes(ro2, ro_adr)
 
 
@@ -197,12 +192,18 @@ def ro3_recipes(ro2: dict, ro_adr: dict) -> None:
     what = ("Fashion-MNIST third robust-overfitting regime, with BatchNorm: conv-bn (two strided conv-BN-ReLU "
             "blocks 16, 32, a BN dense layer of 256), 500 images, batch 32, no augmentation, 200 epochs, eps 0.1, "
             "checkpoints selected by the default validation attack (apgd), every 40th kept")
+    write_regime("fashion-mnist-ro3", ro3, what, ro_adr)
+
+
+def write_regime(prefix: str, base: dict, what: str, ro_adr: dict) -> None:
+    """Every registered method with and without ADR in a further robust-overfitting regime, the ADR recipes with the
+    first regime's τ/λ (``ro_adr``, not re-tuned)."""
     for method, cls in METHODS.items():
         for adr in (False, True):
             desc = f"{what}, {cls.label}{'+ADR' if adr else ''}" + (
                 " (tau/lambda of the first regime's AT+ADR, not re-tuned here)" if adr else "")
-            write(f"fashion-mnist-ro3-{method}{'-adr' if adr else ''}",
-                  {"description": desc, **ro3, "method": method, "adr": adr, **(ro_adr if adr else {})})
+            write(f"{prefix}-{method}{'-adr' if adr else ''}",
+                  {"description": desc, **base, "method": method, "adr": adr, **(ro_adr if adr else {})})
 
 
 # τ, λ of the Fashion-MNIST regime's ADR recipes, and where they come from
