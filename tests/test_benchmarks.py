@@ -263,8 +263,6 @@ def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:
 
 
 def test_compare_runs_finds_the_first_difference_and_ignores_timings_and_descriptions():
-    import torch
-
     import compare_runs
 
     a = {"student": {"w": torch.ones(3)}, "history": [{"loss": 1.0, "seconds": 2.0}], "config": {"x": 1}}
