@@ -61,6 +61,8 @@ def test_pages_render_with_navigation_images_and_api(site):
     for src in images:
         with urllib.request.urlopen(urllib.request.urlopen(base + "/science/robust-overfitting/").url + src) as r:
             assert r.status == 200 and r.read(8) == b"\x89PNG\r\n\x1a\n"
+    guide = _dom(base + "/guide/python-api/")  # the README's example, included from README.md (one source)
+    assert "get_teacher_classifier" in guide and "--8<--" not in guide
     api = _dom(base + "/reference/trainers/")
     assert "AdversarialTrainerADR" in api and "fit_generator" in api and "md-nav" in api
 
