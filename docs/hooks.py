@@ -1,5 +1,7 @@
 """MkDocs hook of the documentation site: every public class and function of the modules the API reference
-documents must have a docstring of its own — a warning otherwise, which ``strict: true`` turns into a failed build."""
+documents must have a docstring of its own — a warning otherwise, which ``strict: true`` turns into a failed build;
+and ``<!-- registries -->`` in a page becomes the tables of what is registered (attacks, methods, datasets,
+architectures, loggers, recipes), read from the registries themselves at build time."""
 
 from __future__ import annotations
 
@@ -33,6 +35,43 @@ def undocumented(module_name: str) -> list[str]:
         if not (own or "").strip():
             missing.append(f"{module_name}.{name}")
     return missing
+
+
+def _first_line(text: str | None) -> str:
+    return " ".join((text or "").strip().split("\n\n")[0].split()).replace("``", "`")
+
+
+def registry_tables() -> str:
+    """The Markdown of every registry: one table each, generated (never written by hand)."""
+    from art_adr.attacks import base as attacks
+    from art_adr.config import list_recipes
+    from art_adr.data import DATASETS
+    from art_adr.loggers import LOGGERS
+    from art_adr.methods import METHODS
+    from art_adr.models import ARCHITECTURES, LOCAL_ARCHITECTURES
+    from art_adr.tables import markdown_table
+
+    parts = [("Attacks (`art_adr.attacks`: `evaluate/benchmark --attacks`; `train --val-attack` if it validates)",
+              ["name", "label", "validates", "what"],
+              [[f"`{n}`", a.label, "yes" if a.validates else "", a.help or _first_line(type(a).__doc__)] for n, a in
+               ((n, attacks.ATTACKS[n]) for n in attacks.attack_names())]),
+             ("Training methods (`art_adr.methods`: `train --method`)", ["name", "label", "what"],
+              [[f"`{n}`", m.label, _first_line(m.__doc__)] for n, m in METHODS.items()]),
+             ("Datasets (`art_adr.data`: `--dataset`)", ["name", "classes", "shape"],
+              [[f"`{n}`", str(d.num_classes), "×".join(map(str, d.shape))] for n, d in DATASETS.items()]),
+             ("Architectures (`art_adr.models`: `--arch`)", ["name", "exported as"],
+              [[f"`{n}`", "its own class file" if n in LOCAL_ARCHITECTURES else "RobustBench's class"]
+               for n in sorted(ARCHITECTURES)]),
+             ("Loggers (`art_adr.loggers`: `--logger`)", ["name"], [[f"`{n}`"] for n in LOGGERS])]
+    recipes = list_recipes()
+    parts.append((f"Recipes (`art-adr recipes`: `--recipe`; {len(recipes)})", ["name", "description"],
+                  [[f"`{n}`", _first_line(str(d))] for n, d in recipes.items()]))
+    return "\n\n".join(f"## {title}\n\n" + "\n".join(markdown_table(head, rows)) for title, head, rows in parts)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    return markdown.replace("<!-- registries -->", registry_tables()) if "<!-- registries -->" in markdown \
+        else markdown
 
 
 def on_pre_build(config: Any, **kwargs: Any) -> None:

@@ -67,6 +67,20 @@ def test_pages_render_with_navigation_images_and_api(site):
     assert "AdversarialTrainerADR" in api and "fit_generator" in api and "md-nav" in api
 
 
+def test_registry_tables_are_generated_from_the_registries(site):
+    from art_adr.attacks.base import attack_names
+    from art_adr.config import list_recipes
+    from art_adr.data import DATASETS
+    from art_adr.loggers import LOGGERS
+    from art_adr.methods import METHODS
+    from art_adr.models import ARCHITECTURES
+
+    out, _ = site
+    page = (out / "reference" / "registries" / "index.html").read_text()
+    names = [*attack_names(), *METHODS, *DATASETS, *ARCHITECTURES, *LOGGERS, *list_recipes()]
+    assert "registries -->" not in page and [n for n in names if f"<code>{n}</code>" not in page] == []
+
+
 def test_home_page_screenshot(site):
     _, base = site
     ARTIFACTS.mkdir(exist_ok=True)
