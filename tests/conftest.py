@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compare_runs import TIMING, same  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -92,23 +96,11 @@ def easy_run(run_dir: Path, seed: int = 0, **config_changes) -> Path:
     return run_dir
 
 
-TIMING = {"seconds", "train_seconds", "images_per_s"}  # history keys that differ between equal runs
-
-
 def assert_same(a: Any, b: Any, where: str = "") -> None:
-    """Equal checkpoints (or any nested values): every tensor bit-identical, every value equal, timings aside."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) - TIMING == set(b) - TIMING, where
-        for k in set(a) - TIMING:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
+    """Equal checkpoints (or any nested values): every tensor bit-identical, every value equal, timings aside —
+    ``benchmarks/compare_runs.py``'s comparison, the one ``benchmarks/bit_identity.sh`` uses too."""
+    diff = same(a, b, where)
+    assert diff is None, diff
 
 
 def metric_rows(path: Path) -> list[dict[str, Any]]:
