@@ -165,7 +165,7 @@ class RunConfig:
         _need(self.compile in (False, True) or self.compile in _compile_modes(),
               f"compile must be true, false or one of {', '.join(_compile_modes())}, got {self.compile!r}")
         _need(self.attack_bn_mode in (None, "train", "eval"), "attack_bn_mode must be train or eval")
-        _need(self.ema_buffers in ("average", "student"), "ema_buffers must be average or student")
+        _need(self.ema_buffers in defaults.EMA_BUFFERS, f"ema_buffers must be one of {defaults.EMA_BUFFERS}")
         _need(self.trades_variant in ("official", "reference"), "trades_variant must be 'official' or 'reference'")
         _need(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum must be in (0, 1]")
         _need(self.subset is None or self.subset >= 1, "subset must be >= 1")

@@ -15,6 +15,7 @@ TEMPERATURE: tuple[float, float] = (2.5, 2.0)
 INTERPOLATION: tuple[float, float] = (0.7, 0.95)
 EMA_DECAY: float = 0.995
 EMA_WARMUP: bool = False
+EMA_BUFFERS: tuple[str, ...] = ("average", "student")  # the teacher's BN statistics: averaged (the authors') or copied
 BETA: float = 6.0  # TRADES β and MART β (both reference codes' CIFAR-10 value)
 EVAL_MAX_ITER: int = 10  # iterations k of the validation attack during training
 # The validation attack that selects (``best.pt``, benchmark "best" rows, sweep scores); chosen by its agreement

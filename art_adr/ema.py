@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .defaults import EMA_BUFFERS
+
 __all__ = ["EMA_BUFFERS", "EMATeacher"]
 
-EMA_BUFFERS = ("average", "student")  # the teacher's buffers: averaged (the authors') or the student's
 
 
 class EMATeacher:
