@@ -3,8 +3,11 @@
 One iteration (:meth:`AdversarialTrainerADR.train_step`): the EMA teacher rectifies the labels (``adr=True``),
 the training method (:mod:`art_adr.methods`: AT, TRADES, MART, ...) attacks and computes its loss, AWP
 (:mod:`art_adr.awp`) optionally perturbs the weights, mixed precision (:mod:`art_adr.precision`) scales the
-step, and the teacher takes one EMA step. The loop, validation, history and checkpoint state live in
-:mod:`art_adr.loop`, input checks in :mod:`art_adr.checks`, DDP in :mod:`art_adr.distributed`.
+step, and the teacher takes one EMA step. The trainer is composed of parts it holds: the epoch loop, history and
+best epoch (:class:`art_adr.loop.EpochLoop`), the τ/λ schedules
+(:class:`art_adr.rectification.RectificationSchedule`) and the per-epoch validation
+(:class:`art_adr.validator.Validator`); the checkpoint state's rules are in :mod:`art_adr.training_state`, input
+checks in :mod:`art_adr.checks`, DDP in :mod:`art_adr.distributed`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from torch import Tensor, nn
 
 from . import defaults
 from .art_compat import is_art_pgd, threat_model_of
-from .attacks import AttackSpec, default_eps_step, get_attack, norm_name, pgd
+from .attacks import AttackSpec, default_eps_step, norm_name
 from .augment import CropFlip
-from .auto_schedule import AutoRectification, is_auto, teacher_adversarial_logits
+from .auto_schedule import AutoRectification
 from .awp import AWP, AWP_VARIANTS, awp_backward
-from .checks import boolean, check_images, check_labels, finite_number, integer, number_pair
+from .checks import boolean, check_images, check_labels, finite_number, integer
 from .compiling import Compiled, compile_mode, uses_cudagraphs
-from .distributed import all_reduce_sum, convert_sync_bn, ddp_world, shard_weight, wrap_ddp
+from .distributed import convert_sync_bn, ddp_world, shard_weight, wrap_ddp
 from .ema import EMA_BUFFERS, EMATeacher
 from .estimator import (
     Normalize,
@@ -40,20 +43,19 @@ from .estimator import (
 )
 from .functional import ema_warmup_decay, one_hot, rectify_labels
 from .loader import DeviceBatches, finish_batch, fits_on_device, host_images, image_nbytes, to_tensor_images
-from .loop import Callback, EpochLoop, TrainingDivergedError
+from .loop import BestEpoch, Callback, EpochLoop, TrainingDivergedError
 from .methods import AttackContext, TrainingMethod
 from .methods.at import AT
 from .methods.mart import MART
 from .methods.trades import TRADES, TRADES_VARIANTS
 from .modes import bn_mode_flag, module_mode, set_bn_momentum
 from .precision import Precision
-from .validation import metric_name, resolve_best_metric
+from .rectification import RectificationSchedule
+from .training_state import check_state, cpu_copy, restore_rng
+from .validator import ValidatedModel, Validator, validation_settings
 
 __all__ = ["AdversarialTrainerADR", "AdversarialTrainerTRADESADR", "AdversarialTrainerMARTADR",
            "AdversarialTrainerAWPADR", "TrainingDivergedError", "TRADES_VARIANTS", "FIT_KWARGS"]
-
-# what the validation of every epoch measures (the trainer's validation=): robust (default) or clean only
-VALIDATIONS = ("robust", "clean")
 
 # the ART keywords fit() uses (PyTorchClassifier.fit's names); others ART passes along are ignored with a warning
 FIT_KWARGS = ("verbose", "drop_last")
@@ -85,15 +87,15 @@ def _is_attack(value: Any) -> bool:
     return isinstance(value, SoftLabelPGD) or is_art_pgd(value)
 
 
-class AdversarialTrainerADR(EpochLoop, Trainer):
+class AdversarialTrainerADR(Trainer):
     """Adversarial training on ADR-rectified labels (Wu et al. 2024, Eq. 1-5, Algorithm 1); PGD-AT by default.
 
     Every iteration: the EMA teacher (eval mode, no grad) labels the clean augmented batch with
     ``P(x) = λ_i·softmax(f_t(x)/τ) + (1 − λ_i)·y``; the training ``method`` attacks and computes its loss with
     ``P(x)`` as its target (AT: soft-label PGD and soft CE on the adversarial batch); the teacher takes one EMA
     step. τ and λ follow cosine schedules per iteration over the epochs of the ``fit`` call (see
-    :class:`art_adr.loop.EpochLoop` for resuming). ``adr=False`` gives the plain method (Madry et al.'s PGD-AT)
-    in the same loop; ``awp_rho > 0`` adds SAM-style adversarial weight perturbation.
+    :class:`art_adr.rectification.RectificationSchedule` for resuming). ``adr=False`` gives the plain method
+    (Madry et al.'s PGD-AT) in the same loop; ``awp_rho > 0`` adds SAM-style adversarial weight perturbation.
 
     Args:
         classifier: ART ``PyTorchClassifier`` with an optimizer and ``clip_values``.
@@ -231,12 +233,13 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError("the classifier has no optimizer; pass optimizer=... to PyTorchClassifier")
         self.method = self._checked_method(method)
         self._set_threat_model(classifier, attack, eps, eps_step, max_iter, norm, num_random_init)
-        self._set_rectification(temperature, interpolation, ema_decay, ema_warmup, adr)
+        self.rectification = RectificationSchedule.from_arguments(temperature, interpolation)
+        self._set_ema(ema_decay, ema_warmup, adr)
         self._set_awp(awp_rho, awp_warmup, awp_variant)
         self._set_fit_defaults(scheduler_interval, nb_epochs, batch_size)
-        self._set_validation(val_attack, val_targets, best_metric, eval_max_iter, eval_every, eval_batch_size,
-                             validation)
-        self.log_every, self.seed = int(integer(log_every, "log_every", 1)), int(integer(seed, "seed", 0))
+        checked_validation = self._checked_validation(val_attack, val_targets, best_metric, eval_max_iter,
+                                                      eval_every, eval_batch_size, validation)
+        log_every, self.seed = int(integer(log_every, "log_every", 1)), int(integer(seed, "seed", 0))
         self._set_augment(augment, crop_padding)
         self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
         self.drop_last = boolean(drop_last, "drop_last")
@@ -244,7 +247,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.verbose = boolean(verbose, "verbose")
         self._set_up_model(classifier, sync_bn)
         self._set_up_forwards(amp)
-        self._init_loop()
+        self._set_up_loop(*checked_validation, log_every, scheduler_interval)
 
     @staticmethod
     def _checked_method(method: TrainingMethod | None) -> TrainingMethod:
@@ -283,23 +286,14 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         self.eps, self.eps_step, self.max_iter, self.norm = float(eps), float(eps_step), int(max_iter), norm
 
     def _set_fit_defaults(self, scheduler_interval: str, nb_epochs: Any, batch_size: Any) -> None:
-        """How the scheduler steps, and :meth:`fit`'s default epochs and batch size (ART's Madry keywords)."""
+        """How the scheduler steps (checked), and :meth:`fit`'s default epochs and batch size (ART's Madry
+        keywords)."""
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        self.scheduler_interval = scheduler_interval
         self.nb_epochs, self.batch_size = integer(nb_epochs, "nb_epochs", 1), integer(batch_size, "batch_size", 1)
 
-    def _set_rectification(self, temperature: Any, interpolation: Any, ema_decay: Any, ema_warmup: Any,
-                           adr: Any) -> None:
-        """τ and λ schedules (or ``auto``), the EMA decay and warm-up, ``adr``, checked."""
-        self.auto = AutoRectification(auto_temperature=is_auto(temperature), auto_interpolation=is_auto(interpolation))
-        self.temperature = (1.0, 1.0) if self.auto.auto_temperature else number_pair(temperature, "temperature")
-        self.interpolation = (0.0, 0.0) if self.auto.auto_interpolation else number_pair(interpolation,
-                                                                                            "interpolation")
-        if min(self.temperature) <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not all(0.0 <= v <= 1.0 for v in self.interpolation):
-            raise ValueError(f"interpolation must be in [0, 1], got {interpolation}")
+    def _set_ema(self, ema_decay: Any, ema_warmup: Any, adr: Any) -> None:
+        """The EMA decay and warm-up, ``adr``, checked."""
         if not 0.0 <= finite_number(ema_decay, "ema_decay") < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.ema_decay, self.ema_warmup = float(ema_decay), boolean(ema_warmup, "ema_warmup")
@@ -313,28 +307,30 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             raise ValueError(f"awp_variant must be one of {AWP_VARIANTS}, got {awp_variant!r}")
         self.awp_rho, self.awp_warmup, self.awp_variant = float(awp_rho), int(awp_warmup), awp_variant
 
-    def _set_validation(self, val_attack: str, val_targets: int, best_metric: str, eval_max_iter: Any,
-                        eval_every: Any, eval_batch_size: Any, validation: str = "robust") -> None:
-        """The validation attack, what selects (``best_metric``, resolved), its iterations, period and batch."""
-        if validation not in VALIDATIONS:
-            raise ValueError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
-        self.validation = validation
-        self.val_attack = get_attack(val_attack, validates=True, targets=val_targets)
-        if validation == "clean":
-            if self.auto.active:
-                raise ValueError("validation='clean' computes no robust accuracy: temperature/interpolation='auto' "
-                                 "are set from the validation attack; use validation='robust'")
-            self.best_metric = {"robust_acc": "clean_acc", "teacher_robust_acc": "teacher_clean_acc"}.get(
-                best_metric, best_metric)
-            if self.best_metric not in ("clean_acc", "teacher_clean_acc"):
-                raise ValueError(f"best_metric={best_metric!r} needs the robust validation; with validation='clean' "
-                                 "it is clean_acc or teacher_clean_acc (robust_acc selects clean_acc)")
-        else:
-            self.best_metric = resolve_best_metric(best_metric, val_attack)
-        self.eval_every = integer(eval_every, "eval_every", 1)
-        self.eval_max_iter = integer(eval_max_iter, "eval_max_iter", 1)
-        self.eval_batch_size = None if eval_batch_size is None else integer(eval_batch_size, "eval_batch_size", 1)
-        self.eval_spec = AttackSpec(norm=norm_name(self.norm), eps=self.eps, steps=self.eval_max_iter)
+    def _checked_validation(self, val_attack: str, val_targets: int, best_metric: str, eval_max_iter: Any,
+                            eval_every: Any, eval_batch_size: Any, validation: str) -> tuple[Any, ...]:
+        """The validation settings, checked: ``(mode, attack, best metric key, eval_every, eval_max_iter,
+        eval_batch_size)``."""
+        attack, metric = validation_settings(validation, val_attack, val_targets, best_metric,
+                                             self.rectification.auto.active)
+        eval_every = integer(eval_every, "eval_every", 1)
+        eval_max_iter = integer(eval_max_iter, "eval_max_iter", 1)
+        eval_batch_size = None if eval_batch_size is None else integer(eval_batch_size, "eval_batch_size", 1)
+        return validation, attack, metric, eval_every, eval_max_iter, eval_batch_size
+
+    def _set_up_loop(self, validation: str, attack: Any, metric: str, eval_every: int, eval_max_iter: int,
+                     eval_batch_size: int | None, log_every: int, scheduler_interval: str) -> None:
+        """The parts: the validator (student and teacher, eager and compiled forwards) and the epoch loop."""
+        self.step = 0  # iterations done (train_step counts them)
+        models = {"student": ValidatedModel(self._local_forward, self._raw, self._forward),
+                  "teacher": ValidatedModel(self._teacher_eval, self.teacher.module, self._teacher_forward)}
+        self.validator = Validator(
+            models, attack, AttackSpec(norm=norm_name(self.norm), eps=self.eps, steps=eval_max_iter), validation,
+            self.clip_values, self.precision, self.device, batch_size=eval_batch_size,
+            channels_last=self.channels_last, rank=self.rank, world_size=self.world_size,
+            mark_step=self._mark_cudagraph_step)
+        self.loop = EpochLoop(self, self.rectification, self.validator, BestEpoch(metric), adr=self.adr,
+                              eval_every=eval_every, log_every=log_every, scheduler_interval=scheduler_interval)
 
     def _set_augment(self, augment: Any, crop_padding: Any) -> None:
         if augment is True:
@@ -407,7 +403,6 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self.precision.autocast_factory,
             random_init=self.random_init)
         self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
-        self.scheduler: Any = None
         self._teacher_classifier: Any = None
 
     @staticmethod
@@ -516,7 +511,7 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
             self._bn_momentum_now = want
 
     def _awp_active(self) -> bool:
-        return self.awp_rho > 0 and self.epoch >= self.awp_warmup
+        return self.awp_rho > 0 and self.loop.epoch >= self.awp_warmup
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One ADR iteration on a device batch; returns ``(loss, #correct on adversarial inputs)`` as tensors.
@@ -552,85 +547,134 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
         decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
         self.teacher.update(self._raw, decay)
         self.step += 1
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self.scheduler.step()
+        loop = self.loop
+        if loop.scheduler is not None and loop.scheduler_interval == "step":
+            loop.scheduler.step()
         return loss.detach(), correct
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def _accuracy(self, forward: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor, y: Tensor,
-                  adversarial: bool, generator: torch.Generator) -> Tensor:
-        spec = self.eval_spec
-        self._mark_cudagraph_step()
-        with module_mode(model, False):
-            if adversarial:
-                x = pgd(forward, x, y, eps=spec.eps, eps_step=spec.step_size, max_iter=spec.steps, norm=spec.norm,
-                        clip_values=self.clip_values, restarts=spec.restarts, loss=spec.loss, bn_mode="eval",
-                        generator=generator, autocast=self.precision.autocast_factory)
-            with self.precision.autocast():
-                return (forward(x).argmax(1) == y).sum()
-
-    def _val_attack_correct(self, forward: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor, y: Tensor,
-                            generator: torch.Generator) -> Tensor:
-        """How many of ``(x, y)`` stay correct under ``val_attack`` (eval mode)."""
-        with module_mode(model, False):
-            return self.val_attack.flags(forward, x, y, self.eval_spec, clip_values=self.clip_values,
-                                         generator=generator, autocast=self.precision.autocast_factory).sum()
-
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None, adversarial: bool = True) -> dict[str, float]:
-        """Clean and PGD accuracy (``self.eval_spec``) of student and teacher on ``(x, y)`` (eval mode, hard
-        labels, fixed seed): the validation of every epoch."""
+        """Clean, PGD-k and the selecting attack's accuracy of student and teacher on ``(x, y)`` (eval mode, hard
+        labels, fixed seeds): the validation of every epoch (:class:`art_adr.validator.Validator`)."""
         on_device = isinstance(x, Tensor) and x.device == self.device
         xs, ys = (x, y) if on_device else self._device_data(x, y, "validation x")
-        return self._evaluate_tensors(xs, ys, batch_size, adversarial)
+        return self.validator.evaluate(xs, ys, batch_size, adversarial)
 
-    def _evaluate_tensors(self, xs: Tensor, ys: Tensor, batch_size: int | None, adversarial: bool) -> dict[str, float]:
-        bs = batch_size or self.eval_batch_size or 256
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(12345)
-        val_gen = torch.Generator(device=self.device)  # its own stream: PGD's starts are those of before
-        val_gen.manual_seed(54321)
-        extra = adversarial and self.val_attack.name != "pgd"
-        kinds = ["clean"] + (["pgd"] if adversarial else []) + ([self.val_attack.name] if extra else [])
-        models = {"student": (self._local_forward, self._raw), "teacher": (self._teacher_eval, self.teacher.module)}
-        # the selecting attack runs its forwards on the subsets still robust (data-dependent shapes): eager
-        eager = {"student": self._forward, "teacher": self._teacher_forward}
-        counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
-                  for m in models for k in kinds}
-        n = xs.shape[0]
-        for i in self._validation_batches(range(self.rank * bs, n, bs * self.world_size)):
-            xb = finish_batch(xs[i : i + bs], channels_last=self.channels_last)
-            yb = ys[i : i + bs]
-            for name, (fwd, mod) in models.items():
-                counts[metric_name("clean", name)] += self._accuracy(fwd, mod, xb, yb, False, gen)
-                if adversarial:
-                    counts[metric_name("pgd", name)] += self._accuracy(fwd, mod, xb, yb, True, gen)
-                if extra:
-                    counts[metric_name(self.val_attack.name, name)] += self._val_attack_correct(
-                        eager[name], mod, xb, yb, val_gen)
-        totals = all_reduce_sum(torch.stack(list(counts.values())), self.world_size)
-        return {k: float(v.item()) / n for k, v in zip(counts, totals)}
+    # ------------------------------------------------------------------ the parts' state, as ART users read it
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return self.loop.epoch
 
-    def _update_auto(self, val: tuple[Tensor, Tensor], record: dict[str, Any]) -> None:
-        """Automatic τ/λ from this validation (every rank on the whole hold-out, so all ranks agree)."""
-        logits = None
-        if self.auto.auto_temperature:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(777)
-            spec = self.eval_spec
-            model = self.teacher.module
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per epoch (the columns of ``metrics.jsonl``)."""
+        return self.loop.history
 
-            def attack(x: Tensor, y: Tensor) -> Tensor:
-                x = finish_batch(x, channels_last=self.channels_last)
-                with module_mode(model, False):
-                    return pgd(self._teacher_forward, x, y, eps=spec.eps, eps_step=spec.step_size,
-                               max_iter=spec.steps, norm=spec.norm, clip_values=self.clip_values, bn_mode="eval",
-                               generator=gen, autocast=self.precision.autocast_factory)
+    @property
+    def best_metric(self) -> str:
+        """The history key that selects the best epoch (resolved: ``"apgd_acc"``, ``"teacher_apgd_acc"``, ...)."""
+        return self.loop.best.metric
 
-            with self.precision.autocast():
-                logits = teacher_adversarial_logits(self._teacher_forward, attack, val[0], val[1],
-                                                    self.eval_batch_size or 256)
-        self.auto.update(logits, val[1], record[metric_name(self.val_attack.name, "teacher")])
+    @property
+    def best_epoch(self) -> int | None:
+        return self.loop.best.epoch
+
+    @property
+    def best_value(self) -> float:
+        return self.loop.best.value
+
+    @property
+    def scheduler(self) -> Any:
+        """The learning-rate scheduler (``fit(..., scheduler=)`` installs one; stepped per ``scheduler_interval``)."""
+        return self.loop.scheduler
+
+    @scheduler.setter
+    def scheduler(self, value: Any) -> None:
+        self.loop.scheduler = value
+
+    @property
+    def before_validation(self) -> list[Callable[[Any], None]]:
+        """Callables ``fn(trainer)`` run as each validation starts (after the epoch's training)."""
+        return self.loop.before_validation
+
+    @property
+    def temperature(self) -> tuple[float, float]:
+        return self.rectification.temperature
+
+    @property
+    def interpolation(self) -> tuple[float, float]:
+        return self.rectification.interpolation
+
+    @property
+    def auto(self) -> AutoRectification:
+        return self.rectification.auto
+
+    @property
+    def plan(self) -> tuple[int, int]:
+        """``(first iteration, iterations)`` of the τ/λ cosine schedules."""
+        return self.rectification.plan
+
+    def set_plan(self, first_step: int, total_steps: int) -> None:
+        """Anneal τ/λ from iteration ``first_step`` over ``total_steps`` iterations; the next fit call keeps this
+        plan (``art-adr train`` pins the whole run's plan this way, whatever epoch it resumes at)."""
+        self.rectification.set_plan(first_step, total_steps)
+
+    def schedule(self, step: int | None = None) -> tuple[float, float]:
+        """``(τ, λ)`` at iteration ``step`` (default: the current one) of the plan's cosine schedules."""
+        return self.rectification.values(self.step if step is None else step)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed for an exact resume: weights, teacher, optimizer, scheduler, step, RNG states."""
+        loop = self.loop.state()
+        return {
+            "student": self._raw.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
+            "scaler": self.precision.state_dict(),
+            "step": self.step,
+            **{k: loop[k] for k in ("epoch", "plan", "best_metric", "best_epoch", "best_value", "history", "auto")},
+            "rng": {  # CPU ByteTensors; "cuda" is indexed by device (empty for a CPU trainer)
+                "attack": self.generator.get_state(),
+                "attack_device": self.generator.device.type,
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], scheduler: Any = None) -> None:
+        """Restore a :meth:`state_dict` (pass the run's scheduler to restore its state too); all or nothing: a
+        state that is not a mapping, lacks a part, or does not fit raises ``ValueError`` and leaves the trainer
+        exactly as it was."""
+        check_state(state)
+        saved = cpu_copy(self.state_dict())
+        saved_scheduler = self.scheduler
+        try:
+            self._load_state(state, scheduler)
+        except Exception as exc:
+            self.scheduler = saved_scheduler
+            self._load_state(saved, None)
+            if isinstance(exc, ValueError):
+                raise
+            text = " ".join(str(exc).split())[:300]
+            raise ValueError(f"state does not fit this trainer ({type(exc).__name__}: {text}); nothing was "
+                             f"changed") from None
+
+    def _load_state(self, state: dict[str, Any], scheduler: Any) -> None:
+        self._raw.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            self.scheduler = scheduler
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("scaler") or {})
+        self.step = int(state["step"])
+        self.loop.restore(state, self.step)
+        restore_rng(state.get("rng") or {}, self.generator, rank=self.rank, world_size=self.world_size,
+                    seed=self.seed, step=self.step, device=self.device)
 
     # ------------------------------------------------------------------ ART fit
     def fit(
@@ -671,6 +715,15 @@ class AdversarialTrainerADR(EpochLoop, Trainer):
                                     drop_last=drop_last, device=self.device, channels_last=self.channels_last,
                                     rank=self.rank, world_size=self.world_size, stream=stream)
             return self.fit_batches(batches.epoch, len(batches), nb_epochs, validation_data, scheduler, callbacks)
+
+    def fit_batches(self, epoch_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]], steps_per_epoch: int,
+                    nb_epochs: int, validation_data: Any, scheduler: Any,
+                    callbacks: Iterable[Callback]) -> list[dict[str, Any]]:
+        """Train ``nb_epochs`` more epochs on ``epoch_batches(epoch)``'s device batches ``(x in [0, 1], y)``
+        (what :meth:`fit`, :meth:`fit_generator` and ``art-adr train`` run): :meth:`art_adr.loop.EpochLoop.fit_batches`
+        with ``validation_data`` checked and copied to the device."""
+        val = None if validation_data is None else self._device_data(*validation_data, name="validation x")
+        return self.loop.fit_batches(epoch_batches, steps_per_epoch, nb_epochs, val, scheduler, callbacks)
 
     def _fit_keywords(self, kwargs: dict[str, Any], where: str, used: tuple[str, ...] = FIT_KWARGS) -> Any:
         """``verbose`` for the duration of the call; a warning naming any keyword not in ``used`` (ignored)."""

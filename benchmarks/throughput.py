@@ -209,7 +209,7 @@ def time_ours_fit(model: nn.Module, cfg: BenchConfig, device: torch.device) -> l
     y = rng.integers(0, cfg.num_classes, n)
 
     def epoch(_i: int) -> None:
-        trainer.epoch, trainer.history = 0, []
+        trainer.loop.epoch, trainer.loop.history = 0, []
         trainer.fit(x, y, batch_size=cfg.batch_size, nb_epochs=1)
 
     return [t / cfg.fit_batches for t in time_calls(epoch, device, 1, cfg.fit_reps)]

@@ -51,7 +51,7 @@ def exact_run() -> tuple[list[torch.Tensor], list[float]]:
                                     verbose=False)
     for x, y in _ragged_sets():
         trainer.fit(x, y, batch_size=4, nb_epochs=2)
-    weights = [p.detach().clone() for p in trainer._raw.parameters()]
+    weights = [p.detach().clone() for p in trainer.student_module.parameters()]
     weights += [p.detach().clone() for p in trainer.teacher.module.parameters()]
     return weights, [r["loss"] for r in trainer.history]
 

@@ -43,9 +43,9 @@ def main(out: str) -> None:
     x = rng.uniform(size=(64, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 4, 64)
     trainer.fit(x, y, batch_size=32, nb_epochs=1, validation_data=(x[:16], y[:16]))
-    for name, b in list(trainer.teacher.module.named_buffers()) + list(trainer._raw.named_buffers()):
+    for name, b in list(trainer.teacher.module.named_buffers()) + list(trainer.student_module.named_buffers()):
         assert _same_on_all_ranks(b), f"buffer {name} differs between ranks"
-    for p in trainer._raw.parameters():
+    for p in trainer.student_module.parameters():
         assert _same_on_all_ranks(p.detach())
 
     step = trainer.train_step

@@ -220,7 +220,7 @@ def test_divergence_restores_model_teacher_and_optimizer(blobs, make_classifier)
 
     def blow_up(tr, record):  # after a good epoch 1: remember the state, then make the next step diverge
         if record["epoch"] == 1:
-            saved["student"] = {k: v.clone() for k, v in tr._raw.state_dict().items()}
+            saved["student"] = {k: v.clone() for k, v in tr.student_module.state_dict().items()}
             saved["teacher"] = {k: v.clone() for k, v in tr.teacher.state_dict().items()}
             saved["step"] = tr.step
             for g in tr.optimizer.param_groups:

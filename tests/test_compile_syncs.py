@@ -72,7 +72,7 @@ def test_bn_momentum_and_frozen_statistics_never_change_momentum(eager_backend, 
     trainer = AdversarialTrainerADR(make_classifier(), compile=True, awp_rho=0.01, bn_momentum=0.01,
                                     verbose=False, **EPS)
     seen = []
-    trainer._raw.bn.register_forward_pre_hook(lambda m, a: seen.append(m.momentum) if m.training else None)
+    trainer.student_module.bn.register_forward_pre_hook(lambda m, a: seen.append(m.momentum) if m.training else None)
     xb, yb = torch.as_tensor(x[:32]), torch.as_tensor(y[:32])
     trainer.train_step(xb, yb)  # momentum 1.0, eager
     assert trainer.compile_stats()["student forward"]["graphs"] == 0
@@ -280,22 +280,22 @@ def test_snapshot_restore_where_selects_on_the_device_and_survives_nan():
 
 def test_divergence_snapshot_checks_on_the_device_and_reuses_its_buffers(make_classifier):
     trainer = AdversarialTrainerADR(make_classifier(), verbose=False, **EPS)
-    copies = trainer._host_copies
+    copies = trainer.loop.host_copies
     with counted_syncs() as counts:
-        trainer._snapshot_if_finite()
+        trainer.loop.snapshot_if_finite()
     assert dict(counts) == {}  # the first snapshot: no host sync at all
     ptrs = {k: v.data_ptr() for k, v in copies.slots[0]["student"].items()}
     with counted_syncs() as counts:
-        trainer._snapshot_if_finite()  # the previous flag is read (one sync), the other slot is written
+        trainer.loop.snapshot_if_finite()  # the previous flag is read (one sync), the other slot is written
     assert sum(counts.values()) == 1
     with torch.no_grad():
-        trainer._raw.fc.weight.fill_(float("nan"))
-    trainer._snapshot_if_finite()  # non-finite: written to the slot that is not the latest finite one
-    trainer._snapshot_if_finite()
+        trainer.student_module.fc.weight.fill_(float("nan"))
+    trainer.loop.snapshot_if_finite()  # non-finite: written to the slot that is not the latest finite one
+    trainer.loop.snapshot_if_finite()
     assert {k: v.data_ptr() for k, v in copies.slots[0]["student"].items()} == ptrs  # buffers reused
     latest = copies.latest()
     assert latest is not None and torch.isfinite(latest["student"]["fc.weight"]).all()
-    assert not bool(all_finite([trainer._raw.fc.weight])) and bool(all_finite([torch.ones(2)]))
+    assert not bool(all_finite([trainer.student_module.fc.weight])) and bool(all_finite([torch.ones(2)]))
     fresh = HostStateCopies()
     assert fresh.latest() is None
 

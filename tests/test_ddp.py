@@ -66,7 +66,7 @@ def test_an_empty_shard_takes_a_finite_zero_step(make_classifier, cls, kw):
                             optimizer=torch.optim.SGD(clf.model.parameters(), lr=0.1), input_shape=(1, 8, 8),
                             nb_classes=4, clip_values=(0.0, 1.0))
     trainer = cls(clf, verbose=False, **EPS, **kw)
-    state = [*trainer._raw.parameters(), *trainer._raw.buffers()]
+    state = [*trainer.student_module.parameters(), *trainer.student_module.buffers()]
     before = [t.detach().clone() for t in state if t.is_floating_point()]
     loss, correct = trainer.train_step(torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
     assert float(loss) == 0.0 and int(correct) == 0
@@ -122,7 +122,7 @@ def test_trainer_sync_bn_only_under_ddp_and_only_on_cuda(monkeypatch, make_class
     from art_adr.runs import trainer_arguments
 
     one = AdversarialTrainerADR(make_classifier(), sync_bn=True, verbose=False, **EPS)
-    assert one.sync_bn and type(one._raw.bn) is torch.nn.BatchNorm2d  # one process: its batch is the batch
+    assert one.sync_bn and type(one.student_module.bn) is torch.nn.BatchNorm2d  # one process: its batch is the batch
     monkeypatch.setattr("art_adr.trainer.ddp_world", lambda: (0, 2))
     with pytest.raises(ValueError, match="sync_bn needs CUDA devices"):
         AdversarialTrainerADR(make_classifier(), sync_bn=True, verbose=False, **EPS)

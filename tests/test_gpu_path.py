@@ -126,7 +126,7 @@ def _one_awp_step(make_classifier, variant, x_adv):
     trainer = AdversarialTrainerADR(clf, awp_rho=0.05, awp_variant=variant, adr=False, attack_bn_mode="eval",
                                     verbose=False, **EPS)
     trainer._attack = lambda x, target, y=None: x_adv  # a fixed adversarial batch: pass 1 is reproducible by hand
-    model = trainer._raw
+    model = trainer.student_module
     start = copy.deepcopy(model)
     spy = _BNSpy(model.bn)
     return trainer, model, start, spy
@@ -200,17 +200,17 @@ def test_fp16_awp_overflow_leaves_weights_and_bn_buffers_finite_and_unchanged(va
     assert trainer.scaler.is_enabled()
     xb, yb = torch.as_tensor(x[:64]), torch.as_tensor(y[:64])
     trainer.train_step(xb, yb)  # a normal step first
-    state = {k: v.clone() for k, v in trainer._raw.state_dict().items()}
+    state = {k: v.clone() for k, v in trainer.student_module.state_dict().items()}
     trainer.scaler._scale.fill_(3e38)  # the scaled loss overflows: AWP and step gradients are inf/NaN
     trainer.train_step(xb, yb)
     assert float(trainer.scaler.get_scale()) < 3e38  # the scaler skipped the step
-    after = trainer._raw.state_dict()
+    after = trainer.student_module.state_dict()
     for k, v in state.items():  # weights not poisoned by the AWP step; BN statistics of the skipped step undone
         assert torch.equal(after[k], v), k
     assert all(torch.isfinite(v).all() for v in trainer.teacher.state_dict().values() if v.is_floating_point())
     trainer.scaler._scale.fill_(2.0**10)
     trainer.train_step(xb, yb)  # and training goes on
-    assert any(not torch.equal(trainer._raw.state_dict()[k], v) for k, v in state.items())
+    assert any(not torch.equal(trainer.student_module.state_dict()[k], v) for k, v in state.items())
 
 
 # ---------------------------------------------------------------- attacks: parameters frozen, fp16 loss scale
@@ -244,7 +244,7 @@ def test_trainer_attack_computes_no_weight_gradients(blobs, make_classifier):
     trainer = AdversarialTrainerTRADESADR(make_classifier(), verbose=False, **EPS)
     xb, yb = torch.as_tensor(x[:32]), torch.as_tensor(y[:32])
     trainer._attack(xb, trainer._targets(xb, yb))
-    assert all(p.grad is None and p.requires_grad for p in trainer._raw.parameters())
+    assert all(p.grad is None and p.requires_grad for p in trainer.student_module.parameters())
 
 
 @pytest.mark.parametrize("norm", ["inf", 2])
@@ -291,7 +291,7 @@ def test_divergence_flag_is_all_reduced(monkeypatch, make_classifier):
 
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
     with pytest.raises(TrainingDivergedError, match="one of 2 processes"):
-        trainer._check_finite(torch.tensor(1.0), 0, 3)
+        trainer.loop.check_finite(torch.tensor(1.0), 0, 3)
     assert calls == [torch.distributed.ReduceOp.MAX]
 
 

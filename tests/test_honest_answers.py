@@ -220,13 +220,13 @@ def test_load_state_dict_is_all_or_nothing(make_classifier):
     from art_adr import AdversarialTrainerADR
 
     trainer = AdversarialTrainerADR(make_classifier(), verbose=False, **EPS)
-    before = {k: v.clone() for k, v in trainer._raw.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.student_module.state_dict().items()}
     teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     other = AdversarialTrainerADR(make_classifier(seed=1), verbose=False, **EPS).state_dict()
     broken = {**other, "optimizer": {"state": {}, "param_groups": []}}  # student and teacher fit, optimizer not
     with pytest.raises(ValueError, match="does not fit|parameter group"):
         trainer.load_state_dict(broken)
-    for k, v in trainer._raw.state_dict().items():
+    for k, v in trainer.student_module.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in trainer.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k
@@ -235,7 +235,7 @@ def test_load_state_dict_is_all_or_nothing(make_classifier):
     with pytest.raises(ValueError, match="state must be a dict"):
         trainer.load_state_dict(None)
     trainer.load_state_dict(other)  # a fitting state still loads
-    assert all(torch.equal(v, other["student"][k]) for k, v in trainer._raw.state_dict().items())
+    assert all(torch.equal(v, other["student"][k]) for k, v in trainer.student_module.state_dict().items())
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float16"])
@@ -287,14 +287,14 @@ def test_load_state_dict_refuses_states_no_trainer_saves(make_classifier):
 
     trainer = AdversarialTrainerADR(make_classifier(), verbose=False, **EPS)
     state = AdversarialTrainerADR(make_classifier(seed=1), verbose=False, **EPS).state_dict()
-    before = {k: v.clone() for k, v in trainer._raw.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.student_module.state_dict().items()}
     name = next(iter(state["student"]))
     nan = {**state, "student": {**state["student"], name: torch.full_like(state["student"][name], float("nan"))}}
     for bad, text in ((nan, f"non-finite weights.*student.{name}"), ({**state, "epoch": -1}, r"state\['epoch'\]"),
                       ({**state, "step": 2.5}, r"state\['step'\] must be an integer")):
         with pytest.raises(ValueError, match=text):
             trainer.load_state_dict(bad)
-        assert all(torch.equal(v, before[k]) for k, v in trainer._raw.state_dict().items())
+        assert all(torch.equal(v, before[k]) for k, v in trainer.student_module.state_dict().items())
 
 
 def test_a_model_on_the_meta_device_or_a_missing_gpu_is_a_clear_value_error(make_classifier):

@@ -246,7 +246,7 @@ def test_bn_momentum_one_at_first_step_then_configured(make_classifier, blobs):
     x, y = blobs
     trainer = AdversarialTrainerADR(make_classifier(), eps=0.1, eps_step=0.05, max_iter=1, bn_momentum=0.01,
                                     verbose=False)
-    bn = trainer._raw.bn
+    bn = trainer.student_module.bn
     xb, yb = torch.as_tensor(x[:32]), torch.as_tensor(y[:32])
     trainer.train_step(xb, yb)
     assert bn.momentum == 1.0
@@ -254,7 +254,7 @@ def test_bn_momentum_one_at_first_step_then_configured(make_classifier, blobs):
     assert bn.momentum == 0.01
     default = AdversarialTrainerADR(make_classifier(), verbose=False)
     default.train_step(xb, yb)
-    assert default._raw.bn.momentum == 0.1  # None leaves the layer's own
+    assert default.student_module.bn.momentum == 0.1  # None leaves the layer's own
     with pytest.raises(ValueError, match="bn_momentum"):
         AdversarialTrainerADR(make_classifier(), bn_momentum=0.0)
 

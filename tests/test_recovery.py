@@ -339,10 +339,10 @@ def test_last_finite_restore_on_rank_above_0_keeps_its_own_generator_silently(ma
     t = _trainer(make_classifier)
     t.rank, t.world_size = 1, 2  # as under torchrun (the restore itself uses no collective)
     torch.rand(5, generator=t.generator)
-    t._snapshot_if_finite()
+    t.loop.snapshot_if_finite()
     mine = t.generator.get_state().clone()
     torch.rand(7, generator=t.generator)
-    assert "restored to the start of epoch 1" in t._restore_last_finite()
+    assert "restored to the start of epoch 1" in t.loop.restore_last_finite()
     assert torch.equal(t.generator.get_state(), mine)
     assert not [w for w in recwarn.list if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
     # a checkpoint without per-rank states still warns on rank 1 (it continues from rank 0's)

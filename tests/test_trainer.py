@@ -75,7 +75,7 @@ def test_adr_changes_targets_once_teacher_disagrees(blobs, make_classifier):
     b = AdversarialTrainerADR(make_classifier(), adr=False, verbose=False, **EPS)
     a.fit(x[:128], y[:128], batch_size=64, nb_epochs=1)
     b.fit(x[:128], y[:128], batch_size=64, nb_epochs=1)
-    assert not torch.allclose(a._raw.fc.weight, b._raw.fc.weight)
+    assert not torch.allclose(a.student_module.fc.weight, b.student_module.fc.weight)
 
 
 @pytest.mark.parametrize("cls", [AdversarialTrainerADR, AdversarialTrainerTRADESADR])
@@ -106,7 +106,7 @@ def test_resume_from_state_dict_is_bitwise_identical(cls, blobs, make_classifier
     resumed, sched2 = build()
     resumed.load_state_dict(state, scheduler=sched2)
     resumed.fit(x, y, batch_size=64, nb_epochs=1)  # the epoch that remains (fit trains nb_epochs more)
-    for a, b in zip(full._raw.state_dict().values(), resumed._raw.state_dict().values()):
+    for a, b in zip(full.student_module.state_dict().values(), resumed.student_module.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(full.teacher.state_dict().values(), resumed.teacher.state_dict().values()):
         assert torch.equal(a, b)
@@ -215,5 +215,5 @@ def test_ema_warmup_teacher_follows_the_student_early(blobs, make_classifier):
     for warm in (False, True):
         tr = AdversarialTrainerADR(make_classifier(), ema_warmup=warm, verbose=False, **EPS)
         tr.fit(x[:128], y[:128], batch_size=32, nb_epochs=1)
-        gaps[warm] = (tr.teacher.module.fc.weight - tr._raw.fc.weight).abs().max().item()
+        gaps[warm] = (tr.teacher.module.fc.weight - tr.student_module.fc.weight).abs().max().item()
     assert gaps[True] < gaps[False]

@@ -32,6 +32,9 @@ class Normalized(nn.Module):
     """``net((x − mean) / std)`` on ``[0, 1]`` images: per-channel ``[1, C, 1, 1]`` float32 buffers ``mean`` and
     ``std`` (scalars for one channel), saved with the weights (state-dict keys ``net.*``, ``mean``, ``std``)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: Any, std: Any) -> None:
         super().__init__()
         self.net = net
