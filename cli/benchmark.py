@@ -9,7 +9,7 @@ import click
 from art_adr.attacks import attacks_help, robust_attack_names
 from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
-from art_adr.methods import METHOD_NAMES
+from art_adr.methods import METHODS
 
 
 @click.command("benchmark",
@@ -29,7 +29,7 @@ from art_adr.methods import METHOD_NAMES
               help="Output folder.")
 @click.option("--methods", default="at,at-adr,trades,trades-adr", show_default=True,
               help="Comma-separated training methods (art_adr.methods), each optionally with -adr: "
-                   + ", ".join(f"{m}, {m}-adr" for m in METHOD_NAMES) + ".")
+                   + ", ".join(f"{m}, {m}-adr" for m in METHODS.names()) + ".")
 @click.option("--wa", is_flag=True, help="Report the EMA teacher (+WA) and select by its validation-attack accuracy.")
 @click.option("--awp", is_flag=True, help="Add AWP (implies --wa), as in the paper's Table 2.")
 @click.option("--runs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR [DIR ...]",

@@ -13,7 +13,7 @@ import click
 from art_adr.attacks import ATTACKS, validating_attack_names
 from art_adr.cli import NUMBER, ExistingPath, NumberList, disk_full, disk_full_error, parse_sets, quiet_option
 from art_adr.data import dataset_names
-from art_adr.methods import METHOD_NAMES
+from art_adr.methods import METHODS
 
 
 def _default(field: str) -> str:
@@ -63,7 +63,7 @@ class _TrainCommand(click.Command):
               help="Download the dataset if missing (needs internet).")
 @click.option("--arch", show_default=_default("arch"),
               help="small-cnn, resnet18, preact-resnet18, dm-wrn-34-10, wrn-34-10, ...")
-@click.option("--method", type=click.Choice(METHOD_NAMES), show_default=_default("method"),
+@click.option("--method", type=click.Choice(METHODS.names()), show_default=_default("method"),
               help="Training method (art_adr.methods).")
 @click.option("--adr/--no-adr", default=None, show_default=_default("adr"),
               help="Rectify labels with the EMA teacher (ADR).")
