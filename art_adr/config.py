@@ -114,9 +114,9 @@ class RunConfig:
 
     def _validate_threat_model(self) -> None:
         from .budget import default_eps_step
-        from .methods import METHOD_NAMES
+        from .methods import METHODS
 
-        _need(self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+        _need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         _need(0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
         _need(self.max_iter >= 1, "max_iter must be >= 1")
         if self.eps_step is None:

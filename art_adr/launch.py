@@ -23,23 +23,31 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import atomic_write
 from .config import RunConfig
 from .console import say
-from .runs import CONFIG_FILE, RunError, RunLock, config_diff, load_run_config, write_config
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .runs import RunLock
 
 __all__ = ["LAUNCHERS", "Launcher", "LaunchError", "LaunchInterrupted", "launch_runs", "prepare_run", "train_args",
            "make_executor", "TRAIN_COMMAND", "parse_gpus", "check_gpus", "gpu_count", "job_threads"]
 
-LAUNCHERS = ("local", "slurm")
 # how a job runs `art-adr train` (the interpreter of this process; tests may wrap it)
 TRAIN_COMMAND = [sys.executable, "-m", "art_adr.cli", "train"]
 
 
 class LaunchError(ValueError):
     """Launcher options that do not fit together, or a missing package (submitit)."""
+
+
+# the registry: each launcher's backend ``(launcher, out, args, name) -> backend`` registered at its definition with
+# a one-line ``help`` (``--launcher``'s) and, when it needs one, the ``package`` and the ``install`` command that
+# brings it; a backend ``adopt``s, ``submit``s, ``poll``s, says whether a job is ``alive``, its ``failure`` and
+# ``stop``s. This module imports no torch (the command line's options read the registry).
+LAUNCHERS: Registry[Any] = Registry("launcher", error=LaunchError)
 
 
 class LaunchInterrupted(Exception):
@@ -80,7 +88,7 @@ class Launcher:
 
     def validate(self) -> Launcher:
         if self.kind not in LAUNCHERS:
-            raise LaunchError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.kind!r}")
+            raise LaunchError(f"launcher must be one of {', '.join(LAUNCHERS.names())}, got {self.kind!r}")
         if self.kind == "slurm" and self.gpus:
             raise LaunchError("--gpus is for --launcher local; SLURM assigns the GPUs of a job (--gpus-per-run)")
         if self.jobs < 0 or (self.jobs and (self.kind == "slurm" or self.gpus)):
@@ -155,6 +163,8 @@ def _finished(run_dir: Path) -> bool:
 
 def _try_lock(run_dir: Path, what: str) -> RunLock | None:
     """The run's lock, or ``None`` when another process holds it (a job trains the run)."""
+    from .runs import RunError, RunLock
+
     try:
         return RunLock(run_dir, what)
     except RunError:
@@ -164,6 +174,8 @@ def _try_lock(run_dir: Path, what: str) -> RunLock | None:
 def prepare_run(run_dir: Path, config: RunConfig, command: str) -> bool:
     """Write the run's resolved ``config.yaml`` (the job resumes it), or check the one there holds this run;
     ``False`` when another process holds the run's lock (it is being trained). ``RunError`` on other options."""
+    from .runs import CONFIG_FILE, RunError, config_diff, load_run_config, write_config
+
     lock = _try_lock(run_dir, "benchmark")
     if lock is None:
         return False
@@ -311,6 +323,8 @@ class _Submitit:
             raise LaunchError(f"sbatch gave no job id for {len(run_dirs)} run(s) ({_first_line(exc)}); look at "
                               f"squeue before rerunning the same command") from None
         self.records.update({str(r): str(j.job_id) for r, j in zip(run_dirs, jobs)})
+        from .checkpoint import atomic_write
+
         text = json.dumps(self.records, indent=1)
         atomic_write(self.records_path, lambda tmp: Path(tmp).write_text(text))
         return dict(zip(run_dirs, jobs))
@@ -345,12 +359,19 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-def _backend(launcher: Launcher, out: Path, args: Sequence[str], name: str) -> Any:
-    if launcher.kind == "slurm":
-        return _Submitit(launcher, out, args, name)
+@LAUNCHERS.register("local", help="train the runs in this process one after another (with --gpus: one run per GPU "
+                                  "in parallel; with --jobs N: N CPU jobs at a time)")
+def _local_backend(launcher: Launcher, out: Path, args: Sequence[str], name: str) -> _LocalPool:
     if launcher.jobs:
         return _LocalPool([""] * launcher.jobs, out, args, {"OMP_NUM_THREADS": str(job_threads(launcher.jobs))})
     return _LocalPool(launcher.gpus, out, args)
+
+
+@LAUNCHERS.register("slurm", package="submitit", install='pip install "art-adr[cluster]"',
+                    help="one SLURM job per run through submitit (art-adr train --out RUN_DIR --resume, requeued "
+                         "with --resume after preemption or the time limit)")
+def _slurm_backend(launcher: Launcher, out: Path, args: Sequence[str], name: str) -> _Submitit:
+    return _Submitit(launcher, out, args, name)
 
 
 def launch_runs(runs: Sequence[tuple[Path, RunConfig]], launcher: Launcher, out: str | os.PathLike, *,
@@ -366,7 +387,7 @@ def launch_runs(runs: Sequence[tuple[Path, RunConfig]], launcher: Launcher, out:
     out = Path(out)
     configs = {Path(r): c for r, c in runs}
     _check_devices(launcher, configs.values())
-    backend = _backend(launcher, out, train_args(loggers, quiet=not verbose), name)
+    backend = LAUNCHERS.get(launcher.kind)(launcher, out, train_args(loggers, quiet=not verbose), name)
     follow = _Follow(configs, backend, command)
     if verbose and follow.handles:
         say(f"== waiting for {len(follow.handles)} job(s) of an earlier invocation")
@@ -444,6 +465,8 @@ class _Follow:
 
     def raise_failures(self) -> None:
         if self.failures:
+            from .runs import RunError
+
             lines = "; ".join(f"{r}: {text}" for r, text in self.failures.items())
             raise RunError(f"{len(self.failures)} run(s) did not finish: {lines}. Rerun the same command to retry "
                            f"them (finished runs are kept)")

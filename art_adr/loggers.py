@@ -6,6 +6,8 @@ and writes only the missing ones (after a kill and ``--resume``, the epochs the 
 rewriting the event files from the history when they hold a step the history does not; W&B and MLflow keep the
 backend's run id and the last epoch logged in ``RUN/<name>.json``. Every backend package is optional and imported
 only when its logger is opened: ``pip install "art-adr[tensorboard]"`` (``wandb``, ``mlflow``: install them).
+A logger is a class registered at its definition in :data:`LOGGERS` with its package, install command and the mark
+it leaves in a run directory; a new one is that one registration.
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .registry import Registry
+
 __all__ = ["LOGGERS", "LoggerError", "parse_loggers", "check_loggers", "run_loggers", "open_loggers", "Loggers",
            "TensorBoardLogger", "WandbLogger", "MlflowLogger", "scalars", "sync_run", "TB_DIR", "tb_tag",
            "BOOKKEEPING", "BOOKKEEPING_TAG", "logged_texts"]
 
-LOGGERS = ("tensorboard", "wandb", "mlflow")
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-INSTALL = {"tensorboard": 'pip install "art-adr[tensorboard]"', "wandb": "pip install wandb",
-           "mlflow": "pip install mlflow"}
 TB_DIR = "tb"
 
 
 class LoggerError(ValueError):
     """An unknown logger name, or a logger whose package is not installed."""
+
+
+# the registry: each logger class ``(run_dir, config, name)`` registered at its definition with the ``package`` it
+# needs, the ``install`` command that brings it, the ``mark`` it leaves in a run directory (a file or folder) and
+# a one-line ``help`` (the --logger help texts)
+LOGGERS: Registry[type[Any]] = Registry("logger", error=LoggerError)
 
 
 def parse_loggers(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -40,23 +46,22 @@ def parse_loggers(text: str | Sequence[str] | None) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in items if n.strip() and n.strip() != "none"))
     bad = [n for n in names if n not in LOGGERS]
     if bad:
-        raise LoggerError(f"logger must be a comma list of {', '.join(LOGGERS)}, got {bad[0]!r}")
+        raise LoggerError(f"logger must be a comma list of {', '.join(LOGGERS.names())}, got {bad[0]!r}")
     return names
 
 
 def check_loggers(names: Iterable[str]) -> None:
     """``LoggerError`` naming the install command when a logger's package is missing (nothing is imported)."""
     for name in names:
-        if importlib.util.find_spec(PACKAGES[name]) is None:
-            raise LoggerError(f"--logger {name} needs the {PACKAGES[name]} package: {INSTALL[name]}")
+        meta = LOGGERS.meta(name)
+        if importlib.util.find_spec(meta["package"]) is None:
+            raise LoggerError(f"--logger {name} needs the {meta['package']} package: {meta['install']}")
 
 
 def run_loggers(run_dir: str | os.PathLike) -> tuple[str, ...]:
     """The loggers a run was followed with (part of the run: a resume keeps them), from what they left in its
-    directory: ``tb/`` (tensorboard), ``wandb.json``, ``mlflow.json``."""
-    run = Path(run_dir)
-    marks = {"tensorboard": run / TB_DIR, "wandb": run / "wandb.json", "mlflow": run / "mlflow.json"}
-    return tuple(name for name in LOGGERS if marks[name].exists())
+    directory (each logger's registered ``mark``): ``tb/`` (tensorboard), ``wandb.json``, ``mlflow.json``."""
+    return tuple(name for name in LOGGERS.names() if (Path(run_dir) / LOGGERS.meta(name)["mark"]).exists())
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -88,13 +93,16 @@ def _epoch_records(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in history if isinstance(r.get("epoch"), int)]
 
 
+@LOGGERS.register("tensorboard", package="tensorboard", install='pip install "art-adr[tensorboard]"', mark=TB_DIR,
+                  help="events in the run directory's tb/")
 class TensorBoardLogger:
     """Scalars of every history key (step = epoch) in ``<run_dir>/tb/``, tagged by :func:`tb_tag` (``train/…``,
     ``val/…``, ``teacher/…``, ``time/…``); the bookkeeping counters (``step``, ``best_epoch``) as one text entry per
     epoch (tag ``bookkeeping``); a table as text (``add_text``). Event files of earlier versions (flat tags) are
-    rewritten from the history."""
+    rewritten from the history. ``config`` and ``name`` (the registry's common signature) are not used."""
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None,
+                 name: str | None = None) -> None:
         check_loggers(["tensorboard"])
         self.dir = Path(run_dir) / TB_DIR
         self.logged = logged_scalars(self.dir)
@@ -190,6 +198,8 @@ class _State:
         atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
 
 
+@LOGGERS.register("wandb", package="wandb", install="pip install wandb", mark="wandb.json",
+                  help="Weights & Biases, project $WANDB_PROJECT")
 class WandbLogger:
     """A W&B run per run directory (its id in ``wandb.json``, resumed with ``resume="allow"``); project from
     ``$WANDB_PROJECT`` (default ``art-adr``), step = epoch."""
@@ -221,6 +231,8 @@ class WandbLogger:
         self.run.finish()
 
 
+@LOGGERS.register("mlflow", package="mlflow", install="pip install mlflow", mark="mlflow.json",
+                  help="MLflow, at $MLFLOW_TRACKING_URI")
 class MlflowLogger:
     """An MLflow run per run directory (its id in ``mlflow.json``; tracking URI from ``$MLFLOW_TRACKING_URI``),
     step = epoch; the config as parameters at the first start, a table as a Markdown artifact."""
@@ -280,20 +292,12 @@ class Loggers:
 
 def open_loggers(names: Sequence[str], run_dir: str | os.PathLike, config: dict[str, Any] | None = None,
                  name: str | None = None) -> Loggers:
-    """The loggers ``names`` (``LOGGERS``) of ``run_dir``; ``name`` labels the W&B / MLflow run (default: the
-    directory's name)."""
+    """The loggers ``names`` (registered in :data:`LOGGERS`) of ``run_dir``, each opened as ``cls(run_dir, config,
+    name)``; ``name`` labels the W&B / MLflow run (default: the directory's name)."""
     names = parse_loggers(names)
     check_loggers(names)
     label = name or Path(run_dir).resolve().name
-    made: list[Any] = []
-    for n in names:
-        if n == "tensorboard":
-            made.append(TensorBoardLogger(run_dir))
-        elif n == "wandb":
-            made.append(WandbLogger(run_dir, config, label))
-        else:
-            made.append(MlflowLogger(run_dir, config, label))
-    return Loggers(made)
+    return Loggers([LOGGERS.get(n)(run_dir, config, label) for n in names])
 
 
 def sync_run(run_dir: str | os.PathLike, names: Sequence[str], config: dict[str, Any] | None = None) -> None:

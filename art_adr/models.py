@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import Registry
+
 __all__ = [
     "ARCHITECTURES",
     "Normalized",
@@ -32,7 +34,6 @@ __all__ = [
     "ConvFC",
     "ConvBN",
     "MLP",
-    "LOCAL_ARCHITECTURES",
     "activation_class",
     "count_flops",
     "create_model",
@@ -206,10 +207,17 @@ class ModelInputs:
         return tuple(self.mean), tuple(self.std)
 
 
+# the registry: each builder ``(num_classes, inputs: ModelInputs, **arch_kwargs) -> nn.Module`` registered at its
+# definition with ``local`` (ours: exported with its own class file, no RobustBench class) and a one-line ``help``
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
+
+
+@ARCHITECTURES.register("small-cnn", local=True, help="two conv-BN blocks, global pooling")
 def _small_cnn(num_classes: int, inputs: ModelInputs, in_channels: int = 1, width: int = 32) -> nn.Module:
     return Normalized(SmallCNN(in_channels, num_classes, width), *inputs.stats(in_channels))
 
 
+@ARCHITECTURES.register("conv-fc", local=True, help="two 5×5 convs and a dense layer, no BatchNorm")
 def _conv_fc(num_classes: int, inputs: ModelInputs, in_channels: int | None = None, width: int = 16,
              hidden: int = 256) -> nn.Module:
     c = inputs.channels(in_channels, 1)
@@ -217,6 +225,7 @@ def _conv_fc(num_classes: int, inputs: ModelInputs, in_channels: int | None = No
     return Normalized(ConvFC(c, num_classes, width, hidden, size), *inputs.stats(c))
 
 
+@ARCHITECTURES.register("conv-bn", local=True, help="strided conv-BN blocks and a BatchNorm dense layer")
 def _conv_bn(num_classes: int, inputs: ModelInputs, in_channels: int | None = None,
              widths: tuple[int, ...] | list[int] = (16, 32), hidden: int = 256) -> nn.Module:
     c = inputs.channels(in_channels, 1)
@@ -224,6 +233,7 @@ def _conv_bn(num_classes: int, inputs: ModelInputs, in_channels: int | None = No
     return Normalized(ConvBN(c, num_classes, tuple(widths), hidden, size), *inputs.stats(c))
 
 
+@ARCHITECTURES.register("mlp", local=True, help="two ReLU hidden layers")
 def _mlp(num_classes: int, inputs: ModelInputs, hidden: int = 256, depth: int = 2) -> nn.Module:
     shape = inputs.shape if inputs.shape is not None else (1, 28, 28)
     return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *inputs.stats(shape[0]))
@@ -340,6 +350,7 @@ def activation_class(name: str) -> type[nn.Module]:
     return _ACTIVATIONS[name]
 
 
+@ARCHITECTURES.register("resnet18", local=False, help="ResNet-18")
 def _resnet18(num_classes: int, inputs: ModelInputs, in_channels: int | None = None) -> nn.Module:
     """ResNet-18 (He et al. 2016, CIFAR variant) from RobustBench's ``resnet.ResNet``."""
     c = inputs.channels(in_channels, 3)
@@ -347,6 +358,7 @@ def _resnet18(num_classes: int, inputs: ModelInputs, in_channels: int | None = N
     return Normalized(net, *inputs.stats(c))
 
 
+@ARCHITECTURES.register("preact-resnet18", local=False, help="PreAct ResNet-18")
 def _preact_resnet18(
     num_classes: int, inputs: ModelInputs, activation: str = "relu", in_channels: int | None = None
 ) -> nn.Module:
@@ -381,19 +393,12 @@ def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False)
     return build
 
 
-LOCAL_ARCHITECTURES = frozenset({"small-cnn", "conv-fc", "conv-bn", "mlp"})  # ours: no RobustBench class to export to
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "small-cnn": _small_cnn,
-    "conv-fc": _conv_fc,
-    "conv-bn": _conv_bn,
-    "mlp": _mlp,
-    "resnet18": _resnet18,
-    "preact-resnet18": _preact_resnet18,
-    "wrn-28-10": _wide_resnet(28, 10),
-    "wrn-34-10": _wide_resnet(34, 10),
-    "dm-wrn-28-10": _wide_resnet(28, 10, deepmind=True),
-    "dm-wrn-34-10": _wide_resnet(34, 10, deepmind=True),  # the paper recipes' WRN (the ADR authors' network)
-}
+ARCHITECTURES.register("wrn-28-10", _wide_resnet(28, 10), local=False, help="WideResNet-28-10, TRADES")
+ARCHITECTURES.register("wrn-34-10", _wide_resnet(34, 10), local=False, help="WideResNet-34-10, TRADES")
+ARCHITECTURES.register("dm-wrn-28-10", _wide_resnet(28, 10, deepmind=True), local=False,
+                       help="WideResNet-28-10, DeepMind")
+ARCHITECTURES.register("dm-wrn-34-10", _wide_resnet(34, 10, deepmind=True), local=False,
+                       help="WideResNet-34-10, DeepMind: the paper recipes' (the ADR authors' network)")
 
 
 def create_model(arch: str, num_classes: int, *, input_shape: Sequence[int] | None = None,
@@ -401,8 +406,7 @@ def create_model(arch: str, num_classes: int, *, input_shape: Sequence[int] | No
     """Build architecture ``arch`` for ``num_classes`` classes taking ``input_shape`` ``(C, H, W)`` images (the
     architecture's default when ``None``), normalised inside by ``mean``/``std`` (identity when ``None``); the
     shapes and statistics come from the caller, never from the dataset registry."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    build = ARCHITECTURES.get(arch)  # ValueError naming the registered architectures
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     from .checks import call_with_options
@@ -412,7 +416,7 @@ def create_model(arch: str, num_classes: int, *, input_shape: Sequence[int] | No
     inputs = ModelInputs(None if input_shape is None else tuple(int(s) for s in input_shape),
                          None if mean is None else tuple(float(m) for m in mean),
                          None if std is None else tuple(float(s) for s in std))
-    return call_with_options(ARCHITECTURES[arch], f"architecture {arch!r}", (num_classes, inputs), kwargs)
+    return call_with_options(build, f"architecture {arch!r}", (num_classes, inputs), kwargs)
 
 
 # ---------------------------------------------------------------- cost

@@ -139,15 +139,15 @@ def forward_equivalents(method: str, steps: int, adr: bool, awp: bool, minimal: 
     gradients), which is the lower bound the paper's "12 forward and 11 backward" implies: PGD-10 AT+ADR is
     34F nominal and 24F minimal.
     """
-    from art_adr.methods import METHOD_NAMES, get_method
+    from art_adr.methods import METHODS, get_method
 
     if method == "trades-ce":
         loss_passes, setup = 2, 0
-    elif method in METHOD_NAMES:
+    elif method in METHODS.names():
         cls = get_method(method)
         loss_passes, setup = cls.loss_forwards, cls.attack_setup_forwards
     else:
-        raise ValueError(f"method must be one of {', '.join(METHOD_NAMES)} or 'trades-ce', got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(METHODS)} or 'trades-ce', got {method!r}")
     attack_step = 2.0 if minimal else 3.0
     train = 3.0 * loss_passes
     total = steps * attack_step + train + setup

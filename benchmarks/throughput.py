@@ -54,9 +54,9 @@ from bench_utils import (
 )
 from torch import nn
 
-from art_adr.methods import METHOD_NAMES
+from art_adr.methods import METHODS
 
-OURS_ROWS = tuple(f"ours-{m}{adr}{awp}" for m in METHOD_NAMES for adr in ("", "-adr")  # every registered method
+OURS_ROWS = tuple(f"ours-{m}{adr}{awp}" for m in METHODS.names() for adr in ("", "-adr")  # every registered method
                   for awp in ("", "-awp"))
 ALL_ROWS = OURS_ROWS + ("ours-at-fp32", "ours-at-adr-fit", "art-madry", "art-madry-bs", "art-trades", "plain-pgd-at")
 
@@ -150,8 +150,8 @@ def _amp_dtype(amp: str | None) -> torch.dtype | None:
 def row_method(key: str) -> str:
     """The registered method of an ``ours-<method>[-adr][-awp]`` row."""
     name = key.removeprefix("ours-").split("-")[0]
-    if name not in METHOD_NAMES:
-        raise ValueError(f"row {key!r} names no registered method ({', '.join(METHOD_NAMES)})")
+    if name not in METHODS.names():
+        raise ValueError(f"row {key!r} names no registered method ({', '.join(METHODS)})")
     return name
 
 
@@ -314,7 +314,7 @@ ROW_INFO: dict[str, tuple[str, str, bool, bool]] = {
     "ours-trades-adr-awp": ("AdversarialTrainerTRADESADR +AWP", "trades", True, True),
     **{f"ours-{m}{adr}{awp}": (f"AdversarialTrainerADR(method={m}){' +ADR' if adr else ' adr=False'}"
                                f"{' +AWP' if awp else ''}", m, bool(adr), bool(awp))
-       for m in METHOD_NAMES if m not in ("at", "trades") for adr in ("", "-adr") for awp in ("", "-awp")},
+       for m in METHODS.names() if m not in ("at", "trades") for adr in ("", "-adr") for awp in ("", "-awp")},
     "ours-at-fp32": ("AdversarialTrainerADR adr=False, fp32 NCHW (ART's precision)", "at", False, False),
     "ours-at-adr-fit": ("AdversarialTrainerADR.fit, 1 short epoch, uint8 + crop/flip", "at", True, False),
     "art-madry": ("ART AdversarialTrainerMadryPGD (attack batch 32, as shipped)", "at", False, False),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -13,17 +12,18 @@ from typing import Any
 import click
 
 from art_adr import __version__
+from art_adr.registry import Registry
 
-# command name -> module (inside art_adr.cli) holding a click command of that name
-COMMANDS = {
-    "train": "train",
-    "recipes": "train",
-    "evaluate": "evaluate",
-    "export": "export",
-    "benchmark": "benchmark",
-    "sweep": "sweep",
-    "analyze": "analyze",
-}
+# the registry: each command, lazily, as the click command ``<name>_command`` of its module here (imported when
+# the command runs or its help is shown)
+COMMANDS: Registry[click.Command] = Registry("command")
+COMMANDS.register_lazy("train", "art_adr.cli.train:train_command")
+COMMANDS.register_lazy("recipes", "art_adr.cli.train:recipes_command")
+COMMANDS.register_lazy("evaluate", "art_adr.cli.evaluate:evaluate_command")
+COMMANDS.register_lazy("export", "art_adr.cli.export:export_command")
+COMMANDS.register_lazy("benchmark", "art_adr.cli.benchmark:benchmark_command")
+COMMANDS.register_lazy("sweep", "art_adr.cli.sweep:sweep_command")
+COMMANDS.register_lazy("analyze", "art_adr.cli.analyze:analyze_command")
 
 
 def commands_table() -> str:
@@ -43,16 +43,7 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        module = COMMANDS.get(name)
-        if module is None:
-            return None
-        try:
-            mod = importlib.import_module(f"art_adr.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"art_adr.cli.{module}":
-                return None
-            raise
-        return getattr(mod, name.replace("-", "_") + "_command", None)
+        return COMMANDS.get(name) if name in COMMANDS else None
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; expected errors become one ``Error: ...`` line and exit code 2 (``--debug``: traceback)."""
@@ -185,6 +176,19 @@ class NumberList(click.ParamType):
 
 
 NUMBER = Number()
+
+
+class LateHelpOption(click.Option):
+    """An option whose help text ends with ``late_help()``, made when the help is shown: for a list read from a
+    registry that imports torch (the architectures), so that importing the command stays torch-free."""
+
+    def __init__(self, *args: Any, late_help: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.late_help, self.first_help = late_help, self.help or ""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = f"{self.first_help} {self.late_help()}".strip()
+        return super().get_help_record(ctx)
 
 
 class ExistingPath(click.Path):

@@ -7,18 +7,29 @@ from typing import Any
 import click
 
 from art_adr.attacks import attacks_help, robust_attack_names
-from art_adr.cli import parse_sets, quiet_option, resolve_cli_device
+from art_adr.cli import LateHelpOption, parse_sets, quiet_option, resolve_cli_device
 from art_adr.cli.launch_options import launch_options, launcher_from_options, run_launched
-from art_adr.methods import METHOD_NAMES
+from art_adr.methods import METHODS
+
+
+def _recipe_datasets() -> str:
+    """The registered datasets that have ``<dataset>-at`` recipes, for ``--dataset`` (read when the help is shown)."""
+    from art_adr.config import list_recipes
+    from art_adr.data import dataset_names
+    from art_adr.experiments.table1 import CPU_DEFAULTS
+
+    recipes = list_recipes()
+    return ", ".join(f"{d} (with CPU-sized budget defaults)" if d in CPU_DEFAULTS else d
+                     for d in dataset_names() if f"{d}-at" in recipes) + "."
 
 
 @click.command("benchmark",
                short_help="The Table-1 benchmark: methods × seeds trained, best and final checkpoints evaluated.")
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
-@click.option("--dataset", "-d", show_default="none: give this, --recipe-prefix, --recipes or --runs",
-              help="Dataset whose <dataset>-<method> recipes to train: cifar10, cifar100, tinyimagenet or "
-                   "fashion-mnist (with CPU-sized budget defaults). Required unless --recipe-prefix, --recipes or "
-                   "--runs is given.")
+@click.option("--dataset", "-d", cls=LateHelpOption,
+              show_default="none: give this, --recipe-prefix, --recipes or --runs",
+              help="Dataset whose <dataset>-<method> recipes to train (required unless --recipe-prefix, --recipes or "
+                   "--runs is given), a registered dataset with recipes:", late_help=_recipe_datasets)
 @click.option("--recipe-prefix", show_default="<dataset>",
               help="Use recipes <prefix>-<method> (e.g. fashion-mnist-ro → fashion-mnist-ro-at, "
                    "fashion-mnist-ro-at-adr, ...) instead of <dataset>-<method>; the recipes' own budgets apply.")
@@ -29,7 +40,7 @@ from art_adr.methods import METHOD_NAMES
               help="Output folder.")
 @click.option("--methods", default="at,at-adr,trades,trades-adr", show_default=True,
               help="Comma-separated training methods (art_adr.methods), each optionally with -adr: "
-                   + ", ".join(f"{m}, {m}-adr" for m in METHOD_NAMES) + ".")
+                   + ", ".join(f"{m}, {m}-adr" for m in METHODS.names()) + ".")
 @click.option("--wa", is_flag=True, help="Report the EMA teacher (+WA) and select by its validation-attack accuracy.")
 @click.option("--awp", is_flag=True, help="Add AWP (implies --wa), as in the paper's Table 2.")
 @click.option("--runs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR [DIR ...]",

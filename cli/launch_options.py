@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from art_adr.cli import parse_sets
+from art_adr.launch import LAUNCHERS
+from art_adr.loggers import LOGGERS
 
 LAUNCH_OPTIONS = ("launcher", "gpus", "jobs", "slurm_partition", "gpus_per_run", "timeout_min",
                   "slurm_array_parallelism", "set_slurm", "no_wait", "logger")
@@ -18,11 +20,8 @@ LAUNCH_OPTIONS = ("launcher", "gpus", "jobs", "slurm_partition", "gpus_per_run",
 def launch_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the launcher and logger options to a click command (they arrive as keyword arguments)."""
     options = [
-        click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-                     help="local: train the runs in this process one after another (with --gpus: one run per GPU "
-                          "in parallel; with --jobs N: N CPU jobs at a time); slurm: one SLURM job per run through "
-                          "submitit (art-adr train --out RUN_DIR --resume, requeued with --resume after preemption "
-                          "or the time limit)."),
+        click.option("--launcher", type=click.Choice(LAUNCHERS.names()), default="local", show_default=True,
+                     help="; ".join(f"{name}: {LAUNCHERS.meta(name)['help']}" for name in LAUNCHERS) + "."),
         click.option("--gpus", metavar="ID[,ID]", show_default="none: in this process",
                      help="--launcher local: device ids for CUDA_VISIBLE_DEVICES, one run per device at a time "
                           "(e.g. 0,1,2,3)."),
@@ -44,8 +43,8 @@ def launch_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="SLURM: return after submitting; rerun the same command to wait, then evaluate and "
                           "tabulate (finished runs are kept, running jobs are not submitted again)."),
         click.option("--logger", metavar="NAME[,NAME]", show_default="none",
-                     help="Follow every run live: tensorboard (events in RUN_DIR/tb/, the table in OUT/tb/), wandb, "
-                          "mlflow (each needs its package); the evaluation table at the end."),
+                     help=f"Follow every run live: {LOGGERS.describe()} (each needs its package; tensorboard puts "
+                          f"the table in OUT/tb/); the evaluation table at the end."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -68,8 +67,9 @@ def launcher_from_options(options: dict[str, Any]) -> tuple[Any, tuple[str, ...]
                             timeout_min=values["timeout_min"], array_parallelism=values["slurm_array_parallelism"],
                             slurm=parse_sets(values["set_slurm"]), wait=not values["no_wait"]).validate()
         check_gpus(launcher.gpus)
-        if launcher.kind == "slurm" and importlib.util.find_spec("submitit") is None:
-            raise LaunchError('--launcher slurm needs submitit: pip install "art-adr[cluster]"')
+        needs = LAUNCHERS.meta(launcher.kind)
+        if needs.get("package") and importlib.util.find_spec(needs["package"]) is None:
+            raise LaunchError(f"--launcher {launcher.kind} needs {needs['package']}: {needs['install']}")
     except (LaunchError, LoggerError) as exc:
         raise click.ClickException(str(exc)) from None
     return (None if launcher.in_process else launcher), loggers

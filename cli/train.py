@@ -11,9 +11,19 @@ from typing import Any
 import click
 
 from art_adr.attacks import ATTACKS, validating_attack_names
-from art_adr.cli import NUMBER, ExistingPath, NumberList, disk_full, disk_full_error, parse_sets, quiet_option
+from art_adr.cli import (
+    NUMBER,
+    ExistingPath,
+    LateHelpOption,
+    NumberList,
+    disk_full,
+    disk_full_error,
+    parse_sets,
+    quiet_option,
+)
 from art_adr.data import dataset_names
-from art_adr.methods import METHOD_NAMES
+from art_adr.loggers import LOGGERS
+from art_adr.methods import METHODS
 
 
 def _default(field: str) -> str:
@@ -27,6 +37,13 @@ def _default(field: str) -> str:
     if isinstance(value, tuple):
         value = ",".join(map(str, value))
     return f"the recipe's, else {value}"
+
+
+def _architectures() -> str:
+    """The registered architectures and their help, for ``--arch`` (imports torch: only when the help is shown)."""
+    from art_adr.models import ARCHITECTURES
+
+    return ARCHITECTURES.describe() + "."
 
 
 def _schedule_text(value: Any) -> str:
@@ -61,9 +78,9 @@ class _TrainCommand(click.Command):
 @click.option("--data-dir", type=click.Path(), show_default="the usual places", help="Where the dataset lives.")
 @click.option("--download/--no-download", default=None, show_default=_default("download"),
               help="Download the dataset if missing (needs internet).")
-@click.option("--arch", show_default=_default("arch"),
-              help="small-cnn, resnet18, preact-resnet18, dm-wrn-34-10, wrn-34-10, ...")
-@click.option("--method", type=click.Choice(METHOD_NAMES), show_default=_default("method"),
+@click.option("--arch", cls=LateHelpOption, show_default=_default("arch"),
+              help="A registered architecture (art_adr.models):", late_help=_architectures)
+@click.option("--method", type=click.Choice(METHODS.names()), show_default=_default("method"),
               help="Training method (art_adr.methods).")
 @click.option("--adr/--no-adr", default=None, show_default=_default("adr"),
               help="Rectify labels with the EMA teacher (ADR).")
@@ -119,7 +136,7 @@ class _TrainCommand(click.Command):
 @click.option("--stop-after-epochs", type=click.IntRange(min=1), show_default="run to the end",
               help="Stop cleanly after N epochs of this invocation (preemptible jobs).")
 @click.option("--logger", "logger", metavar="NAME[,NAME]", show_default="none; with --resume the run's",
-              help="Follow the run live: tensorboard (events in OUT/tb/), wandb, mlflow (each needs its package); "
+              help=f"Follow the run live: {LOGGERS.describe()} (each needs its package); "
                    "every epoch of metrics.jsonl is written once, resumes included. --resume keeps the run's loggers "
                    "unless --logger is given (none: without them).")
 @quiet_option("No progress bars.")

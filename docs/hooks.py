@@ -1,7 +1,7 @@
 """MkDocs hook of the documentation site: every public class and function of the modules the API reference
 documents must have a docstring of its own — a warning otherwise, which ``strict: true`` turns into a failed build;
 and ``<!-- registries -->`` in a page becomes the tables of what is registered (attacks, methods, datasets,
-architectures, loggers, recipes), read from the registries themselves at build time."""
+architectures, loggers, launchers, recipes), read from the registries themselves at build time."""
 
 from __future__ import annotations
 
@@ -43,26 +43,31 @@ def _first_line(text: str | None) -> str:
 
 def registry_tables() -> str:
     """The Markdown of every registry: one table each, generated (never written by hand)."""
-    from art_adr.attacks import base as attacks
+    from art_adr.attacks import ATTACKS
     from art_adr.config import list_recipes
     from art_adr.data import DATASETS
+    from art_adr.launch import LAUNCHERS
     from art_adr.loggers import LOGGERS
     from art_adr.methods import METHODS
-    from art_adr.models import ARCHITECTURES, LOCAL_ARCHITECTURES
+    from art_adr.models import ARCHITECTURES
     from art_adr.tables import markdown_table
 
     parts = [("Attacks (`art_adr.attacks`: `evaluate/benchmark --attacks`; `train --val-attack` if it validates)",
               ["name", "label", "validates", "what"],
-              [[f"`{n}`", a.label, "yes" if a.validates else "", a.help or _first_line(type(a).__doc__)] for n, a in
-               ((n, attacks.ATTACKS[n]) for n in attacks.attack_names())]),
+              [[f"`{n}`", a.label, "yes" if a.validates else "", a.help or _first_line(a.__doc__)]
+               for n, a in ATTACKS.items()]),
              ("Training methods (`art_adr.methods`: `train --method`)", ["name", "label", "what"],
               [[f"`{n}`", m.label, _first_line(m.__doc__)] for n, m in METHODS.items()]),
              ("Datasets (`art_adr.data`: `--dataset`)", ["name", "classes", "shape"],
               [[f"`{n}`", str(d.num_classes), "×".join(map(str, d.shape))] for n, d in DATASETS.items()]),
-             ("Architectures (`art_adr.models`: `--arch`)", ["name", "exported as"],
-              [[f"`{n}`", "its own class file" if n in LOCAL_ARCHITECTURES else "RobustBench's class"]
-               for n in sorted(ARCHITECTURES)]),
-             ("Loggers (`art_adr.loggers`: `--logger`)", ["name"], [[f"`{n}`"] for n in LOGGERS])]
+             ("Architectures (`art_adr.models`: `--arch`)", ["name", "what", "exported as"],
+              [[f"`{n}`", ARCHITECTURES.meta(n)["help"],
+                "its own class file" if ARCHITECTURES.meta(n)["local"] else "RobustBench's class"]
+               for n in ARCHITECTURES]),
+             ("Loggers (`art_adr.loggers`: `--logger`)", ["name", "package", "install"],
+              [[f"`{n}`", f"`{LOGGERS.meta(n)['package']}`", f"`{LOGGERS.meta(n)['install']}`"] for n in LOGGERS]),
+             ("Launchers (`art_adr.launch`: `benchmark/sweep --launcher`)", ["name", "what"],
+              [[f"`{n}`", LAUNCHERS.meta(n)["help"]] for n in LAUNCHERS])]
     recipes = list_recipes()
     parts.append((f"Recipes (`art-adr recipes`: `--recipe`; {len(recipes)})", ["name", "description"],
                   [[f"`{n}`", _first_line(str(d))] for n, d in recipes.items()]))

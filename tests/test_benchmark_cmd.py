@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from art_adr.cli import main
 from art_adr.experiments.common import parse_seeds
 from art_adr.experiments.table1 import PAPER_TABLE1, aggregate_rows, format_markdown, method_label, plan_runs
+from art_adr.methods import METHODS
 
 TINY = ["--epochs", "1", "--subset", "192", "--n-examples", "24", "--set", "max_iter=2", "--set", "val_size=64",
         "--set", "eval_max_iter=2", "-q", "--set", "arch_kwargs={width: 4}"]
@@ -25,7 +26,7 @@ def test_plan_runs_uses_recipes_and_labels():
     assert fm.label == "AT + ADR + WA" and fm.config.best_metric == "teacher_robust_acc"
     assert set(PAPER_TABLE1["cifar10"]) == {method_label(p.config) for p in plan_runs("cifar10")}
     with pytest.raises(ValueError, match="unknown method"):
-        plan_runs("cifar10", methods=["fgsm"])
+        plan_runs("cifar10", methods=["no-such-method"])
     with pytest.raises(ValueError, match="no recipe 'cifar10-mart'"):  # registered, but the paper has no MART
         plan_runs("cifar10", methods=["mart"])
 
@@ -177,8 +178,8 @@ def test_mart_and_mart_adr_benchmark_through_the_registry(tmp_path):
     data = json.loads((out / "table1.json").read_text())
     assert [x["method"] for x in data["rows"]] == ["MART", "MART + ADR"]
     assert all(0 <= x["pgd_final"] <= x["clean_final"] <= 100 for x in data["rows"])
-    r = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "fgsm-adr"])
-    assert r.exit_code != 0 and "at, at-adr, trades, trades-adr, mart, mart-adr" in r.output
+    r = CliRunner().invoke(main, ["benchmark", "--dataset", "fashion-mnist", "--methods", "no-such-method-adr"])
+    assert r.exit_code != 0 and ", ".join(f"{m}, {m}-adr" for m in METHODS.names()) in r.output
 
 
 def test_curves_show_the_validation_attack_that_selects_beside_pgd_and_clean(tmp_path, monkeypatch):

@@ -83,7 +83,7 @@ def test_evaluate_checkpoint_file_default_out(tmp_path, ckpt):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dataset", "mnist-xyz"], "unknown dataset"),
+    (["--dataset", "no-such-dataset"], "unknown dataset"),
     (["--eps", "0"], "eps must be in (0, 1]"),
     (["--eps", "2"], "eps must be in (0, 1]"),
     (["--eps", "eight"], "fraction like 8/255"),

@@ -161,7 +161,7 @@ def test_dataset_infos():
 
 def test_unknown_name_and_split(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset"):
-        load_dataset("mnist", data_dir=tmp_path)
+        load_dataset("no-such-dataset", data_dir=tmp_path)
     with pytest.raises(DatasetError, match="split"):
         load_dataset("synthetic", "val")
 

@@ -18,7 +18,6 @@ from test_data import write_idx
 from art_adr import data
 from art_adr.cli import main
 from art_adr.data import DATASETS, DatasetError, DatasetInfo, dataset_names, load_dataset, register_dataset
-from art_adr.data import base as registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def restored_registry():
     """Whatever a test registers is gone afterwards."""
-    datasets, loaders = dict(registry.DATASETS), dict(registry._LOADERS)
+    before = DATASETS.names()
     yield
-    for live, saved in ((registry.DATASETS, datasets), (registry._LOADERS, loaders)):
-        live.clear()
-        live.update(saved)
+    for name in DATASETS.names():
+        if name not in before:
+            DATASETS.unregister(name)
 
 
 def test_builtin_datasets_are_registered_in_module_order_without_torch():
@@ -46,8 +45,8 @@ def test_builtin_datasets_are_registered_in_module_order_without_torch():
 def test_a_registered_name_is_taken(restored_registry):
     with pytest.raises(ValueError, match="needs a new name"):
         register_dataset("cifar10", DATASETS["cifar10"])(lambda split, root, download: None)
-    with pytest.raises(DatasetError, match="unknown dataset 'nope'; choose from"):
-        load_dataset("nope")
+    with pytest.raises(DatasetError, match=f"unknown dataset 'no-such-dataset'; registered: {', '.join(DATASETS)}"):
+        load_dataset("no-such-dataset")
 
 
 def test_train_help_lists_the_registry():

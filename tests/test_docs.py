@@ -71,13 +71,14 @@ def test_registry_tables_are_generated_from_the_registries(site):
     from art_adr.attacks.base import attack_names
     from art_adr.config import list_recipes
     from art_adr.data import DATASETS
+    from art_adr.launch import LAUNCHERS
     from art_adr.loggers import LOGGERS
     from art_adr.methods import METHODS
     from art_adr.models import ARCHITECTURES
 
     out, _ = site
     page = (out / "reference" / "registries" / "index.html").read_text()
-    names = [*attack_names(), *METHODS, *DATASETS, *ARCHITECTURES, *LOGGERS, *list_recipes()]
+    names = [*attack_names(), *METHODS, *DATASETS, *ARCHITECTURES, *LOGGERS, *LAUNCHERS, *list_recipes()]
     assert "registries -->" not in page and [n for n in names if f"<code>{n}</code>" not in page] == []
 
 

@@ -43,7 +43,7 @@ def test_registry_holds_the_builtin_attacks_in_order_with_columns_and_help():
     assert get_attack("aa").column({**settings, "aa_version": None}) == "AutoAttack"
     assert get_attack("margin", cw_steps=7, aa_version="rand").cw_steps == 7  # options: only its own fields
     assert get_attack("aa", cw_steps=7, aa_version="rand").aa_version == "rand"
-    with pytest.raises(ValueError, match=f"choose from {', '.join(attack_names())}"):
+    with pytest.raises(ValueError, match=f"unknown attack 'no-such-attack'; registered: {', '.join(attack_names())}"):
         get_attack("no-such-attack")
     with pytest.raises(ValueError, match="needs a new name"):
         register_attack(type("Again", (ATTACKS["pgd"],), {}))  # the name "pgd" is taken
@@ -132,7 +132,7 @@ def test_the_designs_attack_example_validates_and_evaluates(tmp_path, monkeypatc
                "kind": "aggregate"}
         assert f"{attack.column({})} best" in format_markdown([row], "fashion-mnist")
     finally:
-        ATTACKS.pop(name, None)
+        ATTACKS.unregister(name)
     assert attack_names() == before
 
 

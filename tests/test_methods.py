@@ -18,7 +18,7 @@ from art_adr import defaults
 from art_adr.cli import main
 from art_adr.config import FIELDS, RunConfig, resolve_config
 from art_adr.functional import mart_loss, one_hot
-from art_adr.methods import METHOD_NAMES, METHODS, get_method, method_fields
+from art_adr.methods import METHODS, get_method, method_fields
 from art_adr.runs import RUN_FIELDS, TRAINER_ONLY_ARGS, trainer_arguments
 from art_adr.trainer import AdversarialTrainerADR, AdversarialTrainerMARTADR, AdversarialTrainerTRADESADR
 
@@ -27,16 +27,17 @@ EPS = dict(eps=0.1, eps_step=0.025, max_iter=5)
 
 # ---------------------------------------------------------------------------------------------- the registry
 def test_registry_names_modules_and_fields():
-    assert tuple(METHODS) == METHOD_NAMES == ("at", "trades", "mart")
+    assert {"at", "trades", "mart"} <= set(METHODS) and tuple(METHODS) == METHODS.names()
     for name, cls in METHODS.items():
         assert cls.name == name and cls.label and cls.citation
         assert set(method_fields(cls)) <= set(FIELDS), f"{name}'s hyper-parameters must be RunConfig fields"
-    with pytest.raises(ValueError, match="registered: at, trades, mart"):
-        get_method("fgsm")
+    with pytest.raises(ValueError, match=f"unknown training method 'no-such-method'; registered: {', '.join(METHODS)}"):
+        get_method("no-such-method")
 
 
 def test_method_names_import_without_torch():
-    code = "import sys; from art_adr.methods import METHOD_NAMES; assert 'torch' not in sys.modules, 'torch'"
+    code = ("import sys; from art_adr.methods import METHODS; METHODS.names(); 'at' in METHODS; "
+            "assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -220,7 +221,7 @@ def test_method_dataclasses_are_frozen_in_their_fields():
 
 
 def test_design_md_example_method_is_one_file_and_one_line(monkeypatch, blobs, make_classifier):
-    """The FGSM example of docs/DESIGN.md, as a module of art_adr.methods plus its name in METHOD_NAMES, trains."""
+    """The FGSM example of docs/DESIGN.md, as a module of art_adr.methods plus its registration line, trains."""
     import re
     import types
     from pathlib import Path
@@ -233,14 +234,17 @@ def test_design_md_example_method_is_one_file_and_one_line(monkeypatch, blobs, m
     module.__package__ = "art_adr.methods"
     monkeypatch.setitem(sys.modules, "art_adr.methods.fgsm", module)  # dataclasses look their module up
     exec(compile(code, "DESIGN.md", "exec"), module.__dict__)
-    monkeypatch.setattr(registry, "METHOD_NAMES", registry.METHOD_NAMES + ("fgsm",))
-    monkeypatch.setattr(registry, "_registry", {})
-    fgsm = get_method("fgsm")
-    assert fgsm.label == "FGSM-RS"
-    x, y = blobs
-    trainer = AdversarialTrainerADR(make_classifier(), method=fgsm(), verbose=False, **EPS)
-    trainer.fit(x[:128], y[:128], batch_size=64, nb_epochs=1)
-    assert trainer.step == 2 and np.isfinite(trainer.history[-1]["loss"])
+    line = re.search(r"`(METHODS\.register_lazy\(.*?\))`", design.split("## Adding a training method")[1]).group(1)
+    exec(line, {"METHODS": registry.METHODS})
+    try:
+        fgsm = get_method("fgsm")
+        assert fgsm.label == "FGSM-RS" and registry.METHODS.names()[-1] == "fgsm"
+        x, y = blobs
+        trainer = AdversarialTrainerADR(make_classifier(), method=fgsm(), verbose=False, **EPS)
+        trainer.fit(x[:128], y[:128], batch_size=64, nb_epochs=1)
+        assert trainer.step == 2 and np.isfinite(trainer.history[-1]["loss"])
+    finally:
+        registry.METHODS.unregister("fgsm")
 
 
 def test_every_subpackage_is_packaged():

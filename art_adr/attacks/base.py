@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..registry import Registry
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
@@ -29,16 +31,21 @@ if TYPE_CHECKING:
 __all__ = ["ATTACKS", "Attack", "register_attack", "attack_names", "validating_attack_names", "robust_attack_names",
            "get_attack", "attacks_help"]
 
-ATTACKS: dict[str, type[Attack]] = {}
 Forward = Callable[["Tensor"], "Tensor"]
 
 
+def _named_as_registered(name: str, cls: Any) -> None:
+    if getattr(cls, "name", None) != name:
+        raise ValueError(f"attack {name!r} must be a class whose name is {name!r}")
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack", check=_named_as_registered)
+
+
 def register_attack(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: add an attack to :data:`ATTACKS` under its ``name`` (a new one)."""
-    if not cls.name or cls.name in ATTACKS and ATTACKS[cls.name] is not cls:
-        raise ValueError(f"an attack needs a new name, got {cls.name!r} ({', '.join(ATTACKS)} taken)")
-    ATTACKS[cls.name] = cls
-    return cls
+    """Class decorator: add an attack to :data:`ATTACKS` under its ``name`` (a new one), with its ``help`` and
+    ``validates`` as the entry's metadata."""
+    return ATTACKS.register(cls.name, cls, help=cls.help, validates=cls.validates)
 
 
 @dataclass(frozen=True)
@@ -92,33 +99,30 @@ class Attack:
 
 def attack_names() -> tuple[str, ...]:
     """Every registered attack, ``clean`` first, in registration order."""
-    return tuple(ATTACKS)
+    return ATTACKS.names()
 
 
 def robust_attack_names() -> tuple[str, ...]:
     """The registered attacks other than ``clean`` (``art-adr benchmark --attacks``)."""
-    return tuple(name for name in ATTACKS if name != "clean")
+    return tuple(name for name in ATTACKS.names() if name != "clean")
 
 
 def validating_attack_names() -> tuple[str, ...]:
     """The attacks cheap enough to select checkpoints with (``validates``): what ``--val-attack`` takes."""
-    return tuple(name for name, cls in ATTACKS.items() if cls.validates)
+    return ATTACKS.names(validates=True)
 
 
 def get_attack(name: str, *, validates: bool = False, **options: Any) -> Attack:
     """The attack ``name`` with those ``options`` that are its fields (the others, and ``None``, are ignored);
     ``ValueError`` listing the choices for an unknown one (with ``validates``: ``val_attack``, only the attacks
     that validate)."""
-    choices = validating_attack_names() if validates else attack_names()
-    if name not in choices:
-        what = "val_attack must be one of" if validates else f"unknown attack {name!r}; choose from"
-        raise ValueError(f"{what} {', '.join(choices)}" + (f", got {name!r}" if validates else ""))
-    cls = ATTACKS[name]
+    if validates and name not in validating_attack_names():
+        raise ValueError(f"val_attack must be one of {', '.join(validating_attack_names())}, got {name!r}")
+    cls = ATTACKS.get(name)
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in options.items() if k in fields and v is not None})
 
 
 def attacks_help(names: Sequence[str] | None = None) -> str:
     """``"clean, pgd (PGD-k on the cross-entropy), ..."``: the attacks ``names`` (default all) with their help."""
-    return ", ".join(f"{n} ({ATTACKS[n].help})" if ATTACKS[n].help else n
-                     for n in (attack_names() if names is None else names))
+    return ATTACKS.describe(names)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import Registry
+
 __all__ = ["ArrayDataset", "DATASETS", "DatasetError", "DatasetInfo", "Loader", "dataset_names", "default_data_dir",
            "estimate_bytes", "load_dataset", "model_inputs", "register_dataset"]
 
@@ -39,7 +41,7 @@ def model_inputs(dataset: str | None, shape: Sequence[int] | None = None) -> dic
     """``create_model``'s ``input_shape``, ``mean`` and ``std`` for images of ``dataset``: ``shape`` (the data's
     own, e.g. a ``synthetic`` set's option) else the registered shape, and the registered statistics; only
     ``input_shape`` (when given) for ``None`` or an unregistered name (identity normalisation)."""
-    info = DATASETS.get(dataset) if dataset is not None else None
+    info = DATASETS.get(dataset) if dataset in DATASETS else None
     out: dict[str, Any] = {}
     if shape is not None or info is not None:
         out["input_shape"] = tuple(int(s) for s in (shape if shape is not None else info.shape))  # type: ignore[union-attr]
@@ -112,16 +114,15 @@ def default_data_dir() -> Path:
 # come from a run's ``dataset_kwargs``). A loader with a ``system`` option (a system-wide copy, e.g. Debian's) is
 # given ``system=False`` when the user names a data directory: then that folder is the only place looked in.
 Loader = Callable[..., ArrayDataset]
-DATASETS: dict[str, DatasetInfo] = {}
-_LOADERS: dict[str, Loader] = {}
+# the registry: each dataset's DatasetInfo, with its loader as the entry's ``loader`` metadata
+DATASETS: Registry[DatasetInfo] = Registry("dataset", error=DatasetError)
 
 
 def register_dataset(name: str, info: DatasetInfo) -> Callable[[Loader], Loader]:
-    """Decorator of a loader: add it to the registry under ``name`` with its :class:`DatasetInfo`."""
+    """Decorator of a loader: add the dataset ``name`` (a new one) to :data:`DATASETS` with its
+    :class:`DatasetInfo` and this loader."""
     def add(loader: Loader) -> Loader:
-        if not name or (name in _LOADERS and _LOADERS[name] is not loader):
-            raise ValueError(f"a dataset needs a new name, got {name!r} ({', '.join(_LOADERS)} taken)")
-        DATASETS[name], _LOADERS[name] = info, loader
+        DATASETS.register(name, info, loader=loader)
         return loader
 
     return add
@@ -129,7 +130,7 @@ def register_dataset(name: str, info: DatasetInfo) -> Callable[[Loader], Loader]
 
 def dataset_names() -> tuple[str, ...]:
     """The registered datasets, in registration order."""
-    return tuple(_LOADERS)
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -140,8 +141,7 @@ def load_dataset(
     **kw: Any,
 ) -> ArrayDataset:
     """Split ``"train"``/``"test"`` of dataset ``name`` (a ``DATASETS`` key) as uint8 NCHW arrays."""
-    if name not in _LOADERS:
-        raise DatasetError(f"unknown dataset {name!r}; choose from {sorted(_LOADERS)}")
+    loader = DATASETS.meta(name)["loader"]  # DatasetError naming the registered datasets for an unknown name
     if split not in ("train", "test"):
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -151,8 +151,8 @@ def load_dataset(
                                f"or pass download=True (--download) to fetch the dataset there")
         if root.exists() and not root.is_dir():
             raise DatasetError(f"data directory {root} is not a directory (for {name})")
-        if "system" in inspect.signature(_LOADERS[name]).parameters:
+        if "system" in inspect.signature(loader).parameters:
             kw.setdefault("system", False)  # an explicit folder is the only place looked in
     from ..checks import call_with_options
 
-    return call_with_options(_LOADERS[name], f"dataset {name!r}", (split, root, download), kw, DatasetError)
+    return call_with_options(loader, f"dataset {name!r}", (split, root, download), kw, DatasetError)

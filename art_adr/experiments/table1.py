@@ -15,7 +15,8 @@ from ..budget import format_eps
 from ..checkpoint import atomic_write
 from ..config import ConfigError, RunConfig, recipe_path, resolve_config, selected_model
 from ..console import say
-from ..methods import METHOD_NAMES, get_method
+from ..methods import METHODS as REGISTERED_METHODS
+from ..methods import get_method
 from ..runs import RunError, holding_lock, load_run_config, write_csv
 from ..tables import markdown_table
 from .common import PlannedRun, log_table, mean_std, read_history, train_planned
@@ -30,7 +31,7 @@ __all__ = ["PAPER_TABLE1", "METHODS", "DEFAULT_METHODS", "CPU_DEFAULTS", "AWP_RH
 
 # benchmark methods: every registered training method (art_adr.methods) with and without ADR; the default is
 # the paper's Table 1 (AT, TRADES)
-METHODS = tuple(f"{m}{adr}" for m in METHOD_NAMES for adr in ("", "-adr"))
+METHODS = tuple(f"{m}{adr}" for m in REGISTERED_METHODS.names() for adr in ("", "-adr"))
 
 
 DEFAULT_METHODS = ("at", "at-adr", "trades", "trades-adr")

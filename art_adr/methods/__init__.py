@@ -1,47 +1,42 @@
-"""Training methods as registered pieces: ``METHODS[name]`` is the :class:`TrainingMethod` subclass.
+"""Training methods as registered pieces: ``METHODS.get(name)`` is the :class:`TrainingMethod` subclass.
 
 Adding a method is one new module in this package, named like the method (a :class:`TrainingMethod` dataclass
 with ``name``, ``label``, ``citation``, ``attack`` and ``loss``; its hyper-parameters are dataclass fields named
-like the ``RunConfig`` fields they are read from), and its name in ``METHOD_NAMES`` below. ``art-adr train
+like the ``RunConfig`` fields they are read from), and its one registration line below. ``art-adr train
 --method``, ``RunConfig.validate``, the recipes generator, ``art-adr benchmark`` and ``benchmarks/throughput.py``
-read the registry. ``METHOD_NAMES`` is importable without torch (for ``--help``); ``METHODS`` imports the modules.
+read the registry. The registrations are lazy (:meth:`~art_adr.registry.Registry.register_lazy`): the names and
+``METHODS.names()`` need no torch (for ``--help``); asking for a method imports its module.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from .base import TrainingMethod
 
-__all__ = ["METHODS", "METHOD_NAMES", "AttackContext", "TrainingMethod", "get_method", "method_fields"]
-
-METHOD_NAMES = ("at", "trades", "mart")  # the registry: one line per method, the name of its module here
-
-_registry: dict[str, type[TrainingMethod]] = {}
+__all__ = ["METHODS", "AttackContext", "TrainingMethod", "get_method", "method_fields"]
 
 
-def _load() -> dict[str, type[TrainingMethod]]:
+def _is_method_named(name: str, cls: Any) -> None:
     from .base import TrainingMethod
 
-    if not _registry:
-        for name in METHOD_NAMES:
-            module = importlib.import_module(f"{__name__}.{name}")
-            found = [obj for obj in vars(module).values() if isinstance(obj, type)
-                     and issubclass(obj, TrainingMethod) and obj.__module__ == module.__name__]
-            if len(found) != 1 or found[0].name != name:
-                raise ImportError(f"art_adr.methods.{name} must define one TrainingMethod whose name is {name!r}")
-            _registry[name] = found[0]
-    return _registry
+    if not (isinstance(cls, type) and issubclass(cls, TrainingMethod) and cls.name == name):
+        raise ImportError(f"training method {name!r} must be a TrainingMethod class whose name is {name!r}")
+
+
+METHODS: Registry[type[TrainingMethod]] = Registry("training method", check=_is_method_named)
+# the registry: one line per method, its class in the module of its name here
+METHODS.register_lazy("at", "art_adr.methods.at:AT")
+METHODS.register_lazy("trades", "art_adr.methods.trades:TRADES")
+METHODS.register_lazy("mart", "art_adr.methods.mart:MART")
 
 
 def get_method(name: str) -> type[TrainingMethod]:
     """The registered method class called ``name`` (``ValueError`` listing the registered names otherwise)."""
-    methods = _load()
-    if not isinstance(name, str) or name not in methods:
-        raise ValueError(f"unknown training method {name!r}; registered: {', '.join(methods)}")
-    return methods[name]
+    return METHODS.get(name)
 
 
 def method_fields(cls: type[TrainingMethod]) -> tuple[str, ...]:
@@ -52,8 +47,6 @@ def method_fields(cls: type[TrainingMethod]) -> tuple[str, ...]:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "METHODS":
-        return dict(_load())
     if name in ("AttackContext", "TrainingMethod"):
         from . import base
 

@@ -168,10 +168,10 @@ def paper_fields(cfg: dict[str, Any]) -> dict[str, str]:
     (art-adr)", ...) and ``PLACEHOLDERS`` to fill in: such a model is not the ADR paper's."""
     if cfg.get("adr", True):
         return {k: ADR_PAPER[k] for k in ("name", "link", "authors", "venue")}
-    from ..methods import METHOD_NAMES, get_method
+    from ..methods import METHODS
 
     method = str(cfg.get("method") or "at")
-    title = get_method(method).display_name() if method in METHOD_NAMES else method.upper()
+    title = METHODS.get(method).display_name() if method in METHODS else method.upper()
     return {"name": f"{title} (art-adr)", **PLACEHOLDERS}
 
 

@@ -54,11 +54,11 @@ def _manifest(root: Path, name: str | None) -> dict[str, Any]:
 
 def _files(root: Path, manifest: dict[str, Any]) -> dict[str, Path]:
     """Every file the bundle must hold, by key; ``BundleCheckError`` naming the first missing one."""
-    from ..models import LOCAL_ARCHITECTURES
+    from ..models import ARCHITECTURES
     from .local import architecture_module
 
     arch = manifest["arch"]
-    module = architecture_module(arch) if arch in LOCAL_ARCHITECTURES else None
+    module = architecture_module(arch) if arch in ARCHITECTURES.names(local=True) else None
     rel = bundle_paths(manifest["name"], manifest["dataset"], manifest["threat_model"], module)
     if manifest["numbers"] != "report":
         rel = {k: p for k, p in rel.items() if k not in ("report", "autoattack_log")}

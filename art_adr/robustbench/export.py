@@ -135,7 +135,7 @@ def _exportable_model(checkpoint: str | Path, which: str, dataset: str | None, d
     """``(model, checkpoint, its file, dataset, zoo spec)``: RobustBench's classes where it has them (3×32×32
     inputs), else art-adr's own class in a file of the bundle; ``ExportError`` otherwise."""
     from ..checkpoint import load_model, resolve_checkpoint
-    from ..models import LOCAL_ARCHITECTURES
+    from ..models import ARCHITECTURES
 
     file = resolve_checkpoint(checkpoint)
     model, ckpt = load_model(file, which=which, device=device)
@@ -146,7 +146,7 @@ def _exportable_model(checkpoint: str | Path, which: str, dataset: str | None, d
     if desc.get("dataset") not in (None, dataset):
         raise ExportError(f"checkpoint was trained on {desc.get('dataset')!r}, not {dataset!r}")
     try:
-        if desc["arch"] in LOCAL_ARCHITECTURES:
+        if desc["arch"] in ARCHITECTURES.names(local=True):
             spec = local_spec(desc["arch"], desc["num_classes"], dataset, desc.get("input_shape"),
                               **desc.get("kwargs", {}))
         else:

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from ..data import model_inputs
-from ..models import ARCHITECTURES, LOCAL_ARCHITECTURES, MLP, ConvBN, ConvFC, ModelInputs, SmallCNN
+from ..models import ARCHITECTURES, MLP, ConvBN, ConvFC, ModelInputs, SmallCNN
 from . import standalone
 from .standalone import ARCH_PACKAGE
 
@@ -73,8 +73,9 @@ def local_spec(arch: str, num_classes: int, dataset: str | None, input_shape: An
     bundle's own file: ``import_line`` and ``constructor`` (Python source, as RobustBench's model-zoo entries),
     ``module`` and ``source`` (the file), ``input_shape``; the weights keep art-adr's keys (``net.*``, ``mean``,
     ``std``)."""
-    if arch not in LOCAL_ARCHITECTURES:
-        raise ValueError(f"{arch!r} is not one of art-adr's own architectures {sorted(LOCAL_ARCHITECTURES)}")
+    if arch not in ARCHITECTURES.names(local=True):
+        raise ValueError(f"{arch!r} is not one of art-adr's own architectures "
+                         f"{sorted(ARCHITECTURES.names(local=True))}")
     found = model_inputs(dataset, input_shape)
     inputs = ModelInputs(found.get("input_shape"), found.get("mean"), found.get("std"))
     args, shape = _constructor_args(arch, num_classes, inputs, kwargs)

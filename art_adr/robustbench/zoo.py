@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data import model_inputs
-from ..models import ARCHITECTURES, LOCAL_ARCHITECTURES, ModelInputs, activation_class
+from ..models import ARCHITECTURES, ModelInputs, activation_class
 from .adapter import import_robustbench
 from .bundle import FORBIDDEN_KEY_PARTS, ExportError
 
@@ -42,8 +42,8 @@ def robustbench_spec(arch: str, num_classes: int, dataset: str | None, **kwargs:
     ``ctx.saved_variables``, gone from torch 2). Only 3×32×32 inputs are exact: RobustBench's forwards
     hard-code ``avg_pool2d(4)`` / ``avg_pool2d(8)``.
     """
-    if arch not in ARCHITECTURES or arch in LOCAL_ARCHITECTURES:
-        exportable = sorted(set(ARCHITECTURES) - LOCAL_ARCHITECTURES)
+    if arch not in ARCHITECTURES or arch in ARCHITECTURES.names(local=True):
+        exportable = sorted(ARCHITECTURES.names(local=False))
         raise ValueError(f"{arch!r} has no RobustBench class; exportable: {exportable}")
     mean, std = _cifar_sized_stats(arch, dataset, kwargs.get("in_channels"))
     mean, std = _fmt(mean, 3), _fmt(std, 3)

@@ -179,7 +179,7 @@ def arch_kwargs(config: RunConfig, shape: tuple[int, ...] | None) -> dict[str, A
     from ..models import ARCHITECTURES
 
     kwargs = dict(config.arch_kwargs)
-    build = ARCHITECTURES.get(config.arch)
+    build = ARCHITECTURES.get(config.arch) if config.arch in ARCHITECTURES else None
     if (config.dataset == "synthetic" and shape is not None and "in_channels" not in kwargs and build is not None
             and "in_channels" in inspect.signature(build).parameters):
         kwargs["in_channels"] = int(shape[0])
