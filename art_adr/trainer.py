@@ -26,7 +26,6 @@ from . import defaults
 from .art_compat import is_art_pgd, threat_model_of
 from .attacks import AttackSpec, default_eps_step, norm_name
 from .augment import CropFlip
-from .auto_schedule import AutoRectification
 from .awp import AWP, AWP_VARIANTS, awp_backward
 from .checks import boolean, check_images, check_labels, finite_number, integer
 from .compiling import Compiled, compile_mode, uses_cudagraphs
@@ -242,9 +241,8 @@ class AdversarialTrainerADR(Trainer):
         log_every, self.seed = int(integer(log_every, "log_every", 1)), int(integer(seed, "seed", 0))
         self._set_augment(augment, crop_padding)
         self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
-        self.drop_last = boolean(drop_last, "drop_last")
+        self.drop_last, self.verbose = boolean(drop_last, "drop_last"), boolean(verbose, "verbose")
         self.channels_last, self.compile = boolean(channels_last, "channels_last"), compile_mode(compile)
-        self.verbose = boolean(verbose, "verbose")
         self._set_up_model(classifier, sync_bn)
         self._set_up_forwards(amp)
         self._set_up_loop(*checked_validation, log_every, scheduler_interval)
@@ -447,16 +445,7 @@ class AdversarialTrainerADR(Trainer):
         if uses_cudagraphs(self.compile) and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
 
-    # ------------------------------------------------------------------ compatibility views
-    @property
-    def scaler(self) -> torch.amp.GradScaler:
-        """The fp16 gradient scaler (disabled unless ``amp="fp16"``)."""
-        return self.precision.scaler
-
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        return self.precision.dtype
-
+    # ------------------------------------------------------------------ the student
     @property
     def student_module(self) -> nn.Module:
         """The student network itself: no DDP wrapper, no classifier standardisation, not compiled (its parameters
@@ -597,23 +586,6 @@ class AdversarialTrainerADR(Trainer):
     def before_validation(self) -> list[Callable[[Any], None]]:
         """Callables ``fn(trainer)`` run as each validation starts (after the epoch's training)."""
         return self.loop.before_validation
-
-    @property
-    def temperature(self) -> tuple[float, float]:
-        return self.rectification.temperature
-
-    @property
-    def interpolation(self) -> tuple[float, float]:
-        return self.rectification.interpolation
-
-    @property
-    def auto(self) -> AutoRectification:
-        return self.rectification.auto
-
-    @property
-    def plan(self) -> tuple[int, int]:
-        """``(first iteration, iterations)`` of the τ/λ cosine schedules."""
-        return self.rectification.plan
 
     def set_plan(self, first_step: int, total_steps: int) -> None:
         """Anneal τ/λ from iteration ``first_step`` over ``total_steps`` iterations; the next fit call keeps this

@@ -239,7 +239,8 @@ def test_divergence_restores_model_teacher_and_optimizer(blobs, make_classifier)
         g["lr"] = 0.05
     trainer.fit(x, y, batch_size=64, nb_epochs=2)  # the 2 epochs that remain, on the restored τ/λ plan
     assert trainer.epoch == 3 and all(torch.isfinite(p).all() for p in clf.model.parameters())
-    assert trainer.history[-1]["tau"] == pytest.approx(trainer.temperature[1])  # the plan ended where it would have
+    # the plan ended where it would have
+    assert trainer.history[-1]["tau"] == pytest.approx(trainer.rectification.temperature[1])
 
 
 def test_divergence_from_non_finite_weights_says_not_restored(blobs, make_classifier):

@@ -197,18 +197,18 @@ def test_fp16_awp_overflow_leaves_weights_and_bn_buffers_finite_and_unchanged(va
     x, y = blobs
     clf = make_classifier(seed=4)
     trainer = AdversarialTrainerADR(clf, amp="fp16", awp_rho=0.01, awp_variant=variant, verbose=False, **EPS)
-    assert trainer.scaler.is_enabled()
+    assert trainer.precision.scaler.is_enabled()
     xb, yb = torch.as_tensor(x[:64]), torch.as_tensor(y[:64])
     trainer.train_step(xb, yb)  # a normal step first
     state = {k: v.clone() for k, v in trainer.student_module.state_dict().items()}
-    trainer.scaler._scale.fill_(3e38)  # the scaled loss overflows: AWP and step gradients are inf/NaN
+    trainer.precision.scaler._scale.fill_(3e38)  # the scaled loss overflows: AWP and step gradients are inf/NaN
     trainer.train_step(xb, yb)
-    assert float(trainer.scaler.get_scale()) < 3e38  # the scaler skipped the step
+    assert float(trainer.precision.scaler.get_scale()) < 3e38  # the scaler skipped the step
     after = trainer.student_module.state_dict()
     for k, v in state.items():  # weights not poisoned by the AWP step; BN statistics of the skipped step undone
         assert torch.equal(after[k], v), k
     assert all(torch.isfinite(v).all() for v in trainer.teacher.state_dict().values() if v.is_floating_point())
-    trainer.scaler._scale.fill_(2.0**10)
+    trainer.precision.scaler._scale.fill_(2.0**10)
     trainer.train_step(xb, yb)  # and training goes on
     assert any(not torch.equal(trainer.student_module.state_dict()[k], v) for k, v in state.items())
 
