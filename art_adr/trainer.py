@@ -876,16 +876,11 @@ class AdversarialTrainerMARTADR(AdversarialTrainerADR):
 
 
 def _attack_and_beta(attack: Any, beta: Any, name: str) -> tuple[Any, float]:
-    """The TRADES/MART faces' ``(attack, beta)``: ``beta`` checked; a number where the attack goes (the order of
-    art-adr before ART's, ``(classifier, beta)``) is taken as ``beta`` with a ``FutureWarning``."""
+    """The TRADES/MART faces' ``(attack, beta)``, checked: a number where ART puts the attack is refused, naming
+    the keyword it was probably meant for."""
     if isinstance(attack, (int, float)) and not isinstance(attack, bool):
-        if beta != defaults.BETA:
-            raise ValueError(f"{name}(classifier, attack, beta): the second argument is the attack (ART's order), "
-                             f"got the number {attack!r} and beta={beta!r}")
-        warnings.warn(f"{name}(classifier, {attack!r}): the second argument is now the attack, as in ART's "
-                      f"trainers; the number is taken as beta: pass beta={attack!r} by keyword", FutureWarning,
-                      stacklevel=3)
-        attack, beta = None, attack
+        raise ValueError(f"{name}(classifier, attack, beta): the second argument is the attack (ART's order), got "
+                         f"the number {attack!r}; pass beta={attack!r} by keyword")
     return attack, float(finite_number(beta, "beta"))
 
 

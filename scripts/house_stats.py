@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("art_adr", "cli")
-TRAINER = ("art_adr/trainer.py", "AdversarialTrainerADR")
+TRAINER = "AdversarialTrainerADR"
 
 
 def _git(*args: str) -> str:
@@ -26,13 +26,30 @@ def sources(rev: str) -> dict[str, str]:
     return {p: _git("show", f"{rev}:{p}") for p in paths}
 
 
-def trainer_shape(text: str, name: str) -> dict[str, object]:
-    """The trainer class: its bases, methods (properties included) and constructor parameters."""
-    cls = next(n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ClassDef) and n.name == name)
-    methods = [f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    init = next(f for f in methods if f.name == "__init__")
-    params = len(init.args.args) - 1 + len(init.args.kwonlyargs)
-    return {"bases": ", ".join(ast.unparse(b) for b in cls.bases), "methods": len(methods), "init_params": params}
+def _class(files: dict[str, str], name: str) -> tuple[str, ast.ClassDef] | None:
+    """``(path, class node)`` of the class ``name`` defined in one of ``files``."""
+    for path, text in files.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.name == name:
+                return path, node
+    return None
+
+
+def _methods(cls: ast.ClassDef) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    return [f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def trainer_shape(files: dict[str, str], name: str) -> dict[str, object]:
+    """The trainer class: its bases, methods (properties included; also with those of the bases defined in the
+    package, i.e. mixins), the lines of the files defining it and its package bases, constructor parameters."""
+    path, cls = _class(files, name)
+    bases = [ast.unparse(b) for b in cls.bases]
+    own = [_class(files, b) for b in bases if _class(files, b) is not None]
+    init = next(f for f in _methods(cls) if f.name == "__init__")
+    return {"bases": ", ".join(bases), "methods": len(_methods(cls)),
+            "with_bases": len(_methods(cls)) + sum(len(_methods(node)) for _, node in own),
+            "class_lines": sum(files[p].count("\n") for p in {path, *(p for p, _ in own)}),
+            "init_params": len(init.args.args) - 1 + len(init.args.kwonlyargs)}
 
 
 def stats(rev: str) -> dict[str, object]:
@@ -43,7 +60,7 @@ def stats(rev: str) -> dict[str, object]:
     registries = sum(t.count("= Registry(") for t in files.values())
     return {"rev": _git("rev-parse", "--short", rev).strip(), "files": len(files), "lines": sum(lines.values()),
             "largest": ", ".join(f"{Path(p).relative_to(p.split('/')[0])} {n}" for p, n in largest),
-            **trainer_shape(files[TRAINER[0]], TRAINER[1]), "registries": registries}
+            **trainer_shape(files, TRAINER), "registries": registries}
 
 
 def main() -> None:
@@ -52,7 +69,9 @@ def main() -> None:
     columns = [stats(rev) for rev in parser.parse_args().revs]
     rows = [("revision", "rev"), ("`.py` files in art_adr/ + cli/", "files"), ("lines", "lines"),
             ("largest modules (lines)", "largest"), ("`AdversarialTrainerADR` bases", "bases"),
-            ("its methods and properties", "methods"), ("its constructor parameters", "init_params"),
+            ("its methods and properties", "methods"), ("… with those of its mixins", "with_bases"),
+            ("lines of the files defining it and its mixins", "class_lines"),
+            ("its constructor parameters", "init_params"),
             ("`Registry` instances", "registries")]
     print("| | " + " | ".join(f"`{c['rev']}`" for c in columns) + " |")
     print("|---" * (len(columns) + 1) + "|")

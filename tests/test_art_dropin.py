@@ -34,7 +34,12 @@ import pytest
 import torch
 from art.attacks.evasion import ProjectedGradientDescent, ProjectedGradientDescentNumpy, ProjectedGradientDescentPyTorch
 
-from art_adr import AdversarialTrainerADR, AdversarialTrainerAWPADR, AdversarialTrainerTRADESADR
+from art_adr import (
+    AdversarialTrainerADR,
+    AdversarialTrainerAWPADR,
+    AdversarialTrainerMARTADR,
+    AdversarialTrainerTRADESADR,
+)
 
 N_TRAIN, N_TEST, EPOCHS = 256, 100, 5
 
@@ -199,10 +204,10 @@ def test_other_art_attacks_are_refused_with_the_reason(make_classifier):
         AdversarialTrainerTRADESADR(classifier, FastGradientMethod(classifier, eps=0.1), beta=6.0)
 
 
-def test_positional_beta_of_earlier_versions_still_works_with_a_warning(make_classifier):
-    with pytest.warns(FutureWarning, match="pass beta=3.0 by keyword"):
-        trainer = AdversarialTrainerTRADESADR(make_classifier(), 3.0)
-    assert trainer.beta == 3.0 and trainer.eps == pytest.approx(8 / 255)
+def test_a_number_where_ART_puts_the_attack_is_refused_naming_beta(make_classifier):
+    for face in (AdversarialTrainerTRADESADR, AdversarialTrainerMARTADR):
+        with pytest.raises(ValueError, match=r"second argument is the attack .*pass beta=3\.0 by keyword"):
+            face(make_classifier(), 3.0)
 
 
 def test_fewer_images_than_a_batch_is_refused_with_the_fix(make_classifier, fix_get_mnist_subset):

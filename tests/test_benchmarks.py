@@ -264,6 +264,24 @@ def test_ro_verdicts_pairs_by_seed_and_judges_plainly(tmp_path: Path) -> None:
     assert "±" not in trades_line and "lowered" not in trades_line and "no verdict" in trades_line
 
 
+def test_ro_verdicts_pairs_a_variant_with_the_base_runs_of_the_same_seed(tmp_path: Path) -> None:
+    import ro_verdicts
+
+    def row(seed: int, best: float, final: float, which: str = "student") -> dict:
+        return {"kind": "seed", "method": "AT + ADR", "which": which, "seed": seed, "aa_best": best,
+                "aa_final": final, "aa_diff": best - final}
+
+    (tmp_path / "base.json").write_text(json.dumps({"rows": [row(s, 56, 54) for s in (0, 1, 2)] + [row(3, 1, 1)]}))
+    variant = [row(0, 56, 50), row(1, 56, 51), row(2, 57, 50), row(0, 60, 60, "teacher")]  # no teacher base
+    (tmp_path / "v.json").write_text(json.dumps({"rows": variant}))
+    ro_verdicts.main([str(tmp_path / "v.json"), "--against", str(tmp_path / "base.json"), "--label", "student BN",
+                      "--out", str(tmp_path / "out")])
+    (entry,) = json.loads((tmp_path / "out.json").read_text())["entries"]
+    assert entry["seeds"] == [0, 1, 2] and entry["final_gain"][0] == pytest.approx(-11 / 3)
+    assert entry["raised_final"] == "no, lowered it" and entry["reduced_gap"] == "no, widened it"
+    assert "student BN final AA" in (tmp_path / "out.md").read_text()
+
+
 def test_compare_runs_finds_the_first_difference_and_ignores_timings_and_descriptions():
     import compare_runs
 
