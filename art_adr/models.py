@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import Registry
+from .architectures import ARCHITECTURES
 
 __all__ = [
-    "ARCHITECTURES",
     "Normalized",
     "channel_tensor",
     "SmallCNN",
@@ -207,34 +206,33 @@ class ModelInputs:
         return tuple(self.mean), tuple(self.std)
 
 
-# the registry: each builder ``(num_classes, inputs: ModelInputs, **arch_kwargs) -> nn.Module`` registered at its
-# definition with ``local`` (ours: exported with its own class file, no RobustBench class) and a one-line ``help``
-ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
+# the builders ``(num_classes, inputs: ModelInputs, **arch_kwargs) -> nn.Module`` of the architectures registry
+# (art_adr.architectures: one lazy line each, so --help lists them without torch)
 
 
-@ARCHITECTURES.register("small-cnn", local=True, help="two conv-BN blocks, global pooling")
-def _small_cnn(num_classes: int, inputs: ModelInputs, in_channels: int = 1, width: int = 32) -> nn.Module:
+def small_cnn(num_classes: int, inputs: ModelInputs, in_channels: int = 1, width: int = 32) -> nn.Module:
+    """``small-cnn``: :class:`SmallCNN`, normalised."""
     return Normalized(SmallCNN(in_channels, num_classes, width), *inputs.stats(in_channels))
 
 
-@ARCHITECTURES.register("conv-fc", local=True, help="two 5×5 convs and a dense layer, no BatchNorm")
-def _conv_fc(num_classes: int, inputs: ModelInputs, in_channels: int | None = None, width: int = 16,
+def conv_fc(num_classes: int, inputs: ModelInputs, in_channels: int | None = None, width: int = 16,
              hidden: int = 256) -> nn.Module:
+    """``conv-fc``: :class:`ConvFC` for ``size``×``size`` inputs, normalised."""
     c = inputs.channels(in_channels, 1)
     size = inputs.shape[-1] if inputs.shape is not None else 28
     return Normalized(ConvFC(c, num_classes, width, hidden, size), *inputs.stats(c))
 
 
-@ARCHITECTURES.register("conv-bn", local=True, help="strided conv-BN blocks and a BatchNorm dense layer")
-def _conv_bn(num_classes: int, inputs: ModelInputs, in_channels: int | None = None,
+def conv_bn(num_classes: int, inputs: ModelInputs, in_channels: int | None = None,
              widths: tuple[int, ...] | list[int] = (16, 32), hidden: int = 256) -> nn.Module:
+    """``conv-bn``: :class:`ConvBN` (the BatchNorm regime's network), normalised."""
     c = inputs.channels(in_channels, 1)
     size = inputs.shape[-1] if inputs.shape is not None else 28
     return Normalized(ConvBN(c, num_classes, tuple(widths), hidden, size), *inputs.stats(c))
 
 
-@ARCHITECTURES.register("mlp", local=True, help="two ReLU hidden layers")
-def _mlp(num_classes: int, inputs: ModelInputs, hidden: int = 256, depth: int = 2) -> nn.Module:
+def mlp(num_classes: int, inputs: ModelInputs, hidden: int = 256, depth: int = 2) -> nn.Module:
+    """``mlp``: :class:`MLP` on the flattened image, normalised."""
     shape = inputs.shape if inputs.shape is not None else (1, 28, 28)
     return Normalized(MLP(math.prod(shape), num_classes, hidden, depth), *inputs.stats(shape[0]))
 
@@ -350,16 +348,14 @@ def activation_class(name: str) -> type[nn.Module]:
     return _ACTIVATIONS[name]
 
 
-@ARCHITECTURES.register("resnet18", local=False, help="ResNet-18")
-def _resnet18(num_classes: int, inputs: ModelInputs, in_channels: int | None = None) -> nn.Module:
+def resnet18(num_classes: int, inputs: ModelInputs, in_channels: int | None = None) -> nn.Module:
     """ResNet-18 (He et al. 2016, CIFAR variant) from RobustBench's ``resnet.ResNet``."""
     c = inputs.channels(in_channels, 3)
     net = _rb_classes().ResNet([2, 2, 2, 2], num_classes, in_channels=c)
     return Normalized(net, *inputs.stats(c))
 
 
-@ARCHITECTURES.register("preact-resnet18", local=False, help="PreAct ResNet-18")
-def _preact_resnet18(
+def preact_resnet18(
     num_classes: int, inputs: ModelInputs, activation: str = "relu", in_channels: int | None = None
 ) -> nn.Module:
     """PreAct ResNet-18 (He et al. 2016b; DeepMind variant of Gowal et al. 2020/Rebuffi et al. 2021)."""
@@ -393,12 +389,11 @@ def _wide_resnet(default_depth: int, default_width: int, deepmind: bool = False)
     return build
 
 
-ARCHITECTURES.register("wrn-28-10", _wide_resnet(28, 10), local=False, help="WideResNet-28-10, TRADES")
-ARCHITECTURES.register("wrn-34-10", _wide_resnet(34, 10), local=False, help="WideResNet-34-10, TRADES")
-ARCHITECTURES.register("dm-wrn-28-10", _wide_resnet(28, 10, deepmind=True), local=False,
-                       help="WideResNet-28-10, DeepMind")
-ARCHITECTURES.register("dm-wrn-34-10", _wide_resnet(34, 10, deepmind=True), local=False,
-                       help="WideResNet-34-10, DeepMind: the paper recipes' (the ADR authors' network)")
+# the WideResNets of the registry (``wrn-*``: RobustBench's TRADES WRN; ``dm-wrn-*``: its DMWideResNet)
+wrn_28_10 = _wide_resnet(28, 10)
+wrn_34_10 = _wide_resnet(34, 10)
+dm_wrn_28_10 = _wide_resnet(28, 10, deepmind=True)
+dm_wrn_34_10 = _wide_resnet(34, 10, deepmind=True)
 
 
 def create_model(arch: str, num_classes: int, *, input_shape: Sequence[int] | None = None,

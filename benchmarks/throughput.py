@@ -492,7 +492,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="tiny | small (CPU) | h100/gpu")
     p.add_argument("--size", choices=["tiny", "small", "gpu"], default=None, help="alias of --preset")
-    p.add_argument("--arch", default=None, help="custom config: architecture (art_adr.models.ARCHITECTURES)")
+    p.add_argument("--arch", default=None, help="custom config: architecture (art_adr.architectures.ARCHITECTURES)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--num-classes", type=int, default=None)

@@ -40,8 +40,8 @@ def _default(field: str) -> str:
 
 
 def _architectures() -> str:
-    """The registered architectures and their help, for ``--arch`` (imports torch: only when the help is shown)."""
-    from art_adr.models import ARCHITECTURES
+    """The registered architectures and their help, for ``--arch`` (read when the help is shown)."""
+    from art_adr.architectures import ARCHITECTURES
 
     return ARCHITECTURES.describe() + "."
 
@@ -79,7 +79,7 @@ class _TrainCommand(click.Command):
 @click.option("--download/--no-download", default=None, show_default=_default("download"),
               help="Download the dataset if missing (needs internet).")
 @click.option("--arch", cls=LateHelpOption, show_default=_default("arch"),
-              help="A registered architecture (art_adr.models):", late_help=_architectures)
+              help="A registered architecture (art_adr.architectures):", late_help=_architectures)
 @click.option("--method", type=click.Choice(METHODS.names()), show_default=_default("method"),
               help="Training method (art_adr.methods).")
 @click.option("--adr/--no-adr", default=None, show_default=_default("adr"),

@@ -43,13 +43,13 @@ def _first_line(text: str | None) -> str:
 
 def registry_tables() -> str:
     """The Markdown of every registry: one table each, generated (never written by hand)."""
+    from art_adr.architectures import ARCHITECTURES
     from art_adr.attacks import ATTACKS
     from art_adr.config import list_recipes
     from art_adr.data import DATASETS
     from art_adr.launch import LAUNCHERS
     from art_adr.loggers import LOGGERS
     from art_adr.methods import METHODS
-    from art_adr.models import ARCHITECTURES
     from art_adr.tables import markdown_table
 
     parts = [("Attacks (`art_adr.attacks`: `evaluate/benchmark --attacks`; `train --val-attack` if it validates)",

@@ -68,13 +68,13 @@ def test_pages_render_with_navigation_images_and_api(site):
 
 
 def test_registry_tables_are_generated_from_the_registries(site):
+    from art_adr.architectures import ARCHITECTURES
     from art_adr.attacks.base import attack_names
     from art_adr.config import list_recipes
     from art_adr.data import DATASETS
     from art_adr.launch import LAUNCHERS
     from art_adr.loggers import LOGGERS
     from art_adr.methods import METHODS
-    from art_adr.models import ARCHITECTURES
 
     out, _ = site
     page = (out / "reference" / "registries" / "index.html").read_text()

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from art_adr.architectures import ARCHITECTURES
 from art_adr.data import DATASETS, model_inputs
 from art_adr.models import (
-    ARCHITECTURES,
     ModelInputs,
     Normalized,
     SmallCNN,

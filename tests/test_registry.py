@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _registries() -> dict[str, Registry]:
+    from art_adr.architectures import ARCHITECTURES
     from art_adr.attacks import ATTACKS
     from art_adr.cli import COMMANDS
     from art_adr.data import DATASETS
     from art_adr.launch import LAUNCHERS
     from art_adr.loggers import LOGGERS
     from art_adr.methods import METHODS
-    from art_adr.models import ARCHITECTURES
 
     return {"attack": ATTACKS, "dataset": DATASETS, "training method": METHODS, "architecture": ARCHITECTURES,
             "logger": LOGGERS, "launcher": LAUNCHERS, "command": COMMANDS}
@@ -51,9 +51,9 @@ def test_no_module_keeps_a_registry_of_its_own_making():
 
 
 def test_metadata_drives_the_listings():
+    from art_adr.architectures import ARCHITECTURES
     from art_adr.launch import LAUNCHERS
     from art_adr.loggers import LOGGERS
-    from art_adr.models import ARCHITECTURES
 
     assert set(ARCHITECTURES.names(local=True)) | set(ARCHITECTURES.names(local=False)) == set(ARCHITECTURES)
     assert all(ARCHITECTURES.meta(n)["help"] for n in ARCHITECTURES)

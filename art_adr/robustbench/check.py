@@ -54,7 +54,7 @@ def _manifest(root: Path, name: str | None) -> dict[str, Any]:
 
 def _files(root: Path, manifest: dict[str, Any]) -> dict[str, Path]:
     """Every file the bundle must hold, by key; ``BundleCheckError`` naming the first missing one."""
-    from ..models import ARCHITECTURES
+    from ..architectures import ARCHITECTURES
     from .local import architecture_module
 
     arch = manifest["arch"]

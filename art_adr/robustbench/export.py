@@ -134,8 +134,8 @@ def _exportable_model(checkpoint: str | Path, which: str, dataset: str | None, d
                       ) -> tuple[nn.Module, dict[str, Any], Path, str, dict[str, Any]]:
     """``(model, checkpoint, its file, dataset, zoo spec)``: RobustBench's classes where it has them (3×32×32
     inputs), else art-adr's own class in a file of the bundle; ``ExportError`` otherwise."""
+    from ..architectures import ARCHITECTURES
     from ..checkpoint import load_model, resolve_checkpoint
-    from ..models import ARCHITECTURES
 
     file = resolve_checkpoint(checkpoint)
     model, ckpt = load_model(file, which=which, device=device)

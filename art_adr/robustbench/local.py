@@ -10,8 +10,9 @@ from typing import Any
 
 from torch import nn
 
+from ..architectures import ARCHITECTURES
 from ..data import model_inputs
-from ..models import ARCHITECTURES, MLP, ConvBN, ConvFC, ModelInputs, SmallCNN
+from ..models import MLP, ConvBN, ConvFC, ModelInputs, SmallCNN
 from . import standalone
 from .standalone import ARCH_PACKAGE
 

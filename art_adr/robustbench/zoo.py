@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..architectures import ARCHITECTURES
 from ..data import model_inputs
-from ..models import ARCHITECTURES, ModelInputs, activation_class
+from ..models import ModelInputs, activation_class
 from .adapter import import_robustbench
 from .bundle import FORBIDDEN_KEY_PARTS, ExportError
 

@@ -176,7 +176,7 @@ def arch_kwargs(config: RunConfig, shape: tuple[int, ...] | None) -> dict[str, A
     architecture's default channels need not match) when the architecture takes ``in_channels``."""
     import inspect
 
-    from ..models import ARCHITECTURES
+    from ..architectures import ARCHITECTURES
 
     kwargs = dict(config.arch_kwargs)
     build = ARCHITECTURES.get(config.arch) if config.arch in ARCHITECTURES else None
