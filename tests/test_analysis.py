@@ -237,3 +237,40 @@ def test_cli_writes_figures_and_json(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert {p.name for p in out2.glob("*.png")} == names - {"entropy_ood.png", "weight_landscape.png",
                                                             "input_landscape.png"}
+
+
+def test_attack_examples_are_what_the_attack_judges_and_stay_in_the_ball(tiny) -> None:
+    from art_adr.analysis.pipeline import attack_examples
+    from art_adr.attacks import AttackSpec, example_attack_names, get_attack
+
+    model, x, y = tiny
+    spec = AttackSpec(eps=0.1, steps=3)
+    assert {"pgd", "apgd"} <= set(example_attack_names()) and "aa" not in example_attack_names()
+    for name in example_attack_names():
+        x_adv = attack_examples(model, x, y, name, spec, batch_size=10, seed=3)
+        assert x_adv.shape == x.shape and float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+        assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+        assert torch.equal(x_adv, attack_examples(model, x, y, name, spec, batch_size=10, seed=3))  # seeded
+    g = torch.Generator().manual_seed(5)
+    flags = get_attack("apgd").flags(model, x, y, spec, clip_values=(0.0, 1.0), generator=g)
+    g = torch.Generator().manual_seed(5)
+    x_adv = get_attack("apgd").examples(model, x, y, spec, clip_values=(0.0, 1.0), generator=g)
+    with torch.no_grad():
+        assert torch.equal(model(x_adv).argmax(1) == y, flags)  # the examples are the ones the flags judge
+        robust = flags & (model(x).argmax(1) == y)
+    assert torch.equal(x_adv[robust], x[robust])  # a point APGD cannot flip comes back unperturbed, as AA returns it
+
+
+def test_output_analysis_by_another_attack_and_unknown_attacks_refused(tiny) -> None:
+    from art_adr.analysis import analyze_models
+    from art_adr.attacks import AttackSpec
+
+    model, x, y = tiny
+    spec = AttackSpec(eps=0.1, steps=2)
+    by_apgd = analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False, attack="apgd")
+    by_pgd = analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False)
+    assert by_apgd["settings"]["output_attack"].startswith("APGD-CE")
+    assert by_pgd["settings"]["output_attack"] == by_pgd["settings"]["attack"]
+    assert by_apgd["models"]["m"]["outputs"]["adv_accuracy"] <= by_pgd["models"]["m"]["outputs"]["accuracy"]
+    with pytest.raises(ValueError, match="attacks that give their adversarial examples"):
+        analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False, attack="aa")

@@ -4,6 +4,7 @@ reliability curve), and the logits and PGD examples they are measured on (Wu et 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -148,12 +149,15 @@ def output_analysis(
     progress: bool = False,
     desc: str = "PGD",
     norm: str = "inf",
+    examples: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Entropies (OOD, correct/incorrect, clean/PGD), clean↔PGD JS divergence, ECE (§3.2, Fig. 1-2); PGD in
-    ``norm``."""
+    """Entropies (OOD, correct/incorrect, clean/adversarial), clean↔adversarial JS divergence, ECE (§3.2,
+    Fig. 1-2); the adversarial examples are PGD's in ``norm``, or ``examples(x, y)``'s when given (another
+    attack of the registry, :func:`art_adr.analysis.pipeline.attack_examples`)."""
     probs = torch.softmax(predict_logits(model, x, batch_size), dim=1)
-    x_adv = adversarial_examples(model, x, y, eps=eps, eps_step=eps_step, max_iter=max_iter,
-                                 batch_size=batch_size, seed=seed, progress=progress, desc=desc, norm=norm)
+    x_adv = examples(x, y) if examples is not None else adversarial_examples(
+        model, x, y, eps=eps, eps_step=eps_step, max_iter=max_iter, batch_size=batch_size, seed=seed,
+        progress=progress, desc=desc, norm=norm)
     probs_adv = torch.softmax(predict_logits(model, x_adv, batch_size), dim=1)
     correct = probs.argmax(1) == y
     out: dict[str, Any] = {

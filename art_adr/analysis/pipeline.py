@@ -11,22 +11,24 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..attacks import AttackSpec
+from ..attacks import AttackSpec, example_attack_names, get_attack
+from ..modes import module_mode
 from .landscapes import input_landscape, surface_gradient, weight_landscape
 from .metrics import output_analysis
 
-__all__ = ["ANALYSES", "analyze_models", "analysis_settings"]
+__all__ = ["ANALYSES", "analyze_models", "analysis_settings", "attack_examples"]
 
 ANALYSES = ("outputs", "weights", "inputs")
 
 
 def analysis_settings(spec: AttackSpec, n_examples: int, *, x_ood: Tensor | None, n_bins: int,
                       magnitudes: Sequence[float], directions: int, weight_examples: int, input_examples: int,
-                      grid: int, radius: float | None, seed: int) -> dict[str, Any]:
+                      grid: int, radius: float | None, seed: int, attack: str = "pgd") -> dict[str, Any]:
     """The ``settings`` of a result: the attack, the examples and every knob of the analyses (``radius``: the input
-    plane's, default 2ε)."""
+    plane's, default 2ε; ``output_attack``: what the output analyses' adversarial examples come from)."""
     return {"eps": spec.eps, "eps_step": spec.step_size, "max_iter": spec.steps, "norm": spec.threat_model,
             "attack": spec.describe(),
+            "output_attack": spec.describe() if attack == "pgd" else get_attack(attack).details(spec),
             "n_examples": n_examples, "n_ood": 0 if x_ood is None else len(x_ood), "n_bins": n_bins,
             "magnitudes": [float(m) for m in magnitudes], "directions": directions,
             "weight_examples": min(weight_examples, n_examples), "input_examples": input_examples,
@@ -51,17 +53,24 @@ def analyze_models(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    attack: str = "pgd",
 ) -> dict[str, Any]:
     """Run the chosen analyses on every model with the same examples, direction seeds and r₂ (comparable).
 
     ``spec``: the PGD attack of the output and weight-landscape analyses (default ``AttackSpec()``: PGD-10 L∞
-    ε = 8/255, α = 2/255; ``art-adr analyze`` passes the run's own, as ``evaluate`` does)."""
+    ε = 8/255, α = 2/255; ``art-adr analyze`` passes the run's own, as ``evaluate`` does). ``attack``: a
+    registered attack that gives its examples (``example_attack_names()``: ``pgd``, ``margin``, ``apgd``) for the
+    output analyses (ECE, entropy, JS on adversarial inputs) at the spec's norm, ε and ``k``; the weight
+    landscape keeps PGD."""
     spec = spec if spec is not None else AttackSpec()
     if spec.loss != "ce" or spec.restarts != 1:
         raise ValueError(f"the analyses attack with one-start PGD (loss 'ce', restarts 1), got {spec.describe()}")
+    if attack not in example_attack_names():
+        raise ValueError(f"attack must be one of {', '.join(example_attack_names())} (the attacks that give their "
+                         f"adversarial examples), got {attack!r}")
     settings = analysis_settings(spec, len(y), x_ood=x_ood, n_bins=n_bins, magnitudes=magnitudes,
                                  directions=directions, weight_examples=weight_examples,
-                                 input_examples=input_examples, grid=grid, radius=radius, seed=seed)
+                                 input_examples=input_examples, grid=grid, radius=radius, seed=seed, attack=attack)
     results: dict[str, Any] = {"settings": settings, "models": {name: {} for name in models}}
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
@@ -71,10 +80,13 @@ def analyze_models(
     for name, model in models.items():
         res = results["models"][name]
         if "outputs" in analyses:
+            examples = None if attack == "pgd" else (
+                lambda xs, ys, m=model, d=f"{name}: {attack}": attack_examples(
+                    m, xs, ys, attack, spec, batch_size=batch_size, seed=seed, progress=progress, desc=d))
             res["outputs"] = output_analysis(model, x, y, eps=spec.eps, eps_step=spec.step_size,
                                              max_iter=spec.steps, x_ood=x_ood, n_bins=n_bins, batch_size=batch_size,
                                              seed=seed, progress=progress, desc=f"{name}: PGD-{spec.steps}",
-                                             norm=spec.norm)
+                                             norm=spec.norm, examples=examples)
         if "weights" in analyses:
             res["weights"] = weight_curves(name, model, xw, yw, spec, magnitudes, directions, batch_size=batch_size,
                                            seed=seed, progress=progress)
@@ -82,6 +94,20 @@ def analyze_models(
             res["inputs"] = input_landscapes(name, model, x, y, idx, r2, input_examples, grid, settings["radius"],
                                              batch_size=batch_size, progress=progress)
     return results
+
+
+def attack_examples(model: nn.Module, x: Tensor, y: Tensor, attack: str, spec: AttackSpec, *, batch_size: int = 256,
+                    seed: int = 0, progress: bool = False, desc: str = "") -> Tensor:
+    """The registered ``attack``'s adversarial examples of ``(x, y)`` at ``spec`` (eval mode, inputs in [0, 1]),
+    batch by batch from one generator seeded with ``seed``."""
+    chosen, gen = get_attack(attack), torch.Generator(device=x.device)
+    gen.manual_seed(seed)
+    out = []
+    with module_mode(model, False):
+        for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
+            out.append(chosen.examples(model, x[i : i + batch_size], y[i : i + batch_size], spec,
+                                       clip_values=(0.0, 1.0), generator=gen).detach())
+    return torch.cat(out) if out else x.clone()
 
 
 def weight_curves(name: str, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, magnitudes: Sequence[float],

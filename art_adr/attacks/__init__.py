@@ -21,6 +21,7 @@ from .base import (  # noqa: F401
     Attack,
     attack_names,
     attacks_help,
+    example_attack_names,
     get_attack,
     register_attack,
     robust_attack_names,
@@ -44,7 +45,7 @@ _LAZY = {
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = ["ATTACKS", "Attack", "register_attack", "attack_names", "robust_attack_names", "validating_attack_names",
-           "get_attack", "attacks_help", *_WHERE]
+           "example_attack_names", "get_attack", "attacks_help", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:

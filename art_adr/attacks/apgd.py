@@ -50,6 +50,7 @@ class APGD(Attack):
     help: ClassVar[str] = (f"the trainers' default validation attack: APGD-CE then APGD-T, k iterations, "
                            f"{VAL_TARGETS} targets")
     validates: ClassVar[bool] = True
+    gives_examples: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, bool) or not isinstance(self.targets, int) or self.targets < 1:
@@ -57,6 +58,18 @@ class APGD(Attack):
 
     def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
+        return self._attack(forward, x, y, spec, clip_values, generator, autocast)[0]
+
+    def examples(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *,
+                 clip_values: tuple[float, float], generator: torch.Generator,
+                 autocast: Callable[[], Any] | None = None) -> Tensor:
+        """pyautoattack's examples: a point APGD-CE or APGD-T misclassifies is returned as found; one that neither
+        flips is returned unperturbed (as AutoAttack returns it)."""
+        return self._attack(forward, x, y, spec, clip_values, generator, autocast)[1]
+
+    def _attack(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, clip_values: tuple[float, float],
+                generator: torch.Generator, autocast: Callable[[], Any] | None) -> tuple[Tensor, Tensor]:
+        """``(flags, examples)``: APGD-CE, then APGD-T on the points still correct."""
         import torch
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
@@ -70,7 +83,7 @@ class APGD(Attack):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         common = dict(norm=threat_model(spec.norm), eps=spec.eps, n_iter=max(spec.steps, 1), n_restarts=1,
                       seed=seed, device=x.device)
-        flags = correct(model, x, y)
+        flags, found = correct(model, x, y), x.clone()
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             for attack in (APGDAttack(model, loss="ce", **common),
@@ -81,7 +94,8 @@ class APGD(Attack):
                 # pyautoattack views gradients as flat rows: give it standard-layout (not channels_last) images
                 x_adv = attack.perturb(x[idx].float().contiguous(memory_format=torch.contiguous_format), y[idx])
                 flags[idx] = correct(model, x_adv.to(x.dtype), y[idx])
-        return flags
+                found[idx] = x_adv.to(x.dtype)
+        return flags, found
 
     def _targets(self, forward: Forward, x: Tensor) -> int:
         import torch

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .core import AttackSpec
 
 __all__ = ["ATTACKS", "Attack", "register_attack", "attack_names", "validating_attack_names", "robust_attack_names",
-           "get_attack", "attacks_help"]
+           "example_attack_names", "get_attack", "attacks_help"]
 
 Forward = Callable[["Tensor"], "Tensor"]
 
@@ -45,7 +45,8 @@ ATTACKS: Registry[type[Attack]] = Registry("attack", check=_named_as_registered)
 def register_attack(cls: type[Attack]) -> type[Attack]:
     """Class decorator: add an attack to :data:`ATTACKS` under its ``name`` (a new one), with its ``help`` and
     ``validates`` as the entry's metadata."""
-    return ATTACKS.register(cls.name, cls, help=cls.help, validates=cls.validates)
+    return ATTACKS.register(cls.name, cls, help=cls.help, validates=cls.validates,
+                            gives_examples=cls.gives_examples)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Attack:
     label: ClassVar[str] = ""
     help: ClassVar[str] = ""
     validates: ClassVar[bool] = False
+    gives_examples: ClassVar[bool] = False  # implements examples(): what art-adr analyze --attack takes
 
     def forwards(self, spec: AttackSpec) -> int:
         """Worst-case cost per image in forward+backward passes (a clean forward counts 1)."""
@@ -82,6 +84,12 @@ class Attack:
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
         """Bool ``[N]``: is each point of the batch ``(x, y)`` still correct after the attack?"""
         raise NotImplementedError(f"attack {self.name!r} runs only on a whole set (run)")
+
+    def examples(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *,
+                 clip_values: tuple[float, float], generator: torch.Generator,
+                 autocast: Callable[[], Any] | None = None) -> Tensor:
+        """The adversarial batch itself (``gives_examples``): what the analyses' outputs are measured on."""
+        raise NotImplementedError(f"attack {self.name!r} gives no adversarial examples (only robust flags)")
 
     def run(self, model: Any, x: Tensor, y: Tensor, *, spec: AttackSpec, seed: int = 0, batch_size: int = 256,
             device: Any = "cpu", start_flags: Tensor | None = None, progress: bool = False) -> Tensor | dict[str, Any]:
@@ -110,6 +118,12 @@ def robust_attack_names() -> tuple[str, ...]:
 def validating_attack_names() -> tuple[str, ...]:
     """The attacks cheap enough to select checkpoints with (``validates``): what ``--val-attack`` takes."""
     return ATTACKS.names(validates=True)
+
+
+def example_attack_names() -> tuple[str, ...]:
+    """The attacks that give their adversarial examples (``gives_examples``): what ``art-adr analyze --attack``
+    takes."""
+    return ATTACKS.names(gives_examples=True)
 
 
 def get_attack(name: str, *, validates: bool = False, **options: Any) -> Attack:

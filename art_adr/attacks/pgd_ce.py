@@ -25,6 +25,7 @@ class PGD(Attack):
     label: ClassVar[str] = "PGD"
     help: ClassVar[str] = "PGD-k on the cross-entropy"
     validates: ClassVar[bool] = True
+    gives_examples: ClassVar[bool] = True
 
     def attack_spec(self, spec: AttackSpec) -> AttackSpec:
         """The PGD attack that runs against ``spec``: ``spec`` on the cross-entropy."""
@@ -42,12 +43,19 @@ class PGD(Attack):
     def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
         from .batches import correct
+
+        if self.attack_spec(spec).steps <= 0:
+            return correct(forward, x, y, autocast)
+        x_adv = self.examples(forward, x, y, spec, clip_values=clip_values, generator=generator, autocast=autocast)
+        return correct(forward, x_adv, y, autocast)
+
+    def examples(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *,
+                 clip_values: tuple[float, float], generator: torch.Generator,
+                 autocast: Callable[[], Any] | None = None) -> Tensor:
+        """The PGD iterate (the worst of the restarts), in the spec's norm; BN modes as the caller set them."""
         from .core import pgd
 
         s = self.attack_spec(spec)
-        if s.steps <= 0:
-            return correct(forward, x, y, autocast)
-        x_adv = pgd(forward, x, y, eps=s.eps, eps_step=s.step_size, max_iter=s.steps, norm=s.norm,
-                    clip_values=clip_values, restarts=s.restarts, loss=s.loss, bn_mode=None, generator=generator,
-                    autocast=autocast)
-        return correct(forward, x_adv, y, autocast)
+        return pgd(forward, x, y, eps=s.eps, eps_step=s.step_size, max_iter=s.steps, norm=s.norm,
+                   clip_values=clip_values, restarts=s.restarts, loss=s.loss, bn_mode=None, generator=generator,
+                   autocast=autocast)
