@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from . import defaults
-from .budget import ConfigError, parse_number  # re-exported: their former home
+from .budget import ConfigError, parse_number  # ConfigError: the error of every config check (defined in budget)
 from .defaults import AUTO, is_auto
 
-__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_number", "parse_seeds",
+__all__ = ["RunConfig", "ConfigError", "load_recipe", "list_recipes", "recipe_path", "parse_seeds",
            "resolve_config"]
 
 

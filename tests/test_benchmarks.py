@@ -282,6 +282,31 @@ def test_ro_verdicts_pairs_a_variant_with_the_base_runs_of_the_same_seed(tmp_pat
     assert "student BN final AA" in (tmp_path / "out.md").read_text()
 
 
+def test_calibration_pairs_at_and_adr_by_seed_and_judges_against_the_paper(tmp_path: Path) -> None:
+    import calibration
+
+    def model(ece: float, js: float, ood: float) -> dict:
+        return {"ece_clean": ece, "ece_adv": ece, "js": {"mean": js}, "entropy": {"ood": {"mean": ood}},
+                "accuracy": 0.8, "adv_accuracy": 0.5}
+
+    files = []
+    for seed, (ece_at, ece_adr) in enumerate([(0.20, 0.10), (0.22, 0.12), (0.18, 0.09)]):
+        folder = tmp_path / f"ro3-s{seed}-apgd"
+        folder.mkdir()
+        summary = {"models": {"AT": model(ece_at, 0.05, 1.0), "AT+ADR": model(ece_adr, 0.05 + 0.001 * seed, 0.5)}}
+        (folder / "analysis.json").write_text(json.dumps(summary))
+        files.append(str(folder / "analysis.json"))
+    calibration.main([*files, "--out", str(tmp_path / "cal")])
+    got = {r["metric"]: r for r in json.loads((tmp_path / "cal.json").read_text())["rows"]}
+    assert got["ECE clean"]["seeds"] == [0, 1, 2] and got["ECE clean"]["diff"][0] == pytest.approx(-0.0966667)
+    assert got["ECE clean"]["verdict"] == "as the paper says"  # lower, as §3.2 expects
+    assert got["JS clean↔adv"]["verdict"] == "within noise"
+    assert got["entropy OOD"]["verdict"] == "the opposite"  # the paper expects more uncertainty out of distribution
+    assert got["accuracy clean"]["verdict"] == ""
+    with pytest.raises(ValueError, match="<regime>-s<seed>-<attack>"):
+        calibration.read([str(tmp_path / "cal.json")])
+
+
 def test_compare_runs_finds_the_first_difference_and_ignores_timings_and_descriptions():
     import compare_runs
 
