@@ -12,7 +12,6 @@ checks in :mod:`art_adr.checks`, DDP in :mod:`art_adr.distributed`.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -26,10 +25,10 @@ from . import defaults
 from .art_compat import is_art_pgd, threat_model_of
 from .attacks import AttackSpec, default_eps_step, norm_name
 from .augment import CropFlip
-from .awp import AWP, AWP_VARIANTS, awp_backward
+from .awp import AWP, AWP_VARIANTS
 from .checks import boolean, check_images, check_labels, finite_number, integer
-from .compiling import Compiled, compile_mode, uses_cudagraphs
-from .distributed import convert_sync_bn, ddp_world, shard_weight, wrap_ddp
+from .compiling import compile_mode
+from .distributed import convert_sync_bn, ddp_world
 from .ema import EMA_BUFFERS, EMATeacher
 from .estimator import (
     Normalize,
@@ -40,16 +39,16 @@ from .estimator import (
     classifier_module,
     make_classifier,
 )
-from .functional import ema_warmup_decay, one_hot, rectify_labels
 from .loader import DeviceBatches, finish_batch, fits_on_device, host_images, image_nbytes, to_tensor_images
 from .loop import BestEpoch, Callback, EpochLoop, TrainingDivergedError
 from .methods import AttackContext, TrainingMethod
 from .methods.at import AT
 from .methods.mart import MART
 from .methods.trades import TRADES, TRADES_VARIANTS
-from .modes import bn_mode_flag, module_mode, set_bn_momentum
+from .modes import bn_mode_flag, module_mode
 from .precision import Precision
 from .rectification import RectificationSchedule
+from .step import AdrStep, Forwards
 from .training_state import check_state, cpu_copy, restore_rng
 from .validator import ValidatedModel, Validator, validation_settings
 
@@ -243,8 +242,7 @@ class AdversarialTrainerADR(Trainer):
         self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
         self.drop_last, self.verbose = boolean(drop_last, "drop_last"), boolean(verbose, "verbose")
         self.channels_last, self.compile = boolean(channels_last, "channels_last"), compile_mode(compile)
-        self._set_up_model(classifier, sync_bn)
-        self._set_up_forwards(amp)
+        self._set_up_step(amp, *self._set_up_model(classifier, sync_bn))
         self._set_up_loop(*checked_validation, log_every, scheduler_interval)
 
     @staticmethod
@@ -319,14 +317,14 @@ class AdversarialTrainerADR(Trainer):
     def _set_up_loop(self, validation: str, attack: Any, metric: str, eval_every: int, eval_max_iter: int,
                      eval_batch_size: int | None, log_every: int, scheduler_interval: str) -> None:
         """The parts: the validator (student and teacher, eager and compiled forwards) and the epoch loop."""
-        self.step = 0  # iterations done (train_step counts them)
-        models = {"student": ValidatedModel(self._local_forward, self._raw, self._forward),
-                  "teacher": ValidatedModel(self._teacher_eval, self.teacher.module, self._teacher_forward)}
+        f = self.forwards
+        models = {"student": ValidatedModel(f.local, self._raw, f.student),
+                  "teacher": ValidatedModel(f.teacher_compiled, self.teacher.module, f.teacher)}
         self.validator = Validator(
             models, attack, AttackSpec(norm=norm_name(self.norm), eps=self.eps, steps=eval_max_iter), validation,
             self.clip_values, self.precision, self.device, batch_size=eval_batch_size,
             channels_last=self.channels_last, rank=self.rank, world_size=self.world_size,
-            mark_step=self._mark_cudagraph_step)
+            mark_step=self.forwards.mark_step)
         self.loop = EpochLoop(self, self.rectification, self.validator, BestEpoch(metric), adr=self.adr,
                               eval_every=eval_every, log_every=log_every, scheduler_interval=scheduler_interval)
 
@@ -349,10 +347,10 @@ class AdversarialTrainerADR(Trainer):
             raise ValueError(f"bn_momentum must be in (0, 1] or None, got {bn_momentum}")
         self.attack_bn_mode = attack_bn_mode
         self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
-        self._bn_momentum_now: float | None = None
 
-    def _set_up_model(self, classifier: Any, sync_bn: bool) -> None:
-        """The student on its device (float32, channels_last), its checked outputs, SyncBN, the EMA teacher."""
+    def _set_up_model(self, classifier: Any, sync_bn: bool) -> tuple[Any, Any]:
+        """The student on its device (float32, channels_last), its checked outputs, SyncBN, the EMA teacher; the
+        student's and teacher's (normalising) forwards."""
         self.device = classifier_device(classifier)
         self.nb_classes = int(classifier.nb_classes)
         self.input_shape = tuple(classifier.input_shape)
@@ -367,40 +365,35 @@ class AdversarialTrainerADR(Trainer):
         if self.channels_last:
             raw.to(memory_format=torch.channels_last)
         self._raw = raw
-        self._forward = forward.to(self.device)
-        check_model_outputs(self._forward, raw, self.input_shape, self.nb_classes, self.device,
+        forward = forward.to(self.device)
+        check_model_outputs(forward, raw, self.input_shape, self.nb_classes, self.device,
                             channels_last=self.channels_last)
         self.rank, self.world_size = ddp_world()
         self.sync_bn = boolean(sync_bn, "sync_bn")
         if self.sync_bn and self.world_size > 1:  # in place: the classifier's forward and optimizer keep working
             convert_sync_bn(raw, self.device)
         self.teacher = EMATeacher(raw, decay=self.ema_decay, buffers=self.ema_buffers)
-        self._teacher_forward = (
+        teacher_forward = (
             Normalize(self.teacher.module, forward.mean, forward.std) if isinstance(forward, Normalize)
             else self.teacher.module
         ).to(self.device)
+        return forward, teacher_forward
 
-    def _set_up_forwards(self, amp: str | None) -> None:
-        """Precision, the (compiled, DDP-wrapped) forwards, AWP, the attack generator and context."""
+    def _set_up_step(self, amp: str | None, forward: Any, teacher_forward: Any) -> None:
+        """Precision, the (compiled, DDP-wrapped) forwards, the attack generator and the iteration."""
         self.precision = Precision(amp, self.device)
-        # forwards: local (this process; the attack, AWP's proxy gradient, validation) and train (DDP-wrapped
-        # when run under torchrun, so the applied gradient is all-reduced); each compiled when compile is on
-        train_forward = wrap_ddp(self._forward, self.device) if self.world_size > 1 else self._forward
-        self._eager_forwards = (self._forward, train_forward)
-        self._compiled: dict[str, Compiled] = {}
-        self._local_forward = self._compile(self._forward, "student forward")
-        self._train_forward = (self._compile(train_forward, "DDP student forward") if self.world_size > 1
-                               else self._local_forward)
-        self._teacher_eval = self._compile(self._teacher_forward, "teacher forward")
-        self._awp = AWP(self._raw, self.awp_rho, self.awp_variant)
+        self.forwards = Forwards.build(forward, teacher_forward, self.compile, self.device, self.world_size)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed + self.rank)  # attack starts differ between DDP ranks
-        self._attack_ctx = AttackContext(
-            forward=self._local_forward, model=self._raw, eps=self.eps, eps_step=self.eps_step,
+        ctx = AttackContext(
+            forward=self.forwards.local, model=self._raw, eps=self.eps, eps_step=self.eps_step,
             max_iter=self.max_iter, norm=norm_name(self.norm), clip_values=self.clip_values,
             bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self.precision.autocast_factory,
             random_init=self.random_init)
-        self._eager_attack_ctx = dataclasses.replace(self._attack_ctx, forward=self._forward)
+        self.iteration = AdrStep(
+            self.method, self._raw, self.teacher, self.optimizer, self.precision, self.forwards, self.rectification,
+            ctx, AWP(self._raw, self.awp_rho, self.awp_variant), self.adr, self.nb_classes, self.ema_decay,
+            self.ema_warmup, self.awp_rho, self.awp_warmup, self.bn_momentum, self.device, self.world_size)
         self._teacher_classifier: Any = None
 
     @staticmethod
@@ -428,22 +421,10 @@ class AdversarialTrainerADR(Trainer):
             "norm= (or an ART ProjectedGradientDescent) instead")
 
     # ------------------------------------------------------------------ torch.compile
-    def _compile(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-        """``fn`` compiled as :class:`art_adr.compiling.Compiled` when ``compile`` is on, else ``fn``."""
-        if self.compile is None:
-            return fn
-        self._compiled[name] = Compiled(fn, self.compile, name)
-        return self._compiled[name]
-
     def compile_stats(self) -> dict[str, dict[str, Any]]:
         """Per compiled function (``"student forward"``, ``"teacher forward"``, ``"DDP student forward"``): the
         mode and the graphs and compilations so far (``{}`` when ``compile`` is off)."""
-        return {name: c.stats() for name, c in self._compiled.items()}
-
-    def _mark_cudagraph_step(self) -> None:
-        """With CUDA graphs, a new step begins: outputs of the last one may be overwritten."""
-        if uses_cudagraphs(self.compile) and self.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
+        return self.forwards.stats()
 
     # ------------------------------------------------------------------ the student
     @property
@@ -471,75 +452,23 @@ class AdversarialTrainerADR(Trainer):
         return to_tensor_images(arr, self.device), torch.as_tensor(labels, device=self.device)
 
     # ------------------------------------------------------------------ one iteration
-    def _targets(self, x: Tensor, y: Tensor) -> Tensor:
-        """ADR rectified labels from the teacher on the clean batch (or one-hot when ``adr=False``)."""
-        if not self.adr:
-            return one_hot(y, self.nb_classes)
-        temperature, interpolation = self.schedule()
-        with torch.no_grad(), self.precision.autocast():
-            teacher_logits = self._teacher_eval(x)
-        return rectify_labels(teacher_logits, y, temperature, interpolation)
+    @property
+    def step(self) -> int:
+        """Iterations done (the τ/λ schedules', the EMA warm-up's and ``bn_momentum``'s clock)."""
+        return self.iteration.step
 
-    def _attack(self, x: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
-        """The method's training attack on ``x`` against ``target`` (hard labels ``y`` default to its argmax)."""
-        ctx = self._eager_attack_ctx if self._eager_step() else self._attack_ctx
-        return self.method.attack(ctx, x, target, target.argmax(1) if y is None else y)
-
-    def _eager_step(self) -> bool:
-        """The first iteration of a ``bn_momentum`` run (BatchNorm momentum 1.0) runs eager, so the compiled
-        forwards only ever see the one momentum of every later iteration (no recompile when it changes)."""
-        return self.compile is not None and self.bn_momentum is not None and self.step == 0
-
-    def _apply_bn_momentum(self) -> None:
-        """BatchNorm momentum 1.0 at iteration 0, then ``bn_momentum`` (authors' ``set_bn_momentum``)."""
-        if self.bn_momentum is None:
-            return
-        want = 1.0 if self.step == 0 else self.bn_momentum
-        if want != self._bn_momentum_now:
-            set_bn_momentum(self._raw, want)
-            self._bn_momentum_now = want
-
-    def _awp_active(self) -> bool:
-        return self.awp_rho > 0 and self.loop.epoch >= self.awp_warmup
+    @step.setter
+    def step(self, value: int) -> None:
+        self.iteration.step = int(value)
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One ADR iteration on a device batch; returns ``(loss, #correct on adversarial inputs)`` as tensors.
-
-        Under DDP the loss that is back-propagated is weighted by this shard's share of the global batch
-        (:func:`art_adr.distributed.shard_weight`), so a ragged last batch (``drop_last=False``) gives the
-        gradient one process computes on it, and a rank whose shard is empty contributes a zero loss; the
-        returned loss is the shard's own mean (0 for an empty shard)."""
-        self._mark_cudagraph_step()
-        self._apply_bn_momentum()
-        guard = self.precision.buffer_guard(self._raw)
-        target = self._targets(x, y)
-        x_adv = self._attack(x, target, y)
-        autocast = self.precision.autocast_factory
-        weight = shard_weight(y.shape[0], self.device, self.world_size)  # DDP: this shard's share of the batch
-        local, train = self._eager_forwards if self._eager_step() else (self._local_forward, self._train_forward)
-
-        def loss_at(forward: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-            loss, logits_adv = self.method.loss(forward, x, x_adv, target, y, autocast)
-            if y.shape[0] == 0:  # an empty DDP shard (drop_last off): a zero loss, so that DDP's backward runs
-                loss = logits_adv.float().sum() * 0.0
-            return loss, (logits_adv.detach().argmax(1) == y).sum()  # now: a CUDA graph may reuse the logits
-
-        with module_mode(self._raw, True):
-            self.optimizer.zero_grad(set_to_none=True)
-            if self._awp_active():
-                loss, correct = awp_backward(self._awp, loss_at, local, train, self.precision.scaler, self._raw,
-                                             weight)
-            else:
-                loss, correct = loss_at(train)
-                self.precision.backward(loss if weight is None else loss * weight)
-            self.precision.step(self.optimizer, guard)
-        decay = ema_warmup_decay(self.ema_decay, self.step) if self.ema_warmup else None
-        self.teacher.update(self._raw, decay)
-        self.step += 1
+        """One ADR iteration on a device batch (:meth:`art_adr.step.AdrStep.run`), then the scheduler's step when
+        it steps per iteration; returns ``(loss, #correct on adversarial inputs)`` as tensors."""
+        loss, correct = self.iteration.run(x, y, self.loop.epoch)
         loop = self.loop
         if loop.scheduler is not None and loop.scheduler_interval == "step":
             loop.scheduler.step()
-        return loss.detach(), correct
+        return loss, correct
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None, adversarial: bool = True) -> dict[str, float]:
@@ -792,7 +721,8 @@ class AdversarialTrainerADR(Trainer):
                           UserWarning, stacklevel=2)
         batch_size = integer(batch_size, "batch_size", 1)
         arr = self._check_x(x)
-        forward, model = (self._teacher_forward, self.teacher.module) if teacher else (self._forward, self._raw)
+        forward, model = ((self.forwards.teacher, self.teacher.module) if teacher
+                          else (self.forwards.student, self._raw))
         outs = []
         with torch.no_grad(), module_mode(model, False):
             for i in range(0, arr.shape[0], batch_size):

@@ -152,7 +152,7 @@ def test_madry_get_classifier_and_keywords(make_classifier):
                                         max_iter=7, num_random_init=1)
     assert adv_trainer.get_classifier() is classifier
     assert (adv_trainer.eps, adv_trainer.eps_step, adv_trainer.max_iter) == (0.1, 0.02, 7)
-    assert AdversarialTrainerADR(make_classifier(), num_random_init=0)._attack_ctx.random_init is False
+    assert AdversarialTrainerADR(make_classifier(), num_random_init=0).iteration.attack_ctx.random_init is False
     with pytest.raises(ValueError, match="num_random_init must be 0 or 1"):
         AdversarialTrainerADR(make_classifier(), num_random_init=3)
 
@@ -164,7 +164,7 @@ def test_every_art_pgd_converts_to_the_same_threat_model(make_classifier, kind):
     attack = kind(classifier, norm=2, eps=0.5, eps_step=0.1, max_iter=3, num_random_init=0, verbose=False)
     trainer = AdversarialTrainerADR(classifier, attack)  # ART's order (AdversarialTrainer(classifier, attacks))
     assert (trainer.eps, trainer.eps_step, trainer.max_iter, trainer.norm) == (0.5, 0.1, 3, 2)
-    assert trainer._attack_ctx.random_init is False and trainer._attack_ctx.norm == "2"
+    assert trainer.iteration.attack_ctx.random_init is False and trainer.iteration.attack_ctx.norm == "2"
     with pytest.warns(UserWarning, match="built on another estimator"):  # attacks the model being trained
         keyword = AdversarialTrainerTRADESADR(make_classifier(), attack=attack, beta=3.0)
     assert (keyword.eps, keyword.max_iter, keyword.beta) == (0.5, 3, 3.0)

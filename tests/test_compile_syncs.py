@@ -148,8 +148,8 @@ def test_ddp_training_forward_is_compiled(eager_backend, make_classifier, monkey
         for _ in range(3):
             trainer.train_step(torch.as_tensor(x), torch.as_tensor(y))
         stats = trainer.compile_stats()
-        assert isinstance(trainer._train_forward, compiling.Compiled)
-        assert isinstance(trainer._train_forward.eager, torch.nn.parallel.DistributedDataParallel)
+        assert isinstance(trainer.forwards.train, compiling.Compiled)
+        assert isinstance(trainer.forwards.train.eager, torch.nn.parallel.DistributedDataParallel)
         assert stats["DDP student forward"]["graphs"] >= 1 and stats["student forward"]["graphs"] == 2
     finally:
         torch.distributed.destroy_process_group()

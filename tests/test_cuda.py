@@ -111,7 +111,7 @@ def test_art_preprocessing_and_streaming_on_cuda(monkeypatch):
                             device_type="gpu")
     trainer = AdversarialTrainerADR(clf, eps=0.03, eps_step=0.01, max_iter=2, amp="fp16", awp_rho=0.01,
                                     verbose=False)
-    assert trainer._teacher_forward.mean.is_cuda
+    assert trainer.forwards.teacher.mean.is_cuda
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (256, 3, 16, 16), dtype=np.uint8)
     y = rng.integers(0, 10, 256)

@@ -57,7 +57,7 @@ def test_trainer_builds_teacher_normalize_from_device_buffers(monkeypatch, make_
     monkeypatch.setattr(trainer_mod, "classifier_module", on_device)
     clf = make_classifier(preprocessing=(0.5, 0.25))
     trainer = AdversarialTrainerADR(clf, verbose=False, **EPS)
-    assert float(trainer._teacher_forward.mean) == 0.5 and float(trainer._teacher_forward.std) == 0.25
+    assert float(trainer.forwards.teacher.mean) == 0.5 and float(trainer.forwards.teacher.std) == 0.25
 
 
 # ---------------------------------------------------------------- AWP: official default and weights-only option
@@ -125,7 +125,8 @@ def _one_awp_step(make_classifier, variant, x_adv):
     clf = make_classifier(seed=1)
     trainer = AdversarialTrainerADR(clf, awp_rho=0.05, awp_variant=variant, adr=False, attack_bn_mode="eval",
                                     verbose=False, **EPS)
-    trainer._attack = lambda x, target, y=None: x_adv  # a fixed adversarial batch: pass 1 is reproducible by hand
+    # a fixed adversarial batch: pass 1 is reproducible by hand
+    trainer.iteration.attack = lambda x, target, y=None: x_adv
     model = trainer.student_module
     start = copy.deepcopy(model)
     spy = _BNSpy(model.bn)
@@ -243,7 +244,7 @@ def test_trainer_attack_computes_no_weight_gradients(blobs, make_classifier):
     x, y = blobs
     trainer = AdversarialTrainerTRADESADR(make_classifier(), verbose=False, **EPS)
     xb, yb = torch.as_tensor(x[:32]), torch.as_tensor(y[:32])
-    trainer._attack(xb, trainer._targets(xb, yb))
+    trainer.iteration.attack(xb, trainer.iteration.targets(xb, yb))
     assert all(p.grad is None and p.requires_grad for p in trainer.student_module.parameters())
 
 

@@ -136,7 +136,7 @@ def test_mart_without_adr_targets_one_hot(blobs, make_classifier):
     x, y = blobs
     trainer = AdversarialTrainerMARTADR(make_classifier(), adr=False, verbose=False, **EPS)
     xb, yb = torch.as_tensor(x[:8]), torch.as_tensor(y[:8])
-    assert torch.equal(trainer._targets(xb, yb), one_hot(yb, 4))
+    assert torch.equal(trainer.iteration.targets(xb, yb), one_hot(yb, 4))
 
 
 # ---------------------------------------------------------------------------------------------- ART conventions
