@@ -60,7 +60,7 @@ def registry_tables() -> str:
               [[f"`{n}`", m.label, _first_line(m.__doc__)] for n, m in METHODS.items()]),
              ("Datasets (`art_adr.data`: `--dataset`)", ["name", "classes", "shape"],
               [[f"`{n}`", str(d.num_classes), "×".join(map(str, d.shape))] for n, d in DATASETS.items()]),
-             ("Architectures (`art_adr.models`: `--arch`)", ["name", "what", "exported as"],
+             ("Architectures (`art_adr.architectures`: `--arch`)", ["name", "what", "exported as"],
               [[f"`{n}`", ARCHITECTURES.meta(n)["help"],
                 "its own class file" if ARCHITECTURES.meta(n)["local"] else "RobustBench's class"]
                for n in ARCHITECTURES]),
