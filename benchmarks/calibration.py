@@ -27,6 +27,7 @@ METRICS = {
     "ECE adversarial": (lambda m: m["ece_adv"], "lower"),
     "JS clean↔adv": (lambda m: m["js"]["mean"], "lower"),
     "entropy OOD": (lambda m: m["entropy"]["ood"]["mean"], "higher"),
+    "entropy clean (test)": (lambda m: m["entropy"]["clean"]["mean"], None),  # what the OOD entropy compares with
     "accuracy clean": (lambda m: m["accuracy"], None),
     "accuracy adversarial": (lambda m: m["adv_accuracy"], None),
 }
