@@ -28,7 +28,7 @@ def analysis_settings(spec: AttackSpec, n_examples: int, *, x_ood: Tensor | None
     plane's, default 2ε; ``output_attack``: what the output analyses' adversarial examples come from)."""
     return {"eps": spec.eps, "eps_step": spec.step_size, "max_iter": spec.steps, "norm": spec.threat_model,
             "attack": spec.describe(),
-            "output_attack": spec.describe() if attack == "pgd" else get_attack(attack).details(spec),
+            "output_attack": get_attack(attack).describe(spec),
             "n_examples": n_examples, "n_ood": 0 if x_ood is None else len(x_ood), "n_bins": n_bins,
             "magnitudes": [float(m) for m in magnitudes], "directions": directions,
             "weight_examples": min(weight_examples, n_examples), "input_examples": input_examples,

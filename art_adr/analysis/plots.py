@@ -14,6 +14,12 @@ __all__ = ["step_histogram", "plot_entropy_ood", "plot_entropy_pairs", "plot_js"
            "plot_weight_landscape", "slope_norm", "plot_input_landscape", "plot_all"]
 
 
+
+def _adversarial(results: dict[str, Any]) -> str:
+    """The adversarial outputs' attack, for titles and legends (``output_attack``; PGD-k for older results)."""
+    settings = results["settings"]
+    return settings.get("output_attack") or f"PGD-{settings['max_iter']}"
+
 def _figure(nrows: int, ncols: int, w: float = 3.6, h: float = 3.0, **kw: Any) -> tuple[Any, np.ndarray]:
     from matplotlib.figure import Figure
 
@@ -64,7 +70,7 @@ def plot_entropy_pairs(results: Mapping[str, Any], path: Path, kind: str) -> Pat
             step_histogram(ax, o["entropy_clean"][~correct], "incorrect", rng)
         else:
             step_histogram(ax, o["entropy_clean"], "clean", rng)
-            step_histogram(ax, o["entropy_adv"], f"PGD-{results['settings']['max_iter']}", rng)
+            step_histogram(ax, o["entropy_adv"], _adversarial(results), rng)
         ax.set(xlabel="output entropy (nats)", title=name)
         ax.legend(fontsize=7)
     axes[0, 0].set_ylabel("fraction")
@@ -81,7 +87,7 @@ def plot_js(results: Mapping[str, Any], path: Path) -> Path:
         js = res["outputs"]["js"]
         step_histogram(ax, js, f"{name} (mean {np.mean(js):.3f})", (0, math.log(2)))
     ax.set(xlabel="JS divergence (nats)", ylabel="fraction",
-           title=f"Output shift under PGD-{results['settings']['max_iter']}")
+           title=f"Output shift under {_adversarial(results)}")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -109,7 +115,7 @@ def calibration_figure(results: Mapping[str, Any]) -> Any:
             ax.bar(centers, np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width, color="none",
                    edgecolor="tab:red", hatch="//", linewidth=0.5, label="|gap| to confidence")
             ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
-            label = "clean" if key == "clean" else f"PGD-{results['settings']['max_iter']}"
+            label = "clean" if key == "clean" else _adversarial(results)
             ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}, {label}: ECE {o[f'ece_{key}']:.3f}",
                    xlabel="confidence", ylabel="accuracy")
             ax.title.set_fontsize(9)
