@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 28 §4: calibration of AT vs AT+ADR final checkpoints, 3 seeds, outputs on PGD-10 and on apgd examples.
-# Run as issue 28 §4 ran it (code of commit 221a232): ro3 = the runs of fashion_mnist_ro3.sh step 1 (RO3_RUNS),
-# ro and ro2 trained here with their recipes; then python benchmarks/calibration.py OUT/out/*/analysis.json.
+# Run as issue 28 §4 ran it (code of commit 221a232, where --output-attack was still called --attack): ro3 = the
+# runs of fashion_mnist_ro3.sh step 1 (RO3_RUNS), ro and ro2 trained here with their recipes; then
+# python benchmarks/calibration.py OUT/out/*/analysis.json.
 # Set OUT (default benchmarks-out/calibration) and RO3_RUNS (default benchmarks-out/fashion-mnist-ro3-study/table/runs).
 set -uo pipefail
 export OMP_NUM_THREADS=1
@@ -13,7 +14,7 @@ analyze() {  # regime seed at_run adr_run
     out="out/$1-s$2-$attack"
     [ -f "$out/analysis.json" ] && continue
     art-adr analyze "$3/checkpoints/final.pt" --vs "$4/checkpoints/final.pt" --label AT --label AT+ADR \
-      --attack "$attack" --n-examples 500 --skip weights --skip inputs --out "$out" -q || echo "FAILED $out"
+      --output-attack "$attack" --n-examples 500 --skip weights --skip inputs --out "$out" -q || echo "FAILED $out"
   done
 }
 for s in 0 1 2; do analyze ro3 $s $R/fashion-mnist-ro3-at-s$s $R/fashion-mnist-ro3-at-adr-s$s; done

@@ -84,7 +84,7 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
               show_default="the run's step at its ε, else min(ε, 2.5·ε/max_iter)",
               help="PGD step size α.")
 @click.option("--eval-max-iter", type=click.IntRange(1), default=10, show_default=True, help="PGD iterations.")
-@click.option("--attack", type=click.Choice(example_attack_names()), default="pgd", show_default=True,
+@click.option("--output-attack", type=click.Choice(example_attack_names()), default="pgd", show_default=True,
               help="Attack whose adversarial examples the entropy, JS and calibration analyses measure: "
                    f"{attacks_help(example_attack_names())}; k = --eval-max-iter (the weight landscape keeps PGD).")
 @click.option("--bins", type=click.IntRange(1), default=15, show_default=True, help="ECE confidence bins.")
@@ -116,8 +116,8 @@ def _ood(name: str, shape: tuple[int, ...], data_dir: str | None, n: int, seed: 
 def analyze_command(
     run_or_checkpoint: str, others: tuple[str, ...], labels: tuple[str, ...], which: str, dataset: str | None,
     data_dir: str | None, ood: str, n_examples: int, n_ood: int, norm: str | None, eps: float | None,
-    eps_step: float | None, eval_max_iter: int, attack: str, bins: int, directions: int, magnitude: float, points: int,
-    weight_examples: int,
+    eps_step: float | None, eval_max_iter: int, output_attack: str, bins: int, directions: int, magnitude: float,
+    points: int, weight_examples: int,
     input_examples: int, grid: int, radius: float | None, style: str, skip: tuple[str, ...], batch_size: int,
     seed: int, out: str, device: str, quiet: bool,
 ) -> None:
@@ -152,7 +152,7 @@ def analyze_command(
         models, x, y, spec=spec, x_ood=x_ood, n_bins=bins,
         magnitudes=np.linspace(-magnitude, magnitude, points).tolist(), directions=directions,
         weight_examples=weight_examples, input_examples=input_examples, grid=grid, radius=radius,
-        analyses=analyses, batch_size=batch_size, seed=seed, progress=not quiet, attack=attack,
+        analyses=analyses, batch_size=batch_size, seed=seed, progress=not quiet, output_attack=output_attack,
     )
     results["settings"].update({"dataset": dataset, "ood": ood if x_ood is not None else None, "which": which,
                                 "models": dict(zip(names, paths)),

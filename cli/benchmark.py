@@ -28,8 +28,9 @@ def _recipe_datasets() -> str:
 @click.argument("more_runs", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[RUN_DIR]...")
 @click.option("--dataset", "-d", cls=LateHelpOption,
               show_default="none: give this, --recipe-prefix, --recipes or --runs",
-              help="Dataset whose <dataset>-<method> recipes to train (required unless --recipe-prefix, --recipes or "
-                   "--runs is given), a registered dataset with recipes:", late_help=_recipe_datasets)
+              help="Required unless --recipe-prefix, --recipes or --runs is given: the dataset whose "
+                   "<dataset>-<method> recipes to train, a registered dataset with recipes:",
+              late_help=_recipe_datasets)
 @click.option("--recipe-prefix", show_default="<dataset>",
               help="Use recipes <prefix>-<method> (e.g. fashion-mnist-ro → fashion-mnist-ro-at, "
                    "fashion-mnist-ro-at-adr, ...) instead of <dataset>-<method>; the recipes' own budgets apply.")

@@ -267,10 +267,12 @@ def test_output_analysis_by_another_attack_and_unknown_attacks_refused(tiny) -> 
 
     model, x, y = tiny
     spec = AttackSpec(eps=0.1, steps=2)
-    by_apgd = analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False, attack="apgd")
+    by_apgd = analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False,
+                             output_attack="apgd")
     by_pgd = analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False)
     assert by_apgd["settings"]["output_attack"] == "APGD-CE-2+APGD-T-2×3"  # the figures' titles and legends
     assert by_pgd["settings"]["output_attack"] == "PGD-2"
     assert by_apgd["models"]["m"]["outputs"]["adv_accuracy"] <= by_pgd["models"]["m"]["outputs"]["accuracy"]
     with pytest.raises(ValueError, match="attacks that give their adversarial examples"):
-        analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False, attack="aa")
+        analyze_models({"m": model}, x, y, spec=spec, analyses=("outputs",), progress=False,
+                       output_attack="aa")

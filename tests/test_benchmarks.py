@@ -286,8 +286,8 @@ def test_calibration_pairs_at_and_adr_by_seed_and_judges_against_the_paper(tmp_p
     import calibration
 
     def model(ece: float, js: float, ood: float) -> dict:
-        return {"ece_clean": ece, "ece_adv": ece, "js": {"mean": js}, "entropy": {"ood": {"mean": ood}},
-                "accuracy": 0.8, "adv_accuracy": 0.5}
+        return {"ece_clean": ece, "ece_adv": ece, "js": {"mean": js},
+                "entropy": {"ood": {"mean": ood}, "clean": {"mean": 0.3}}, "accuracy": 0.8, "adv_accuracy": 0.5}
 
     files = []
     for seed, (ece_at, ece_adr) in enumerate([(0.20, 0.10), (0.22, 0.12), (0.18, 0.09)]):

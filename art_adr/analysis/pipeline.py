@@ -23,12 +23,12 @@ ANALYSES = ("outputs", "weights", "inputs")
 
 def analysis_settings(spec: AttackSpec, n_examples: int, *, x_ood: Tensor | None, n_bins: int,
                       magnitudes: Sequence[float], directions: int, weight_examples: int, input_examples: int,
-                      grid: int, radius: float | None, seed: int, attack: str = "pgd") -> dict[str, Any]:
+                      grid: int, radius: float | None, seed: int, output_attack: str = "pgd") -> dict[str, Any]:
     """The ``settings`` of a result: the attack, the examples and every knob of the analyses (``radius``: the input
     plane's, default 2ε; ``output_attack``: what the output analyses' adversarial examples come from)."""
     return {"eps": spec.eps, "eps_step": spec.step_size, "max_iter": spec.steps, "norm": spec.threat_model,
             "attack": spec.describe(),
-            "output_attack": get_attack(attack).describe(spec),
+            "output_attack": get_attack(output_attack).describe(spec),
             "n_examples": n_examples, "n_ood": 0 if x_ood is None else len(x_ood), "n_bins": n_bins,
             "magnitudes": [float(m) for m in magnitudes], "directions": directions,
             "weight_examples": min(weight_examples, n_examples), "input_examples": input_examples,
@@ -53,24 +53,25 @@ def analyze_models(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
-    attack: str = "pgd",
+    output_attack: str = "pgd",
 ) -> dict[str, Any]:
     """Run the chosen analyses on every model with the same examples, direction seeds and r₂ (comparable).
 
     ``spec``: the PGD attack of the output and weight-landscape analyses (default ``AttackSpec()``: PGD-10 L∞
-    ε = 8/255, α = 2/255; ``art-adr analyze`` passes the run's own, as ``evaluate`` does). ``attack``: a
+    ε = 8/255, α = 2/255; ``art-adr analyze`` passes the run's own, as ``evaluate`` does). ``output_attack``: a
     registered attack that gives its examples (``example_attack_names()``: ``pgd``, ``margin``, ``apgd``) for the
     output analyses (ECE, entropy, JS on adversarial inputs) at the spec's norm, ε and ``k``; the weight
     landscape keeps PGD."""
     spec = spec if spec is not None else AttackSpec()
     if spec.loss != "ce" or spec.restarts != 1:
         raise ValueError(f"the analyses attack with one-start PGD (loss 'ce', restarts 1), got {spec.describe()}")
-    if attack not in example_attack_names():
-        raise ValueError(f"attack must be one of {', '.join(example_attack_names())} (the attacks that give their "
-                         f"adversarial examples), got {attack!r}")
+    if output_attack not in example_attack_names():
+        raise ValueError(f"output_attack must be one of {', '.join(example_attack_names())} (the attacks that give "
+                         f"their adversarial examples), got {output_attack!r}")
     settings = analysis_settings(spec, len(y), x_ood=x_ood, n_bins=n_bins, magnitudes=magnitudes,
                                  directions=directions, weight_examples=weight_examples,
-                                 input_examples=input_examples, grid=grid, radius=radius, seed=seed, attack=attack)
+                                 input_examples=input_examples, grid=grid, radius=radius, seed=seed,
+                                 output_attack=output_attack)
     results: dict[str, Any] = {"settings": settings, "models": {name: {} for name in models}}
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
@@ -80,9 +81,9 @@ def analyze_models(
     for name, model in models.items():
         res = results["models"][name]
         if "outputs" in analyses:
-            examples = None if attack == "pgd" else (
-                lambda xs, ys, m=model, d=f"{name}: {attack}": attack_examples(
-                    m, xs, ys, attack, spec, batch_size=batch_size, seed=seed, progress=progress, desc=d))
+            examples = None if output_attack == "pgd" else (
+                lambda xs, ys, m=model, d=f"{name}: {output_attack}": attack_examples(
+                    m, xs, ys, output_attack, spec, batch_size=batch_size, seed=seed, progress=progress, desc=d))
             res["outputs"] = output_analysis(model, x, y, eps=spec.eps, eps_step=spec.step_size,
                                              max_iter=spec.steps, x_ood=x_ood, n_bins=n_bins, batch_size=batch_size,
                                              seed=seed, progress=progress, desc=f"{name}: PGD-{spec.steps}",

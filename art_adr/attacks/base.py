@@ -61,7 +61,7 @@ class Attack:
     label: ClassVar[str] = ""
     help: ClassVar[str] = ""
     validates: ClassVar[bool] = False
-    gives_examples: ClassVar[bool] = False  # implements examples(): what art-adr analyze --attack takes
+    gives_examples: ClassVar[bool] = False  # implements examples(): what art-adr analyze --output-attack takes
 
     def forwards(self, spec: AttackSpec) -> int:
         """Worst-case cost per image in forward+backward passes (a clean forward counts 1)."""
@@ -121,7 +121,7 @@ def validating_attack_names() -> tuple[str, ...]:
 
 
 def example_attack_names() -> tuple[str, ...]:
-    """The attacks that give their adversarial examples (``gives_examples``): what ``art-adr analyze --attack``
+    """The attacks that give their adversarial examples (``gives_examples``): what ``art-adr analyze --output-attack``
     takes."""
     return ATTACKS.names(gives_examples=True)
 
