@@ -3,8 +3,9 @@
 One iteration (:meth:`AdversarialTrainerADR.train_step`): the EMA teacher rectifies the labels (``adr=True``),
 the training method (:mod:`art_adr.methods`: AT, TRADES, MART, ...) attacks and computes its loss, AWP
 (:mod:`art_adr.awp`) optionally perturbs the weights, mixed precision (:mod:`art_adr.precision`) scales the
-step, and the teacher takes one EMA step. The trainer is composed of parts it holds: the epoch loop, history and
-best epoch (:class:`art_adr.loop.EpochLoop`), the τ/λ schedules
+step, and the teacher takes one EMA step. The trainer is composed of parts it holds: the iteration and its forwards
+(:class:`art_adr.step.AdrStep`, :class:`art_adr.step.Forwards`), the epoch loop, history and best epoch
+(:class:`art_adr.loop.EpochLoop`), the τ/λ schedules
 (:class:`art_adr.rectification.RectificationSchedule`) and the per-epoch validation
 (:class:`art_adr.validator.Validator`); the checkpoint state's rules are in :mod:`art_adr.training_state`, input
 checks in :mod:`art_adr.checks`, DDP in :mod:`art_adr.distributed`.
@@ -391,9 +392,11 @@ class AdversarialTrainerADR(Trainer):
             bn_mode=self.attack_bn_mode, generator=self.generator, autocast=self.precision.autocast_factory,
             random_init=self.random_init)
         self.iteration = AdrStep(
-            self.method, self._raw, self.teacher, self.optimizer, self.precision, self.forwards, self.rectification,
-            ctx, AWP(self._raw, self.awp_rho, self.awp_variant), self.adr, self.nb_classes, self.ema_decay,
-            self.ema_warmup, self.awp_rho, self.awp_warmup, self.bn_momentum, self.device, self.world_size)
+            method=self.method, student=self._raw, teacher=self.teacher, optimizer=self.optimizer,
+            precision=self.precision, forwards=self.forwards, rectification=self.rectification, attack_ctx=ctx,
+            awp=AWP(self._raw, self.awp_rho, self.awp_variant), adr=self.adr, nb_classes=self.nb_classes,
+            ema_decay=self.ema_decay, ema_warmup=self.ema_warmup, awp_rho=self.awp_rho, awp_warmup=self.awp_warmup,
+            bn_momentum=self.bn_momentum, device=self.device, world_size=self.world_size)
         self._teacher_classifier: Any = None
 
     @staticmethod
@@ -464,8 +467,8 @@ class AdversarialTrainerADR(Trainer):
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One ADR iteration on a device batch (:meth:`art_adr.step.AdrStep.run`), then the scheduler's step when
         it steps per iteration; returns ``(loss, #correct on adversarial inputs)`` as tensors."""
-        loss, correct = self.iteration.run(x, y, self.loop.epoch)
         loop = self.loop
+        loss, correct = self.iteration.run(x, y, loop.epoch)
         if loop.scheduler is not None and loop.scheduler_interval == "step":
             loop.scheduler.step()
         return loss, correct
@@ -528,7 +531,6 @@ class AdversarialTrainerADR(Trainer):
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         """Everything needed for an exact resume: weights, teacher, optimizer, scheduler, step, RNG states."""
-        loop = self.loop.state()
         return {
             "student": self._raw.state_dict(),
             "teacher": self.teacher.state_dict(),
@@ -536,7 +538,7 @@ class AdversarialTrainerADR(Trainer):
             "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
             "scaler": self.precision.state_dict(),
             "step": self.step,
-            **{k: loop[k] for k in ("epoch", "plan", "best_metric", "best_epoch", "best_value", "history", "auto")},
+            **self.loop.state(),  # epoch, plan, best_metric, best_epoch, best_value, history, auto
             "rng": {  # CPU ByteTensors; "cuda" is indexed by device (empty for a CPU trainer)
                 "attack": self.generator.get_state(),
                 "attack_device": self.generator.device.type,

@@ -81,13 +81,14 @@ def analyze_models(
     for name, model in models.items():
         res = results["models"][name]
         if "outputs" in analyses:
-            examples = None if output_attack == "pgd" else (
-                lambda xs, ys, m=model, d=f"{name}: {output_attack}": attack_examples(
-                    m, xs, ys, output_attack, spec, batch_size=batch_size, seed=seed, progress=progress, desc=d))
+            def examples(xs: Tensor, ys: Tensor, m: nn.Module = model, d: str = f"{name}: {settings['output_attack']}"
+                         ) -> Tensor:
+                return attack_examples(m, xs, ys, output_attack, spec, batch_size=batch_size, seed=seed,
+                                       progress=progress, desc=d)
+
             res["outputs"] = output_analysis(model, x, y, eps=spec.eps, eps_step=spec.step_size,
                                              max_iter=spec.steps, x_ood=x_ood, n_bins=n_bins, batch_size=batch_size,
-                                             seed=seed, progress=progress, desc=f"{name}: PGD-{spec.steps}",
-                                             norm=spec.norm, examples=examples)
+                                             seed=seed, progress=progress, norm=spec.norm, examples=examples)
         if "weights" in analyses:
             res["weights"] = weight_curves(name, model, xw, yw, spec, magnitudes, directions, batch_size=batch_size,
                                            seed=seed, progress=progress)

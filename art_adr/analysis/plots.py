@@ -14,11 +14,11 @@ __all__ = ["step_histogram", "plot_entropy_ood", "plot_entropy_pairs", "plot_js"
            "plot_weight_landscape", "slope_norm", "plot_input_landscape", "plot_all"]
 
 
-
-def _adversarial(results: dict[str, Any]) -> str:
+def _adversarial(results: Mapping[str, Any]) -> str:
     """The adversarial outputs' attack, for titles and legends (``output_attack``; PGD-k for older results)."""
     settings = results["settings"]
     return settings.get("output_attack") or f"PGD-{settings['max_iter']}"
+
 
 def _figure(nrows: int, ncols: int, w: float = 3.6, h: float = 3.0, **kw: Any) -> tuple[Any, np.ndarray]:
     from matplotlib.figure import Figure

@@ -58,18 +58,20 @@ class APGD(Attack):
 
     def flags(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *, clip_values: tuple[float, float],
               generator: torch.Generator, autocast: Callable[[], Any] | None = None) -> Tensor:
-        return self._attack(forward, x, y, spec, clip_values, generator, autocast)[0]
+        return self._attack(forward, x, y, spec, clip_values, generator, autocast, examples=False)[0]
 
     def examples(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, *,
                  clip_values: tuple[float, float], generator: torch.Generator,
                  autocast: Callable[[], Any] | None = None) -> Tensor:
         """pyautoattack's examples: a point APGD-CE or APGD-T misclassifies is returned as found; one that neither
         flips is returned unperturbed (as AutoAttack returns it)."""
-        return self._attack(forward, x, y, spec, clip_values, generator, autocast)[1]
+        return self._attack(forward, x, y, spec, clip_values, generator, autocast, examples=True)[1]
 
     def _attack(self, forward: Forward, x: Tensor, y: Tensor, spec: AttackSpec, clip_values: tuple[float, float],
-                generator: torch.Generator, autocast: Callable[[], Any] | None) -> tuple[Tensor, Tensor]:
-        """``(flags, examples)``: APGD-CE, then APGD-T on the points still correct."""
+                generator: torch.Generator, autocast: Callable[[], Any] | None,
+                examples: bool) -> tuple[Tensor, Tensor | None]:
+        """``(flags, examples)``: APGD-CE, then APGD-T on the points still correct (the examples only when asked
+        for: validation needs the flags alone)."""
         import torch
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
@@ -83,7 +85,7 @@ class APGD(Attack):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         common = dict(norm=threat_model(spec.norm), eps=spec.eps, n_iter=max(spec.steps, 1), n_restarts=1,
                       seed=seed, device=x.device)
-        flags, found = correct(model, x, y), x.clone()
+        flags, found = correct(model, x, y), x.clone() if examples else None
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             for attack in (APGDAttack(model, loss="ce", **common),
@@ -92,9 +94,11 @@ class APGD(Attack):
                 if len(idx) == 0:
                     break
                 # pyautoattack views gradients as flat rows: give it standard-layout (not channels_last) images
-                x_adv = attack.perturb(x[idx].float().contiguous(memory_format=torch.contiguous_format), y[idx])
-                flags[idx] = correct(model, x_adv.to(x.dtype), y[idx])
-                found[idx] = x_adv.to(x.dtype)
+                x_adv = attack.perturb(x[idx].float().contiguous(memory_format=torch.contiguous_format),
+                                       y[idx]).to(x.dtype)
+                flags[idx] = correct(model, x_adv, y[idx])
+                if found is not None:
+                    found[idx] = x_adv
         return flags, found
 
     def _targets(self, forward: Forward, x: Tensor) -> int:
