@@ -3,6 +3,7 @@ r₂, so their numbers compare."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,11 +82,8 @@ def analyze_models(
     for name, model in models.items():
         res = results["models"][name]
         if "outputs" in analyses:
-            def examples(xs: Tensor, ys: Tensor, m: nn.Module = model, d: str = f"{name}: {settings['output_attack']}"
-                         ) -> Tensor:
-                return attack_examples(m, xs, ys, output_attack, spec, batch_size=batch_size, seed=seed,
-                                       progress=progress, desc=d)
-
+            examples = functools.partial(attack_examples, model, attack=output_attack, spec=spec, batch_size=batch_size,
+                                         seed=seed, progress=progress, desc=f"{name}: {settings['output_attack']}")
             res["outputs"] = output_analysis(model, x, y, eps=spec.eps, eps_step=spec.step_size,
                                              max_iter=spec.steps, x_ood=x_ood, n_bins=n_bins, batch_size=batch_size,
                                              seed=seed, progress=progress, norm=spec.norm, examples=examples)
