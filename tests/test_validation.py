@@ -241,3 +241,49 @@ def test_agreement_summary_on_made_up_points():
     best = dict(point(2, 60, 50, True), file="best.pt")
     assert va.distinct(runs["a"] + [best]) == runs["a"]  # the best epoch counted once
     assert va.distinct(runs["a"] + [dict(best, epoch=7)])[-1]["epoch"] == 7
+
+
+@pytest.mark.parametrize("key, parsed", [("pgd", ("pgd", None, None)), ("apgd-ce", ("apgd-ce", None, None)),
+                                         ("apgd-t1", ("apgd", 1, None)), ("apgd-t1@100", ("apgd", 1, 100)),
+                                         ("margin@50", ("margin", None, 50))])
+def test_agreement_candidate_names(key, parsed):
+    assert _agreement().parse_candidate(key) == parsed
+
+
+@pytest.mark.parametrize("key", ["fgsm", "pgd-t1", "apgd-t0", "apgd@0", "apgd@x", "apgd-ce-t2"])
+def test_agreement_candidate_names_rejected(key):
+    with pytest.raises(ValueError, match="NAME\\[-tT\\]\\[@K\\]"):
+        _agreement().parse_candidate(key)
+
+
+def test_agreement_adds_candidates_to_the_cached_reference(tmp_path, monkeypatch):
+    """A candidate asked for later is measured on its first K images and added to the checkpoint's cache; the
+    AutoAttack reference is computed once."""
+    from click.testing import CliRunner
+
+    from art_adr.cli import main
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runs import SYNTH
+
+    va = _agreement()
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", *SYNTH, "--epochs", "1", "--set", "val_attack=pgd", "--out", str(out),
+                                       "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    calls = []
+
+    def fake_aa(model, x, y, **kwargs):
+        calls.append(len(y))
+        return {"attacks": ["apgd-ce"], "cumulative": {"clean": 50.0, "apgd-ce": 25.0}}
+
+    monkeypatch.setattr(va, "autoattack_eval", fake_aa)
+    final = out / "checkpoints" / "final.pt"
+    first = va.evaluate_file(final, 12, ("pgd",))
+    second = va.evaluate_file(final, 12, ("pgd", "apgd-t1@4"))
+    assert calls == [12] and first["pgd"] == second["pgd"] and second["aa"]["acc"] == 25.0
+    assert (first["pgd"]["n"], second["apgd-t1@4"]["n"]) == (12, 4)
+    assert second["apgd-t1@4"]["forwards_per_image"] <= 1 + 11 * 2
+    assert va.evaluate_file(final, 12, ("apgd-t1@4",)) == second and calls == [12]  # read from the cache
+    summary = va.summarise({"run": [second]}, ("pgd", "apgd-t1@4"))["candidates"]
+    assert (summary["pgd"]["images"], summary["apgd-t1@4"]["images"]) == (12, 4)
