@@ -88,6 +88,7 @@ class RunConfig:
     eval_batch_size: int = 256
     val_attack: str = defaults.VAL_ATTACK  # an attack that validates (art_adr.attacks): "apgd", "margin", "pgd"
     val_targets: int = defaults.VAL_TARGETS  # APGD-T target classes of val_attack="apgd"
+    val_full_every: int = 1  # every k-th validation measures student+teacher, PGD-k too; the others what selects
     best_metric: str = defaults.BEST_METRIC  # "robust_acc" (val_attack, student), "teacher_robust_acc" (+WA), or a
     # history key such as "pgd_acc"; the trainer, metrics and best.pt agree
     save_every: int = 0  # also keep checkpoints/epoch-NNNN.pt every k epochs (0: only last/best/final)
@@ -182,6 +183,8 @@ class RunConfig:
             _need(all(v is None or math.isfinite(v) for v in (vals if isinstance(vals, (tuple, list)) else [vals])),
                  f"{name} must be finite, got {vals}")
         _need(self.eval_every >= 1, f"eval_every must be >= 1 (validate every k epochs), got {self.eval_every}")
+        _need(self.val_full_every >= 1, f"val_full_every must be >= 1 (every k-th validation is full), got "
+              f"{self.val_full_every}")
         _need(self.save_every >= 0, f"save_every must be >= 0 (0: no per-epoch checkpoints), got {self.save_every}")
         _need(self.eval_max_iter >= 1, f"eval_max_iter must be >= 1, got {self.eval_max_iter}")
         _need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")

@@ -21,7 +21,7 @@ from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .ema import EMATeacher
 from .rectification import RectificationSchedule
 from .snapshot import HostStateCopies
-from .validation import metric_name
+from .validation import metric_name, selective_plan
 from .validator import Validator
 
 __all__ = ["BestEpoch", "Callback", "EpochLoop", "LoopHost", "TrainingDivergedError", "format_record"]
@@ -88,9 +88,10 @@ class EpochLoop:
     ``best_epoch``/``best_value`` and ``art-adr train``'s ``best.pt`` all use it)."""
 
     def __init__(self, host: LoopHost, schedule: RectificationSchedule, validator: Validator, best: BestEpoch, *,
-                 adr: bool, eval_every: int, log_every: int, scheduler_interval: str) -> None:
+                 adr: bool, eval_every: int, log_every: int, scheduler_interval: str, val_full_every: int = 1) -> None:
         self.host, self.schedule, self.validator, self.best = host, schedule, validator, best
         self.adr, self.eval_every, self.log_every = adr, eval_every, log_every
+        self.val_full_every = val_full_every  # every k-th validation (and a call's last) measures everything
         self.scheduler_interval = scheduler_interval
         self.scheduler: Any = None
         self.epoch = 0
@@ -171,7 +172,8 @@ class EpochLoop:
             record["train_seconds"] = time.perf_counter() - t0
             record["images_per_s"] = seen / record["train_seconds"]
             if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == end_epoch):
-                self._validate_epoch(val, record)
+                full = self.epoch % (self.eval_every * self.val_full_every) == 0 or self.epoch == end_epoch
+                self._validate_epoch(val, record, full)
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
             if show:  # a message: through logging (the CLI prints it with tqdm.write, above the bars)
@@ -226,13 +228,17 @@ class EpochLoop:
         sync_buffers(host.student_module, host.teacher.module, host.world_size)
         return loss_sum, correct, seen
 
-    def _validate_epoch(self, val: tuple[Tensor, Tensor], record: dict[str, Any]) -> None:
-        """Validate student and teacher into ``record`` (a progress bar on rank 0 when verbose), update the best
-        epoch and the automatic τ/λ."""
+    def _validate_epoch(self, val: tuple[Tensor, Tensor], record: dict[str, Any], full: bool = True) -> None:
+        """Validate into ``record`` (a progress bar on rank 0 when verbose) — student and teacher, or, when not
+        ``full``, what selects (:func:`art_adr.validation.selective_plan`) — update the best epoch and the
+        automatic τ/λ."""
         for hook in self.before_validation:
             hook(self.host)
         bar = f"validation {record['epoch']}" if self.host.verbose and self.host.rank == 0 else None
-        record.update(self.validator.evaluate(val[0], val[1], None, self.validator.robust, progress=bar))
+        auto = self.adr and self.schedule.auto.active
+        plan = None if full or not self.validator.robust else selective_plan(self.best.metric,
+                                                                             self.validator.attack.name, auto)
+        record.update(self.validator.evaluate(val[0], val[1], None, self.validator.robust, progress=bar, plan=plan))
         self.best.consider(record)
         record["best_epoch"] = self.best.epoch
         auto = self.schedule.auto
@@ -282,17 +288,14 @@ class EpochLoop:
 
 
 def format_record(r: dict[str, Any], nb_epochs: int) -> str:
-    """An epoch's summary line (the history record ``r`` of ``nb_epochs``)."""
+    """An epoch's summary line (the history record ``r`` of ``nb_epochs``): what its validation measured."""
     s = f"epoch {r['epoch']}/{nb_epochs} loss {r['loss']:.4f} adv_acc {r['train_robust_acc']:.3f} "
     if "tau" in r:
         s += f"tau {r['tau']:.3f} lambda {r['lambda']:.3f} "
     s += f"lr {r['lr']:.4g} {r['seconds']:.1f}s"
-    if "clean_acc" in r and "pgd_acc" not in r:  # validation="clean"
-        s += f" | val clean {r['clean_acc']:.3f} | teacher clean {r['teacher_clean_acc']:.3f}"
-    if "pgd_acc" in r:
-        extra = [k[: -len("_acc")] for k in r if k.endswith("_acc") and not k.startswith(("teacher_", "train_"))
-                 and k not in ("clean_acc", "pgd_acc")]
-        for who, prefix in (("val", ""), ("teacher", "teacher_")):
-            s += f" | {who} clean {r[prefix + 'clean_acc']:.3f} pgd {r[prefix + 'pgd_acc']:.3f}"
-            s += "".join(f" {k} {r[prefix + k + '_acc']:.3f}" for k in extra if prefix + k + "_acc" in r)
+    for who, prefix in (("val", ""), ("teacher", "teacher_")):
+        kinds = [k[len(prefix) : -len("_acc")] for k in r if k.endswith("_acc") and k.startswith(prefix)
+                 and not k.startswith("train_") and (prefix or not k.startswith("teacher_"))]
+        if kinds:
+            s += f" | {who} " + " ".join(f"{k} {r[prefix + k + '_acc']:.3f}" for k in kinds)
     return s

@@ -149,6 +149,10 @@ class AdversarialTrainerADR(Trainer):
             ``"pgd"`` (PGD-k on CE). PGD-k is always computed too (``pgd_acc``); the attack's accuracy is
             ``<val_attack>_acc`` / ``teacher_<val_attack>_acc`` in the history.
         val_targets: APGD-T target classes of ``val_attack="apgd"`` (default 3).
+        val_full_every: every k-th validation (and the last of a ``fit`` call) is full — student and teacher,
+            clean, PGD-k and ``val_attack``; the others measure only what ``best_metric`` selects by (that model's
+            clean accuracy and its attack; with τ/λ ``"auto"`` also the teacher under ``val_attack``). Default 1:
+            every validation is full. The CIFAR and Tiny-ImageNet recipes use 10 (``docs/science/validation.md``).
         validation: what ``fit(..., validation_data=)`` measures every ``eval_every`` epochs: ``"robust"``
             (default: clean accuracy, PGD-k and ``val_attack`` on student and teacher: per hold-out image and
             model one clean forward, k PGD forward+backward passes and up to (1 + ``val_targets``)·k more for
@@ -217,6 +221,7 @@ class AdversarialTrainerADR(Trainer):
         best_metric: str = defaults.BEST_METRIC,
         val_attack: str = defaults.VAL_ATTACK,
         val_targets: int = defaults.VAL_TARGETS,
+        val_full_every: int = 1,
         scheduler_interval: str = "epoch",
         seed: int = 0,
         log_every: int = 25,
@@ -237,7 +242,7 @@ class AdversarialTrainerADR(Trainer):
         self._set_awp(awp_rho, awp_warmup, awp_variant)
         self._set_fit_defaults(scheduler_interval, nb_epochs, batch_size)
         checked_validation = self._checked_validation(val_attack, val_targets, best_metric, eval_max_iter,
-                                                      eval_every, eval_batch_size, validation)
+                                                      eval_every, eval_batch_size, validation, val_full_every)
         log_every, self.seed = int(integer(log_every, "log_every", 1)), int(integer(seed, "seed", 0))
         self._set_augment(augment, crop_padding)
         self._set_batchnorm(attack_bn_mode, bn_momentum, ema_buffers)
@@ -305,18 +310,21 @@ class AdversarialTrainerADR(Trainer):
         self.awp_rho, self.awp_warmup, self.awp_variant = float(awp_rho), int(awp_warmup), awp_variant
 
     def _checked_validation(self, val_attack: str, val_targets: int, best_metric: str, eval_max_iter: Any,
-                            eval_every: Any, eval_batch_size: Any, validation: str) -> tuple[Any, ...]:
+                            eval_every: Any, eval_batch_size: Any, validation: str,
+                            val_full_every: Any) -> tuple[Any, ...]:
         """The validation settings, checked: ``(mode, attack, best metric key, eval_every, eval_max_iter,
-        eval_batch_size)``."""
+        eval_batch_size, val_full_every)``."""
         attack, metric = validation_settings(validation, val_attack, val_targets, best_metric,
                                              self.rectification.auto.active)
         eval_every = integer(eval_every, "eval_every", 1)
         eval_max_iter = integer(eval_max_iter, "eval_max_iter", 1)
         eval_batch_size = None if eval_batch_size is None else integer(eval_batch_size, "eval_batch_size", 1)
-        return validation, attack, metric, eval_every, eval_max_iter, eval_batch_size
+        val_full_every = integer(val_full_every, "val_full_every", 1)
+        return validation, attack, metric, eval_every, eval_max_iter, eval_batch_size, val_full_every
 
     def _set_up_loop(self, validation: str, attack: Any, metric: str, eval_every: int, eval_max_iter: int,
-                     eval_batch_size: int | None, log_every: int, scheduler_interval: str) -> None:
+                     eval_batch_size: int | None, val_full_every: int, log_every: int,
+                     scheduler_interval: str) -> None:
         """The parts: the validator (student and teacher, eager and compiled forwards) and the epoch loop."""
         f = self.forwards
         models = {"student": ValidatedModel(f.local, self._raw, f.student),
@@ -327,7 +335,8 @@ class AdversarialTrainerADR(Trainer):
             channels_last=self.channels_last, rank=self.rank, world_size=self.world_size,
             mark_step=self.forwards.mark_step)
         self.loop = EpochLoop(self, self.rectification, self.validator, BestEpoch(metric), adr=self.adr,
-                              eval_every=eval_every, log_every=log_every, scheduler_interval=scheduler_interval)
+                              eval_every=eval_every, log_every=log_every, scheduler_interval=scheduler_interval,
+                              val_full_every=val_full_every)
 
     def _set_augment(self, augment: Any, crop_padding: Any) -> None:
         if augment is True:

@@ -14,12 +14,32 @@ import torch.
 
 from __future__ import annotations
 
-__all__ = ["metric_name", "best_metric_choices", "resolve_best_metric"]
+__all__ = ["metric_name", "parse_metric", "best_metric_choices", "resolve_best_metric", "selective_plan"]
 
 
 def metric_name(attack: str, model: str = "student") -> str:
     """History key of ``attack``'s accuracy for ``model``: ``"apgd_acc"``, ``"teacher_margin_acc"``, ..."""
     return ("teacher_" if model == "teacher" else "") + f"{attack}_acc"
+
+
+def parse_metric(key: str) -> tuple[str, str]:
+    """``(attack, model)`` of a history key: ``"teacher_apgd_acc"`` → ``("apgd", "teacher")`` (inverse of
+    :func:`metric_name`)."""
+    if not key.endswith("_acc"):
+        raise ValueError(f"not a validation metric: {key!r}")
+    model = "teacher" if key.startswith("teacher_") else "student"
+    return key[len("teacher_") if model == "teacher" else 0 : -len("_acc")], model
+
+
+def selective_plan(metric: str, val_attack: str, auto: bool) -> dict[str, tuple[str, ...]]:
+    """What a validation between two full ones (``val_full_every``) measures, per model: the model ``metric``
+    selects by, clean and the metric's attack (``("clean",)`` when it selects by clean accuracy); with τ/λ
+    ``auto`` also the teacher under ``val_attack`` (λ is its accuracy)."""
+    attack, model = parse_metric(metric)
+    plan = {model: ("clean",) if attack == "clean" else ("clean", attack)}
+    if auto and (model, attack) != ("teacher", val_attack):
+        plan["teacher"] = tuple(dict.fromkeys(plan.get("teacher", ("clean",)) + (val_attack,)))
+    return plan
 
 
 # ``best_metric`` names a history key, or — the default — the validation attack's accuracy of the student

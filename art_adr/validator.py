@@ -98,30 +98,37 @@ class Validator:
                                      generator=generator, autocast=self.precision.autocast_factory).sum()
 
     def evaluate(self, xs: Tensor, ys: Tensor, batch_size: int | None = None, adversarial: bool = True,
-                 progress: str | None = None) -> dict[str, float]:
+                 progress: str | None = None, plan: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
         """Accuracies of every model on device tensors ``(xs, ys)`` (``progress``: a tqdm bar's text), keyed as
-        the history's columns (``clean_acc``, ``teacher_pgd_acc``, ``apgd_acc``, ...); DDP ranks share the work."""
+        the history's columns (``clean_acc``, ``teacher_pgd_acc``, ``apgd_acc``, ...); DDP ranks share the work.
+        ``plan`` (model → kinds, :func:`art_adr.validation.selective_plan`) measures only those; by default every
+        model, clean, PGD-k and the selecting attack (``adversarial``) or clean only."""
         bs = batch_size or self.batch_size or 256
         gen = torch.Generator(device=self.device)
         gen.manual_seed(12345)
         val_gen = torch.Generator(device=self.device)  # its own stream: PGD's starts are those of before
         val_gen.manual_seed(54321)
-        extra = adversarial and self.attack.name != "pgd"
-        kinds = ["clean"] + (["pgd"] if adversarial else []) + ([self.attack.name] if extra else [])
+        plan = plan or self.full_plan(adversarial)
         counts = {metric_name(k, m): torch.zeros((), device=self.device, dtype=torch.long)
-                  for m in self.models for k in kinds}
+                  for m, kinds in plan.items() for k in kinds}
         n = xs.shape[0]
         for i in _batches(range(self.rank * bs, n, bs * self.world_size), progress):
             xb = finish_batch(xs[i : i + bs], channels_last=self.channels_last)
             yb = ys[i : i + bs]
-            for name, model in self.models.items():
-                counts[metric_name("clean", name)] += self._correct(model, xb, yb, False, gen)
-                if adversarial:
-                    counts[metric_name("pgd", name)] += self._correct(model, xb, yb, True, gen)
-                if extra:
-                    counts[metric_name(self.attack.name, name)] += self._attack_correct(model, xb, yb, val_gen)
+            for name, kinds in plan.items():
+                model = self.models[name]
+                for kind in kinds:
+                    counts[metric_name(kind, name)] += (
+                        self._correct(model, xb, yb, kind == "pgd", gen) if kind in ("clean", "pgd") else
+                        self._attack_correct(model, xb, yb, val_gen))
         totals = all_reduce_sum(torch.stack(list(counts.values())), self.world_size)
         return {k: float(v.item()) / n for k, v in zip(counts, totals)}
+
+    def full_plan(self, adversarial: bool = True) -> dict[str, tuple[str, ...]]:
+        """Every model: clean, and with ``adversarial`` PGD-k and the selecting attack (when it is not PGD)."""
+        kinds = ("clean",) + (("pgd",) if adversarial else ())
+        kinds += (self.attack.name,) if adversarial and self.attack.name != "pgd" else ()
+        return {name: kinds for name in self.models}
 
     def teacher_adversarial_logits(self, xs: Tensor, ys: Tensor) -> Tensor:
         """The teacher's logits on PGD-k examples of the hold-out (seed 777): what the automatic τ is fit on."""

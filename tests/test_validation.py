@@ -287,3 +287,52 @@ def test_agreement_adds_candidates_to_the_cached_reference(tmp_path, monkeypatch
     assert va.evaluate_file(final, 12, ("apgd-t1@4",)) == second and calls == [12]  # read from the cache
     summary = va.summarise({"run": [second]}, ("pgd", "apgd-t1@4"))["candidates"]
     assert (summary["pgd"]["images"], summary["apgd-t1@4"]["images"]) == (12, 4)
+
+
+@pytest.mark.parametrize("metric, auto, plan", [
+    ("apgd_acc", False, {"student": ("clean", "apgd")}),
+    ("teacher_apgd_acc", False, {"teacher": ("clean", "apgd")}),
+    ("teacher_pgd_acc", False, {"teacher": ("clean", "pgd")}),
+    ("clean_acc", False, {"student": ("clean",)}),
+    ("apgd_acc", True, {"student": ("clean", "apgd"), "teacher": ("clean", "apgd")}),  # λ auto reads the teacher
+    ("teacher_apgd_acc", True, {"teacher": ("clean", "apgd")}),
+    ("teacher_pgd_acc", True, {"teacher": ("clean", "pgd", "apgd")}),
+])
+def test_selective_plan_measures_what_selects(metric, auto, plan):
+    from art_adr.validation import parse_metric, selective_plan
+
+    assert selective_plan(metric, "apgd", auto) == plan
+    assert metric_name(*parse_metric(metric)) == metric
+
+
+def test_val_full_every_validates_what_selects_between_full_validations(blobs, make_classifier):
+    """Epochs 2 and 4 (every 2nd validation) and the call's last (5) are full; the others measure the selected
+    model's clean and attack accuracy only, which select and are logged; training is unchanged by it."""
+    from art_adr.loop import format_record
+
+    x, y = blobs
+    kw = dict(val_attack="apgd", val_targets=1, verbose=False, seed=3, **EPS)
+    runs = {}
+    for every in (1, 2):
+        trainer = AdversarialTrainerADR(make_classifier(), val_full_every=every, **kw)
+        trainer.fit(x[:192], y[:192], validation_data=(x[256:320], y[256:320]), nb_epochs=5, batch_size=64)
+        runs[every] = trainer
+    full = {"clean_acc", "pgd_acc", "apgd_acc", "teacher_clean_acc", "teacher_pgd_acc", "teacher_apgd_acc"}
+    for rec, ref in zip(runs[2].history, runs[1].history):
+        keys = {k for k in rec if k.endswith("_acc") and not k.startswith("train_")}
+        assert keys == (full if rec["epoch"] in (2, 4, 5) else {"clean_acc", "apgd_acc"})
+        assert rec["loss"] == ref["loss"] and rec["apgd_acc"] == ref["apgd_acc"]  # one batch: same draws
+        assert ("teacher" in format_record(rec, 5)) == (rec["epoch"] in (2, 4, 5))
+    assert runs[2].best_epoch == runs[1].best_epoch
+    with pytest.raises(ValueError, match="val_full_every"):
+        AdversarialTrainerADR(make_classifier(), val_full_every=0, verbose=False)
+
+
+def test_val_full_every_keeps_what_auto_reads(blobs, make_classifier):
+    x, y = blobs
+    trainer = AdversarialTrainerADR(make_classifier(), val_full_every=3, temperature="auto", interpolation="auto",
+                                    val_targets=1, verbose=False, **EPS)
+    trainer.fit(x[:128], y[:128], validation_data=(x[256:320], y[256:320]), nb_epochs=2, batch_size=64)
+    first = trainer.history[0]
+    assert {"apgd_acc", "teacher_apgd_acc"} <= set(first) and "pgd_acc" not in first
+    assert trainer.history[-1]["lambda"] == pytest.approx(first["teacher_apgd_acc"])
