@@ -14,7 +14,8 @@ import torch.
 
 from __future__ import annotations
 
-__all__ = ["metric_name", "parse_metric", "best_metric_choices", "resolve_best_metric", "selective_plan"]
+__all__ = ["metric_name", "parse_metric", "best_metric_choices", "resolve_best_metric", "full_plan",
+           "selective_plan"]
 
 
 def metric_name(attack: str, model: str = "student") -> str:
@@ -29,6 +30,15 @@ def parse_metric(key: str) -> tuple[str, str]:
         raise ValueError(f"not a validation metric: {key!r}")
     model = "teacher" if key.startswith("teacher_") else "student"
     return key[len("teacher_") if model == "teacher" else 0 : -len("_acc")], model
+
+
+def full_plan(val_attack: str, adversarial: bool = True,
+              models: tuple[str, ...] = ("student", "teacher")) -> dict[str, tuple[str, ...]]:
+    """What a full validation measures, per model: clean, and with ``adversarial`` PGD-k and ``val_attack`` (when it
+    is not PGD)."""
+    kinds = ("clean",) + (("pgd",) if adversarial else ())
+    kinds += (val_attack,) if adversarial and val_attack != "pgd" else ()
+    return {name: kinds for name in models}
 
 
 def selective_plan(metric: str, val_attack: str, auto: bool) -> dict[str, tuple[str, ...]]:

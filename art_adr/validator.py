@@ -19,7 +19,7 @@ from .distributed import all_reduce_sum
 from .loader import finish_batch
 from .modes import module_mode
 from .precision import Precision
-from .validation import metric_name, resolve_best_metric
+from .validation import full_plan, metric_name, resolve_best_metric
 
 __all__ = ["VALIDATIONS", "ValidatedModel", "Validator", "validation_settings"]
 
@@ -126,9 +126,7 @@ class Validator:
 
     def full_plan(self, adversarial: bool = True) -> dict[str, tuple[str, ...]]:
         """Every model: clean, and with ``adversarial`` PGD-k and the selecting attack (when it is not PGD)."""
-        kinds = ("clean",) + (("pgd",) if adversarial else ())
-        kinds += (self.attack.name,) if adversarial and self.attack.name != "pgd" else ()
-        return {name: kinds for name in self.models}
+        return full_plan(self.attack.name, adversarial, tuple(self.models))
 
     def teacher_adversarial_logits(self, xs: Tensor, ys: Tensor) -> Tensor:
         """The teacher's logits on PGD-k examples of the hold-out (seed 777): what the automatic τ is fit on."""

@@ -32,6 +32,10 @@ NOTES = {
     ("tinyimagenet", "at", "dm-wrn-34-10"): "lambda 0.5->0.9 from wrn_pgd_awp_adr.gin, as the paper's text; "
                                          "the ResNet-18 AT+AWP config uses 0.3->0.9",
 }
+# the GPU recipes' validation (docs/science/validation.md, "Validation at a few percent of an epoch"): the model
+# that selects under APGD-CE + APGD-T with 1 target every epoch, everything (both models, PGD-10, the attack)
+# every 20th: at most 4.7 % of a CIFAR-10 ResNet-18 AT+ADR epoch (benchmarks/results/validation-cost.md)
+GPU_VALIDATION = {"val_full_every": 20, "val_targets": 1}
 NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet-200"}
 GIN_DIRS = {"cifar10": "cifar10", "cifar100": "cifar100", "tinyimagenet": "tiny-imagenet"}
 
@@ -102,7 +106,8 @@ def write_paper_dataset(ds: str, p: dict) -> None:
     # WRN-34-10: the authors' src/model/wideresnet.py, RobustBench's DMWideResNet (art_adr.models)
     for arch, suffix in (("resnet18", ""), ("dm-wrn-34-10", "-wrn34")):
         for method in PAPER_METHODS:
-            base = {"base": "_paper-common", "dataset": ds, "arch": arch, "method": method, "epochs": epochs}
+            base = {"base": "_paper-common", "dataset": ds, "arch": arch, "method": method, "epochs": epochs,
+                    **GPU_VALIDATION}
             for row, (values, what) in paper_rows(ds, p, method, arch).items():
                 name = f"{ds}-{method}{row}{suffix}"
                 desc = f"{NAMES[ds]} {what}, {'WRN-34-10' if arch != 'resnet18' else 'ResNet-18'}, {epochs} epochs"
@@ -126,7 +131,7 @@ def write_ddpm() -> None:
             "method": "at", "adr": True, "temperature": list(tau), "interpolation": list(lam), "awp_rho": 0.005,
             "best_metric": "teacher_robust_acc", "lr": 0.4, "lr_schedule": "cosine", "warmup_epochs": 2.5,
             "batch_size": 1024, "extra_fraction": 0.75, "epochs": 100, "bn_momentum": 0.01,
-            "bn_weight_decay": False,
+            "bn_weight_decay": False, **GPU_VALIDATION,
         })
 
 

@@ -77,7 +77,9 @@ def test_apgd_costs_what_it_says():
     spec = AttackSpec(eps=0.1, steps=10)
     assert get_attack("pgd").forwards(spec) == 11 == get_attack("margin").forwards(spec)
     assert get_attack("margin", cw_steps=20).forwards(spec) == 11  # validation runs the spec's k
-    assert get_attack("apgd", targets=3).forwards(spec) == 1 + 11 * 4
+    assert get_attack("apgd", targets=3).forwards(spec) == 5 + 11 * 4  # 5 scoring forwards (no backward)
+    assert get_attack("apgd", targets=3).forward_equivalents(spec) == 5 + 3 * 11 * 4
+    assert get_attack("pgd").forward_equivalents(spec) == 31  # 10 × 3F + the scoring forward
     assert "APGD-T-10×3" in get_attack("apgd", targets=3).describe(spec)
 
 
@@ -336,3 +338,46 @@ def test_val_full_every_keeps_what_auto_reads(blobs, make_classifier):
     first = trainer.history[0]
     assert {"apgd_acc", "teacher_apgd_acc"} <= set(first) and "pgd_acc" not in first
     assert trainer.history[-1]["lambda"] == pytest.approx(first["teacher_apgd_acc"])
+
+
+def _cost():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import validation_cost
+
+    return validation_cost
+
+
+def test_validation_cost_counts_what_the_validator_runs(soft_model):
+    """The cost script's per-image count is the passes the validator makes: exact for clean and PGD-k, an upper
+    bound for apgd (APGD-T only on the images APGD-CE left robust)."""
+    from art_adr.precision import Precision
+    from art_adr.validation import full_plan
+    from art_adr.validator import ValidatedModel, Validator
+
+    model, x, y = soft_model
+    vc, va = _cost(), _agreement()
+    counting = va.Counting(model)
+    cpu = torch.device("cpu")
+    validator = Validator({"student": ValidatedModel(counting, counting, counting)},
+                          get_attack("apgd", validates=True, targets=1), AttackSpec(eps=0.15, steps=3), "robust",
+                          (0.0, 1.0), Precision(None, cpu), cpu)
+    validator.evaluate(x, y, plan={"student": ("clean", "pgd")})
+    assert counting.images == len(y) * (1 + 4)
+    assert vc.plan_fe({"student": ("clean", "pgd")}, "apgd", 1, 3) == 1 + (1 + 3 * 3)  # PGD-3: 3 × 3F + F
+    counting.images = 0
+    validator.evaluate(x, y, plan={"student": ("apgd",)})
+    assert 0 < counting.images <= len(y) * get_attack("apgd", targets=1).forwards(AttackSpec(steps=3))
+    assert vc.plan_fe(full_plan("apgd"), "apgd", 3, 10) == 2 * (1 + 31 + (5 + 3 * 11 * 4))
+
+
+def test_validation_cost_per_epoch_follows_the_schedule():
+    from art_adr.config import resolve_config
+
+    vc = _cost()
+    config = resolve_config("cifar10-at-adr-wa", {"epochs": 10, "eval_every": 2, "val_full_every": 2, "val_targets": 1})
+    per_image, n_full, n_sel = vc.validation_fe_per_epoch(config)
+    assert (n_full, n_sel) == (3, 2)  # epochs 4, 8, 10 full; 2, 6 the teacher alone
+    full, sel = 2 * (1 + 31 + 71), 1 + 71
+    assert per_image == pytest.approx((3 * full + 2 * sel) / 10)
+    ddpm = resolve_config("cifar10-ddpm-at-adr-wa-awp")
+    assert vc.epoch_images(ddpm) == 191 * 1024  # the recipe's own count: 191 iterations after the hold-out

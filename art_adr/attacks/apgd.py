@@ -109,7 +109,13 @@ class APGD(Attack):
         return max(1, min(int(self.targets), classes - 1))
 
     def forwards(self, spec: AttackSpec) -> int:
-        return 1 + (spec.steps + 1) * (1 + int(self.targets))
+        return self._scoring_forwards + (spec.steps + 1) * (1 + int(self.targets))
+
+    def forward_equivalents(self, spec: AttackSpec) -> float:
+        return self._scoring_forwards + 3.0 * (spec.steps + 1) * (1 + int(self.targets))
+
+    # forwards without backward: the clean check, and per attack pyautoattack's own check and the scoring after it
+    _scoring_forwards: ClassVar[int] = 5
 
     def describe(self, spec: AttackSpec) -> str:
         return f"APGD-CE-{spec.steps}+APGD-T-{spec.steps}×{self.targets}"

@@ -64,8 +64,14 @@ class Attack:
     gives_examples: ClassVar[bool] = False  # implements examples(): what art-adr analyze --output-attack takes
 
     def forwards(self, spec: AttackSpec) -> int:
-        """Worst-case cost per image in forward+backward passes (a clean forward counts 1)."""
+        """Worst-case passes per image through the model (a clean forward counts 1): ``k`` forward+backward
+        steps and the forward that scores the result."""
         return spec.steps + 1
+
+    def forward_equivalents(self, spec: AttackSpec) -> float:
+        """Worst-case cost per image in forwards F (a forward+backward is 3F): one scoring forward, the other
+        passes with their backward."""
+        return 1.0 + 3.0 * (self.forwards(spec) - 1)
 
     def describe(self, spec: AttackSpec) -> str:
         """Short name of what runs, e.g. ``"PGD-10"`` (validation curves, progress bars)."""
