@@ -318,3 +318,21 @@ def test_compare_runs_finds_the_first_difference_and_ignores_timings_and_descrip
     assert compare_runs.same(a, b, "c") == "c.config.x: 1 != 2"
     assert compare_runs.same(keep, {"student": b["student"], "history": b["history"]}, "c") == "c.student.w"
     assert compare_runs.same([1], [1, 2], "m") == "m: lengths 1 != 2"
+
+
+def test_ro_phases_split_the_gap_at_the_decay():
+    import ro_phases
+
+    hist = [{"epoch": e, "apgd_acc": a} for e, a in ((2, 0.50), (4, 0.56), (6, 0.52), (8, 0.55), (10, 0.49))]
+    p = ro_phases.phases(hist, "apgd_acc", decay_epoch=6)
+    assert (p["peak"], p["peak_epoch"], p["at_decay"], p["final"]) == pytest.approx((56.0, 4, 52.0, 49.0))
+    assert p["lost_before_decay"] == pytest.approx(4.0) and p["lost_after_decay"] == pytest.approx(3.0)
+    assert p["gap"] == pytest.approx(7.0)
+    late = ro_phases.phases(hist[:2] + [{"epoch": 8, "apgd_acc": 0.60}, {"epoch": 10, "apgd_acc": 0.58}],
+                            "apgd_acc", decay_epoch=6)  # the peak after the decay: nothing lost before it
+    assert late["lost_before_decay"] == 0.0 and late["gap"] == pytest.approx(2.0)
+    runs = [dict(seed=s, adr=adr, **ro_phases.phases(hist, "apgd_acc", 6)) for s in (0, 1) for adr in (False, True)]
+    summary = ro_phases.summarise(runs)
+    assert summary["seeds"] == [0, 1] and summary["paired"]["gap"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="no 'pgd_acc'"):
+        ro_phases.phases(hist, "pgd_acc", 6)
