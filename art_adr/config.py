@@ -123,7 +123,6 @@ class RunConfig:
         if self.eps_step is None:
             self.eps_step = default_eps_step(self.eps, self.max_iter)
         _need(0 < self.eps_step <= self.eps, f"eps_step must be in (0, eps], got {self.eps_step}")
-        _need(self.max_iter >= 1, "max_iter must be >= 1")
         _need(self.norm in ("inf", "2"), f"norm must be 'inf' or '2', got {self.norm!r}")
 
     def _validate_rectification(self) -> None:
