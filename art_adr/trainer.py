@@ -155,8 +155,9 @@ class AdversarialTrainerADR(Trainer):
             every validation is full. The CIFAR and Tiny-ImageNet recipes use 10 (``docs/science/validation.md``).
         validation: what ``fit(..., validation_data=)`` measures every ``eval_every`` epochs: ``"robust"``
             (default: clean accuracy, PGD-k and ``val_attack`` on student and teacher: per hold-out image and
-            model one clean forward, k PGD forward+backward passes and up to (1 + ``val_targets``)·k more for
-            APGD — 51 at k = 10 with 3 targets; on a CPU, 200 images took 19 s against a 25 s training epoch) or
+            model one clean forward, k + 1 PGD passes and up to 5 + (k + 1)·(1 + ``val_targets``) more for
+            APGD — 61 at k = 10 with 3 targets (``Attack.forwards``); on a CPU, 200 images took 19 s against a 25 s
+            training epoch; ``val_full_every`` measures only what selects between full validations) or
             ``"clean"`` (clean accuracy of student and teacher only, as ART's trainers report: one forward per
             image and model, some 50× cheaper; ``best_metric`` then selects by ``clean_acc`` (or
             ``teacher_clean_acc``), and τ/λ ``"auto"`` are unavailable).
