@@ -224,7 +224,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # without the field is read with this value (an old run resumes, and is scored, exactly as it was trained).
 LEGACY_DEFAULTS: dict[str, Any] = {"save_every": 0, "val_attack": "pgd", "val_targets": defaults.VAL_TARGETS,
                                    "drop_last": False, "sync_bn": False, "extra_sampling": "replacement",
-                                   "ema_buffers": "average"}
+                                   "ema_buffers": "average", "val_full_every": 1}
 
 
 def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
