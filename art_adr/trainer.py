@@ -152,7 +152,8 @@ class AdversarialTrainerADR(Trainer):
         val_full_every: every k-th validation (and the last of a ``fit`` call) is full — student and teacher,
             clean, PGD-k and ``val_attack``; the others measure only what ``best_metric`` selects by (that model's
             clean accuracy and its attack; with τ/λ ``"auto"`` also the teacher under ``val_attack``). Default 1:
-            every validation is full. The CIFAR and Tiny-ImageNet recipes use 10 (``docs/science/validation.md``).
+            every validation is full. The CIFAR and Tiny-ImageNet recipes use 10 with ``eval_every=2``
+            (``docs/science/validation.md``).
         validation: what ``fit(..., validation_data=)`` measures every ``eval_every`` epochs: ``"robust"``
             (default: clean accuracy, PGD-k and ``val_attack`` on student and teacher: per hold-out image and
             model one clean forward, k + 1 PGD passes and up to 5 + (k + 1)·(1 + ``val_targets``) more for

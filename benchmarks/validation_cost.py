@@ -1,7 +1,7 @@
 """What the per-epoch validation costs against a training epoch, in forward-equivalents, for every GPU recipe.
 
-For each CIFAR-10/100 and Tiny-ImageNet recipe (as shipped, and with the former validation: every validation full,
-3 APGD-T targets): a training epoch's forward-equivalents (training images × :func:`bench_utils.forward_equivalents`
+For each CIFAR-10/100 and Tiny-ImageNet recipe (as shipped, and with the former validation: every epoch, every
+validation full, 3 APGD-T targets): a training epoch's forward-equivalents (training images × :func:`bench_utils.forward_equivalents`
 of the recipe's method, ADR and AWP) and the validation's, averaged over the run's epochs. A *full* validation
 (every ``val_full_every``-th, and the last) measures student and teacher: clean, PGD-k and the selecting attack; the
 others what selects (:func:`art_adr.validation.selective_plan`). Counting convention as ``throughput.py``'s: a
@@ -34,6 +34,7 @@ from art_adr.validation import full_plan, resolve_best_metric, selective_plan  #
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000}
 TARGET = 0.05  # of a CIFAR-10 ResNet-18 AT+ADR epoch
+FORMER = {"eval_every": 1, "val_full_every": 1, "val_targets": 3}  # every recipe's validation before issue 24 §6
 
 
 def plan_fe(plan: dict[str, tuple[str, ...]], attack: str, targets: int, steps: int) -> float:
@@ -74,7 +75,7 @@ def recipe_row(name: str) -> dict[str, Any]:
     config = resolve_config(name)
     train_images = epoch_images(config)
     epoch = train_images * forward_equivalents(config.method, config.max_iter, config.adr, config.awp_rho > 0)
-    former = dataclasses.replace(config, val_full_every=1, val_targets=3)
+    former = dataclasses.replace(config, **FORMER)
     row: dict[str, Any] = {"recipe": name, "train_images": train_images, "val_size": config.val_size,
                            "epoch_fe": epoch}
     for label, cfg in (("now", config), ("former", former)):
@@ -86,8 +87,8 @@ def recipe_row(name: str) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    head = ["recipe", "epoch (M F)", "hold-out", "full / selective", "targets", "validation now (M F / epoch)",
-            "% of epoch", "former (every full, 3 targets)", "former %"]
+    head = ["recipe", "epoch (M F)", "hold-out", "full / selective validations", "targets", "validation now (M F / epoch)",
+            "% of epoch", "former (every epoch, all)", "former %"]
     body = [[r["recipe"], f"{r['epoch_fe'] / 1e6:.2f}", str(r["val_size"]),
              f"{r['now']['full']} / {r['now']['selective']}", str(r["now"]["val_targets"]),
              f"{r['now']['fe_per_epoch'] / 1e6:.3f}", f"{100 * r['now']['fraction']:.1f}",

@@ -381,3 +381,18 @@ def test_validation_cost_per_epoch_follows_the_schedule():
     assert per_image == pytest.approx((3 * full + 2 * sel) / 10)
     ddpm = resolve_config("cifar10-ddpm-at-adr-wa-awp")
     assert vc.epoch_images(ddpm) == 191 * 1024  # the recipe's own count: 191 iterations after the hold-out
+
+
+def test_gpu_recipes_validate_within_five_percent_of_their_epoch():
+    """Counted, not timed: every CIFAR and Tiny-ImageNet recipe's validation, averaged over its epochs, is at most
+    5 % of its training epoch in forward-equivalents (upper bounds), where validating everything every epoch was
+    up to 20 %."""
+    from art_adr.config import list_recipes
+
+    vc = _cost()
+    names = [n for n in list_recipes() if n.startswith(("cifar10-", "cifar100-", "tinyimagenet-"))]
+    assert len(names) > 40
+    for name in names:
+        row = vc.recipe_row(name)
+        assert row["now"]["fraction"] <= vc.TARGET < row["former"]["fraction"] or "ddpm" in name, name
+        assert row["now"]["val_targets"] == 3  # the attack that ranks as AutoAttack does, unchanged
