@@ -1,11 +1,11 @@
 """What the per-epoch validation costs against a training epoch, in forward-equivalents, for every GPU recipe.
 
 For each CIFAR-10/100 and Tiny-ImageNet recipe (as shipped, and with the former validation: every epoch, every
-validation full, 3 APGD-T targets): a training epoch's forward-equivalents (training images × :func:`bench_utils.forward_equivalents`
-of the recipe's method, ADR and AWP) and the validation's, averaged over the run's epochs. A *full* validation
-(every ``val_full_every``-th, and the last) measures student and teacher: clean, PGD-k and the selecting attack; the
-others what selects (:func:`art_adr.validation.selective_plan`). Counting convention as ``throughput.py``'s: a
-forward F, a forward+backward 3F; an attack's cost is its declared worst case
+validation full, 3 APGD-T targets): a training epoch's forward-equivalents (training images ×
+:func:`bench_utils.forward_equivalents` of the recipe's method, ADR and AWP) and the validation's, averaged over the
+run's epochs. A *full* validation (every ``val_full_every``-th, and the last) measures student and teacher: clean,
+PGD-k and the selecting attack; the others what selects (:func:`art_adr.validation.selective_plan`). Counting
+convention as ``throughput.py``'s: a forward F, a forward+backward 3F; an attack's cost is its declared worst case
 (:meth:`art_adr.attacks.Attack.forward_equivalents`) — an upper bound for ``apgd``, whose APGD-T runs only on the
 images APGD-CE left robust (the agreement study counts the real passes). No training runs: the numbers follow from
 the configs. Writes ``<out>.json`` and ``<out>.md``.
@@ -87,8 +87,8 @@ def recipe_row(name: str) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    head = ["recipe", "epoch (M F)", "hold-out", "full / selective validations", "targets", "validation now (M F / epoch)",
-            "% of epoch", "former (every epoch, all)", "former %"]
+    head = ["recipe", "epoch (M F)", "hold-out", "full / selective validations", "targets",
+            "validation now (M F / epoch)", "% of epoch", "former (every epoch, all)", "former %"]
     body = [[r["recipe"], f"{r['epoch_fe'] / 1e6:.2f}", str(r["val_size"]),
              f"{r['now']['full']} / {r['now']['selective']}", str(r["now"]["val_targets"]),
              f"{r['now']['fe_per_epoch'] / 1e6:.3f}", f"{100 * r['now']['fraction']:.1f}",

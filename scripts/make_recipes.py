@@ -35,7 +35,8 @@ NOTES = {
 # the GPU recipes' validation (docs/science/validation.md, "Validation at a few percent of an epoch"): every 2nd
 # epoch the model that selects under APGD-CE + APGD-T (3 targets), everything (both models, PGD-10, the attack) every
 # 10th validation: at most 4.7 % of a CIFAR-10 ResNet-18 AT+ADR epoch (benchmarks/results/validation-cost.md); one
-# APGD-T target every epoch costs the same but ranked checkpoints below Kendall tau-b 0.9 (first regime 0.892, BatchNorm 0.835)
+# APGD-T target every epoch costs the same but ranked checkpoints below Kendall tau-b 0.9 (first regime 0.892,
+# BatchNorm 0.835)
 GPU_VALIDATION = {"eval_every": 2, "val_full_every": 10}
 NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet-200"}
 GIN_DIRS = {"cifar10": "cifar10", "cifar100": "cifar100", "tinyimagenet": "tiny-imagenet"}
