@@ -3,10 +3,12 @@ benchmark, the τ×λ sweep, the benchmarks/ scripts). Imports nothing heavy."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table"]
+__all__ = ["markdown_table", "write_report"]
 
 
 def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], *, pad: bool = False) -> list[str]:
@@ -30,6 +32,15 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], *, pad:
     widths = [max(len(c) for c in col) for col in zip(head, *body)]
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return [_line(_padded(head, widths))] + [rule] + [_line(_padded(r, widths)) for r in body]
+
+
+def write_report(out: Path, data: dict[str, Any], text: str) -> None:
+    """A benchmark's report: ``<out>.json`` (``data``) and ``<out>.md`` (``text``, also printed); the folder is
+    made."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    out.with_suffix(".md").write_text(text)
+    print(text)
 
 
 def _cell(value: Any) -> str:

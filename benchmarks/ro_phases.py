@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from art_adr.tables import markdown_table
+from art_adr.tables import markdown_table, write_report
 
 
 def phases(history: list[dict[str, Any]], key: str, decay_epoch: int) -> dict[str, float]:
@@ -89,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not summary["seeds"]:
         ap.error("no seed has both an AT and an AT+ADR run")
     meta = {"command": "python " + " ".join(sys.argv), "regime": args.regime, "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": runs, "summary": summary}, indent=1))
-    text = markdown(summary, meta)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_report(args.out, {"meta": meta, "runs": runs, "summary": summary}, markdown(summary, meta))
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from bench_utils import forward_equivalents, git_commit  # noqa: E402
 from art_adr.attacks import AttackSpec, get_attack  # noqa: E402
 from art_adr.config import RunConfig, list_recipes, resolve_config  # noqa: E402
 from art_adr.defaults import is_auto  # noqa: E402
-from art_adr.tables import markdown_table  # noqa: E402
+from art_adr.tables import markdown_table, write_report  # noqa: E402
 from art_adr.validation import full_plan, resolve_best_metric, selective_plan  # noqa: E402
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000}
@@ -109,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         ap.error(f"no recipe starts with {args.prefixes}")
     meta = {"command": "python " + " ".join(sys.argv), "commit": git_commit(), "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    text = markdown(rows, meta)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_report(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
 
