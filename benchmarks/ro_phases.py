@@ -14,6 +14,7 @@ both methods), which is why the test-set tables select on the hold-out and repor
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import sys
@@ -44,7 +45,9 @@ def phases(history: list[dict[str, Any]], key: str, decay_epoch: int) -> dict[st
 
 def read_run(run: Path) -> dict[str, Any]:
     config = yaml.safe_load((run / "config.yaml").read_text())
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    plain = run / "metrics.jsonl"  # or gzipped, as the committed copies are (the tree travels to a GPU host)
+    text = plain.read_text() if plain.is_file() else gzip.decompress((run / "metrics.jsonl.gz").read_bytes()).decode()
+    history = [json.loads(line) for line in text.splitlines() if line.strip()]
     key = f"{config.get('val_attack', 'pgd')}_acc"
     decay = int(round(float(config["milestones"][0]) * int(config["epochs"])))
     return {"run": run.name, "seed": int(config.get("seed", 0)), "adr": bool(config.get("adr")), "key": key,
