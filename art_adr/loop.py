@@ -21,7 +21,7 @@ from .distributed import all_reduce_max, all_reduce_sum, sync_buffers
 from .ema import EMATeacher
 from .rectification import RectificationSchedule
 from .snapshot import HostStateCopies
-from .validation import metric_name, selective_plan
+from .validation import metric_name, selective_plan, validation_at
 from .validator import Validator
 
 __all__ = ["BestEpoch", "Callback", "EpochLoop", "LoopHost", "TrainingDivergedError", "format_record"]
@@ -171,9 +171,9 @@ class EpochLoop:
                                "lambda_start": interpolation0})
             record["train_seconds"] = time.perf_counter() - t0
             record["images_per_s"] = seen / record["train_seconds"]
-            if val is not None and (self.epoch % self.eval_every == 0 or self.epoch == end_epoch):
-                full = self.epoch % (self.eval_every * self.val_full_every) == 0 or self.epoch == end_epoch
-                self._validate_epoch(val, record, full)
+            kind = validation_at(self.epoch, end_epoch, self.eval_every, self.val_full_every)
+            if val is not None and kind is not None:
+                self._validate_epoch(val, record, kind == "full")
             record["seconds"] = time.perf_counter() - t0
             self.history.append(record)
             if show:  # a message: through logging (the CLI prints it with tqdm.write, above the bars)
@@ -235,14 +235,14 @@ class EpochLoop:
         for hook in self.before_validation:
             hook(self.host)
         bar = f"validation {record['epoch']}" if self.host.verbose and self.host.rank == 0 else None
-        auto = self.adr and self.schedule.auto.active
+        auto = self.schedule.auto
+        auto_active = self.adr and auto.active
         plan = None if full or not self.validator.robust else selective_plan(self.best.metric,
-                                                                             self.validator.attack.name, auto)
+                                                                             self.validator.attack.name, auto_active)
         record.update(self.validator.evaluate(val[0], val[1], None, self.validator.robust, progress=bar, plan=plan))
         self.best.consider(record)
         record["best_epoch"] = self.best.epoch
-        auto = self.schedule.auto
-        if self.adr and auto.active:  # every rank on the whole hold-out, so all ranks agree
+        if auto_active:  # every rank on the whole hold-out, so all ranks agree
             logits = self.validator.teacher_adversarial_logits(*val) if auto.auto_temperature else None
             auto.update(logits, val[1], record[metric_name(self.validator.attack.name, "teacher")])
 

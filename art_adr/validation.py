@@ -15,7 +15,7 @@ import torch.
 from __future__ import annotations
 
 __all__ = ["metric_name", "parse_metric", "best_metric_choices", "resolve_best_metric", "full_plan",
-           "selective_plan"]
+           "selective_plan", "validation_at"]
 
 
 def metric_name(attack: str, model: str = "student") -> str:
@@ -30,6 +30,14 @@ def parse_metric(key: str) -> tuple[str, str]:
         raise ValueError(f"not a validation metric: {key!r}")
     model = "teacher" if key.startswith("teacher_") else "student"
     return key[len("teacher_") if model == "teacher" else 0 : -len("_acc")], model
+
+
+def validation_at(epoch: int, end_epoch: int, eval_every: int, val_full_every: int) -> str | None:
+    """Whether the validation after ``epoch`` is ``"full"``, ``"selective"`` or ``None`` (no validation): every
+    ``eval_every`` epochs and at ``end_epoch``; full every ``val_full_every``-th time and at ``end_epoch``."""
+    if epoch == end_epoch or epoch % (eval_every * val_full_every) == 0:
+        return "full"
+    return "selective" if epoch % eval_every == 0 else None
 
 
 def full_plan(val_attack: str, adversarial: bool = True,

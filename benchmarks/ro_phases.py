@@ -24,7 +24,11 @@ from typing import Any
 
 import yaml
 
+from art_adr.config import with_legacy_defaults
 from art_adr.tables import markdown_table, write_report
+from art_adr.validation import metric_name
+
+FIELDS = ("peak", "at_decay", "final", "gap", "lost_before_decay", "lost_after_decay")  # summarised per method
 
 
 def phases(history: list[dict[str, Any]], key: str, decay_epoch: int) -> dict[str, float]:
@@ -44,11 +48,11 @@ def phases(history: list[dict[str, Any]], key: str, decay_epoch: int) -> dict[st
 
 
 def read_run(run: Path) -> dict[str, Any]:
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = with_legacy_defaults(yaml.safe_load((run / "config.yaml").read_text()))  # as art-adr reads it
     plain = run / "metrics.jsonl"  # or gzipped, as the committed copies are (the tree travels to a GPU host)
     text = plain.read_text() if plain.is_file() else gzip.decompress((run / "metrics.jsonl.gz").read_bytes()).decode()
     history = [json.loads(line) for line in text.splitlines() if line.strip()]
-    key = f"{config.get('val_attack', 'pgd')}_acc"
+    key = metric_name(config["val_attack"])
     decay = int(round(float(config["milestones"][0]) * int(config["epochs"])))
     return {"run": run.name, "seed": int(config.get("seed", 0)), "adr": bool(config.get("adr")), "key": key,
             "decay_epoch": decay, **phases(history, key, decay)}
@@ -62,18 +66,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over seeds per method and the paired (AT+ADR − AT, same seed) differences."""
     by = {flag: {r["seed"]: r for r in runs if r["adr"] == flag} for flag in (False, True)}
     seeds = sorted(set(by[False]) & set(by[True]))
-    fields = ("peak", "at_decay", "final", "gap", "lost_before_decay", "lost_after_decay")
     out: dict[str, Any] = {"seeds": seeds}
     for label, flag in (("at", False), ("at_adr", True)):
-        out[label] = {f: [by[flag][s][f] for s in seeds] for f in fields}
-    out["paired"] = {f: [by[True][s][f] - by[False][s][f] for s in seeds] for f in fields}
+        out[label] = {f: [by[flag][s][f] for s in seeds] for f in FIELDS}
+    out["paired"] = {f: [by[True][s][f] - by[False][s][f] for s in seeds] for f in FIELDS}
     return out
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     head = ["", "peak", "at the LR decay", "final", "peak − final", "lost before the decay", "lost after it"]
-    fields = ("peak", "at_decay", "final", "gap", "lost_before_decay", "lost_after_decay")
-    rows = [[label] + [_mean_std(summary[key][f]) for f in fields]
+    rows = [[label] + [_mean_std(summary[key][f]) for f in FIELDS]
             for label, key in (("AT", "at"), ("AT+ADR", "at_adr"), ("paired AT+ADR − AT", "paired"))]
     return "\n".join([f"# Where robust overfitting happens: {meta['regime']} (hold-out, students, seeds "
                       f"{', '.join(map(str, summary['seeds']))}; %, mean ± population std)", "",

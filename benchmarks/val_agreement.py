@@ -38,7 +38,7 @@ from art_adr.attacks.autoattack import autoattack_eval
 from art_adr.checkpoint import load_checkpoint, model_from_checkpoint
 from art_adr.evaluation import file_sha256, first_n, load_split
 from art_adr.loader import to_unit_float
-from art_adr.tables import markdown_table
+from art_adr.tables import markdown_table, write_report
 
 CANDIDATES = ("pgd", "margin", "apgd-ce", "apgd")
 CACHE_VERSION = 1
@@ -96,9 +96,8 @@ def _candidate(key: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
         with torch.no_grad():
             flags = counting(adv).argmax(1) == y
     else:
-        options = {"targets": targets} if targets else {}
-        flags = get_attack(name, validates=True, **options).flags(counting, x, y, spec, clip_values=(0.0, 1.0),
-                                                                  generator=gen)
+        flags = get_attack(name, validates=True, targets=targets).flags(counting, x, y, spec,  # None: the default
+                                                                        clip_values=(0.0, 1.0), generator=gen)
     return {"acc": 100.0 * float(flags.float().mean()), "seconds": time.perf_counter() - t0,
             "forwards_per_image": counting.images / len(y), "n": len(y)}
 
@@ -277,11 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()} {platform.processor() or ''} CPU, torch {torch.__version__}, "
                        f"{args.threads} thread(s)".replace("  ", " "),
             "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(summary, meta))
+    write_report(args.out, {"meta": meta, "summary": summary, "runs": runs}, markdown(summary, meta))
     plot(runs, args.out.with_suffix(".png"), candidates)
-    print(markdown(summary, meta))
     return 0
 
 

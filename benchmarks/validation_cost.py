@@ -29,7 +29,7 @@ from art_adr.attacks import AttackSpec, get_attack  # noqa: E402
 from art_adr.config import RunConfig, list_recipes, resolve_config  # noqa: E402
 from art_adr.defaults import is_auto  # noqa: E402
 from art_adr.tables import markdown_table, write_report  # noqa: E402
-from art_adr.validation import full_plan, resolve_best_metric, selective_plan  # noqa: E402
+from art_adr.validation import full_plan, resolve_best_metric, selective_plan, validation_at  # noqa: E402
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000}
 TARGET = 0.05  # of a CIFAR-10 ResNet-18 AT+ADR epoch
@@ -40,12 +40,8 @@ def plan_fe(plan: dict[str, tuple[str, ...]], attack: str, targets: int, steps: 
     """Forward-equivalents per hold-out image of one validation measuring ``plan`` (model → kinds)."""
     spec = AttackSpec(steps=steps)
     cost = {"clean": 1.0, "pgd": get_attack("pgd").forward_equivalents(spec),
-            attack: get_attack(attack, validates=True, **_options(attack, targets)).forward_equivalents(spec)}
+            attack: get_attack(attack, validates=True, targets=targets).forward_equivalents(spec)}
     return sum(cost[kind] for kinds in plan.values() for kind in kinds)
-
-
-def _options(attack: str, targets: int) -> dict[str, int]:
-    return {"targets": targets} if attack == "apgd" else {}
 
 
 def validation_fe_per_epoch(config: RunConfig) -> tuple[float, int, int]:
@@ -55,9 +51,9 @@ def validation_fe_per_epoch(config: RunConfig) -> tuple[float, int, int]:
     full = plan_fe(full_plan(config.val_attack), config.val_attack, config.val_targets, config.eval_max_iter)
     sel = plan_fe(selective_plan(metric, config.val_attack, auto), config.val_attack, config.val_targets,
                   config.eval_max_iter)
-    validated = [e for e in range(1, config.epochs + 1) if e % config.eval_every == 0 or e == config.epochs]
-    n_full = sum(e % (config.eval_every * config.val_full_every) == 0 or e == config.epochs for e in validated)
-    n_sel = len(validated) - n_full
+    kinds = [validation_at(e, config.epochs, config.eval_every, config.val_full_every)
+             for e in range(1, config.epochs + 1)]
+    n_full, n_sel = kinds.count("full"), kinds.count("selective")
     return (n_full * full + n_sel * sel) / config.epochs, n_full, n_sel
 
 

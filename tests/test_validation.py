@@ -396,3 +396,16 @@ def test_gpu_recipes_validate_within_five_percent_of_their_epoch():
         row = vc.recipe_row(name)
         assert row["now"]["fraction"] <= vc.TARGET < row["former"]["fraction"] or "ddpm" in name, name
         assert row["now"]["val_targets"] == 3  # the attack that ranks as AutoAttack does, unchanged
+
+
+@pytest.mark.parametrize("eval_every, full_every, expected", [
+    (1, 1, "FFFFFFFFFF"),
+    (1, 3, "SSFSSFSSFF"),  # every 3rd validation full, and the last epoch
+    (2, 2, "-S-F-S-F-F"),  # validations at even epochs, every 2nd of them full
+    (3, 1, "--F--F--FF"),
+])
+def test_validation_at_follows_eval_every_and_val_full_every(eval_every, full_every, expected):
+    from art_adr.validation import validation_at
+
+    code = {"full": "F", "selective": "S", None: "-"}
+    assert "".join(code[validation_at(e, 10, eval_every, full_every)] for e in range(1, 11)) == expected
