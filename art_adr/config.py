@@ -48,7 +48,7 @@ class RunConfig:
     arch: str = "small-cnn"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     # method
-    method: str = "at"  # a name in art_adr.methods.METHODS: "at", "trades", "mart"
+    method: str = "at"  # a name in art_adr.methods.METHODS: "at", "trades", "mart", "standard"
     adr: bool = True
     temperature: tuple[float, float] | str = defaults.TEMPERATURE  # (start, end) or "auto" (art_adr.auto_schedule)
     interpolation: tuple[float, float] | str = defaults.INTERPOLATION  # (start, end) or "auto"

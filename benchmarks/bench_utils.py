@@ -133,6 +133,7 @@ def forward_equivalents(method: str, steps: int, adr: bool, awp: bool, minimal: 
       * PGD-K: K attack steps, each forward+backward: ``K·3F``; the loss: ``loss_forwards`` forward+backward
         passes (AT 1: ``3F``; TRADES and MART 2: ``6F``), plus ``attack_setup_forwards`` no-grad forwards
         (TRADES' clean KL target: ``+F``).
+      * Standard training (a method that is not ``adversarial``): no attack steps, the loss only: ``3F``.
       * ADR: + 1 teacher forward (no grad): ``+F``.
       * AWP: + the loss once more for the weight perturbation (3F for AT, 6F for TRADES/MART).
     ``minimal=True`` counts an attack step as 2F (the backward needs input gradients only, no weight
@@ -146,6 +147,7 @@ def forward_equivalents(method: str, steps: int, adr: bool, awp: bool, minimal: 
     elif method in METHODS.names():
         cls = get_method(method)
         loss_passes, setup = cls.loss_forwards, cls.attack_setup_forwards
+        steps = steps if cls.adversarial else 0  # standard training: no attack
     else:
         raise ValueError(f"method must be one of {', '.join(METHODS)} or 'trades-ce', got {method!r}")
     attack_step = 2.0 if minimal else 3.0

@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# Issue 28 §4: calibration of AT vs AT+ADR final checkpoints, 3 seeds, outputs on PGD-10 and on apgd examples.
-# Run as issue 28 §4 ran it (code of commit 221a232, where --output-attack was still called --attack): ro3 = the
-# runs of fashion_mnist_ro3.sh step 1 (RO3_RUNS), ro and ro2 trained here with their recipes; then
-# python benchmarks/calibration.py OUT/out/*/analysis.json.
+# Issue 28 §4: calibration of the final checkpoints of standard training, AT and AT+ADR, 3 seeds per regime,
+# outputs on PGD-10 and on apgd examples; then
+#   python benchmarks/calibration.py OUT/out/*/analysis.json --pairs Standard:AT,AT:AT+ADR
+# How the committed results ran (benchmarks/README.md, "Calibration, measured"): AT and AT+ADR as at code 221a232
+# (ro3: the runs of fashion_mnist_ro3.sh step 1), the standard runs and the three-model analyses at the commit named
+# in benchmarks/results/calibration-standard.md.
 # Set OUT (default benchmarks-out/calibration) and RO3_RUNS (default benchmarks-out/fashion-mnist-ro3-study/table/runs).
 set -uo pipefail
 export OMP_NUM_THREADS=1
 OUT=${OUT:-benchmarks-out/calibration}
 R=$(realpath -m "${RO3_RUNS:-benchmarks-out/fashion-mnist-ro3-study/table/runs}")
 mkdir -p "$OUT" && cd "$OUT"
-analyze() {  # regime seed at_run adr_run
+train() {  # recipe seed run_dir
+  [ -f "$3/checkpoints/final.pt" ] && return
+  if [ -f "$3/config.yaml" ]; then art-adr train --out "$3" --resume -q
+  else art-adr train -r "$1" --seed "$2" --out "$3" -q; fi
+}
+analyze() {  # regime seed standard_run at_run adr_run
   for attack in pgd apgd; do
     out="out/$1-s$2-$attack"
     [ -f "$out/analysis.json" ] && continue
-    art-adr analyze "$3/checkpoints/final.pt" --vs "$4/checkpoints/final.pt" --label AT --label AT+ADR \
-      --output-attack "$attack" --n-examples 500 --skip weights --skip inputs --out "$out" -q || echo "FAILED $out"
+    art-adr analyze "$3/checkpoints/final.pt" --vs "$4/checkpoints/final.pt" --vs "$5/checkpoints/final.pt" \
+      --label Standard --label AT --label AT+ADR --output-attack "$attack" --n-examples 500 --skip weights \
+      --skip inputs --out "$out" -q || echo "FAILED $out"
   done
 }
-for s in 0 1 2; do analyze ro3 $s $R/fashion-mnist-ro3-at-s$s $R/fashion-mnist-ro3-at-adr-s$s; done
-for regime in ro ro2; do
+for regime in ro ro2 ro3; do
   for s in 0 1 2; do
-    for m in at at-adr; do
-      run="runs/fashion-mnist-$regime-$m-s$s"
-      [ -f "$run/checkpoints/final.pt" ] && continue
-      if [ -f "$run/config.yaml" ]; then art-adr train --out "$run" --resume -q
-      else art-adr train -r "fashion-mnist-$regime-$m" --seed $s --out "$run" -q; fi
-    done
-    analyze $regime $s runs/fashion-mnist-$regime-at-s$s runs/fashion-mnist-$regime-at-adr-s$s
+    methods="standard" && [ $regime != ro3 ] && methods="standard at at-adr"
+    for m in $methods; do train "fashion-mnist-$regime-$m" $s "runs/fashion-mnist-$regime-$m-s$s"; done
+    if [ $regime = ro3 ]; then at=$R/fashion-mnist-ro3-at-s$s adr=$R/fashion-mnist-ro3-at-adr-s$s
+    else at=runs/fashion-mnist-$regime-at-s$s adr=runs/fashion-mnist-$regime-at-adr-s$s; fi
+    analyze $regime $s "runs/fashion-mnist-$regime-standard-s$s" "$at" "$adr"
   done
 done
 echo "cal done"

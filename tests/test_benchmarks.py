@@ -67,6 +67,7 @@ def test_forward_equivalents_convention() -> None:
     assert fe("trades-ce", 10, adr=False, awp=False) == 36
     assert fe("at", 10, adr=False, awp=True) == 36
     assert fe("mart", 10, adr=True, awp=True) == 30 + 6 + 1 + 6  # clean and adversarial fwd+bwd, + AWP's
+    assert fe("standard", 10, adr=True, awp=False) == 3 + 1  # no attack: the loss and the teacher forward
     with pytest.raises(ValueError, match=", ".join(METHODS.names())):
         fe("no-such-method", 10, adr=False, awp=False)
 
@@ -282,29 +283,40 @@ def test_ro_verdicts_pairs_a_variant_with_the_base_runs_of_the_same_seed(tmp_pat
     assert "student BN final AA" in (tmp_path / "out.md").read_text()
 
 
-def test_calibration_pairs_at_and_adr_by_seed_and_judges_against_the_paper(tmp_path: Path) -> None:
+def test_calibration_pairs_models_by_seed_and_judges_against_the_paper(tmp_path: Path) -> None:
     import calibration
 
-    def model(ece: float, js: float, ood: float) -> dict:
-        return {"ece_clean": ece, "ece_adv": ece, "js": {"mean": js},
-                "entropy": {"ood": {"mean": ood}, "clean": {"mean": 0.3}}, "accuracy": 0.8, "adv_accuracy": 0.5}
+    def model(ece: float, js: float, ood: float, clean: float = 0.3) -> dict:
+        entropy = {"ood": {"mean": ood}, "clean": {"mean": clean}, "adv": {"mean": clean},
+                   "incorrect": {"mean": clean + 0.1}}
+        return {"ece_clean": ece, "ece_adv": ece, "js": {"mean": js}, "entropy": entropy, "accuracy": 0.8,
+                "adv_accuracy": 0.5}
 
     files = []
     for seed, (ece_at, ece_adr) in enumerate([(0.20, 0.10), (0.22, 0.12), (0.18, 0.09)]):
         folder = tmp_path / f"ro3-s{seed}-apgd"
         folder.mkdir()
-        summary = {"models": {"AT": model(ece_at, 0.05, 1.0), "AT+ADR": model(ece_adr, 0.05 + 0.001 * seed, 0.5)}}
-        (folder / "analysis.json").write_text(json.dumps(summary))
+        models = {"AT": model(ece_at, 0.05, 1.0), "AT+ADR": model(ece_adr, 0.05 + 0.001 * seed, 0.5)}
+        if seed < 2:  # a standard model on two seeds only: its pair has no verdict, the other pair keeps 3 seeds
+            models["Standard"] = model(0.3, 0.5, 0.2, clean=0.1)
+        (folder / "analysis.json").write_text(json.dumps({"models": models}))
         files.append(str(folder / "analysis.json"))
-    calibration.main([*files, "--out", str(tmp_path / "cal")])
-    got = {r["metric"]: r for r in json.loads((tmp_path / "cal.json").read_text())["rows"]}
+    calibration.main([*files, "--pairs", "AT:AT+ADR,Standard:AT", "--out", str(tmp_path / "cal")])
+    entries = json.loads((tmp_path / "cal.json").read_text())["rows"]
+    got = {r["metric"]: r for r in entries if r["pair"] == ["AT", "AT+ADR"]}
     assert got["ECE clean"]["seeds"] == [0, 1, 2] and got["ECE clean"]["diff"][0] == pytest.approx(-0.0966667)
     assert got["ECE clean"]["verdict"] == "as the paper says"  # lower, as §3.2 expects
     assert got["JS clean↔adv"]["verdict"] == "within noise"
     assert got["entropy OOD"]["verdict"] == "the opposite"  # the paper expects more uncertainty out of distribution
-    assert got["accuracy clean"]["verdict"] == ""
+    assert got["accuracy clean"]["verdict"] == "" and got["entropy clean (test)"]["verdict"] == ""
+    robust = {r["metric"]: r for r in entries if r["pair"] == ["Standard", "AT"]}
+    assert robust["entropy clean (test)"]["seeds"] == [0, 1] and robust["entropy clean (test)"]["expect"] == "higher"
+    assert robust["ECE clean"]["verdict"] == "2 seed(s): no verdict"
+    assert "| Standard → AT | ro3 | apgd | entropy OOD | 0,1 |" in (tmp_path / "cal.md").read_text()
     with pytest.raises(ValueError, match="<regime>-s<seed>-<attack>"):
         calibration.read([str(tmp_path / "cal.json")])
+    with pytest.raises(ValueError, match="A:B"):
+        calibration.parse_pairs("AT")
 
 
 def test_compare_runs_finds_the_first_difference_and_ignores_timings_and_descriptions():

@@ -139,6 +139,37 @@ def test_mart_without_adr_targets_one_hot(blobs, make_classifier):
     assert torch.equal(trainer.iteration.targets(xb, yb), one_hot(yb, 4))
 
 
+# ---------------------------------------------------------------------------------------------- standard training
+def test_standard_training_is_one_clean_cross_entropy_step(blobs, make_classifier):
+    """The non-robust reference: no attack, one SGD step on CE(f(x), y) of the clean batch (BN in train mode)."""
+    import copy
+
+    x, y = blobs
+    trainer = AdversarialTrainerADR(make_classifier(), method=get_method("standard")(), adr=False, verbose=False, **EPS)
+    xb, yb = torch.as_tensor(x[:32]), torch.as_tensor(y[:32])
+    assert trainer.iteration.attack(xb, one_hot(yb, 4), yb) is xb
+    reference = copy.deepcopy(trainer._raw).train()
+    F.cross_entropy(reference(xb), yb).backward()
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    trainer.iteration.run(xb, yb, epoch=0)
+    for (name, p), q in zip(trainer._raw.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach() - lr * q.grad, msg=name)
+    for name, buffer in trainer._raw.named_buffers():  # BN statistics of the clean batch, as the reference's
+        torch.testing.assert_close(buffer, dict(reference.named_buffers())[name], msg=name)
+
+
+def test_standard_model_is_accurate_and_not_robust(blobs, make_classifier):
+    x, y = blobs
+    eps = dict(eps=0.2, eps_step=0.05, max_iter=5)
+    standard = AdversarialTrainerADR(make_classifier(), method=get_method("standard")(), adr=False, verbose=False,
+                                     **eps)
+    robust = AdversarialTrainerADR(make_classifier(), adr=False, verbose=False, **eps)
+    for trainer in (standard, robust):
+        trainer.fit(x, y, batch_size=32, nb_epochs=4)
+    plain, adv = standard.evaluate(x[:128], y[:128]), robust.evaluate(x[:128], y[:128])
+    assert plain["clean_acc"] > 0.9 and plain["pgd_acc"] < adv["pgd_acc"] - 0.2, (plain, adv)
+
+
 # ---------------------------------------------------------------------------------------------- ART conventions
 def test_fit_trains_nb_epochs_more_per_call_and_anneals_over_each_call(blobs, make_classifier):
     x, y = blobs

@@ -32,6 +32,7 @@ METHODS: Registry[type[TrainingMethod]] = Registry("training method", check=_is_
 METHODS.register_lazy("at", "art_adr.methods.at:AT")
 METHODS.register_lazy("trades", "art_adr.methods.trades:TRADES")
 METHODS.register_lazy("mart", "art_adr.methods.mart:MART")
+METHODS.register_lazy("standard", "art_adr.methods.standard:Standard")
 
 
 def get_method(name: str) -> type[TrainingMethod]:

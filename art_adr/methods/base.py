@@ -70,6 +70,8 @@ class TrainingMethod:
             adversarial; TRADES' ``"reference"`` variant makes a third, the clean KL target) —
             ``benchmarks/bench_utils.forward_equivalents`` counts FLOPs from them.
         attack_setup_forwards: no-grad forwards per image before the attack (TRADES' clean KL target: 1).
+        adversarial: ``False`` for a method that trains without an attack (standard training): its ``attack``
+            returns ``x`` and the cost model counts no attack steps.
     """
 
     name: ClassVar[str] = ""
@@ -79,6 +81,7 @@ class TrainingMethod:
     default_bn_mode: ClassVar[str] = "train"
     loss_forwards: ClassVar[int] = 1
     attack_setup_forwards: ClassVar[int] = 0
+    adversarial: ClassVar[bool] = True
 
     @classmethod
     def display_name(cls) -> str:
