@@ -19,6 +19,7 @@ examples it misclassifies, and consistent between clean and adversarial inputs (
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import statistics
@@ -51,14 +52,16 @@ MIN_SEEDS = 3
 
 
 def read(paths: list[str]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """``{(regime, attack): {seed: summary}}`` from the folder names ``<regime>-s<seed>-<attack>``."""
+    """``{(regime, attack): {seed: summary}}`` from the folder names ``<regime>-s<seed>-<attack>`` (files
+    ``analysis.json`` or, as committed, ``analysis.json.gz``)."""
     out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for path in paths:
         match = re.fullmatch(r"(.+)-s(\d+)-(\w+)", Path(path).parent.name)
         if match is None:
             raise ValueError(f"{path}: its folder must be named <regime>-s<seed>-<attack>")
         regime, seed, attack = match.group(1), int(match.group(2)), match.group(3)
-        out.setdefault((regime, attack), {})[seed] = json.loads(Path(path).read_text())
+        text = gzip.decompress(Path(path).read_bytes()).decode() if path.endswith(".gz") else Path(path).read_text()
+        out.setdefault((regime, attack), {})[seed] = json.loads(text)
     return out
 
 

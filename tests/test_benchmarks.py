@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import subprocess
@@ -299,8 +300,12 @@ def test_calibration_pairs_models_by_seed_and_judges_against_the_paper(tmp_path:
         models = {"AT": model(ece_at, 0.05, 1.0), "AT+ADR": model(ece_adr, 0.05 + 0.001 * seed, 0.5)}
         if seed < 2:  # a standard model on two seeds only: its pair has no verdict, the other pair keeps 3 seeds
             models["Standard"] = model(0.3, 0.5, 0.2, clean=0.1)
-        (folder / "analysis.json").write_text(json.dumps({"models": models}))
-        files.append(str(folder / "analysis.json"))
+        text = json.dumps({"models": models})
+        if seed == 2:  # committed analyses are gzipped
+            (folder / "analysis.json.gz").write_bytes(gzip.compress(text.encode()))
+        else:
+            (folder / "analysis.json").write_text(text)
+        files.append(str(next(folder.glob("analysis.json*"))))
     calibration.main([*files, "--pairs", "AT:AT+ADR,Standard:AT", "--out", str(tmp_path / "cal")])
     entries = json.loads((tmp_path / "cal.json").read_text())["rows"]
     got = {r["metric"]: r for r in entries if r["pair"] == ["AT", "AT+ADR"]}

@@ -109,7 +109,9 @@ def test_run_curves_have_a_fixed_0_to_100_scale():
     plt.close(fig)
 
 
-def test_the_calibration_legend_covers_no_panel(tmp_path):
+def test_the_calibration_legend_and_titles_cover_no_panel(tmp_path):
+    """Three models with the longest attack name: the legend sits below the panels and every title inside the
+    figure, clear of the other titles."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -119,7 +121,9 @@ def test_the_calibration_legend_covers_no_panel(tmp_path):
     curve = {"bin_edges": edges, "counts": np.full(10, 5), "accuracy": np.linspace(0.05, 0.95, 10),
              "confidence": np.linspace(0.1, 1.0, 10)}
     outputs = {"reliability_clean": curve, "reliability_adv": curve, "ece_clean": 0.05, "ece_adv": 0.05}
-    results = {"models": {"AT": {"outputs": outputs}, "AT+ADR": {"outputs": outputs}}, "settings": {"max_iter": 10}}
+    results = {"models": {"Standard": {"outputs": outputs}, "AT": {"outputs": outputs},
+                          "AT+ADR": {"outputs": outputs}},
+               "settings": {"max_iter": 10, "output_attack": "APGD-CE-10+APGD-T-10×3"}}
     fig = calibration_figure(results)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -129,6 +133,10 @@ def test_the_calibration_legend_covers_no_panel(tmp_path):
     assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
     for ax in fig.axes:
         assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    for i, title in enumerate(titles):
+        assert fig.bbox.contains(title.x0, title.y0) and fig.bbox.contains(title.x1, title.y1), fig.axes[i].get_title()
+        assert not any(title.overlaps(other) for other in titles[i + 1:]), fig.axes[i].get_title()
     assert plot_calibration(results, tmp_path / "calibration.png").is_file()
 
 

@@ -116,7 +116,7 @@ def calibration_figure(results: Mapping[str, Any]) -> Any:
                    edgecolor="tab:red", hatch="//", linewidth=0.5, label="|gap| to confidence")
             ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
             label = "clean" if key == "clean" else _adversarial(results)
-            ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}, {label}: ECE {o[f'ece_{key}']:.3f}",
+            ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}, {label}\nECE {o[f'ece_{key}']:.3f}",
                    xlabel="confidence", ylabel="accuracy")
             ax.title.set_fontsize(9)
     # one legend below the panels, never over the bars
