@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from art_adr.tables import markdown_table
+from art_adr.tables import markdown_table, write_report
 
 # metric -> how to read it from a model's summary
 METRICS = {
@@ -89,7 +89,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def rows(data: dict[tuple[str, str], dict[int, dict[str, Any]]], noise: float,
-         pairs: list[tuple[str, str]] = (("AT", "AT+ADR"),)) -> list[dict[str, Any]]:
+         pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """One row per pair × regime × attack × metric: A, B and the paired difference B − A over seeds (only the
     seeds whose analysis holds both models)."""
     out = []
@@ -124,15 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", default="AT:AT+ADR", help="model labels A:B to compare, a comma list "
                         "(default AT:AT+ADR; e.g. Standard:AT,AT:AT+ADR)")
     parser.add_argument("--noise", type=float, default=0.01, help="smallest difference that counts (default 0.01)")
-    parser.add_argument("--out", help="write OUT.md and OUT.json")
+    parser.add_argument("--out", help="write OUT.md and OUT.json (and print the table)")
     args = parser.parse_args(argv)
     entries = rows(read(args.files), args.noise, parse_pairs(args.pairs))
     text = to_markdown(entries)
-    print(text, end="")
     if args.out:
-        Path(f"{args.out}.md").write_text(text)
-        Path(f"{args.out}.json").write_text(json.dumps({"files": args.files, "pairs": args.pairs, "rows": entries},
-                                                       indent=1))
+        write_report(Path(args.out), {"files": args.files, "pairs": args.pairs, "rows": entries}, text)
+    else:
+        print(text, end="")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
 # outputs on PGD-10 and on apgd examples; then
 #   python benchmarks/calibration.py OUT/out/*/analysis.json --pairs Standard:AT,AT:AT+ADR
 # How the committed results ran (benchmarks/README.md, "Calibration, measured"): AT and AT+ADR as at code 221a232
-# (ro3: the runs of fashion_mnist_ro3.sh step 1), the standard runs and the three-model analyses at the commit named
-# in benchmarks/results/calibration-standard.md.
+# (ro3: the runs of fashion_mnist_ro3.sh step 1), the standard runs and the three-model analyses at 7880a34.
 # Set OUT (default benchmarks-out/calibration) and RO3_RUNS (default benchmarks-out/fashion-mnist-ro3-study/table/runs).
 set -uo pipefail
 export OMP_NUM_THREADS=1
